@@ -1,0 +1,299 @@
+//! What received bytes become: an event entry, a rejected entry, or a
+//! skipped duplicate. Pure: the store looks up what it has seen and asks
+//! [`resolve`] what to do.
+
+use lifeledger_schemas::{RejectClass, canonical_json, decode_event};
+
+use crate::entry::{Body, Source, encode_source};
+
+/// Bytes as they arrived, and where from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming {
+    pub source: Source,
+    pub raw: Vec<u8>,
+}
+
+/// Size limits applied before decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IntakeLimits {
+    /// Larger inputs are rejected as oversize.
+    pub max_event_bytes: usize,
+    /// How much of an oversize input the rejected entry keeps.
+    pub oversize_kept_bytes: usize,
+}
+
+impl Default for IntakeLimits {
+    fn default() -> Self {
+        IntakeLimits {
+            max_event_bytes: 64 * 1024,
+            oversize_kept_bytes: 4 * 1024,
+        }
+    }
+}
+
+/// Received bytes after decoding, before the store's duplicate check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Classified {
+    Event {
+        event_id: String,
+        raw: Vec<u8>,
+        raw_hash: [u8; 32],
+        canonical: Vec<u8>,
+        source: Source,
+    },
+    Rejected {
+        raw: Vec<u8>,
+        class: RejectClass,
+        reason: String,
+        /// Identifies this input at this source, so that reading the same
+        /// bad input again is a duplicate, not a second rejection.
+        key: [u8; 32],
+        source: Source,
+    },
+}
+
+/// Where an event id was first recorded, and a hash of its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenEvent {
+    pub chain: String,
+    pub seq: u64,
+    pub raw_hash: [u8; 32],
+}
+
+/// What the store should do with classified input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    Append { body: Body, source: Source },
+    Duplicate,
+}
+
+fn rejection_key(source: &Source, raw: &[u8]) -> [u8; 32] {
+    let mut encoded = Vec::with_capacity(64);
+    encode_source(source, &mut encoded);
+    let mut hasher = blake3::Hasher::new_derive_key("lifeledger 2026-11 rejection key v1");
+    hasher.update(&encoded);
+    hasher.update(blake3::hash(raw).as_bytes());
+    *hasher.finalize().as_bytes()
+}
+
+fn rejected(source: Source, raw: Vec<u8>, class: RejectClass, reason: String) -> Classified {
+    let key = rejection_key(&source, &raw);
+    Classified::Rejected {
+        raw,
+        class,
+        reason,
+        key,
+        source,
+    }
+}
+
+/// Decodes received bytes. Never fails: bad input becomes a rejection that
+/// keeps the bytes and says why.
+pub fn classify(incoming: Incoming, limits: &IntakeLimits) -> Classified {
+    let Incoming { source, raw } = incoming;
+    if raw.len() > limits.max_event_bytes {
+        let reason = format!(
+            "input is {} bytes, over the limit of {}; the first {} bytes are kept, blake3 of all: {}",
+            raw.len(),
+            limits.max_event_bytes,
+            limits.oversize_kept_bytes.min(raw.len()),
+            blake3::hash(&raw).to_hex()
+        );
+        let key = rejection_key(&source, &raw);
+        let mut kept = raw;
+        kept.truncate(limits.oversize_kept_bytes);
+        return Classified::Rejected {
+            raw: kept,
+            class: RejectClass::Oversize,
+            reason,
+            key,
+            source,
+        };
+    }
+    match decode_event(&raw) {
+        Ok(event) => Classified::Event {
+            raw_hash: *blake3::hash(&raw).as_bytes(),
+            canonical: canonical_json(&event),
+            event_id: event.event_id,
+            raw,
+            source,
+        },
+        Err(err) => {
+            let class = err.class();
+            rejected(source, raw, class, err.to_string())
+        }
+    }
+}
+
+/// Decides on classified input, given what the ledger has seen before.
+///
+/// `seen_event` is the earlier record of the event's id, if any. An id seen
+/// with the same bytes is a duplicate; with different bytes, a conflict to be
+/// rejected. `seen_rejection` answers whether a rejection with this key was
+/// recorded before (reading the same bad input twice rejects it once); it is
+/// the store's lookup, and its error is passed through.
+pub fn resolve<E>(
+    classified: Classified,
+    seen_event: Option<&SeenEvent>,
+    seen_rejection: impl FnOnce(&[u8; 32]) -> Result<bool, E>,
+) -> Result<Admission, E> {
+    match into_conflict(classified, seen_event) {
+        Classified::Event {
+            event_id,
+            raw,
+            canonical,
+            source,
+            ..
+        } => Ok(match seen_event {
+            None => Admission::Append {
+                body: Body::Event {
+                    raw,
+                    event_id,
+                    canonical,
+                },
+                source,
+            },
+            // into_conflict turned differing bytes into a rejection.
+            Some(_) => Admission::Duplicate,
+        }),
+        Classified::Rejected {
+            raw,
+            class,
+            reason,
+            source,
+            key,
+        } => Ok(if seen_rejection(&key)? {
+            Admission::Duplicate
+        } else {
+            Admission::Append {
+                body: Body::Rejected { raw, class, reason },
+                source,
+            }
+        }),
+    }
+}
+
+/// If `classified` is an event whose id was recorded with different bytes,
+/// the rejection that records the conflict; otherwise `classified` itself.
+fn into_conflict(classified: Classified, seen_event: Option<&SeenEvent>) -> Classified {
+    match (classified, seen_event) {
+        (
+            Classified::Event {
+                event_id,
+                raw,
+                raw_hash,
+                source,
+                ..
+            },
+            Some(seen),
+        ) if seen.raw_hash != raw_hash => {
+            let reason = format!(
+                "event id {event_id:?} was first recorded at chain {:?} seq {} with different bytes \
+                 (blake3 {} there, {} here)",
+                seen.chain,
+                seen.seq,
+                hex::encode(seen.raw_hash),
+                hex::encode(raw_hash)
+            );
+            rejected(source, raw, RejectClass::Conflict, reason)
+        }
+        (classified, _) => classified,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn incoming(raw: &str) -> Incoming {
+        Incoming {
+            source: Source::File {
+                path: "in.jsonl".into(),
+                line: 3,
+            },
+            raw: raw.as_bytes().to_vec(),
+        }
+    }
+
+    fn never_seen(_: &[u8; 32]) -> Result<bool, ()> {
+        Ok(false)
+    }
+
+    const EVENT: &str = r#"{"schema_version":1,"event_id":"e1","event_time":"2026-01-05T10:00:00Z","account":{"app_id":"1","uin":"2"},"item_id":"i1","category":"asset_management","kind":{"type":"stored","store":"mongodb"}}"#;
+
+    #[test]
+    fn garbage_is_rejected_with_its_bytes() {
+        let c = classify(incoming("not json"), &IntakeLimits::default());
+        match c {
+            Classified::Rejected {
+                raw, class, reason, ..
+            } => {
+                assert_eq!(raw, b"not json");
+                assert_eq!(class, RejectClass::Malformed);
+                assert!(reason.contains("line 1 column"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn oversize_keeps_a_prefix_and_says_so() {
+        let limits = IntakeLimits {
+            max_event_bytes: 10,
+            oversize_kept_bytes: 4,
+        };
+        match classify(incoming("0123456789abc"), &limits) {
+            Classified::Rejected {
+                raw, class, reason, ..
+            } => {
+                assert_eq!(raw, b"0123");
+                assert_eq!(class, RejectClass::Oversize);
+                assert!(
+                    reason.starts_with("input is 13 bytes, over the limit of 10"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn same_bytes_are_a_duplicate_and_different_bytes_a_conflict() {
+        let first = classify(incoming(EVENT), &IntakeLimits::default());
+        let Classified::Event { raw_hash, .. } = &first else {
+            panic!("{first:?}")
+        };
+        let seen = SeenEvent {
+            chain: "file".into(),
+            seq: 0,
+            raw_hash: *raw_hash,
+        };
+        let again = classify(incoming(EVENT), &IntakeLimits::default());
+        assert_eq!(
+            resolve(again, Some(&seen), never_seen),
+            Ok(Admission::Duplicate)
+        );
+
+        let changed = EVENT.replace("mongodb", "mysql");
+        let changed = classify(incoming(&changed), &IntakeLimits::default());
+        match resolve(changed, Some(&seen), never_seen) {
+            Ok(Admission::Append {
+                body: Body::Rejected { class, reason, .. },
+                ..
+            }) => {
+                assert_eq!(class, RejectClass::Conflict);
+                assert!(reason.contains("chain \"file\" seq 0"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_rejection_seen_before_is_a_duplicate() {
+        let c = classify(incoming("nope"), &IntakeLimits::default());
+        assert_eq!(
+            resolve(c, None, |_| Ok::<_, ()>(true)),
+            Ok(Admission::Duplicate)
+        );
+    }
+}

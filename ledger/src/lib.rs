@@ -1,0 +1,24 @@
+//! The Lifeledger ledger: append-only, blake3 hash-chained logs of lifecycle
+//! events.
+//!
+//! * [`chain`]: a chain head and the one way to extend it (pure).
+//! * [`entry`]: what one entry holds, its byte encoding and its hash (pure).
+//! * [`intake`]: deciding what received bytes become: an event entry, a
+//!   rejected entry, or a skipped duplicate (pure).
+//! * [`verify`]: walking a chain and naming the first bad seq (pure).
+//! * [`store`]: the sled-backed store: atomic, fsynced batch appends, reads,
+//!   heads. The only module here that does I/O.
+//!
+//! `FORMAT.md` at the repository root specifies every byte that is hashed.
+
+pub mod chain;
+pub mod entry;
+pub mod intake;
+pub mod store;
+pub mod verify;
+
+pub use chain::{ChainHead, SealedEntry};
+pub use entry::{Body, Entry, EntryHash, Source};
+pub use intake::Incoming;
+pub use store::{AppendReport, Ledger, LedgerOptions, StoreError};
+pub use verify::{Finding, Problem, VerifyReport};

@@ -1,0 +1,209 @@
+//! How the ledger lays out its data in sled: keys and block framing.
+//!
+//! One sled tree holds everything, so that a batch of entries, the head
+//! update and the index updates are one atomic `apply_batch`.
+//!
+//! | key | value |
+//! |---|---|
+//! | `M` `format` | store format version, ASCII |
+//! | `H` chain | head: next_seq u64 BE, last_hash 32 B |
+//! | `B` u16 BE len, chain, first_seq u64 BE | a block of consecutive records |
+//! | `I` event_id | first record of the id: u16 BE len, chain, seq u64 BE, blake3(raw) 32 B |
+//! | `R` rejection key (32 B) | u16 BE len, chain, seq u64 BE |
+//!
+//! A block is `count` u32 BE, then `count` records, each `len` u32 BE, the
+//! entry hash (32 B) and `len` bytes of entry encoding (FORMAT.md). Entries
+//! go into blocks so that one sled insert carries many entries.
+
+use crate::entry::EntryHash;
+use crate::intake::SeenEvent;
+
+pub const META_FORMAT_KEY: &[u8] = b"Mformat";
+pub const STORE_FORMAT: &[u8] = b"1";
+
+pub fn head_key(chain: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + chain.len());
+    key.push(b'H');
+    key.extend_from_slice(chain.as_bytes());
+    key
+}
+
+pub fn encode_head(next_seq: u64, last_hash: &EntryHash) -> Vec<u8> {
+    let mut out = Vec::with_capacity(40);
+    out.extend_from_slice(&next_seq.to_be_bytes());
+    out.extend_from_slice(&last_hash.0);
+    out
+}
+
+pub fn decode_head(value: &[u8]) -> Option<(u64, EntryHash)> {
+    if value.len() != 40 {
+        return None;
+    }
+    let next_seq = u64::from_be_bytes(value[..8].try_into().ok()?);
+    let hash: [u8; 32] = value[8..].try_into().ok()?;
+    Some((next_seq, EntryHash(hash)))
+}
+
+fn put_chain(out: &mut Vec<u8>, chain: &str) {
+    // Chain names are validated to at most 200 bytes before they get here.
+    let len = u16::try_from(chain.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(chain.as_bytes());
+}
+
+fn take_chain(value: &[u8]) -> Option<(String, &[u8])> {
+    let len = u16::from_be_bytes(value.get(..2)?.try_into().ok()?) as usize;
+    let name = value.get(2..2 + len)?;
+    Some((String::from_utf8(name.to_vec()).ok()?, &value[2 + len..]))
+}
+
+/// The prefix shared by every block key of a chain.
+pub fn block_prefix(chain: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(3 + chain.len() + 8);
+    key.push(b'B');
+    put_chain(&mut key, chain);
+    key
+}
+
+pub fn block_key(chain: &str, first_seq: u64) -> Vec<u8> {
+    let mut key = block_prefix(chain);
+    key.extend_from_slice(&first_seq.to_be_bytes());
+    key
+}
+
+/// The chain and first seq of a block key.
+pub fn parse_block_key(key: &[u8]) -> Option<(String, u64)> {
+    let rest = key.strip_prefix(b"B")?;
+    let (chain, rest) = take_chain(rest)?;
+    let seq = u64::from_be_bytes(rest.try_into().ok()?);
+    Some((chain, seq))
+}
+
+pub fn event_index_key(event_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + event_id.len());
+    key.push(b'I');
+    key.extend_from_slice(event_id.as_bytes());
+    key
+}
+
+pub fn encode_seen_event(seen: &SeenEvent) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + seen.chain.len() + 40);
+    put_chain(&mut out, &seen.chain);
+    out.extend_from_slice(&seen.seq.to_be_bytes());
+    out.extend_from_slice(&seen.raw_hash);
+    out
+}
+
+pub fn decode_seen_event(value: &[u8]) -> Option<SeenEvent> {
+    let (chain, rest) = take_chain(value)?;
+    if rest.len() != 40 {
+        return None;
+    }
+    Some(SeenEvent {
+        chain,
+        seq: u64::from_be_bytes(rest[..8].try_into().ok()?),
+        raw_hash: rest[8..].try_into().ok()?,
+    })
+}
+
+pub fn rejection_index_key(key: &[u8; 32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(33);
+    out.push(b'R');
+    out.extend_from_slice(key);
+    out
+}
+
+pub fn encode_location(chain: &str, seq: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + chain.len() + 8);
+    put_chain(&mut out, chain);
+    out.extend_from_slice(&seq.to_be_bytes());
+    out
+}
+
+/// Frames records into one block value.
+pub fn encode_block<'a>(
+    records: impl ExactSizeIterator<Item = (&'a EntryHash, &'a [u8])>,
+) -> Vec<u8> {
+    let count = u32::try_from(records.len()).unwrap_or(u32::MAX);
+    let mut out = Vec::new();
+    out.extend_from_slice(&count.to_be_bytes());
+    for (hash, encoding) in records {
+        let len = u32::try_from(encoding.len()).unwrap_or(u32::MAX);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&hash.0);
+        out.extend_from_slice(encoding);
+    }
+    out
+}
+
+/// One record as stored: the hash kept beside the entry, and its encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    /// The position the store holds it at (block first seq + index).
+    pub position: u64,
+    pub hash: EntryHash,
+    pub encoding: Vec<u8>,
+}
+
+/// Splits a block into records. Returns the records framed before any
+/// damage, and a description of the damage, if any.
+pub fn decode_block(first_seq: u64, value: &[u8]) -> (Vec<StoredRecord>, Option<String>) {
+    let mut records = Vec::new();
+    let Some(count) = value
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_be_bytes)
+    else {
+        return (
+            records,
+            Some("block is shorter than its record count".to_owned()),
+        );
+    };
+    let mut pos = 4usize;
+    for i in 0..u64::from(count) {
+        let position = first_seq + i;
+        let Some(len) = value
+            .get(pos..pos + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_be_bytes)
+        else {
+            return (
+                records,
+                Some(format!("block ends inside the length of record {i}")),
+            );
+        };
+        let start = pos + 4;
+        let Some(hash) = value
+            .get(start..start + 32)
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        else {
+            return (
+                records,
+                Some(format!("block ends inside the hash of record {i}")),
+            );
+        };
+        let body = start + 32;
+        let Some(encoding) = value.get(body..body + len as usize) else {
+            return (
+                records,
+                Some(format!("block ends inside record {i} ({len} bytes framed)")),
+            );
+        };
+        records.push(StoredRecord {
+            position,
+            hash: EntryHash(hash),
+            encoding: encoding.to_vec(),
+        });
+        pos = body + len as usize;
+    }
+    if pos != value.len() {
+        return (
+            records,
+            Some(format!(
+                "{} bytes follow the last record of the block",
+                value.len() - pos
+            )),
+        );
+    }
+    (records, None)
+}

@@ -1,0 +1,270 @@
+//! Walking a chain and naming the first entry that is wrong.
+//!
+//! Pure: the store feeds stored records (the hash it kept and the entry
+//! encoding) in order; [`ChainVerifier`] recomputes and cross-checks them.
+//! A broken chain is a finding, not an error: it is the answer an auditor
+//! asked for.
+
+use std::fmt;
+
+use lifeledger_schemas::{canonical_json, decode_event};
+
+use crate::chain::ChainHead;
+use crate::entry::{Body, Entry, EntryHash, GENESIS_PREV_HASH};
+
+/// What is wrong at the first bad seq.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Problem {
+    /// The stored bytes are not an entry (or the block holding it is torn).
+    Undecodable(String),
+    /// The entry's recomputed hash differs from the hash stored with it.
+    HashMismatch {
+        stored: EntryHash,
+        computed: EntryHash,
+    },
+    /// The entry names another chain.
+    WrongChain { found: String },
+    /// The entry at this position carries another seq: an entry was
+    /// removed, inserted or moved.
+    SeqMismatch { found: u64 },
+    /// The entry's `prev_hash` is not the hash of the entry before it.
+    PrevMismatch {
+        expected: EntryHash,
+        found: EntryHash,
+    },
+    /// The canonical form or event id does not match the received bytes.
+    CanonicalMismatch(String),
+    /// The chain goes on past its recorded head.
+    BeyondHead { head_next_seq: u64 },
+    /// The recorded head is past the last entry: entries are missing.
+    MissingEntries { head_next_seq: u64 },
+    /// The last entry's hash is not the head's hash.
+    HeadHashMismatch { head: EntryHash, last: EntryHash },
+    /// Entries exist for a chain that has no head.
+    NoHead,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Undecodable(why) => write!(f, "stored bytes are not an entry: {why}"),
+            Problem::HashMismatch { stored, computed } => {
+                write!(
+                    f,
+                    "entry hash is {computed}, but {stored} is stored with it"
+                )
+            }
+            Problem::WrongChain { found } => write!(f, "entry belongs to chain {found:?}"),
+            Problem::SeqMismatch { found } => {
+                write!(
+                    f,
+                    "entry carries seq {found} (removed, inserted or moved entry)"
+                )
+            }
+            Problem::PrevMismatch { expected, found } => write!(
+                f,
+                "prev_hash is {found}, but the previous entry's hash is {expected}"
+            ),
+            Problem::CanonicalMismatch(why) => {
+                write!(f, "recorded event does not match its received bytes: {why}")
+            }
+            Problem::BeyondHead { head_next_seq } => write!(
+                f,
+                "entry lies beyond the chain head (head covers seq 0..{head_next_seq})"
+            ),
+            Problem::MissingEntries { head_next_seq } => write!(
+                f,
+                "entry is missing: the head says the chain has {head_next_seq} entries"
+            ),
+            Problem::HeadHashMismatch { head, last } => {
+                write!(
+                    f,
+                    "last entry's hash is {last}, but the head records {head}"
+                )
+            }
+            Problem::NoHead => write!(f, "entries exist but the chain has no head"),
+        }
+    }
+}
+
+/// The first bad seq of a chain and what is wrong there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub chain: String,
+    pub seq: u64,
+    pub problem: Problem,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "chain {:?} seq {}: {}",
+            self.chain, self.seq, self.problem
+        )
+    }
+}
+
+/// What a verified chain holds.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ChainSummary {
+    pub chain: String,
+    pub entries: u64,
+    pub events: u64,
+    pub rejected: u64,
+    /// Hash of the last entry, if any.
+    pub last_hash: Option<EntryHash>,
+}
+
+/// The outcome of verifying a whole ledger: one summary per chain and the
+/// first finding of each broken chain.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VerifyReport {
+    pub chains: Vec<ChainSummary>,
+    pub findings: Vec<Finding>,
+}
+
+impl VerifyReport {
+    pub fn is_intact(&self) -> bool {
+        self.findings.is_empty()
+    }
+}
+
+/// How much a verifier checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// Hashes, links, seqs and head.
+    Chain,
+    /// Also re-decode every event from its received bytes and compare the
+    /// recorded event id and canonical form.
+    Events,
+}
+
+/// Checks one chain's records in order.
+#[derive(Debug)]
+pub struct ChainVerifier {
+    summary: ChainSummary,
+    prev_hash: EntryHash,
+    depth: Depth,
+}
+
+impl ChainVerifier {
+    pub fn new(chain: &str, depth: Depth) -> Self {
+        ChainVerifier {
+            summary: ChainSummary {
+                chain: chain.to_owned(),
+                ..ChainSummary::default()
+            },
+            prev_hash: GENESIS_PREV_HASH,
+            depth,
+        }
+    }
+
+    /// The seq the next record must carry.
+    pub fn next_seq(&self) -> u64 {
+        self.summary.entries
+    }
+
+    /// A finding at the next seq.
+    pub fn finding(&self, problem: Problem) -> Finding {
+        Finding {
+            chain: self.summary.chain.clone(),
+            seq: self.next_seq(),
+            problem,
+        }
+    }
+
+    /// Checks the next stored record: the hash stored beside it and its
+    /// encoding.
+    pub fn check(&mut self, stored_hash: &EntryHash, encoding: &[u8]) -> Result<(), Finding> {
+        let entry = Entry::decode(encoding)
+            .map_err(|e| self.finding(Problem::Undecodable(e.to_string())))?;
+        let computed = EntryHash::of_encoding(encoding);
+        if computed != *stored_hash {
+            return Err(self.finding(Problem::HashMismatch {
+                stored: *stored_hash,
+                computed,
+            }));
+        }
+        if entry.chain != self.summary.chain {
+            return Err(self.finding(Problem::WrongChain { found: entry.chain }));
+        }
+        if entry.seq != self.next_seq() {
+            return Err(self.finding(Problem::SeqMismatch { found: entry.seq }));
+        }
+        if entry.prev_hash != self.prev_hash {
+            return Err(self.finding(Problem::PrevMismatch {
+                expected: self.prev_hash,
+                found: entry.prev_hash,
+            }));
+        }
+        match &entry.body {
+            Body::Event {
+                raw,
+                event_id,
+                canonical,
+            } => {
+                if self.depth == Depth::Events {
+                    check_event(raw, event_id, canonical)
+                        .map_err(|why| self.finding(Problem::CanonicalMismatch(why)))?;
+                }
+                self.summary.events += 1;
+            }
+            Body::Rejected { .. } => self.summary.rejected += 1,
+        }
+        self.summary.entries += 1;
+        self.summary.last_hash = Some(computed);
+        self.prev_hash = computed;
+        Ok(())
+    }
+
+    /// Ends the walk by comparing with the chain's recorded head.
+    pub fn finish(self, head: Option<&ChainHead>) -> Result<ChainSummary, Finding> {
+        let count = self.summary.entries;
+        match head {
+            None if count == 0 => Ok(self.summary),
+            None => Err(Finding {
+                chain: self.summary.chain.clone(),
+                seq: 0,
+                problem: Problem::NoHead,
+            }),
+            Some(head) if count > head.next_seq => Err(Finding {
+                chain: self.summary.chain.clone(),
+                seq: head.next_seq,
+                problem: Problem::BeyondHead {
+                    head_next_seq: head.next_seq,
+                },
+            }),
+            Some(head) if count < head.next_seq => Err(self.finding(Problem::MissingEntries {
+                head_next_seq: head.next_seq,
+            })),
+            Some(head) if self.prev_hash != head.last_hash => Err(Finding {
+                chain: self.summary.chain.clone(),
+                seq: count.saturating_sub(1),
+                problem: Problem::HeadHashMismatch {
+                    head: head.last_hash,
+                    last: self.prev_hash,
+                },
+            }),
+            Some(_) => Ok(self.summary),
+        }
+    }
+}
+
+fn check_event(raw: &[u8], event_id: &str, canonical: &[u8]) -> Result<(), String> {
+    let event = decode_event(raw).map_err(|e| format!("received bytes do not decode: {e}"))?;
+    if event.event_id != event_id {
+        return Err(format!(
+            "event id {event_id:?} recorded, {:?} received",
+            event.event_id
+        ));
+    }
+    if canonical_json(&event) != canonical {
+        return Err("canonical form differs from the one the received bytes give".to_owned());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
