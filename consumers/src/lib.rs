@@ -1,1 +1,9 @@
+//! Lifeledger's inputs: the edges that read events from the outside world
+//! and hand them to the ledger in batches.
+//!
+//! * [`file`]: JSON Lines files, one event per line.
+//!
+//! The Kafka consumer will live here too, behind a feature, so that the
+//! ledger and its verifier build without librdkafka.
 
+pub mod file;

@@ -16,12 +16,11 @@ use crate::v1::Event;
 /// The canonical JSON bytes of an event.
 pub fn canonical_json(event: &Event) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
-    match serde_json::to_value(event) {
-        Ok(value) => write_value(&value, &mut out),
-        // Serializing our own plain data types cannot fail: every map key is
-        // a string and there are no floats. Should that ever change, an empty
-        // canonical form makes the entry visibly wrong rather than panicking.
-        Err(_) => {}
+    // Serializing our own plain data types cannot fail: every map key is a
+    // string and there are no floats. Should that ever change, an empty
+    // canonical form makes the entry visibly wrong rather than panicking.
+    if let Ok(value) = serde_json::to_value(event) {
+        write_value(&value, &mut out);
     }
     out
 }

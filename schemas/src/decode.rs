@@ -169,6 +169,21 @@ fn read_version(envelope: &Envelope<'_>) -> Result<u64, DecodeError> {
     }
 }
 
+/// A field error at `path`. serde names a missing field in its message and
+/// reports the object that lacks it; the path should name the field.
+fn field_error(path: &str, message: String) -> DecodeError {
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.strip_suffix('`'));
+    let path = match (path, missing) {
+        ("." | "", Some(field)) => field.to_owned(),
+        (".", None) | ("", None) => "(root)".to_owned(),
+        (path, Some(field)) => format!("{path}.{field}"),
+        (path, None) => path.to_owned(),
+    };
+    DecodeError::field(path, message)
+}
+
 fn first_error<T: DeserializeOwned>(fields: Map<String, Value>) -> Option<(String, String)> {
     serde_path_to_error::deserialize::<_, T>(Value::Object(fields))
         .err()
@@ -212,7 +227,7 @@ fn diagnose_kind(kind: &RawValue) -> Option<DecodeError> {
     } else {
         format!("kind.{path}")
     };
-    Some(DecodeError::field(path, message))
+    Some(field_error(&path, message))
 }
 
 /// Decodes and validates one event from the bytes a producer sent.
@@ -240,12 +255,7 @@ pub fn decode_event(raw: &[u8]) -> Result<Event, DecodeError> {
                 return found;
             }
         }
-        let path = if path == "." {
-            "(root)".to_owned()
-        } else {
-            path
-        };
-        DecodeError::field(path, message_of(&inner))
+        field_error(&path, message_of(&inner))
     })?;
     de.end().map_err(|err| syntax_error(&err))?;
     event

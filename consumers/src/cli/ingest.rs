@@ -1,0 +1,87 @@
+//! `lifeledger ingest FILE`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use jiff::Timestamp;
+use lifeledger::file::ingest_file;
+use lifeledger_ledger::{Ledger, LedgerOptions};
+
+use super::Outcome;
+
+#[derive(Debug, clap::Args)]
+pub struct IngestArgs {
+    /// A JSON Lines file: one event per line.
+    pub file: PathBuf,
+    /// The chain to append to.
+    #[arg(long, default_value = "file")]
+    pub chain: String,
+    /// Lines per durable append.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(dir: &Path, args: IngestArgs) -> anyhow::Result<Outcome> {
+    let mut ledger = Ledger::open(dir, LedgerOptions::default())
+        .with_context(|| format!("opening the ledger at {}", dir.display()))?;
+    let size = std::fs::metadata(&args.file)
+        .with_context(|| format!("reading {}", args.file.display()))?
+        .len();
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::with_draw_target(Some(size), ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} ingest [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let summary = ingest_file(
+        &mut ledger,
+        &args.chain,
+        &args.file,
+        args.batch_size,
+        Timestamp::now,
+        |bytes| bar.set_position(bytes),
+    )?;
+    bar.finish_and_clear();
+    let head = ledger.head(&args.chain).map_or(0, |h| h.next_seq);
+    if args.json {
+        let json = serde_json::json!({
+            "file": args.file.display().to_string(),
+            "chain": args.chain,
+            "lines": summary.lines,
+            "appended": summary.appended,
+            "rejected": summary.rejected,
+            "duplicates": summary.duplicates,
+            "blank_lines": summary.blank_lines,
+            "chain_entries": head,
+        });
+        println!("{json}");
+    } else {
+        println!(
+            "{}: {} lines: {} appended, {} rejected, {} duplicate{}; chain {:?} now has {} entries",
+            args.file.display(),
+            summary.lines,
+            summary.appended,
+            summary.rejected,
+            summary.duplicates,
+            if summary.blank_lines > 0 {
+                format!(" ({} blank lines skipped)", summary.blank_lines)
+            } else {
+                String::new()
+            },
+            args.chain,
+            head
+        );
+    }
+    Ok(Outcome::Ok)
+}

@@ -1,0 +1,112 @@
+//! Command-line arguments, dispatch and exit codes.
+
+mod entries;
+mod ingest;
+mod verify;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use lifeledger_ledger::{Ledger, LedgerOptions};
+
+/// Exit codes: 0 done (or intact), 1 verification found the ledger
+/// broken, 2 unusable input (bad arguments, no ledger, I/O failure).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    VerificationFailed,
+    Unusable,
+}
+
+impl Outcome {
+    pub fn exit_code(self) -> ExitCode {
+        match self {
+            Outcome::Ok => ExitCode::SUCCESS,
+            Outcome::VerificationFailed => ExitCode::from(1),
+            Outcome::Unusable => ExitCode::from(2),
+        }
+    }
+}
+
+/// An event-sourced, tamper-evident ledger of what happens to customer data.
+#[derive(Debug, Parser)]
+#[command(name = "lifeledger", version, about)]
+pub struct Args {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Global {
+    /// The ledger directory.
+    #[arg(
+        long,
+        global = true,
+        env = "LIFELEDGER_DIR",
+        default_value = "lifeledger-data"
+    )]
+    pub ledger: PathBuf,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Append every line of a JSON Lines file to the ledger.
+    Ingest(ingest::IngestArgs),
+    /// Walk every chain and check hashes, links, seqs and heads.
+    Verify(verify::VerifyArgs),
+    /// Print entries.
+    Log(entries::LogArgs),
+    /// Print the head of every chain.
+    Head(entries::HeadArgs),
+}
+
+pub fn init_tracing(global: &Global) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LIFELEDGER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match global.log_format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<Outcome> {
+    let dir = &args.global.ledger;
+    match args.command {
+        Command::Ingest(a) => ingest::run(dir, a),
+        Command::Verify(a) => verify::run(dir, a),
+        Command::Log(a) => entries::log(dir, a),
+        Command::Head(a) => entries::head(dir, a),
+    }
+}
+
+/// Opens an existing ledger; reading commands never create one.
+fn open_existing(dir: &Path, check_tails: bool) -> anyhow::Result<Ledger> {
+    if !dir.join("conf").is_file() {
+        bail!(
+            "no ledger at {} (give --ledger DIR or set LIFELEDGER_DIR)",
+            dir.display()
+        );
+    }
+    let ledger = if check_tails {
+        Ledger::open(dir, LedgerOptions::default())
+    } else {
+        Ledger::open_unchecked(dir, LedgerOptions::default())
+    };
+    ledger.with_context(|| format!("opening the ledger at {}", dir.display()))
+}

@@ -1,0 +1,103 @@
+//! `lifeledger verify`.
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use lifeledger_ledger::verify::Depth;
+
+use super::{Outcome, open_existing};
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// Check hashes, links, seqs and heads only; skip re-decoding each
+    /// event from its received bytes.
+    #[arg(long)]
+    pub chain_only: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(dir: &Path, args: VerifyArgs) -> anyhow::Result<Outcome> {
+    let ledger = open_existing(dir, false)?;
+    let depth = if args.chain_only {
+        Depth::Chain
+    } else {
+        Depth::Events
+    };
+    let total: u64 = ledger.heads().map(|h| h.next_seq).sum();
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} verify [{bar:40}] {pos}/{len} entries {per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let report = ledger.verify(depth, &mut |n| bar.set_position(n))?;
+    bar.finish_and_clear();
+    if args.json {
+        let chains: Vec<_> = report
+            .chains
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "chain": c.chain,
+                    "entries": c.entries,
+                    "events": c.events,
+                    "rejected": c.rejected,
+                    "head_hash": c.last_hash.map(|h| h.to_hex()),
+                })
+            })
+            .collect();
+        let findings: Vec<_> = report
+            .findings
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "chain": f.chain,
+                    "first_bad_seq": f.seq,
+                    "problem": f.problem.to_string(),
+                })
+            })
+            .collect();
+        let json = serde_json::json!({
+            "intact": report.is_intact(),
+            "depth": if args.chain_only { "chain" } else { "events" },
+            "chains": chains,
+            "findings": findings,
+        });
+        println!("{json}");
+    } else {
+        for c in &report.chains {
+            println!(
+                "chain {:?}: intact, {} entries ({} events, {} rejected), head {}",
+                c.chain,
+                c.entries,
+                c.events,
+                c.rejected,
+                c.last_hash
+                    .map_or_else(|| "(empty)".to_owned(), |h| h.to_hex())
+            );
+        }
+        for f in &report.findings {
+            println!(
+                "chain {:?}: BROKEN at seq {}: {}",
+                f.chain, f.seq, f.problem
+            );
+        }
+        if report.chains.is_empty() && report.findings.is_empty() {
+            println!("the ledger is empty");
+        }
+    }
+    Ok(if report.is_intact() {
+        Outcome::Ok
+    } else {
+        Outcome::VerificationFailed
+    })
+}

@@ -1,0 +1,120 @@
+//! The `lifeledger` binary: commands, output and exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use super::support::{collected, stored, write_lines};
+
+fn binary() -> PathBuf {
+    // Integration tests live in target/<profile>/deps; the binary beside it.
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir.join("lifeledger");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p lifeledger` (the test command does)",
+        bin.display()
+    );
+    bin
+}
+
+fn run(ledger: &Path, args: &[&str]) -> Output {
+    Command::new(binary())
+        .arg("--ledger")
+        .arg(ledger)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn ingest_verify_log_head_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = tmp.path().join("ledger");
+    let file = write_lines(
+        tmp.path(),
+        "in.jsonl",
+        &[
+            collected("e1", "i1"),
+            "garbage".into(),
+            stored("e2", "i1", "mysql"),
+            collected("e1", "i1"),
+        ],
+    );
+    let out = run(&ledger, &["ingest", file.to_str().unwrap(), "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(summary["appended"], 2);
+    assert_eq!(summary["rejected"], 1);
+    assert_eq!(summary["duplicates"], 1);
+    assert_eq!(summary["chain_entries"], 3);
+
+    let out = run(&ledger, &["verify"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stdout(&out).contains("intact, 3 entries (2 events, 1 rejected)"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = run(&ledger, &["log", "--from", "1", "--to", "1", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let line: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(line["seq"], 1);
+    assert_eq!(line["body"]["type"], "rejected");
+    assert_eq!(line["body"]["raw"], "garbage");
+    assert_eq!(line["source"]["line"], 2);
+
+    let out = run(&ledger, &["head", "--json"]);
+    let heads: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(heads[0]["entries"], 3);
+    assert_eq!(heads[0]["last_seq"], 2);
+}
+
+#[test]
+fn verify_exit_codes_tell_intact_broken_and_unusable_apart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = tmp.path().join("ledger");
+
+    let missing = run(&ledger, &["verify"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no ledger at"));
+    assert!(!ledger.exists(), "verify must not create a ledger");
+
+    let file = write_lines(
+        tmp.path(),
+        "in.jsonl",
+        &[collected("e1", "i1"), stored("e2", "i1", "mysql")],
+    );
+    assert_eq!(
+        run(&ledger, &["ingest", file.to_str().unwrap()])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(run(&ledger, &["verify"]).status.code(), Some(0));
+
+    // Break the head: claim one more entry than exists.
+    {
+        let db = super::support::open_sled(&ledger);
+        let head = db.get("Hfile").unwrap().unwrap().to_vec();
+        let mut moved = 3u64.to_be_bytes().to_vec();
+        moved.extend_from_slice(&head[8..]);
+        db.insert("Hfile", moved).unwrap();
+        db.flush().unwrap();
+    }
+    let broken = run(&ledger, &["verify", "--json"]);
+    assert_eq!(broken.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&broken)).unwrap();
+    assert_eq!(report["intact"], false);
+    assert_eq!(report["findings"][0]["first_bad_seq"], 2);
+}
