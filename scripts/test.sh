@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Sets up what the tests need and runs every test. This is the README's test
+# command and what CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The independent vector check needs Python's blake3 package.
+if ! python3 -c 'import blake3' 2>/dev/null; then
+  echo "installing the Python blake3 package for scripts/check-vectors.py"
+  python3 -m pip install --quiet --disable-pip-version-check blake3
+fi
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
+python3 scripts/check-vectors.py ledger/testdata/entry-vectors.json
+# Benchmarks must keep compiling even when nobody runs them.
+cargo bench --workspace --locked --no-run
