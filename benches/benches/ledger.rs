@@ -46,7 +46,9 @@ fn fill(ledger: &mut Ledger, entries: u64) {
     let mut next = 0;
     while next < entries {
         let n = BATCH.min((entries - next) as usize);
-        ledger.append("bench", batch(next, n), Timestamp::now()).unwrap();
+        ledger
+            .append("bench", batch(next, n), Timestamp::now())
+            .unwrap();
         next += n as u64;
     }
 }
@@ -91,10 +93,24 @@ fn bench_verify(c: &mut Criterion) {
     group.throughput(Throughput::Elements(VERIFY_ENTRIES));
     group.sample_size(10);
     group.bench_function("chain", |b| {
-        b.iter(|| assert!(ledger.verify(Depth::Chain, &mut |_| {}).unwrap().is_intact()))
+        b.iter(|| {
+            assert!(
+                ledger
+                    .verify(Depth::Chain, &mut |_| {})
+                    .unwrap()
+                    .is_intact()
+            )
+        })
     });
     group.bench_function("chain_and_events", |b| {
-        b.iter(|| assert!(ledger.verify(Depth::Events, &mut |_| {}).unwrap().is_intact()))
+        b.iter(|| {
+            assert!(
+                ledger
+                    .verify(Depth::Events, &mut |_| {})
+                    .unwrap()
+                    .is_intact()
+            )
+        })
     });
     group.bench_function("raw_blake3_per_entry", |b| {
         b.iter(|| {
@@ -143,10 +159,22 @@ fn print_ratio() {
         "{VERIFY_ENTRIES} entries, {:.0} bytes each on average",
         bytes as f64 / VERIFY_ENTRIES as f64
     );
-    println!("durable append, batches of {BATCH}: {:>12.0} entries/s", rate(append));
-    println!("verify (chain):                   {:>12.0} entries/s", rate(chain));
-    println!("verify (chain + events):          {:>12.0} entries/s", rate(events));
-    println!("raw blake3 per entry:             {:>12.0} entries/s", rate(raw));
+    println!(
+        "durable append, batches of {BATCH}: {:>12.0} entries/s",
+        rate(append)
+    );
+    println!(
+        "verify (chain):                   {:>12.0} entries/s",
+        rate(chain)
+    );
+    println!(
+        "verify (chain + events):          {:>12.0} entries/s",
+        rate(events)
+    );
+    println!(
+        "raw blake3 per entry:             {:>12.0} entries/s",
+        rate(raw)
+    );
     println!(
         "ratio verify(chain)/raw blake3: {:.3}   verify(chain+events)/raw blake3: {:.3}",
         rate(chain) / rate(raw),

@@ -153,12 +153,24 @@ fn known_answer_vectors_match() {
         let bytes = hex::decode(v["encoding_hex"].as_str().unwrap()).unwrap();
         let entry = Entry::decode(&bytes).unwrap();
         assert_eq!(entry.encode(), bytes, "{}", v["name"]);
-        assert_eq!(EntryHash::of_encoding(&bytes).to_hex(), v["hash"], "{}", v["name"]);
+        assert_eq!(
+            EntryHash::of_encoding(&bytes).to_hex(),
+            v["hash"],
+            "{}",
+            v["name"]
+        );
         assert_eq!(entry.seq, v["seq"].as_u64().unwrap());
         assert_eq!(entry.prev_hash.to_hex(), v["prev_hash"]);
     }
     // The chain vectors link: the second entry's prev_hash is the first's hash.
-    assert_eq!(stored["vectors"][1]["prev_hash"], stored["vectors"][0]["hash"]);
+    assert_eq!(
+        stored["vectors"][1]["prev_hash"],
+        stored["vectors"][0]["hash"]
+    );
     assert_eq!(stored["vectors"][0]["prev_hash"], "0".repeat(64));
-    assert_eq!(stored, document(), "the code no longer produces the stored vectors");
+    assert_eq!(
+        stored,
+        document(),
+        "the code no longer produces the stored vectors"
+    );
 }
