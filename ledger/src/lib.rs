@@ -14,6 +14,7 @@
 pub mod chain;
 pub mod entry;
 pub mod intake;
+pub mod policy;
 pub mod store;
 pub mod verify;
 

@@ -5,7 +5,7 @@ use lifeledger_ledger::verify::Depth;
 use lifeledger_ledger::{Body, Source};
 use lifeledger_schemas::RejectClass;
 
-use super::support::{clock, collected, open, stored, write_lines};
+use lifeledger_tests::{clock, collected, open, stored, write_lines};
 
 fn mixed_lines() -> Vec<String> {
     vec![

@@ -1,8 +1,7 @@
-//! Lifeledger's integration tests: one binary, one module per area.
+//! Lifeledger's integration tests: one binary, one module per area. The
+//! command-line tests live beside the binary, in `consumers/tests/cli.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
-mod cli;
 mod ingest;
-mod support;
 mod tamper;

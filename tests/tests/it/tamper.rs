@@ -8,7 +8,7 @@ use lifeledger::file::ingest_file;
 use lifeledger_ledger::verify::{Depth, Finding, Problem};
 use lifeledger_ledger::{Ledger, LedgerOptions, StoreError};
 
-use super::support::{clock, open, open_sled, open_unchecked, retry_locked, stored, write_lines};
+use lifeledger_tests::{clock, open, open_sled, open_unchecked, retry_locked, stored, write_lines};
 
 const CHAIN: &str = "file";
 

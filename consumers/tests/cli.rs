@@ -1,25 +1,15 @@
-//! The `lifeledger` binary: commands, output and exit codes.
+//! The `lifeledger` binary: commands, output and exit codes. These live in
+//! the binary's own package so that cargo builds the binary before them.
 
-use std::path::{Path, PathBuf};
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+use std::path::Path;
 use std::process::{Command, Output};
 
-use super::support::{collected, stored, write_lines};
-
-fn binary() -> PathBuf {
-    // Integration tests live in target/<profile>/deps; the binary beside it.
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join("lifeledger");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p lifeledger` (the test command does)",
-        bin.display()
-    );
-    bin
-}
+use lifeledger_tests::{collected, open_sled, stored, write_lines};
 
 fn run(ledger: &Path, args: &[&str]) -> Output {
-    Command::new(binary())
+    Command::new(env!("CARGO_BIN_EXE_lifeledger"))
         .arg("--ledger")
         .arg(ledger)
         .args(args)
@@ -105,7 +95,7 @@ fn verify_exit_codes_tell_intact_broken_and_unusable_apart() {
 
     // Break the head: claim one more entry than exists.
     {
-        let db = super::support::open_sled(&ledger);
+        let db = open_sled(&ledger);
         let head = db.get("Hfile").unwrap().unwrap().to_vec();
         let mut moved = 3u64.to_be_bytes().to_vec();
         moved.extend_from_slice(&head[8..]);
