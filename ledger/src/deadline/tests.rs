@@ -1,0 +1,217 @@
+use jiff::civil::{Date, Weekday};
+use proptest::prelude::*;
+
+use super::*;
+
+fn at(secs: i64, seq: u64) -> EntryRef {
+    let t = Timestamp::from_second(secs).unwrap();
+    EntryRef {
+        chain: "c".into(),
+        seq,
+        event_id: format!("e{seq}"),
+        event_time: t,
+        received_at: t,
+    }
+}
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn at_time(s: &str, seq: u64) -> EntryRef {
+    at(ts(s).as_second(), seq)
+}
+
+const DAY: i64 = 86_400;
+
+fn rule_a() -> RuleDef {
+    RuleDef::HostingTermination {
+        minimum_days: 180,
+        after_termination_days: 30,
+        clause: "A".into(),
+    }
+}
+
+fn rule_b() -> RuleDef {
+    RuleDef::FixedAfterCollection {
+        minimum_days: 180,
+        days: 180,
+        clause: "B".into(),
+    }
+}
+
+fn rule_c() -> RuleDef {
+    RuleDef::RequestOrServiceEnd {
+        request_working_days: 30,
+        service_end_months: 1,
+        clause: "C".into(),
+    }
+}
+
+fn weekdays_only() -> WorkingCalendar {
+    WorkingCalendar::new(
+        vec![Weekday::Saturday, Weekday::Sunday],
+        vec![],
+        "cal".into(),
+    )
+}
+
+fn due(outcome: DeadlineOutcome) -> Timestamp {
+    match outcome {
+        DeadlineOutcome::Set(d) => d.due_by,
+        other => panic!("no deadline: {other:?}"),
+    }
+}
+
+// Collection times between 2000 and 2100.
+const T0: i64 = 946_684_800;
+const T1: i64 = 4_102_444_800;
+
+proptest! {
+    #[test]
+    fn rule_b_is_collection_plus_180_days(c in T0..T1) {
+        let collected = at(c, 0);
+        let t = Triggers { collected: Some(&collected), ..Triggers::default() };
+        prop_assert_eq!(due(compute("B", &rule_b(), None, &t)).as_second(), c + 180 * DAY);
+    }
+
+    #[test]
+    fn rule_a_is_the_later_bound_and_nothing_while_hosting_runs(c in T0..T1, after in 0i64..400 * DAY) {
+        let collected = at(c, 0);
+        let terminated = at(c + after, 1);
+        let running = Triggers { collected: Some(&collected), ..Triggers::default() };
+        let is_none = matches!(compute("A", &rule_a(), None, &running), DeadlineOutcome::None { .. });
+        prop_assert!(is_none);
+        let t = Triggers { collected: Some(&collected), hosting_terminated: Some(&terminated), ..Triggers::default() };
+        let d = due(compute("A", &rule_a(), None, &t)).as_second();
+        prop_assert_eq!(d, (c + after + 30 * DAY).max(c + 180 * DAY));
+    }
+
+    #[test]
+    fn rule_c_takes_the_earlier_trigger(c in T0..T1, req in 0i64..200 * DAY, end in 0i64..200 * DAY) {
+        let cal = weekdays_only();
+        let collected = at(c, 0);
+        let request = at(c + req, 1);
+        let ended = at(c + end, 2);
+        let only_request = Triggers { collected: Some(&collected), deletion_requested: Some(&request), ..Triggers::default() };
+        let only_end = Triggers { collected: Some(&collected), service_use_ended: Some(&ended), ..Triggers::default() };
+        let both = Triggers { collected: Some(&collected), deletion_requested: Some(&request), service_use_ended: Some(&ended), ..Triggers::default() };
+        let r = due(compute("C", &rule_c(), Some(&cal), &only_request));
+        let e = due(compute("C", &rule_c(), Some(&cal), &only_end));
+        prop_assert_eq!(due(compute("C", &rule_c(), Some(&cal), &both)), r.min(e));
+        // 30 working days is at least 6 weeks minus a weekend, at most 6 weeks.
+        let span = r.as_second() - request.event_time.as_second();
+        prop_assert!((40 * DAY..=44 * DAY).contains(&span), "{span}");
+    }
+
+    #[test]
+    fn working_days_land_on_working_days_and_count_exactly(start in 0i64..3650, n in 0u32..80) {
+        let cal = WorkingCalendar::new(
+            vec![Weekday::Friday, Weekday::Saturday],
+            vec!["2026-05-01".parse().unwrap(), "2026-12-25".parse().unwrap()],
+            "c".into(),
+        );
+        let date = "2024-01-01".parse::<Date>().unwrap().checked_add(jiff::SignedDuration::from_hours(24 * start)).unwrap();
+        let end = cal.add_working_days(date, n).unwrap();
+        let mut counted = 0;
+        let mut day = date;
+        while day < end {
+            day = day.tomorrow().unwrap();
+            if cal.is_working_day(day) { counted += 1; }
+        }
+        prop_assert_eq!(counted, n);
+        prop_assert!(n == 0 || cal.is_working_day(end));
+    }
+
+    #[test]
+    fn a_released_hold_moves_the_deadline_by_its_length(c in T0..T1, start in 1i64..179 * DAY, len in 1i64..100 * DAY) {
+        let collected = at(c, 0);
+        let placed = at(c + start, 1);
+        let released = at(c + start + len, 2);
+        let t = Triggers { collected: Some(&collected), holds: vec![(&placed, Some(&released))], ..Triggers::default() };
+        match compute("B", &rule_b(), None, &t) {
+            DeadlineOutcome::Set(d) => {
+                prop_assert_eq!(d.due_by.as_second(), c + 180 * DAY + len);
+                prop_assert_eq!(d.held_for.as_secs(), len);
+                prop_assert!(d.basis.contains(&placed) && d.basis.contains(&released));
+            }
+            other => prop_assert!(false, "{:?}", other),
+        }
+    }
+}
+
+#[test]
+fn one_month_after_january_31_is_the_last_day_of_february() {
+    let collected = at_time("2026-01-01T00:00:00Z", 0);
+    let ended = at_time("2026-01-31T10:00:00Z", 1);
+    let t = Triggers {
+        collected: Some(&collected),
+        service_use_ended: Some(&ended),
+        ..Triggers::default()
+    };
+    assert_eq!(
+        due(compute("C", &rule_c(), None, &t)),
+        ts("2026-02-28T10:00:00Z")
+    );
+    let leap = at_time("2028-01-31T10:00:00Z", 1);
+    let t = Triggers {
+        collected: Some(&collected),
+        service_use_ended: Some(&leap),
+        ..Triggers::default()
+    };
+    assert_eq!(
+        due(compute("C", &rule_c(), None, &t)),
+        ts("2028-02-29T10:00:00Z")
+    );
+}
+
+#[test]
+fn a_hold_never_released_suspends_the_deadline() {
+    let collected = at_time("2026-01-01T00:00:00Z", 0);
+    let placed = at_time("2026-03-01T00:00:00Z", 1);
+    let t = Triggers {
+        collected: Some(&collected),
+        holds: vec![(&placed, None)],
+        ..Triggers::default()
+    };
+    assert_eq!(
+        compute("B", &rule_b(), None, &t),
+        DeadlineOutcome::Suspended {
+            hold: placed.clone()
+        }
+    );
+    // A hold placed after the deadline does not touch it.
+    let late = at_time("2026-12-01T00:00:00Z", 2);
+    let t = Triggers {
+        collected: Some(&collected),
+        holds: vec![(&late, None)],
+        ..Triggers::default()
+    };
+    assert_eq!(
+        due(compute("B", &rule_b(), None, &t)),
+        ts("2026-06-30T00:00:00Z")
+    );
+}
+
+#[test]
+fn every_deadline_names_its_rule_clause_and_entries() {
+    let collected = at_time("2026-01-01T00:00:00Z", 0);
+    let terminated = at_time("2026-09-01T00:00:00Z", 5);
+    let t = Triggers {
+        collected: Some(&collected),
+        hosting_terminated: Some(&terminated),
+        ..Triggers::default()
+    };
+    let DeadlineOutcome::Set(d) = compute("A", &rule_a(), None, &t) else {
+        panic!()
+    };
+    assert_eq!(d.rule, "A");
+    assert_eq!(d.clause, "A");
+    assert_eq!(d.basis, vec![collected, terminated]);
+    assert_eq!(d.due_by, ts("2026-10-01T00:00:00Z"));
+    assert!(
+        d.explanation.contains("later of hosting termination"),
+        "{}",
+        d.explanation
+    );
+}

@@ -1,0 +1,340 @@
+//! Projections: the retention state of every item and every copy of it,
+//! rebuilt by folding the chain's events.
+//!
+//! Pure. [`Projection::apply`] folds one entry in; the state it keeps is
+//! facts (what happened, when, recorded where), kept sorted by event time,
+//! so the result does not depend on the order in which events arrive.
+//! Verdicts are judged from these facts, a policy and a moment
+//! ([`verdict::judge`]); they are never stored.
+
+pub mod verdict;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::Timestamp;
+use lifeledger_schemas::{Account, Event, Kind, decode_event};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::entry::{Body, Entry};
+
+/// A pointer to the entry an event came from, with both of its times.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EntryRef {
+    pub chain: String,
+    pub seq: u64,
+    pub event_id: String,
+    /// When it happened, by the producer's clock.
+    pub event_time: Timestamp,
+    /// When the ledger received it.
+    pub received_at: Timestamp,
+}
+
+impl EntryRef {
+    /// Event time first; ties broken by where the entry is, so that every
+    /// replay orders the same facts the same way.
+    pub fn order_key(&self) -> (Timestamp, String, u64) {
+        (self.event_time, self.chain.clone(), self.seq)
+    }
+}
+
+/// Which copy of an item: the primary copy in a store, or a backup.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CopyId {
+    pub store: String,
+    pub backup_id: Option<String>,
+}
+
+impl std::fmt::Display for CopyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.backup_id {
+            None => write!(f, "{}", self.store),
+            Some(b) => write!(f, "{}#{b}", self.store),
+        }
+    }
+}
+
+/// A copy appearing (stored, backed up) or going (deleted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyChange {
+    pub at: EntryRef,
+    pub present: bool,
+}
+
+/// A legal hold placed or released.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldChange {
+    pub hold_id: String,
+    pub placed: bool,
+    pub at: EntryRef,
+}
+
+/// How an item was collected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Collection {
+    pub at: EntryRef,
+    pub sensitive: bool,
+    pub below_age_of_consent: bool,
+    pub region: Option<String>,
+}
+
+/// Everything recorded about one item.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemState {
+    pub item_id: String,
+    pub account: Option<Account>,
+    pub category: Option<String>,
+    /// Every collection event (normally one), earliest first.
+    pub collections: Vec<Collection>,
+    pub copies: BTreeMap<CopyId, Vec<CopyChange>>,
+    pub holds: Vec<HoldChange>,
+    /// Every entry about the item, in ledger order (chain, seq).
+    pub entries: Vec<EntryRef>,
+}
+
+/// Everything recorded about one account as a whole.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountState {
+    pub account: Option<Account>,
+    pub hosting_terminated: Vec<EntryRef>,
+    pub service_use_ended: Vec<EntryRef>,
+    /// Deletion requests with the categories each covers.
+    pub deletion_requests: Vec<(EntryRef, Vec<String>)>,
+    pub holds: Vec<HoldChange>,
+    pub entries: Vec<EntryRef>,
+}
+
+/// A policy version published on the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedPolicy {
+    pub version: String,
+    pub hash: String,
+    pub at: EntryRef,
+}
+
+/// Why an entry could not be folded in.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum ProjectionError {
+    #[error("chain {chain:?}: entry seq {found} arrived where seq {expected} was due")]
+    OutOfOrder {
+        chain: String,
+        expected: u64,
+        found: u64,
+    },
+    #[error("chain {chain:?} seq {seq}: the recorded event no longer decodes: {reason}")]
+    Undecodable {
+        chain: String,
+        seq: u64,
+        reason: String,
+    },
+}
+
+/// The key of an account in the projection.
+pub fn account_key(account: &Account) -> String {
+    format!("{}/{}", account.app_id, account.uin)
+}
+
+fn insert_sorted<T>(list: &mut Vec<T>, value: T, key: impl Fn(&T) -> (Timestamp, String, u64)) {
+    let k = key(&value);
+    let at = list.partition_point(|v| key(v) <= k);
+    list.insert(at, value);
+}
+
+/// The state of every item and account, and how far each chain is folded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Projection {
+    pub items: BTreeMap<String, ItemState>,
+    pub accounts: BTreeMap<String, AccountState>,
+    pub policies: Vec<PublishedPolicy>,
+    /// Per chain, the seq of the next entry to fold in.
+    pub covered: BTreeMap<String, u64>,
+    /// Keys changed since [`Projection::take_dirty`] was last called.
+    #[serde(skip)]
+    dirty: Dirty,
+}
+
+/// What changed since the last save.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dirty {
+    pub items: BTreeSet<String>,
+    pub accounts: BTreeSet<String>,
+    pub policies: bool,
+}
+
+impl Projection {
+    /// The seq this projection expects next on `chain`.
+    pub fn next_seq(&self, chain: &str) -> u64 {
+        self.covered.get(chain).copied().unwrap_or(0)
+    }
+
+    /// Hands over and clears the record of what changed.
+    pub fn take_dirty(&mut self) -> Dirty {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// Folds one entry in. Entries of a chain must come in seq order;
+    /// chains may interleave in any way.
+    pub fn apply(&mut self, entry: &Entry) -> Result<(), ProjectionError> {
+        let expected = self.next_seq(&entry.chain);
+        if entry.seq != expected {
+            return Err(ProjectionError::OutOfOrder {
+                chain: entry.chain.clone(),
+                expected,
+                found: entry.seq,
+            });
+        }
+        if let Body::Event { canonical, .. } = &entry.body {
+            let event = decode_event(canonical).map_err(|e| ProjectionError::Undecodable {
+                chain: entry.chain.clone(),
+                seq: entry.seq,
+                reason: e.to_string(),
+            })?;
+            let at = EntryRef {
+                chain: entry.chain.clone(),
+                seq: entry.seq,
+                event_id: event.event_id.clone(),
+                event_time: event.event_time,
+                received_at: entry.received_at,
+            };
+            self.fold_event(&event, at);
+        }
+        self.covered.insert(entry.chain.clone(), expected + 1);
+        Ok(())
+    }
+
+    fn fold_event(&mut self, event: &Event, at: EntryRef) {
+        if let Kind::PolicyPublished(p) = &event.kind {
+            self.policies.push(PublishedPolicy {
+                version: p.policy_version.clone(),
+                hash: p.policy_hash.clone(),
+                at,
+            });
+            self.policies
+                .sort_by_key(|p| (p.at.chain.clone(), p.at.seq));
+            self.dirty.policies = true;
+            return;
+        }
+        let Some(account) = &event.account else {
+            return;
+        };
+        match event.item() {
+            Some(item_id) => self.fold_item_event(item_id, account, event, at),
+            None => self.fold_account_event(account, event, at),
+        }
+    }
+
+    fn fold_item_event(&mut self, item_id: &str, account: &Account, event: &Event, at: EntryRef) {
+        let item = self
+            .items
+            .entry(item_id.to_owned())
+            .or_insert_with(|| ItemState {
+                item_id: item_id.to_owned(),
+                ..ItemState::default()
+            });
+        self.dirty.items.insert(item_id.to_owned());
+        if item.account.is_none() {
+            item.account = Some(account.clone());
+        }
+        if item.category.is_none() {
+            item.category = event.category.clone();
+        }
+        let pos = item
+            .entries
+            .partition_point(|e| (e.chain.as_str(), e.seq) < (at.chain.as_str(), at.seq));
+        item.entries.insert(pos, at.clone());
+        let copy_change = |store: &str, backup_id: Option<&String>, present| {
+            (
+                CopyId {
+                    store: store.to_owned(),
+                    backup_id: backup_id.cloned(),
+                },
+                CopyChange {
+                    at: at.clone(),
+                    present,
+                },
+            )
+        };
+        let change = match &event.kind {
+            Kind::Collected(c) => {
+                // A collection may also come from an item-less event in
+                // future kinds; today only `collected` carries one.
+                insert_sorted(
+                    &mut item.collections,
+                    Collection {
+                        at: at.clone(),
+                        sensitive: c.sensitive,
+                        below_age_of_consent: c.below_age_of_consent,
+                        region: event.region.clone(),
+                    },
+                    |c| c.at.order_key(),
+                );
+                None
+            }
+            Kind::Stored(s) => Some(copy_change(&s.store, None, true)),
+            Kind::BackedUp(b) => Some(copy_change(&b.store, Some(&b.backup_id), true)),
+            Kind::Deleted(d) => Some(copy_change(&d.store, d.backup_id.as_ref(), false)),
+            Kind::LegalHoldPlaced(h) | Kind::LegalHoldReleased(h) => {
+                let placed = matches!(event.kind, Kind::LegalHoldPlaced(_));
+                insert_sorted(
+                    &mut item.holds,
+                    HoldChange {
+                        hold_id: h.hold_id.clone(),
+                        placed,
+                        at: at.clone(),
+                    },
+                    |h| h.at.order_key(),
+                );
+                None
+            }
+            _ => None,
+        };
+        if let Some((copy, change)) = change {
+            insert_sorted(item.copies.entry(copy).or_default(), change, |c| {
+                c.at.order_key()
+            });
+        }
+    }
+
+    fn fold_account_event(&mut self, account: &Account, event: &Event, at: EntryRef) {
+        let key = account_key(account);
+        let state = self.accounts.entry(key.clone()).or_default();
+        self.dirty.accounts.insert(key);
+        if state.account.is_none() {
+            state.account = Some(account.clone());
+        }
+        let pos = state
+            .entries
+            .partition_point(|e| (e.chain.as_str(), e.seq) < (at.chain.as_str(), at.seq));
+        state.entries.insert(pos, at.clone());
+        match &event.kind {
+            Kind::HostingServiceTerminated(_) => {
+                insert_sorted(&mut state.hosting_terminated, at, EntryRef::order_key)
+            }
+            Kind::ServiceUseEnded(_) => {
+                insert_sorted(&mut state.service_use_ended, at, EntryRef::order_key)
+            }
+            Kind::DeletionRequested(r) => insert_sorted(
+                &mut state.deletion_requests,
+                (at, r.categories.clone()),
+                |r| r.0.order_key(),
+            ),
+            Kind::LegalHoldPlaced(h) | Kind::LegalHoldReleased(h) => {
+                let placed = matches!(event.kind, Kind::LegalHoldPlaced(_));
+                insert_sorted(
+                    &mut state.holds,
+                    HoldChange {
+                        hold_id: h.hold_id.clone(),
+                        placed,
+                        at,
+                    },
+                    |h| h.at.order_key(),
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,385 @@
+//! Judging an item: its deadline, whether it was deleted on time, and any
+//! breach of the policy, as of a given moment. Pure.
+//!
+//! Verdicts are judged by event time: "as of T" considers the events that
+//! happened at or before T. Beside the verdict, `reported_late` says that a
+//! deletion reached the ledger only after its deadline, so the chain cannot
+//! vouch that the deadline was met.
+
+use std::collections::BTreeMap;
+
+use jiff::{SignedDuration, Timestamp};
+use lifeledger_schemas::Account;
+use serde::Serialize;
+
+use super::{AccountState, CopyId, EntryRef, HoldChange, ItemState};
+use crate::deadline::{self, Deadline, DeadlineOutcome, Triggers};
+use crate::policy::Policy;
+
+/// Where an item stands in its retention life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Status {
+    /// No deadline runs yet; copies remain.
+    Retained { why: String },
+    /// A deadline runs and has not passed.
+    Due { remaining: SignedDuration },
+    /// Every copy was deleted at or before the deadline (or before any
+    /// deadline ran, and after any minimum).
+    DeletedOnTime { deleted_at: Timestamp },
+    /// Every copy was deleted, after the deadline.
+    DeletedLate {
+        deleted_at: Timestamp,
+        late_by: SignedDuration,
+    },
+    /// The deadline passed and copies remain.
+    Overdue {
+        overdue_by: SignedDuration,
+        copies_remaining: Vec<String>,
+    },
+    /// Every copy was deleted before the rule's minimum retention.
+    EarlyDeletion {
+        deleted_at: Timestamp,
+        minimum_until: Timestamp,
+    },
+    /// A legal hold in force suspends the deadline.
+    OnHold { hold_id: String, since: Timestamp },
+    /// Events name the item, but its collection is not recorded.
+    Orphan,
+}
+
+impl Status {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Status::Retained { .. } => "retained",
+            Status::Due { .. } => "due",
+            Status::DeletedOnTime { .. } => "deleted_on_time",
+            Status::DeletedLate { .. } => "deleted_late",
+            Status::Overdue { .. } => "overdue",
+            Status::EarlyDeletion { .. } => "early_deletion",
+            Status::OnHold { .. } => "on_hold",
+            Status::Orphan => "orphan",
+        }
+    }
+
+    /// Whether this status is itself a finding.
+    pub fn is_finding(&self) -> bool {
+        matches!(
+            self,
+            Status::DeletedLate { .. }
+                | Status::Overdue { .. }
+                | Status::EarlyDeletion { .. }
+                | Status::Orphan
+        )
+    }
+}
+
+/// A breach of the policy, whatever the item's status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "violation", rename_all = "snake_case")]
+pub enum Violation {
+    /// A copy in a store the category does not allow.
+    ForbiddenStore {
+        copy: String,
+        at: EntryRef,
+        clause: String,
+    },
+    /// Collected in a region where the service is not offered.
+    ForbiddenRegion {
+        region: String,
+        at: EntryRef,
+        clause: String,
+    },
+    /// A collection marked sensitive.
+    SensitiveData { at: EntryRef, clause: String },
+    /// A collection about a person below the age of consent.
+    BelowAgeOfConsent { at: EntryRef, clause: String },
+    /// A category the policy does not define.
+    UnknownCategory { category: String },
+    /// The last copy was deleted while a legal hold was in force.
+    DeletedUnderHold { hold_id: String, at: EntryRef },
+}
+
+impl Violation {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Violation::ForbiddenStore { .. } => "forbidden_store",
+            Violation::ForbiddenRegion { .. } => "forbidden_region",
+            Violation::SensitiveData { .. } => "sensitive_data",
+            Violation::BelowAgeOfConsent { .. } => "below_age_of_consent",
+            Violation::UnknownCategory { .. } => "unknown_category",
+            Violation::DeletedUnderHold { .. } => "deleted_under_hold",
+        }
+    }
+}
+
+/// One copy's state as of the judging moment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CopyStatus {
+    pub copy: String,
+    pub present: bool,
+    pub since: Timestamp,
+    pub at: EntryRef,
+}
+
+/// The judgement of one item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ItemVerdict {
+    pub item_id: String,
+    pub account: Option<Account>,
+    pub category: Option<String>,
+    pub as_of: Timestamp,
+    pub policy_version: String,
+    pub status: Status,
+    pub violations: Vec<Violation>,
+    pub deadline: Option<Deadline>,
+    /// A deletion that completed the item reached the ledger after the
+    /// deadline: the chain cannot vouch that the deadline was met.
+    pub reported_late: bool,
+    pub copies: Vec<CopyStatus>,
+}
+
+impl ItemVerdict {
+    /// Whether anything about the item is non-compliant.
+    pub fn is_finding(&self) -> bool {
+        self.status.is_finding() || !self.violations.is_empty() || self.reported_late
+    }
+}
+
+/// Intervals of each hold: (placed, released if so), from the changes that
+/// happened by `as_of`.
+fn hold_intervals<'a>(
+    changes: impl Iterator<Item = &'a HoldChange>,
+) -> Vec<(&'a EntryRef, Option<&'a EntryRef>)> {
+    let mut open: BTreeMap<&str, &EntryRef> = BTreeMap::new();
+    let mut out = Vec::new();
+    for change in changes {
+        match (change.placed, open.get(change.hold_id.as_str())) {
+            (true, None) => {
+                open.insert(&change.hold_id, &change.at);
+            }
+            (false, Some(placed)) => {
+                out.push((*placed, Some(&change.at)));
+                open.remove(change.hold_id.as_str());
+            }
+            // A second placement of an open hold, or a release of a hold
+            // never placed: nothing changes.
+            _ => {}
+        }
+    }
+    out.extend(open.into_values().map(|placed| (placed, None)));
+    out
+}
+
+/// Judges one item as of `as_of`. `None` if nothing about the item had
+/// happened by then.
+pub fn judge(
+    item: &ItemState,
+    account: Option<&AccountState>,
+    policy: &Policy,
+    as_of: Timestamp,
+) -> Option<ItemVerdict> {
+    let by = |r: &EntryRef| r.event_time <= as_of;
+    if !item.entries.iter().any(by) {
+        return None;
+    }
+    let mut violations = Vec::new();
+    let collection = item.collections.iter().find(|c| by(&c.at));
+    let category = item
+        .category
+        .as_deref()
+        .and_then(|c| policy.categories.get(c));
+    if category.is_none() {
+        violations.push(Violation::UnknownCategory {
+            category: item.category.clone().unwrap_or_default(),
+        });
+    }
+
+    if let Some(c) = collection {
+        if let Some(region) = c.region.as_deref().and_then(|r| policy.excluded_region(r)) {
+            violations.push(Violation::ForbiddenRegion {
+                region: region.region.clone(),
+                at: c.at.clone(),
+                clause: region.clause.clone(),
+            });
+        }
+        if c.sensitive {
+            violations.push(Violation::SensitiveData {
+                at: c.at.clone(),
+                clause: policy.no_sensitive_data_clause.clone(),
+            });
+        }
+        if c.below_age_of_consent {
+            violations.push(Violation::BelowAgeOfConsent {
+                at: c.at.clone(),
+                clause: policy.no_data_below_age_of_consent_clause.clone(),
+            });
+        }
+    }
+
+    // Each copy's state: its last change by `as_of`.
+    let mut copies = Vec::new();
+    for (copy, changes) in &item.copies {
+        let Some(last) = changes.iter().rev().find(|c| by(&c.at)) else {
+            continue;
+        };
+        if let Some(category) = category {
+            if !category.stores.contains(&copy.store) {
+                let first = changes
+                    .iter()
+                    .find(|c| by(&c.at) && c.present)
+                    .unwrap_or(last);
+                violations.push(Violation::ForbiddenStore {
+                    copy: copy.to_string(),
+                    at: first.at.clone(),
+                    clause: category.clause.clone(),
+                });
+            }
+        }
+        copies.push((copy, last));
+    }
+
+    let holds = hold_intervals(
+        item.holds
+            .iter()
+            .chain(account.into_iter().flat_map(|a| a.holds.iter()))
+            .filter(|h| by(&h.at))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .fold(Vec::new(), |mut all: Vec<&HoldChange>, h| {
+                let at = all.partition_point(|x| x.at.order_key() <= h.at.order_key());
+                all.insert(at, h);
+                all
+            })
+            .into_iter(),
+    );
+
+    let rule = category.and_then(|c| policy.rules.get(&c.rule).map(|r| (c.rule.as_str(), r)));
+    let calendar = policy.calendar_for(collection.and_then(|c| c.region.as_deref()));
+    let triggers = Triggers {
+        collected: collection.map(|c| &c.at),
+        hosting_terminated: account.and_then(|a| a.hosting_terminated.iter().find(|r| by(r))),
+        service_use_ended: account.and_then(|a| a.service_use_ended.iter().find(|r| by(r))),
+        deletion_requested: account.and_then(|a| {
+            a.deletion_requests
+                .iter()
+                .find(|(r, cats)| by(r) && item.category.as_ref().is_some_and(|c| cats.contains(c)))
+                .map(|(r, _)| r)
+        }),
+        holds: holds.clone(),
+    };
+    let outcome = rule.map(|(name, rule)| deadline::compute(name, rule, calendar, &triggers));
+
+    let all_deleted = !copies.is_empty() && copies.iter().all(|(_, last)| !last.present);
+    let remaining: Vec<String> = copies
+        .iter()
+        .filter(|(_, l)| l.present)
+        .map(|(c, _)| c.to_string())
+        .collect();
+    let deadline = match &outcome {
+        Some(DeadlineOutcome::Set(d)) => Some(d.clone()),
+        _ => None,
+    };
+    let mut reported_late = false;
+
+    let status = if collection.is_none() {
+        Status::Orphan
+    } else if all_deleted {
+        let last = copies
+            .iter()
+            .map(|(_, l)| &l.at)
+            .max_by_key(|r| r.order_key())
+            .cloned();
+        let deleted_at = last.as_ref().map_or(as_of, |r| r.event_time);
+        let latest_report = copies
+            .iter()
+            .map(|(_, l)| l.at.received_at)
+            .max()
+            .unwrap_or(deleted_at);
+        if let Some((placed, _)) = holds.iter().find(|(p, r)| {
+            p.event_time <= deleted_at && r.is_none_or(|r| r.event_time > deleted_at)
+        }) {
+            violations.push(Violation::DeletedUnderHold {
+                hold_id: item
+                    .holds
+                    .iter()
+                    .chain(account.into_iter().flat_map(|a| a.holds.iter()))
+                    .find(|h| h.at == **placed)
+                    .map(|h| h.hold_id.clone())
+                    .unwrap_or_default(),
+                at: last.clone().unwrap_or_else(|| (*placed).clone()),
+            });
+        }
+        let minimum_until = rule
+            .and_then(|(_, r)| r.minimum_days())
+            .zip(collection)
+            .and_then(|(days, c)| {
+                c.at.event_time
+                    .checked_add(SignedDuration::from_hours(24 * i64::from(days)))
+                    .ok()
+            });
+        match (&deadline, minimum_until) {
+            (_, Some(min)) if deleted_at < min => Status::EarlyDeletion {
+                deleted_at,
+                minimum_until: min,
+            },
+            (Some(d), _) => {
+                reported_late = latest_report > d.due_by;
+                if deleted_at <= d.due_by {
+                    Status::DeletedOnTime { deleted_at }
+                } else {
+                    Status::DeletedLate {
+                        deleted_at,
+                        late_by: deleted_at.duration_since(d.due_by),
+                    }
+                }
+            }
+            (None, _) => Status::DeletedOnTime { deleted_at },
+        }
+    } else {
+        match &outcome {
+            Some(DeadlineOutcome::Suspended { hold }) => Status::OnHold {
+                hold_id: item
+                    .holds
+                    .iter()
+                    .chain(account.into_iter().flat_map(|a| a.holds.iter()))
+                    .find(|h| h.at == *hold)
+                    .map(|h| h.hold_id.clone())
+                    .unwrap_or_default(),
+                since: hold.event_time,
+            },
+            Some(DeadlineOutcome::Set(d)) if as_of <= d.due_by => Status::Due {
+                remaining: d.due_by.duration_since(as_of),
+            },
+            Some(DeadlineOutcome::Set(d)) => Status::Overdue {
+                overdue_by: as_of.duration_since(d.due_by),
+                copies_remaining: remaining,
+            },
+            Some(DeadlineOutcome::None { why }) => Status::Retained { why: why.clone() },
+            None => Status::Retained {
+                why: "no rule applies: the category is not in the policy".into(),
+            },
+        }
+    };
+
+    Some(ItemVerdict {
+        item_id: item.item_id.clone(),
+        account: item.account.clone(),
+        category: item.category.clone(),
+        as_of,
+        policy_version: policy.version.clone(),
+        status,
+        violations,
+        deadline,
+        reported_late,
+        copies: copies
+            .iter()
+            .map(|(copy, last): &(&CopyId, &super::CopyChange)| CopyStatus {
+                copy: copy.to_string(),
+                present: last.present,
+                since: last.at.event_time,
+                at: last.at.clone(),
+            })
+            .collect(),
+    })
+}
