@@ -146,11 +146,16 @@ impl ItemVerdict {
     }
 }
 
-/// Intervals of each hold: (placed, released if so), from the changes that
-/// happened by `as_of`.
-fn hold_intervals<'a>(
-    changes: impl Iterator<Item = &'a HoldChange>,
-) -> Vec<(&'a EntryRef, Option<&'a EntryRef>)> {
+/// A legal hold's time in force: placed, and released if so.
+#[derive(Debug, Clone, Copy)]
+struct HoldInterval<'a> {
+    hold_id: &'a str,
+    placed: &'a EntryRef,
+    released: Option<&'a EntryRef>,
+}
+
+/// The intervals of every hold, from changes in event-time order.
+fn hold_intervals<'a>(changes: &[&'a HoldChange]) -> Vec<HoldInterval<'a>> {
     let mut open: BTreeMap<&str, &EntryRef> = BTreeMap::new();
     let mut out = Vec::new();
     for change in changes {
@@ -159,7 +164,11 @@ fn hold_intervals<'a>(
                 open.insert(&change.hold_id, &change.at);
             }
             (false, Some(placed)) => {
-                out.push((*placed, Some(&change.at)));
+                out.push(HoldInterval {
+                    hold_id: &change.hold_id,
+                    placed,
+                    released: Some(&change.at),
+                });
                 open.remove(change.hold_id.as_str());
             }
             // A second placement of an open hold, or a release of a hold
@@ -167,7 +176,11 @@ fn hold_intervals<'a>(
             _ => {}
         }
     }
-    out.extend(open.into_values().map(|placed| (placed, None)));
+    out.extend(open.into_iter().map(|(hold_id, placed)| HoldInterval {
+        hold_id,
+        placed,
+        released: None,
+    }));
     out
 }
 
@@ -239,20 +252,15 @@ pub fn judge(
         copies.push((copy, last));
     }
 
-    let holds = hold_intervals(
-        item.holds
-            .iter()
-            .chain(account.into_iter().flat_map(|a| a.holds.iter()))
-            .filter(|h| by(&h.at))
-            .collect::<Vec<_>>()
-            .into_iter()
-            .fold(Vec::new(), |mut all: Vec<&HoldChange>, h| {
-                let at = all.partition_point(|x| x.at.order_key() <= h.at.order_key());
-                all.insert(at, h);
-                all
-            })
-            .into_iter(),
-    );
+    // Holds on the item and on its account, as they stood at `as_of`.
+    let mut hold_changes: Vec<&HoldChange> = item
+        .holds
+        .iter()
+        .chain(account.into_iter().flat_map(|a| a.holds.iter()))
+        .filter(|h| by(&h.at))
+        .collect();
+    hold_changes.sort_by_key(|h| h.at.order_key());
+    let holds = hold_intervals(&hold_changes);
 
     let rule = category.and_then(|c| policy.rules.get(&c.rule).map(|r| (c.rule.as_str(), r)));
     let calendar = policy.calendar_for(collection.and_then(|c| c.region.as_deref()));
@@ -266,7 +274,7 @@ pub fn judge(
                 .find(|(r, cats)| by(r) && item.category.as_ref().is_some_and(|c| cats.contains(c)))
                 .map(|(r, _)| r)
         }),
-        holds: holds.clone(),
+        holds: holds.iter().map(|h| (h.placed, h.released)).collect(),
     };
     let outcome = rule.map(|(name, rule)| deadline::compute(name, rule, calendar, &triggers));
 
@@ -296,18 +304,14 @@ pub fn judge(
             .map(|(_, l)| l.at.received_at)
             .max()
             .unwrap_or(deleted_at);
-        if let Some((placed, _)) = holds.iter().find(|(p, r)| {
-            p.event_time <= deleted_at && r.is_none_or(|r| r.event_time > deleted_at)
-        }) {
+        let in_force = holds.iter().find(|h| {
+            h.placed.event_time <= deleted_at
+                && h.released.is_none_or(|r| r.event_time > deleted_at)
+        });
+        if let (Some(hold), Some(last)) = (in_force, &last) {
             violations.push(Violation::DeletedUnderHold {
-                hold_id: item
-                    .holds
-                    .iter()
-                    .chain(account.into_iter().flat_map(|a| a.holds.iter()))
-                    .find(|h| h.at == **placed)
-                    .map(|h| h.hold_id.clone())
-                    .unwrap_or_default(),
-                at: last.clone().unwrap_or_else(|| (*placed).clone()),
+                hold_id: hold.hold_id.to_owned(),
+                at: last.clone(),
             });
         }
         let minimum_until = rule
@@ -324,8 +328,10 @@ pub fn judge(
                 minimum_until: min,
             },
             (Some(d), _) => {
-                reported_late = latest_report > d.due_by;
                 if deleted_at <= d.due_by {
+                    // On time by event time; only what reached the ledger
+                    // by the deadline proves it was met.
+                    reported_late = latest_report > d.due_by;
                     Status::DeletedOnTime { deleted_at }
                 } else {
                     Status::DeletedLate {
@@ -339,12 +345,10 @@ pub fn judge(
     } else {
         match &outcome {
             Some(DeadlineOutcome::Suspended { hold }) => Status::OnHold {
-                hold_id: item
-                    .holds
+                hold_id: holds
                     .iter()
-                    .chain(account.into_iter().flat_map(|a| a.holds.iter()))
-                    .find(|h| h.at == *hold)
-                    .map(|h| h.hold_id.clone())
+                    .find(|h| h.placed == hold)
+                    .map(|h| h.hold_id.to_owned())
                     .unwrap_or_default(),
                 since: hold.event_time,
             },

@@ -1,0 +1,248 @@
+//! Golden retention scenarios: events in, deadlines and verdicts out.
+//!
+//! Each file in `testdata/scenarios/` is a scenario:
+//!
+//! ```text
+//! # what it shows
+//! as_of 2026-12-01T00:00:00Z
+//! 2026-01-01T00:00:00Z collected item=i1 category=product_configuration region=SG
+//! 2026-01-01T00:00:01Z stored item=i1 store=mysql
+//! ----
+//! i1 deleted_on_time deadline=2026-06-30T00:00:00Z rule=B
+//! ```
+//!
+//! Event lines are `TIME KIND key=value…`; kinds are the schema's, with
+//! short names for the account triggers (`terminated`, `service_ended`,
+//! `requested`, `hold_placed`, `hold_released`). `received=TIME` sets when
+//! the ledger received the event (default: its event time); `account=N`
+//! picks another account. Expected lines are one per item, sorted by item.
+//! Each scenario is judged twice: with events in file order, and with the
+//! order reversed (arrival order must not matter).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use jiff::Timestamp;
+use lifeledger_ledger::chain::ChainHead;
+use lifeledger_ledger::entry::Entry;
+use lifeledger_ledger::policy::Policy;
+use lifeledger_ledger::projection::verdict::{ItemVerdict, Status, judge};
+use lifeledger_ledger::projection::{Projection, account_key};
+use lifeledger_ledger::{Body, Source};
+use serde_json::{Value, json};
+
+const POLICY: &str = include_str!("../policies/retention-2026-11.toml");
+
+struct Scenario {
+    as_of: Timestamp,
+    /// (event JSON, received_at)
+    events: Vec<(Value, Timestamp)>,
+    expected: Vec<String>,
+}
+
+fn parse(text: &str) -> Scenario {
+    let (input, expected) = text
+        .split_once("\n----\n")
+        .expect("a scenario needs a ---- line");
+    let mut as_of = None;
+    let mut events = Vec::new();
+    let mut categories: BTreeMap<String, String> = BTreeMap::new();
+    for (n, line) in input.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap();
+        if first == "as_of" {
+            as_of = Some(words.next().unwrap().parse().unwrap());
+            continue;
+        }
+        let time: Timestamp = first
+            .parse()
+            .unwrap_or_else(|e| panic!("line {}: {e}", n + 1));
+        let kind = words.next().unwrap();
+        let mut args: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut flags = Vec::new();
+        for w in words {
+            match w.split_once('=') {
+                Some((k, v)) => {
+                    args.insert(k, v);
+                }
+                None => flags.push(w),
+            }
+        }
+        let account = args.get("account").copied().unwrap_or("1");
+        let mut event = json!({
+            "schema_version": 1,
+            "event_id": format!("ev-{}", n + 1),
+            "event_time": time.to_string(),
+            "account": {"app_id": format!("12500000{account:0>2}"), "uin": format!("1000000000{account:0>2}")},
+        });
+        let item = args.get("item").map(|s| s.to_string());
+        if let Some(item) = &item {
+            event["item_id"] = json!(item);
+        }
+        let kind_json = match kind {
+            "collected" => {
+                let item = item.clone().unwrap();
+                categories.insert(item, args["category"].to_owned());
+                event["region"] = json!(args["region"]);
+                json!({"type": "collected", "sensitive": flags.contains(&"sensitive"),
+                       "purpose": "scenario", "below_age_of_consent": flags.contains(&"minor")})
+            }
+            "stored" => json!({"type": "stored", "store": args["store"]}),
+            "backed_up" => {
+                json!({"type": "backed_up", "store": args["store"], "backup_id": args["backup"], "source_store": args["from"]})
+            }
+            "deleted" => match args.get("backup") {
+                Some(b) => json!({"type": "deleted", "store": args["store"], "backup_id": b}),
+                None => json!({"type": "deleted", "store": args["store"]}),
+            },
+            "terminated" => json!({"type": "hosting_service_terminated"}),
+            "service_ended" => json!({"type": "service_use_ended"}),
+            "requested" => {
+                json!({"type": "deletion_requested", "request_id": format!("r{}", n + 1),
+                                  "categories": args["categories"].split(',').collect::<Vec<_>>()})
+            }
+            "hold_placed" => json!({"type": "legal_hold_placed", "hold_id": args["id"]}),
+            "hold_released" => json!({"type": "legal_hold_released", "hold_id": args["id"]}),
+            other => panic!("line {}: unknown kind {other}", n + 1),
+        };
+        if let (Some(item), true) = (&item, !kind.starts_with("hold")) {
+            let category = args
+                .get("category")
+                .map(|s| s.to_string())
+                .or_else(|| categories.get(item).cloned())
+                .unwrap_or_else(|| "asset_management".into());
+            event["category"] = json!(category);
+        }
+        event["kind"] = kind_json;
+        let received = args.get("received").map_or(time, |r| r.parse().unwrap());
+        events.push((event, received));
+    }
+    Scenario {
+        as_of: as_of.expect("a scenario needs as_of"),
+        events,
+        expected: expected
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    }
+}
+
+fn entries(events: &[(Value, Timestamp)]) -> Vec<Entry> {
+    let mut head = ChainHead::empty("scenario");
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, (event, received))| {
+            let raw = serde_json::to_vec(event).unwrap();
+            let decoded =
+                lifeledger_schemas::decode_event(&raw).unwrap_or_else(|e| panic!("{event}: {e}"));
+            let body = Body::Event {
+                canonical: lifeledger_schemas::canonical_json(&decoded),
+                event_id: decoded.event_id,
+                raw,
+            };
+            let source = Source::File {
+                path: "scenario".into(),
+                line: i as u64 + 1,
+            };
+            let sealed = head.append(*received, source, body);
+            Entry::decode(&sealed.encoding).unwrap()
+        })
+        .collect()
+}
+
+fn render(v: &ItemVerdict) -> String {
+    let mut out = format!("{} {}", v.item_id, v.status.name());
+    match &v.deadline {
+        Some(d) => out += &format!(" deadline={} rule={}", d.due_by, d.rule),
+        None => out += " deadline=none",
+    }
+    match &v.status {
+        Status::DeletedLate { late_by, .. } => out += &format!(" late_by={late_by:#}"),
+        Status::Overdue {
+            overdue_by,
+            copies_remaining,
+        } => {
+            out += &format!(
+                " overdue_by={overdue_by:#} remaining={}",
+                copies_remaining.join(",")
+            )
+        }
+        Status::OnHold { hold_id, .. } => out += &format!(" hold={hold_id}"),
+        Status::EarlyDeletion { minimum_until, .. } => {
+            out += &format!(" minimum_until={minimum_until}")
+        }
+        _ => {}
+    }
+    if !v.violations.is_empty() {
+        let names: Vec<_> = v.violations.iter().map(|x| x.name()).collect();
+        out += &format!(" violations={}", names.join(","));
+    }
+    if v.reported_late {
+        out += " reported_late";
+    }
+    out
+}
+
+fn judge_all(entries: &[Entry], as_of: Timestamp, policy: &Policy) -> Vec<String> {
+    let mut projection = Projection::default();
+    for e in entries {
+        projection.apply(e).unwrap();
+    }
+    projection
+        .items
+        .values()
+        .filter_map(|item| {
+            let account = item
+                .account
+                .as_ref()
+                .and_then(|a| projection.accounts.get(&account_key(a)));
+            judge(item, account, policy, as_of)
+        })
+        .map(|v| render(&v))
+        .collect()
+}
+
+#[test]
+fn golden_scenarios() {
+    let policy = Policy::parse(POLICY).unwrap();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/scenarios");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 8, "scenarios missing from {}", dir.display());
+    let mut failures = Vec::new();
+    for file in files {
+        let scenario = parse(&std::fs::read_to_string(&file).unwrap());
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let forward = judge_all(&entries(&scenario.events), scenario.as_of, &policy);
+        if forward != scenario.expected {
+            failures.push(format!(
+                "{name}\n  expected:\n    {}\n  got:\n    {}",
+                scenario.expected.join("\n    "),
+                forward.join("\n    ")
+            ));
+            continue;
+        }
+        let mut reversed = scenario.events.clone();
+        reversed.reverse();
+        let backward = judge_all(&entries(&reversed), scenario.as_of, &policy);
+        if backward != forward {
+            failures.push(format!(
+                "{name}: arrival order changed the verdicts:\n    {}",
+                backward.join("\n    ")
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
