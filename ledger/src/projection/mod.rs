@@ -7,6 +7,7 @@
 //! Verdicts are judged from these facts, a policy and a moment
 //! ([`verdict::judge`]); they are never stored.
 
+pub mod report;
 pub mod verdict;
 
 use std::collections::{BTreeMap, BTreeSet};

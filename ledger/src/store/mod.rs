@@ -7,6 +7,7 @@
 
 mod durability;
 mod layout;
+mod projection;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -235,6 +236,11 @@ impl Ledger {
             )));
         }
         Ok(())
+    }
+
+    /// Where an event id was first recorded, if it was.
+    pub fn find_event(&self, event_id: &str) -> Result<Option<(String, u64)>, StoreError> {
+        Ok(self.seen_event(event_id)?.map(|s| (s.chain, s.seq)))
     }
 
     fn seen_event(&self, event_id: &str) -> Result<Option<SeenEvent>, StoreError> {

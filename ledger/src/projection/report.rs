@@ -1,0 +1,129 @@
+//! Judging every item and summing the verdicts up. Pure.
+
+use std::collections::BTreeMap;
+
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+
+use super::verdict::{ItemVerdict, Status, judge};
+use super::{Projection, account_key};
+use crate::policy::Policy;
+
+/// Judges every item of a projection as of `as_of`, in item order.
+pub fn judge_all(projection: &Projection, policy: &Policy, as_of: Timestamp) -> Vec<ItemVerdict> {
+    projection
+        .items
+        .values()
+        .filter_map(|item| {
+            let account = item
+                .account
+                .as_ref()
+                .and_then(|a| projection.accounts.get(&account_key(a)));
+            judge(item, account, policy, as_of)
+        })
+        .collect()
+}
+
+/// An item whose deadline is near.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DueSoon {
+    pub item_id: String,
+    pub category: Option<String>,
+    pub due_by: Timestamp,
+    pub remaining: SignedDuration,
+    pub rule: String,
+}
+
+/// Counts over every item's verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusReport {
+    pub as_of: Timestamp,
+    pub policy_version: String,
+    pub items: u64,
+    /// Items with any finding (a bad status, a violation, or a deletion
+    /// reported late).
+    pub findings: u64,
+    pub reported_late: u64,
+    pub by_status: BTreeMap<String, u64>,
+    pub by_violation: BTreeMap<String, u64>,
+    /// Per category, items per status.
+    pub by_category: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Per store, copies present and copies deleted.
+    pub copies_by_store: BTreeMap<String, StoreCopies>,
+    /// Items due within the window, soonest first.
+    pub due_soon: Vec<DueSoon>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StoreCopies {
+    pub present: u64,
+    pub deleted: u64,
+}
+
+/// Sums verdicts up; `due_within` sets the due-soon window.
+pub fn summarize(
+    verdicts: &[ItemVerdict],
+    as_of: Timestamp,
+    policy_version: &str,
+    due_within: SignedDuration,
+) -> StatusReport {
+    let mut report = StatusReport {
+        as_of,
+        policy_version: policy_version.to_owned(),
+        items: verdicts.len() as u64,
+        findings: 0,
+        reported_late: 0,
+        by_status: BTreeMap::new(),
+        by_violation: BTreeMap::new(),
+        by_category: BTreeMap::new(),
+        copies_by_store: BTreeMap::new(),
+        due_soon: Vec::new(),
+    };
+    for v in verdicts {
+        let status = v.status.name().to_owned();
+        *report.by_status.entry(status.clone()).or_default() += 1;
+        let category = v.category.clone().unwrap_or_else(|| "(none)".into());
+        *report
+            .by_category
+            .entry(category)
+            .or_default()
+            .entry(status)
+            .or_default() += 1;
+        for violation in &v.violations {
+            *report
+                .by_violation
+                .entry(violation.name().to_owned())
+                .or_default() += 1;
+        }
+        for copy in &v.copies {
+            let store = copy.copy.split('#').next().unwrap_or_default().to_owned();
+            let entry = report.copies_by_store.entry(store).or_default();
+            if copy.present {
+                entry.present += 1;
+            } else {
+                entry.deleted += 1;
+            }
+        }
+        if v.is_finding() {
+            report.findings += 1;
+        }
+        if v.reported_late {
+            report.reported_late += 1;
+        }
+        if let (Status::Due { remaining }, Some(d)) = (&v.status, &v.deadline) {
+            if *remaining <= due_within {
+                report.due_soon.push(DueSoon {
+                    item_id: v.item_id.clone(),
+                    category: v.category.clone(),
+                    due_by: d.due_by,
+                    remaining: *remaining,
+                    rule: d.rule.clone(),
+                });
+            }
+        }
+    }
+    report
+        .due_soon
+        .sort_by_key(|d| (d.due_by, d.item_id.clone()));
+    report
+}

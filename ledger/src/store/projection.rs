@@ -1,0 +1,170 @@
+//! Keeping the projection in sled beside the chains, and catching it up.
+//!
+//! The projection is derived data: it lives in its own sled tree, records
+//! per chain the seq it covers, and can always be rebuilt from the chains.
+//! Its changes and its cursor move together in one atomic batch, so a crash
+//! leaves it at some earlier cursor, from which catching up continues.
+
+use super::{Ledger, StoreError};
+use crate::projection::{Projection, ProjectionError};
+
+const TREE: &str = "projection";
+const POLICY_TREE: &str = "policy-texts";
+/// Entries folded between two saves while catching up.
+const SAVE_EVERY: u64 = 50_000;
+
+fn codec_error(key: &[u8], e: impl std::fmt::Display) -> StoreError {
+    StoreError::Damaged {
+        key: format!("projection {}", String::from_utf8_lossy(key)),
+        detail: e.to_string(),
+    }
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard())
+        .map_err(|e| codec_error(b"(encode)", e))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .map(|(v, _)| v)
+        .map_err(|e| codec_error(key, e))
+}
+
+fn key(prefix: u8, name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + name.len());
+    k.push(prefix);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+impl From<ProjectionError> for StoreError {
+    fn from(e: ProjectionError) -> Self {
+        StoreError::Damaged {
+            key: "projection".into(),
+            detail: e.to_string(),
+        }
+    }
+}
+
+impl Ledger {
+    /// The projection as last saved (empty if never built).
+    pub fn load_projection(&self) -> Result<Projection, StoreError> {
+        let tree = self.db.open_tree(TREE)?;
+        let mut projection = Projection::default();
+        for kv in tree.iter() {
+            let (k, v) = kv?;
+            let name = String::from_utf8_lossy(&k[1..]).into_owned();
+            match k.first() {
+                Some(b'c') => {
+                    let seq: [u8; 8] = v
+                        .as_ref()
+                        .try_into()
+                        .map_err(|_| codec_error(&k, "cursor is not 8 bytes"))?;
+                    projection.covered.insert(name, u64::from_be_bytes(seq));
+                }
+                Some(b'i') => {
+                    projection.items.insert(name, decode(&k, &v)?);
+                }
+                Some(b'a') => {
+                    projection.accounts.insert(name, decode(&k, &v)?);
+                }
+                Some(b'p') => projection.policies = decode(&k, &v)?,
+                _ => return Err(codec_error(&k, "unknown projection key")),
+            }
+        }
+        Ok(projection)
+    }
+
+    /// Saves what changed in the projection, and its cursors, atomically and
+    /// durably.
+    pub fn save_projection(&mut self, projection: &mut Projection) -> Result<(), StoreError> {
+        let tree = self.db.open_tree(TREE)?;
+        let dirty = projection.take_dirty();
+        let mut batch = sled::Batch::default();
+        for item in &dirty.items {
+            if let Some(state) = projection.items.get(item) {
+                batch.insert(key(b'i', item), encode(state)?);
+            }
+        }
+        for account in &dirty.accounts {
+            if let Some(state) = projection.accounts.get(account) {
+                batch.insert(key(b'a', account), encode(state)?);
+            }
+        }
+        if dirty.policies {
+            batch.insert(key(b'p', ""), encode(&projection.policies)?);
+        }
+        for (chain, seq) in &projection.covered {
+            batch.insert(key(b'c', chain), seq.to_be_bytes().to_vec());
+        }
+        tree.apply_batch(batch)?;
+        self.make_durable()
+    }
+
+    /// Folds every entry the projection has not yet seen into it, saving as
+    /// it goes. Returns the number of entries folded.
+    pub fn catch_up(
+        &mut self,
+        projection: &mut Projection,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<u64, StoreError> {
+        let mut folded = 0u64;
+        for chain in self.chain_names()? {
+            // In windows, so that memory stays bounded and progress is saved.
+            loop {
+                let from = projection.next_seq(&chain);
+                let window: Vec<_> = self
+                    .entries(&chain, from, from.saturating_add(SAVE_EVERY - 1))?
+                    .collect::<Result<_, _>>()?;
+                if window.is_empty() {
+                    break;
+                }
+                for (_, entry) in &window {
+                    projection.apply(entry)?;
+                }
+                folded += window.len() as u64;
+                self.save_projection(projection)?;
+                progress(folded);
+            }
+        }
+        progress(folded);
+        Ok(folded)
+    }
+
+    /// Drops the saved projection and folds every chain again from seq 0.
+    pub fn rebuild_projection(
+        &mut self,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Projection, StoreError> {
+        self.db.drop_tree(TREE)?;
+        let mut projection = Projection::default();
+        self.catch_up(&mut projection, progress)?;
+        Ok(projection)
+    }
+
+    /// Keeps a policy file's text, addressed by its BLAKE3 hash, so that
+    /// verdicts can be judged again under the version that was published.
+    pub fn store_policy_text(&mut self, hash: &str, text: &str) -> Result<(), StoreError> {
+        self.db
+            .open_tree(POLICY_TREE)?
+            .insert(hash.as_bytes(), text.as_bytes())?;
+        self.make_durable()
+    }
+
+    /// A stored policy text by hash, checked against the hash.
+    pub fn policy_text(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        let Some(bytes) = self.db.open_tree(POLICY_TREE)?.get(hash.as_bytes())? else {
+            return Ok(None);
+        };
+        if blake3::hash(&bytes).to_hex().as_str() != hash {
+            return Err(codec_error(
+                hash.as_bytes(),
+                "stored policy text does not match its hash",
+            ));
+        }
+        String::from_utf8(bytes.to_vec())
+            .map(Some)
+            .map_err(|e| codec_error(hash.as_bytes(), e))
+    }
+}
