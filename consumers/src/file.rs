@@ -6,6 +6,7 @@ use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
+use lifeledger_ledger::projection::Projection;
 use lifeledger_ledger::{AppendReport, Incoming, Ledger, Source, StoreError};
 use thiserror::Error;
 
@@ -123,10 +124,12 @@ impl LineReader {
 }
 
 /// Appends every line of a file to `chain`, `batch_size` lines per durable
-/// append. `clock` gives the receive time of each batch; `progress` is told
-/// the bytes read so far.
+/// append, and folds each batch into `projection` when one is given.
+/// `clock` gives the receive time of each batch; `progress` is told the
+/// bytes read so far.
 pub fn ingest_file(
     ledger: &mut Ledger,
+    mut projection: Option<&mut Projection>,
     chain: &str,
     path: &Path,
     batch_size: usize,
@@ -143,6 +146,9 @@ pub fn ingest_file(
         summary.lines += batch.len() as u64;
         let report = ledger.append(chain, batch, clock())?;
         summary.add(&report);
+        if let Some(projection) = projection.as_deref_mut() {
+            ledger.catch_up(projection, &mut |_| {})?;
+        }
         progress(reader.bytes_read());
     }
     summary.blank_lines = reader.blank_lines();

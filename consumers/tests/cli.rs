@@ -108,3 +108,123 @@ fn verify_exit_codes_tell_intact_broken_and_unusable_apart() {
     assert_eq!(report["intact"], false);
     assert_eq!(report["findings"][0]["first_bad_seq"], 2);
 }
+
+fn policy_file() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../ledger/policies/retention-2026-11.toml")
+}
+
+#[test]
+fn policy_publish_then_status_item_and_findings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = tmp.path().join("ledger");
+    let policy = policy_file();
+
+    // Before any policy is published, verdicts cannot be judged.
+    let file = write_lines(tmp.path(), "in.jsonl", &[collected("e1", "i1")]);
+    assert_eq!(
+        run(&ledger, &["ingest", file.to_str().unwrap()])
+            .status
+            .code(),
+        Some(0)
+    );
+    let none = run(&ledger, &["status"]);
+    assert_eq!(none.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no retention policy"));
+
+    let out = run(&ledger, &["policy", "publish", policy.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout(&out).contains("published policy 2026-11.1"));
+    let again = run(&ledger, &["policy", "publish", policy.to_str().unwrap()]);
+    assert!(
+        stdout(&again).contains("already published"),
+        "{}",
+        stdout(&again)
+    );
+
+    // i1 (asset management, rule A) is retained while hosting runs; i2
+    // (product configuration, rule B) went to COS, which its category forbids.
+    let product = stored("e3", "i2", "cos").replace("asset_management", "product_configuration");
+    let collected_product =
+        collected("e2", "i2").replace("asset_management", "product_configuration");
+    let file = write_lines(tmp.path(), "more.jsonl", &[collected_product, product]);
+    assert_eq!(
+        run(&ledger, &["ingest", file.to_str().unwrap()])
+            .status
+            .code(),
+        Some(0)
+    );
+
+    let out = run(&ledger, &["status", "--as-of", "2026-04-01", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(status["items"], 2);
+    assert_eq!(status["policy_version"], "2026-11.1");
+    assert_eq!(status["by_status"]["retained"], 1);
+    assert_eq!(status["by_status"]["due"], 1);
+    assert_eq!(status["by_violation"]["forbidden_store"], 1);
+    assert_eq!(status["findings"], 1);
+
+    let out = run(&ledger, &["item", "i2", "--as-of", "2026-04-01", "--json"]);
+    let item: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(item["verdict"]["status"]["status"], "due");
+    assert_eq!(item["verdict"]["deadline"]["rule"], "B");
+    assert_eq!(
+        item["verdict"]["deadline"]["due_by"],
+        "2026-08-29T09:00:00Z"
+    );
+    assert!(
+        item["verdict"]["deadline"]["clause"]
+            .as_str()
+            .unwrap()
+            .contains("rule B")
+    );
+
+    let out = run(&ledger, &["findings", "--as-of", "2026-09-01", "--json"]);
+    let findings: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let ids: Vec<&str> = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["item_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["i2"]);
+    assert_eq!(findings[0]["status"]["status"], "overdue");
+}
+
+#[test]
+fn a_bad_policy_is_refused_with_its_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text =
+        std::fs::read_to_string(policy_file())
+            .unwrap()
+            .replacen("rule = \"C\"", "rule = \"D\"", 1);
+    let line = text
+        .lines()
+        .position(|l| l.contains("rule = \"D\""))
+        .unwrap()
+        + 1;
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, text).unwrap();
+    let out = run(
+        &tmp.path().join("ledger"),
+        &["policy", "check", bad.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "policy line {line}: categories.console_configuration.rule: no rule \"D\""
+        )),
+        "{err}"
+    );
+}

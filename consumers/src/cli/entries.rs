@@ -10,7 +10,7 @@ use super::{Outcome, open_existing};
 
 #[derive(Debug, clap::Args)]
 pub struct LogArgs {
-    /// The chain to print; needed when the ledger has several.
+    /// The chain to print (default: every chain, one after another).
     #[arg(long)]
     pub chain: Option<String>,
     /// First seq to print.
@@ -29,19 +29,6 @@ pub struct HeadArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
-}
-
-fn pick_chain(chains: Vec<String>, wanted: Option<String>) -> anyhow::Result<String> {
-    match wanted {
-        Some(chain) if chains.contains(&chain) => Ok(chain),
-        Some(chain) => bail!("no chain {chain:?}; chains: {}", chains.join(", ")),
-        None if chains.len() == 1 => Ok(chains.into_iter().next().unwrap_or_default()),
-        None if chains.is_empty() => bail!("the ledger is empty"),
-        None => bail!(
-            "the ledger has several chains; pick one with --chain: {}",
-            chains.join(", ")
-        ),
-    }
 }
 
 fn source_json(source: &Source) -> serde_json::Value {
@@ -124,20 +111,32 @@ fn entry_line(record: &StoredRecord, entry: &Entry) -> String {
 
 pub fn log(dir: &Path, args: LogArgs) -> anyhow::Result<Outcome> {
     let ledger = open_existing(dir, false)?;
-    let chain = pick_chain(ledger.chain_names()?, args.chain)?;
+    let names = ledger.chain_names()?;
+    let chains = match args.chain {
+        Some(chain) if names.contains(&chain) => vec![chain],
+        Some(chain) => bail!("no chain {chain:?}; chains: {}", names.join(", ")),
+        None => names,
+    };
     let to = args.to.unwrap_or(u64::MAX);
     if !args.json {
-        println!(
-            "{:>8}  {:16}  {:27}  source  what",
-            "seq", "hash", "received"
+        out!(
+            "{:>8}  {:16}  {:30}  source  what",
+            "seq",
+            "hash",
+            "received"
         );
     }
-    for item in ledger.entries(&chain, args.from, to)? {
-        let (record, entry) = item?;
-        if args.json {
-            println!("{}", entry_json(&record, &entry));
-        } else {
-            println!("{}", entry_line(&record, &entry));
+    for chain in chains {
+        if !args.json {
+            out!("-- chain {chain:?}");
+        }
+        for item in ledger.entries(&chain, args.from, to)? {
+            let (record, entry) = item?;
+            if args.json {
+                out!("{}", entry_json(&record, &entry));
+            } else {
+                out!("{}", entry_line(&record, &entry));
+            }
         }
     }
     Ok(Outcome::Ok)
@@ -158,12 +157,12 @@ pub fn head(dir: &Path, args: HeadArgs) -> anyhow::Result<Outcome> {
                 })
             })
             .collect();
-        println!("{}", serde_json::Value::from(list));
+        out!("{}", serde_json::Value::from(list));
     } else if heads.is_empty() {
-        println!("the ledger is empty");
+        out!("the ledger is empty");
     } else {
         for h in heads {
-            println!(
+            out!(
                 "chain {:?}: {} entries, last seq {}, hash {}",
                 h.chain,
                 h.next_seq,

@@ -44,8 +44,10 @@ pub fn run(dir: &Path, args: IngestArgs) -> anyhow::Result<Outcome> {
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
+    let mut projection = ledger.load_projection()?;
     let summary = ingest_file(
         &mut ledger,
+        Some(&mut projection),
         &args.chain,
         &args.file,
         args.batch_size,
@@ -65,9 +67,9 @@ pub fn run(dir: &Path, args: IngestArgs) -> anyhow::Result<Outcome> {
             "blank_lines": summary.blank_lines,
             "chain_entries": head,
         });
-        println!("{json}");
+        out!("{json}");
     } else {
-        println!(
+        out!(
             "{}: {} lines: {} appended, {} rejected, {} duplicate{}; chain {:?} now has {} entries",
             args.file.display(),
             summary.lines,

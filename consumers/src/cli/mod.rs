@@ -1,7 +1,17 @@
 //! Command-line arguments, dispatch and exit codes.
 
+/// Prints a line to stdout. A closed stdout (`lifeledger log | head`) ends
+/// the process quietly: every write the command made is already durable.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::emit_line(format_args!($($arg)*))
+    };
+}
+
 mod entries;
 mod ingest;
+mod policy;
+mod retention;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -71,6 +81,33 @@ pub enum Command {
     Log(entries::LogArgs),
     /// Print the head of every chain.
     Head(entries::HeadArgs),
+    /// Check or publish a retention policy file.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+    /// Counts per verdict, category and store, and what is due soon.
+    Status(retention::StatusArgs),
+    /// Everything about one item: its entries, copies, deadline and verdict.
+    Item(retention::ItemArgs),
+    /// Every non-compliant item, and why.
+    Findings(retention::JudgeArgs),
+    /// Rebuild the projection from the chains.
+    RebuildProjection,
+}
+
+pub fn emit_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout
+        .write_fmt(args)
+        .and_then(|()| stdout.write_all(b"\n"));
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("error: cannot write to stdout: {e}");
+            std::process::exit(2);
+        }
+    }
 }
 
 pub fn init_tracing(global: &Global) {
@@ -92,6 +129,11 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         Command::Verify(a) => verify::run(dir, a),
         Command::Log(a) => entries::log(dir, a),
         Command::Head(a) => entries::head(dir, a),
+        Command::Policy(c) => policy::run(dir, c),
+        Command::Status(a) => retention::status(dir, a),
+        Command::Item(a) => retention::item(dir, a),
+        Command::Findings(a) => retention::findings(dir, a),
+        Command::RebuildProjection => retention::rebuild(dir),
     }
 }
 

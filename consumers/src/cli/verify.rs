@@ -72,10 +72,10 @@ pub fn run(dir: &Path, args: VerifyArgs) -> anyhow::Result<Outcome> {
             "chains": chains,
             "findings": findings,
         });
-        println!("{json}");
+        out!("{json}");
     } else {
         for c in &report.chains {
-            println!(
+            out!(
                 "chain {:?}: intact, {} entries ({} events, {} rejected), head {}",
                 c.chain,
                 c.entries,
@@ -86,13 +86,15 @@ pub fn run(dir: &Path, args: VerifyArgs) -> anyhow::Result<Outcome> {
             );
         }
         for f in &report.findings {
-            println!(
+            out!(
                 "chain {:?}: BROKEN at seq {}: {}",
-                f.chain, f.seq, f.problem
+                f.chain,
+                f.seq,
+                f.problem
             );
         }
         if report.chains.is_empty() && report.findings.is_empty() {
-            println!("the ledger is empty");
+            out!("the ledger is empty");
         }
     }
     Ok(if report.is_intact() {

@@ -40,7 +40,10 @@ impl EntryRef {
 }
 
 /// Which copy of an item: the primary copy in a store, or a backup.
+/// Written as `store` or `store#backup_id` (neither may contain `#`), so
+/// that it can key a JSON object.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct CopyId {
     pub store: String,
     pub backup_id: Option<String>,
@@ -51,6 +54,34 @@ impl std::fmt::Display for CopyId {
         match &self.backup_id {
             None => write!(f, "{}", self.store),
             Some(b) => write!(f, "{}#{b}", self.store),
+        }
+    }
+}
+
+impl From<CopyId> for String {
+    fn from(copy: CopyId) -> String {
+        copy.to_string()
+    }
+}
+
+impl TryFrom<String> for CopyId {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.split_once('#') {
+            None if !s.is_empty() => Ok(CopyId {
+                store: s,
+                backup_id: None,
+            }),
+            Some((store, backup))
+                if !store.is_empty() && !backup.is_empty() && !backup.contains('#') =>
+            {
+                Ok(CopyId {
+                    store: store.to_owned(),
+                    backup_id: Some(backup.to_owned()),
+                })
+            }
+            _ => Err(format!("{s:?} is not a copy (store or store#backup_id)")),
         }
     }
 }

@@ -1,0 +1,428 @@
+//! `lifeledger status`, `item` and `findings`: verdicts from the projection.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow, bail};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use jiff::{SignedDuration, Timestamp};
+use lifeledger_ledger::policy::Policy;
+use lifeledger_ledger::projection::report::{judge_all, summarize};
+use lifeledger_ledger::projection::verdict::{ItemVerdict, Status, Violation, judge};
+use lifeledger_ledger::projection::{Projection, account_key};
+use lifeledger_ledger::{Body, Ledger, LedgerOptions};
+
+use super::Outcome;
+
+/// Options shared by the verdict commands.
+#[derive(Debug, clap::Args)]
+pub struct JudgeArgs {
+    /// Judge as of this moment (RFC 3339, or a date for its start in UTC);
+    /// default now. Events that happened later are not considered.
+    #[arg(long, value_parser = parse_moment)]
+    pub as_of: Option<Timestamp>,
+    /// Judge under this policy file instead of the latest published one.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub judge: JudgeArgs,
+    /// Items whose deadline is at most this many days away are due soon.
+    #[arg(long, default_value_t = 30)]
+    pub due_within_days: u32,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ItemArgs {
+    /// The item id.
+    pub item: String,
+    #[command(flatten)]
+    pub judge: JudgeArgs,
+}
+
+fn parse_moment(s: &str) -> Result<Timestamp, String> {
+    if let Ok(ts) = s.parse::<Timestamp>() {
+        return Ok(ts);
+    }
+    let date: jiff::civil::Date = s
+        .parse()
+        .map_err(|_| format!("{s:?} is neither an RFC 3339 time nor a date (YYYY-MM-DD)"))?;
+    date.to_datetime(jiff::civil::Time::midnight())
+        .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+        .map(|z| z.timestamp())
+        .map_err(|e| e.to_string())
+}
+
+/// The ledger, its projection brought up to date, and the policy to judge by.
+struct Judged {
+    ledger: Ledger,
+    projection: Projection,
+    policy: Policy,
+    as_of: Timestamp,
+}
+
+fn prepare(dir: &Path, args: &JudgeArgs) -> anyhow::Result<Judged> {
+    if !dir.join("conf").is_file() {
+        bail!(
+            "no ledger at {} (give --ledger DIR or set LIFELEDGER_DIR)",
+            dir.display()
+        );
+    }
+    let mut ledger = Ledger::open(dir, LedgerOptions::default())
+        .with_context(|| format!("opening the ledger at {}", dir.display()))?;
+    let mut projection = ledger.load_projection()?;
+    let pending: u64 = ledger
+        .heads()
+        .map(|h| h.next_seq.saturating_sub(projection.next_seq(&h.chain)))
+        .sum();
+    let bar = if pending > 10_000 && std::io::stderr().is_terminal() {
+        ProgressBar::with_draw_target(Some(pending), ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} projection [{bar:40}] {pos}/{len} entries {per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    ledger.catch_up(&mut projection, &mut |n| bar.set_position(n))?;
+    bar.finish_and_clear();
+    let policy = match &args.policy {
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            Policy::parse(&text).map_err(|e| anyhow!("{}: {e}", file.display()))?
+        }
+        None => {
+            // The latest publication whose text this ledger holds.
+            let mut chosen = None;
+            for published in projection.policies.iter().rev() {
+                match ledger.policy_text(&published.hash)? {
+                    Some(text) => {
+                        chosen = Some((published, text));
+                        break;
+                    }
+                    None => tracing::warn!(
+                        "policy {} (blake3 {}) was published at chain {:?} seq {}, but its text is not in \
+                         this ledger; judging under an earlier one",
+                        published.version,
+                        published.hash,
+                        published.at.chain,
+                        published.at.seq
+                    ),
+                }
+            }
+            let (published, text) = chosen.ok_or_else(|| {
+                anyhow!(
+                    "no retention policy with its text has been published in this ledger; run \
+                     `lifeledger policy publish ledger/policies/retention-2026-11.toml` or pass --policy FILE"
+                )
+            })?;
+            Policy::parse(&text).map_err(|e| anyhow!("stored policy {}: {e}", published.version))?
+        }
+    };
+    Ok(Judged {
+        ledger,
+        projection,
+        policy,
+        as_of: args.as_of.unwrap_or_else(Timestamp::now),
+    })
+}
+
+fn days(d: SignedDuration) -> String {
+    let hours = d.as_hours();
+    if hours.abs() >= 48 {
+        format!("{}d", hours / 24)
+    } else {
+        format!("{d:#}")
+    }
+}
+
+pub fn status(dir: &Path, args: StatusArgs) -> anyhow::Result<Outcome> {
+    let j = prepare(dir, &args.judge)?;
+    let verdicts = judge_all(&j.projection, &j.policy, j.as_of);
+    let window = SignedDuration::from_hours(24 * i64::from(args.due_within_days));
+    let report = summarize(&verdicts, j.as_of, &j.policy.version, window);
+    if args.judge.json {
+        out!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(Outcome::Ok);
+    }
+    out!(
+        "Retention status as of {}, judged under policy {} (blake3 {})",
+        report.as_of,
+        j.policy.version,
+        j.policy.hash
+    );
+    out!(
+        "{} items; {} with findings ({} deletions reported late)",
+        report.items,
+        report.findings,
+        report.reported_late
+    );
+    out!("\n{:<18} {:>8}", "verdict", "items");
+    for (status, n) in &report.by_status {
+        out!("{status:<18} {n:>8}");
+    }
+    if !report.by_violation.is_empty() {
+        out!("\n{:<22} {:>8}", "violation", "items");
+        for (v, n) in &report.by_violation {
+            out!("{v:<22} {n:>8}");
+        }
+    }
+    out!("\n{:<24} verdicts", "category");
+    for (category, counts) in &report.by_category {
+        let list: Vec<String> = counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
+        out!("{category:<24} {}", list.join(", "));
+    }
+    out!("\n{:<10} {:>8} {:>8}", "store", "present", "deleted");
+    for (store, c) in &report.copies_by_store {
+        out!("{store:<10} {:>8} {:>8}", c.present, c.deleted);
+    }
+    out!(
+        "\nDue within {} days: {}",
+        args.due_within_days,
+        report.due_soon.len()
+    );
+    for d in report.due_soon.iter().take(20) {
+        out!(
+            "  {:<20} {:<24} due {} (in {}), rule {}",
+            d.item_id,
+            d.category.as_deref().unwrap_or("-"),
+            d.due_by,
+            days(d.remaining),
+            d.rule
+        );
+    }
+    if report.due_soon.len() > 20 {
+        out!(
+            "  … {} more (use --json for all)",
+            report.due_soon.len() - 20
+        );
+    }
+    Ok(Outcome::Ok)
+}
+
+fn status_line(v: &ItemVerdict) -> String {
+    match &v.status {
+        Status::Retained { why } => format!("retained: {why}"),
+        Status::Due { remaining } => format!("due in {}", days(*remaining)),
+        Status::DeletedOnTime { deleted_at } => format!("deleted on time at {deleted_at}"),
+        Status::DeletedLate {
+            deleted_at,
+            late_by,
+        } => format!(
+            "deleted LATE at {deleted_at}, {} after the deadline",
+            days(*late_by)
+        ),
+        Status::Overdue {
+            overdue_by,
+            copies_remaining,
+        } => format!(
+            "OVERDUE by {}; copies remaining: {}",
+            days(*overdue_by),
+            copies_remaining.join(", ")
+        ),
+        Status::EarlyDeletion {
+            deleted_at,
+            minimum_until,
+        } => format!(
+            "deleted EARLY at {deleted_at}, before the minimum retention ending {minimum_until}"
+        ),
+        Status::OnHold { hold_id, since } => format!("on legal hold {hold_id} since {since}"),
+        Status::Orphan => "ORPHAN: events name this item but its collection is not recorded".into(),
+    }
+}
+
+fn violation_line(v: &Violation) -> String {
+    match v {
+        Violation::ForbiddenStore { copy, at, clause } => {
+            format!(
+                "copy {copy} is in a store the category does not allow (seq {}); {clause}",
+                at.seq
+            )
+        }
+        Violation::ForbiddenRegion { region, at, clause } => {
+            format!("collected in {region} (seq {}); {clause}", at.seq)
+        }
+        Violation::SensitiveData { at, clause } => {
+            format!("collection marked sensitive (seq {}); {clause}", at.seq)
+        }
+        Violation::BelowAgeOfConsent { at, clause } => {
+            format!(
+                "subject below the age of consent (seq {}); {clause}",
+                at.seq
+            )
+        }
+        Violation::UnknownCategory { category } => {
+            format!("category {category:?} is not in the policy")
+        }
+        Violation::DeletedUnderHold { hold_id, at } => {
+            format!(
+                "last copy deleted at seq {} while legal hold {hold_id} was in force",
+                at.seq
+            )
+        }
+    }
+}
+
+pub fn item(dir: &Path, args: ItemArgs) -> anyhow::Result<Outcome> {
+    let j = prepare(dir, &args.judge)?;
+    let Some(state) = j.projection.items.get(&args.item) else {
+        bail!("no item {:?} in the ledger", args.item);
+    };
+    let account = state
+        .account
+        .as_ref()
+        .and_then(|a| j.projection.accounts.get(&account_key(a)));
+    let verdict = judge(state, account, &j.policy, j.as_of);
+    if args.judge.json {
+        let json = serde_json::json!({
+            "item": state,
+            "account": account,
+            "verdict": verdict,
+        });
+        out!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(Outcome::Ok);
+    }
+    out!("item {}", state.item_id);
+    if let Some(a) = &state.account {
+        out!("account   APPID {} UIN {}", a.app_id, a.uin);
+    }
+    out!("category  {}", state.category.as_deref().unwrap_or("-"));
+    out!("\nentries (item and account), in ledger order:");
+    let mut refs: Vec<_> = state
+        .entries
+        .iter()
+        .chain(account.into_iter().flat_map(|a| a.entries.iter()))
+        .collect();
+    refs.sort_by_key(|r| (r.chain.clone(), r.seq));
+    for r in refs {
+        let what = j
+            .ledger
+            .entries(&r.chain, r.seq, r.seq)?
+            .next()
+            .transpose()?
+            .map(|(_, e)| match e.body {
+                Body::Event { canonical, .. } => {
+                    serde_json::from_slice::<serde_json::Value>(&canonical)
+                        .map(|v| v["kind"].to_string())
+                        .unwrap_or_default()
+                }
+                Body::Rejected { .. } => "(rejected)".into(),
+            })
+            .unwrap_or_default();
+        out!(
+            "  {:>14} seq {:<8} happened {}  received {}  {}",
+            r.chain,
+            r.seq,
+            r.event_time,
+            r.received_at,
+            what
+        );
+    }
+    let Some(v) = verdict else {
+        out!("\nnothing about this item had happened by {}", j.as_of);
+        return Ok(Outcome::Ok);
+    };
+    out!("\ncopies as of {}:", v.as_of);
+    for c in &v.copies {
+        let state = if c.present { "present" } else { "deleted" };
+        out!(
+            "  {:<20} {state} since {} (seq {})",
+            c.copy,
+            c.since,
+            c.at.seq
+        );
+    }
+    match &v.deadline {
+        Some(d) => {
+            out!("\ndeadline  {} (rule {})", d.due_by, d.rule);
+            out!("          {}", d.explanation);
+            out!("clause    {}", d.clause);
+            let basis: Vec<String> = d
+                .basis
+                .iter()
+                .map(|r| format!("{}#{}", r.chain, r.seq))
+                .collect();
+            out!("set by    {}", basis.join(", "));
+        }
+        None => out!("\ndeadline  none"),
+    }
+    out!(
+        "\nverdict   {} (policy {})",
+        status_line(&v),
+        v.policy_version
+    );
+    for violation in &v.violations {
+        out!("VIOLATION {}", violation_line(violation));
+    }
+    if v.reported_late {
+        out!(
+            "EVIDENCE  the deletion reached the ledger after the deadline: the chain cannot vouch it was on time"
+        );
+    }
+    Ok(Outcome::Ok)
+}
+
+pub fn findings(dir: &Path, args: JudgeArgs) -> anyhow::Result<Outcome> {
+    let j = prepare(dir, &args)?;
+    let found: Vec<ItemVerdict> = judge_all(&j.projection, &j.policy, j.as_of)
+        .into_iter()
+        .filter(ItemVerdict::is_finding)
+        .collect();
+    if args.json {
+        out!("{}", serde_json::to_string_pretty(&found)?);
+        return Ok(Outcome::Ok);
+    }
+    out!(
+        "{} non-compliant items as of {} (policy {})",
+        found.len(),
+        j.as_of,
+        j.policy.version
+    );
+    for v in &found {
+        out!(
+            "\n{}  [{}]  {}",
+            v.item_id,
+            v.category.as_deref().unwrap_or("-"),
+            status_line(v)
+        );
+        if let Some(d) = &v.deadline {
+            out!(
+                "    deadline {} (rule {}): {}",
+                d.due_by,
+                d.rule,
+                d.explanation
+            );
+        }
+        for violation in &v.violations {
+            out!("    violation: {}", violation_line(violation));
+        }
+        if v.reported_late {
+            out!("    evidence: the deletion reached the ledger after the deadline");
+        }
+    }
+    Ok(Outcome::Ok)
+}
+
+pub fn rebuild(dir: &Path) -> anyhow::Result<Outcome> {
+    let mut ledger = Ledger::open(dir, LedgerOptions::default())
+        .with_context(|| format!("opening the ledger at {}", dir.display()))?;
+    let start = std::time::Instant::now();
+    let projection = ledger.rebuild_projection(&mut |_| {})?;
+    out!(
+        "rebuilt the projection from {} entries in {:.2?}: {} items, {} accounts",
+        projection.covered.values().sum::<u64>(),
+        start.elapsed(),
+        projection.items.len(),
+        projection.accounts.len()
+    );
+    Ok(Outcome::Ok)
+}
