@@ -297,12 +297,9 @@ pub fn item(dir: &Path, args: ItemArgs) -> anyhow::Result<Outcome> {
     }
     out!("category  {}", state.category.as_deref().unwrap_or("-"));
     out!("\nentries (item and account), in ledger order:");
-    let mut refs: Vec<_> = state
-        .entries
-        .iter()
-        .chain(account.into_iter().flat_map(|a| a.entries.iter()))
-        .collect();
-    refs.sort_by_key(|r| (r.chain.clone(), r.seq));
+    let mut refs = state.entries();
+    refs.extend(account.map(|a| a.entries()).unwrap_or_default());
+    refs.sort_by(|a, b| (a.chain.as_str(), a.seq).cmp(&(b.chain.as_str(), b.seq)));
     for r in refs {
         let what = j
             .ledger

@@ -120,8 +120,23 @@ pub struct ItemState {
     pub collections: Vec<Collection>,
     pub copies: BTreeMap<CopyId, Vec<CopyChange>>,
     pub holds: Vec<HoldChange>,
-    /// Every entry about the item, in ledger order (chain, seq).
-    pub entries: Vec<EntryRef>,
+}
+
+impl ItemState {
+    /// Every entry about the item, in ledger order (chain, seq). Derived
+    /// rather than stored: every item event is a collection, a copy change
+    /// or a hold change.
+    pub fn entries(&self) -> Vec<&EntryRef> {
+        let mut refs: Vec<&EntryRef> = self
+            .collections
+            .iter()
+            .map(|c| &c.at)
+            .chain(self.copies.values().flatten().map(|c| &c.at))
+            .chain(self.holds.iter().map(|h| &h.at))
+            .collect();
+        refs.sort_by(|a, b| (a.chain.as_str(), a.seq).cmp(&(b.chain.as_str(), b.seq)));
+        refs
+    }
 }
 
 /// Everything recorded about one account as a whole.
@@ -133,7 +148,21 @@ pub struct AccountState {
     /// Deletion requests with the categories each covers.
     pub deletion_requests: Vec<(EntryRef, Vec<String>)>,
     pub holds: Vec<HoldChange>,
-    pub entries: Vec<EntryRef>,
+}
+
+impl AccountState {
+    /// Every account-wide entry, in ledger order (chain, seq).
+    pub fn entries(&self) -> Vec<&EntryRef> {
+        let mut refs: Vec<&EntryRef> = self
+            .hosting_terminated
+            .iter()
+            .chain(&self.service_use_ended)
+            .chain(self.deletion_requests.iter().map(|(r, _)| r))
+            .chain(self.holds.iter().map(|h| &h.at))
+            .collect();
+        refs.sort_by(|a, b| (a.chain.as_str(), a.seq).cmp(&(b.chain.as_str(), b.seq)));
+        refs
+    }
 }
 
 /// A policy version published on the chain.
@@ -271,10 +300,6 @@ impl Projection {
         if item.category.is_none() {
             item.category = event.category.clone();
         }
-        let pos = item
-            .entries
-            .partition_point(|e| (e.chain.as_str(), e.seq) < (at.chain.as_str(), at.seq));
-        item.entries.insert(pos, at.clone());
         let copy_change = |store: &str, backup_id: Option<&String>, present| {
             (
                 CopyId {
@@ -335,10 +360,6 @@ impl Projection {
         if state.account.is_none() {
             state.account = Some(account.clone());
         }
-        let pos = state
-            .entries
-            .partition_point(|e| (e.chain.as_str(), e.seq) < (at.chain.as_str(), at.seq));
-        state.entries.insert(pos, at.clone());
         match &event.kind {
             Kind::HostingServiceTerminated(_) => {
                 insert_sorted(&mut state.hosting_terminated, at, EntryRef::order_key)

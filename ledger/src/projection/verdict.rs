@@ -193,7 +193,7 @@ pub fn judge(
     as_of: Timestamp,
 ) -> Option<ItemVerdict> {
     let by = |r: &EntryRef| r.event_time <= as_of;
-    if !item.entries.iter().any(by) {
+    if !item.entries().into_iter().any(by) {
         return None;
     }
     let mut violations = Vec::new();
