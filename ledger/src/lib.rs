@@ -12,9 +12,11 @@
 //! `FORMAT.md` at the repository root specifies every byte that is hashed.
 
 pub mod chain;
+pub mod checkpoint;
 pub mod deadline;
 pub mod entry;
 pub mod intake;
+pub mod merkle;
 pub mod policy;
 pub mod projection;
 pub mod store;

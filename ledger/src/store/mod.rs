@@ -8,6 +8,7 @@
 mod durability;
 mod layout;
 mod projection;
+mod tree;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -92,6 +93,8 @@ pub struct Ledger {
     options: LedgerOptions,
     syncer: durability::Syncer,
     poisoned: bool,
+    /// Each chain's Merkle tree edge, once computed.
+    frontiers: HashMap<String, crate::merkle::CompactRange>,
 }
 
 fn check_chain_name(chain: &str) -> Result<(), StoreError> {
@@ -118,9 +121,19 @@ impl Ledger {
     /// Opens (or creates) a ledger for appending, and checks each chain's
     /// tail against its stored head.
     pub fn open(dir: impl AsRef<Path>, options: LedgerOptions) -> Result<Self, StoreError> {
-        let ledger = Self::open_unchecked(dir, options)?;
+        let mut ledger = Self::open_unchecked(dir, options)?;
         for head in ledger.heads.values() {
             ledger.check_tail(head)?;
+        }
+        let chains: Vec<(String, u64)> = ledger
+            .heads
+            .values()
+            .map(|h| (h.chain.clone(), h.next_seq))
+            .collect();
+        for (chain, size) in chains {
+            if !tree::has_nodes(&ledger, &chain, size)? {
+                ledger.backfill_tree(&chain)?;
+            }
         }
         Ok(ledger)
     }
@@ -174,6 +187,7 @@ impl Ledger {
             options,
             syncer: durability::Syncer::default(),
             poisoned: false,
+            frontiers: HashMap::new(),
         })
     }
 
@@ -342,6 +356,7 @@ impl Ledger {
             return Ok(report);
         }
         self.put_blocks(&mut batch, chain, &sealed);
+        let tree = self.extend_tree(chain, sealed.iter().map(|e| e.hash), &mut batch)?;
         batch.insert(
             layout::head_key(chain),
             layout::encode_head(head.next_seq, &head.last_hash),
@@ -349,6 +364,7 @@ impl Ledger {
         self.db.apply_batch(batch)?;
         self.make_durable()?;
         self.heads.insert(chain.to_owned(), head);
+        self.frontiers.insert(chain.to_owned(), tree);
         Ok(report)
     }
 
