@@ -188,10 +188,9 @@ pub struct PublicKey {
 impl PublicKey {
     pub fn parse(text: &str) -> Result<Self, NoteError> {
         let text = text.trim();
-        let mut parts = text.split('+');
-        let (Some(name), Some(id), Some(key), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        // The key is base64, which may itself contain '+'.
+        let mut parts = text.splitn(3, '+');
+        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(NoteError::BadKey("expected NAME+KEYID+KEY".into()));
         };
         check_key_name(name)?;
@@ -260,10 +259,9 @@ impl PrivateKey {
             .trim()
             .strip_prefix("PRIVATE+KEY+")
             .ok_or_else(|| NoteError::BadKey("expected PRIVATE+KEY+NAME+KEYID+KEY".into()))?;
-        let mut parts = rest.split('+');
-        let (Some(name), Some(id), Some(key), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        // The key is base64, which may itself contain '+'.
+        let mut parts = rest.splitn(3, '+');
+        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(NoteError::BadKey(
                 "expected PRIVATE+KEY+NAME+KEYID+KEY".into(),
             ));

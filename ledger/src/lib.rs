@@ -11,6 +11,7 @@
 //!
 //! `FORMAT.md` at the repository root specifies every byte that is hashed.
 
+pub mod bundle;
 pub mod chain;
 pub mod checkpoint;
 pub mod deadline;

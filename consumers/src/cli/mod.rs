@@ -8,6 +8,7 @@ macro_rules! out {
     };
 }
 
+mod audit;
 mod entries;
 mod ingest;
 mod policy;
@@ -92,6 +93,12 @@ pub enum Command {
     Findings(retention::JudgeArgs),
     /// Rebuild the projection from the chains.
     RebuildProjection,
+    /// Make an Ed25519 key pair for signing checkpoints.
+    Keygen(audit::KeygenArgs),
+    /// Take a signed checkpoint covering every chain head.
+    Checkpoint(audit::CheckpointArgs),
+    /// Write a self-contained bundle an auditor can verify offline.
+    Export(audit::ExportArgs),
 }
 
 pub fn emit_line(args: std::fmt::Arguments<'_>) {
@@ -134,7 +141,15 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         Command::Item(a) => retention::item(dir, a),
         Command::Findings(a) => retention::findings(dir, a),
         Command::RebuildProjection => retention::rebuild(dir),
+        Command::Keygen(a) => audit::keygen(a),
+        Command::Checkpoint(a) => audit::checkpoint(dir, a),
+        Command::Export(a) => audit::export(dir, a),
     }
+}
+
+/// Opens an existing ledger for writing (checkpoints, projections).
+fn open_existing_for_append(dir: &Path) -> anyhow::Result<Ledger> {
+    open_existing(dir, true)
 }
 
 /// Opens an existing ledger; reading commands never create one.

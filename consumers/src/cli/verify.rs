@@ -1,7 +1,7 @@
 //! `lifeledger verify`.
 
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lifeledger_ledger::verify::Depth;
@@ -10,6 +10,17 @@ use super::{Outcome, open_existing};
 
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
+    /// An export bundle to verify offline (instead of the ledger directory).
+    pub bundle: Option<PathBuf>,
+    /// The signer's public key (required with a bundle).
+    #[arg(long, requires = "bundle")]
+    pub key: Option<PathBuf>,
+    /// A checkpoint note you already trust: the bundle must extend it.
+    #[arg(long, requires = "bundle")]
+    pub trusted_checkpoint: Option<PathBuf>,
+    /// With a bundle: also re-decode every event from its received bytes.
+    #[arg(long, requires = "bundle")]
+    pub deep: bool,
     /// Check hashes, links, seqs and heads only; skip re-decoding each
     /// event from its received bytes.
     #[arg(long)]
@@ -20,6 +31,18 @@ pub struct VerifyArgs {
 }
 
 pub fn run(dir: &Path, args: VerifyArgs) -> anyhow::Result<Outcome> {
+    if let Some(bundle) = &args.bundle {
+        let key = args.key.as_deref().ok_or_else(|| {
+            anyhow::anyhow!("verifying a bundle needs the signer's public key: --key FILE")
+        })?;
+        return super::audit::verify_offline(
+            bundle,
+            key,
+            args.trusted_checkpoint.as_deref(),
+            args.deep,
+            args.json,
+        );
+    }
     let ledger = open_existing(dir, false)?;
     let depth = if args.chain_only {
         Depth::Chain

@@ -69,3 +69,22 @@ fn the_root_line_must_match_the_chain_lines() {
         .replacen("chain file 10", "chain file 12", 1);
     assert_eq!(Checkpoint::parse_body(&body), Err(NoteError::RootMismatch));
 }
+
+#[test]
+fn keys_whose_base64_holds_a_plus_sign_round_trip() {
+    // Find a seed whose public key's base64 contains '+'.
+    let key = (0u8..=255)
+        .map(|b| PrivateKey::from_seed("k", [b; 32]).unwrap())
+        .find(|k| {
+            k.public().to_string().matches('+').count() > 2 && k.to_text().matches('+').count() > 4
+        })
+        .expect("some seed gives a '+' in base64");
+    assert_eq!(
+        PublicKey::parse(&key.public().to_string()).unwrap(),
+        key.public()
+    );
+    assert_eq!(
+        PrivateKey::parse(&key.to_text()).unwrap().public(),
+        key.public()
+    );
+}

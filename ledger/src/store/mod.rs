@@ -5,7 +5,9 @@
 //! fsynced before [`Ledger::append`] returns. There is no call that
 //! overwrites or removes an entry.
 
+mod checkpoints;
 mod durability;
+mod export;
 mod layout;
 mod projection;
 mod tree;
@@ -21,6 +23,7 @@ use crate::entry::{Entry, EntryDecodeError};
 use crate::intake::{self, Admission, Classified, Incoming, IntakeLimits, SeenEvent};
 use crate::verify::{ChainVerifier, Depth, Problem, VerifyReport};
 
+pub use export::{ExportScope, ExportSummary};
 pub use layout::StoredRecord;
 
 /// Settings of a ledger.

@@ -1,0 +1,221 @@
+//! `lifeledger keygen`, `checkpoint`, `export`, and `verify BUNDLE`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow, bail};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use jiff::Timestamp;
+use lifeledger_ledger::bundle::verify::verify_bundle;
+use lifeledger_ledger::checkpoint::{PrivateKey, PublicKey};
+use lifeledger_ledger::store::ExportScope;
+use lifeledger_ledger::verify::Depth;
+
+use super::Outcome;
+
+#[derive(Debug, clap::Args)]
+pub struct KeygenArgs {
+    /// The key's name, shown on every signature.
+    #[arg(long, default_value = "lifeledger")]
+    pub name: String,
+    /// Write PREFIX.key (private, mode 0600) and PREFIX.pub.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckpointArgs {
+    /// The private key file from `lifeledger keygen`.
+    #[arg(long, env = "LIFELEDGER_SIGNING_KEY")]
+    pub key: PathBuf,
+    /// The ledger's origin line, set on its first checkpoint.
+    #[arg(long)]
+    pub origin: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// Where to write the bundle.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Export only this chain's entries (with --from/--to).
+    #[arg(long)]
+    pub chain: Option<String>,
+    #[arg(long, requires = "chain")]
+    pub from: Option<u64>,
+    #[arg(long, requires = "chain")]
+    pub to: Option<u64>,
+    /// Export only the entries about one account, as APPID/UIN.
+    #[arg(long, conflicts_with = "chain")]
+    pub account: Option<String>,
+}
+
+pub fn read_private_key(path: &Path) -> anyhow::Result<PrivateKey> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the key {}", path.display()))?;
+    PrivateKey::parse(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
+}
+
+pub fn read_public_key(path: &Path) -> anyhow::Result<PublicKey> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the key {}", path.display()))?;
+    PublicKey::parse(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
+}
+
+pub fn keygen(args: KeygenArgs) -> anyhow::Result<Outcome> {
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed).map_err(|e| anyhow!("no randomness for a key: {e}"))?;
+    let key = PrivateKey::from_seed(&args.name, seed).map_err(|e| anyhow!("{e}"))?;
+    let private = args.out.with_extension("key");
+    let public = args.out.with_extension("pub");
+    if private.exists() {
+        bail!("{} exists; refusing to overwrite a key", private.display());
+    }
+    write_private(&private, &key.to_text())?;
+    std::fs::write(&public, format!("{}\n", key.public()))
+        .with_context(|| format!("writing {}", public.display()))?;
+    out!("private key: {} (keep it secret)", private.display());
+    out!("public key:  {} ({})", public.display(), key.public());
+    Ok(Outcome::Ok)
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(f, "{text}")?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, format!("{text}\n")).with_context(|| format!("writing {}", path.display()))
+}
+
+pub fn checkpoint(dir: &Path, args: CheckpointArgs) -> anyhow::Result<Outcome> {
+    let key = read_private_key(&args.key)?;
+    let mut ledger = super::open_existing_for_append(dir)?;
+    ledger.ensure_origin(args.origin.as_deref())?;
+    let note = ledger.checkpoint(&key, Timestamp::now())?;
+    out!("{}", note.trim_end());
+    Ok(Outcome::Ok)
+}
+
+pub fn export(dir: &Path, args: ExportArgs) -> anyhow::Result<Outcome> {
+    let ledger = super::open_existing(dir, true)?;
+    let scope = match (&args.chain, &args.account) {
+        (Some(chain), _) => ExportScope::Range {
+            chain: chain.clone(),
+            from: args.from.unwrap_or(0),
+            to: args.to.unwrap_or(u64::MAX),
+        },
+        (None, Some(account)) => ExportScope::Account(account.clone()),
+        (None, None) => ExportScope::Full,
+    };
+    if scope != ExportScope::Full && ledger.checkpoints()?.is_empty() {
+        bail!(
+            "a partial export proves its entries against a checkpoint; take one first with `lifeledger checkpoint --key KEY`"
+        );
+    }
+    let file = std::fs::File::create(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let summary = ledger.export(&scope, std::io::BufWriter::new(file), Timestamp::now())?;
+    out!(
+        "wrote {}: {} entries, {} checkpoints, {} policies",
+        args.out.display(),
+        summary.entries,
+        summary.checkpoints,
+        summary.policies
+    );
+    if summary.unvouched > 0 {
+        eprintln!(
+            "warning: {} entries are newer than the latest checkpoint and cannot be vouched for; take a checkpoint before exporting",
+            summary.unvouched
+        );
+    }
+    Ok(Outcome::Ok)
+}
+
+/// `lifeledger verify BUNDLE --key PUBKEY`: offline, no sled.
+pub fn verify_offline(
+    bundle: &Path,
+    key: &Path,
+    trusted: Option<&Path>,
+    deep: bool,
+    json: bool,
+) -> anyhow::Result<Outcome> {
+    let key = read_public_key(key)?;
+    let bytes = std::fs::read(bundle).with_context(|| format!("reading {}", bundle.display()))?;
+    let trusted = trusted
+        .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
+        .transpose()?;
+    let bar = if std::io::stderr().is_terminal() && bytes.len() > 16 << 20 {
+        ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} verify {pos} entries {per_sec}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    let depth = if deep { Depth::Events } else { Depth::Chain };
+    let report = verify_bundle(&bytes, &key, trusted.as_deref(), depth, &mut |n| {
+        bar.set_position(n)
+    })
+    .map_err(|e| anyhow!("{}: {e}", bundle.display()))?;
+    bar.finish_and_clear();
+    if json {
+        out!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "intact": report.is_intact(),
+                "report": report,
+            }))?
+        );
+    } else {
+        out!(
+            "bundle {} ({} export): origin {}, {} checkpoint(s) verified with {}",
+            bundle.display(),
+            report.scope,
+            report.origin.as_deref().unwrap_or("(none)"),
+            report.checkpoints_verified,
+            key
+        );
+        for c in &report.chains {
+            out!(
+                "  chain {:?}: {} entries, {} vouched for by the latest checkpoint",
+                c.chain,
+                c.entries,
+                c.vouched
+            );
+        }
+        if report.is_intact() {
+            out!("intact");
+        }
+        for f in &report.findings {
+            out!(
+                "FAILED {:?}{}{}: {}",
+                f.class,
+                f.chain
+                    .as_deref()
+                    .map(|c| format!(" chain {c:?}"))
+                    .unwrap_or_default(),
+                f.first_bad_seq
+                    .map(|s| format!(" first bad seq {s}"))
+                    .unwrap_or_default(),
+                f.detail
+            );
+        }
+    }
+    Ok(if report.is_intact() {
+        Outcome::Ok
+    } else {
+        Outcome::VerificationFailed
+    })
+}

@@ -1,0 +1,525 @@
+//! The offline verifier: checks a bundle with nothing but a public key (and
+//! optionally a checkpoint the auditor already trusts). Pure.
+//!
+//! Every failure is a finding with a class and, where an entry is to blame,
+//! the first bad seq of its chain. Findings are the answer, not errors;
+//! only bytes that are not a bundle at all are an error.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use super::{BundleError, Record, read};
+use crate::checkpoint::{Checkpoint, NoteError, PublicKey, verify_note};
+use crate::entry::{Entry, EntryHash};
+use crate::merkle::{self, CompactRange, Hash};
+use crate::verify::{ChainVerifier, Depth, Problem};
+
+/// What kind of tampering a finding shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TamperClass {
+    /// An entry's bytes differ from what was hashed.
+    ChangedEntry,
+    /// An entry is missing from the middle of a chain.
+    RemovedEntry,
+    /// An entry that does not belong was added.
+    InsertedEntry,
+    /// Entries are out of order.
+    SwappedEntry,
+    /// The chain ends before the size a checkpoint vouches for.
+    Truncation,
+    /// The bundle is older than a checkpoint the auditor trusts.
+    Rollback,
+    /// Two signed views of the log disagree: two checkpoints of one size
+    /// with different roots, or one inconsistent with the trusted one.
+    Fork,
+    /// The chain links up, but is not the chain that was signed: it was
+    /// recomputed after an edit.
+    RecomputedChain,
+    /// A signature does not verify.
+    ForgedSignature,
+    /// Signed by another key than the one the auditor trusts.
+    WrongKey,
+    /// An inclusion or consistency proof does not verify.
+    BadProof,
+    /// Nothing in the bundle is vouched for by a valid checkpoint.
+    NoCheckpoint,
+}
+
+/// One finding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditFinding {
+    pub class: TamperClass,
+    pub chain: Option<String>,
+    /// The first seq of the chain that is not vouched for, where an entry
+    /// is to blame.
+    pub first_bad_seq: Option<u64>,
+    pub detail: String,
+}
+
+/// What one chain of the bundle holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainAudit {
+    pub chain: String,
+    pub entries: u64,
+    /// Entries vouched for by the latest verified checkpoint.
+    pub vouched: u64,
+}
+
+/// The outcome of verifying a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditReport {
+    pub origin: Option<String>,
+    /// What the bundle says it holds (`full`, `range`, `account`). A partial
+    /// bundle proves that each entry it holds is in the signed log; it
+    /// cannot prove that no entry in its scope was left out.
+    pub scope: String,
+    pub checkpoints_verified: usize,
+    pub latest_checkpoint_size: Option<u64>,
+    pub chains: Vec<ChainAudit>,
+    pub findings: Vec<AuditFinding>,
+}
+
+impl AuditReport {
+    pub fn is_intact(&self) -> bool {
+        self.findings.is_empty()
+    }
+}
+
+fn finding(
+    class: TamperClass,
+    chain: Option<&str>,
+    seq: Option<u64>,
+    detail: impl Into<String>,
+) -> AuditFinding {
+    AuditFinding {
+        class,
+        chain: chain.map(str::to_owned),
+        first_bad_seq: seq,
+        detail: detail.into(),
+    }
+}
+
+fn note_finding(what: &str, err: NoteError) -> AuditFinding {
+    let class = match err {
+        NoteError::WrongKey { .. } | NoteError::BadKey(_) => TamperClass::WrongKey,
+        _ => TamperClass::ForgedSignature,
+    };
+    finding(class, None, None, format!("{what}: {err}"))
+}
+
+/// Inclusion proofs of a chain's entries: seq → (tree size, proof).
+type Proofs<'a> = BTreeMap<u64, (u64, &'a [Hash])>;
+
+fn classify(problem: &Problem, expected: u64, rest: &[(&EntryHash, &[u8])]) -> TamperClass {
+    match problem {
+        Problem::SeqMismatch { found } if *found > expected => {
+            let later = rest
+                .iter()
+                .any(|(_, enc)| Entry::decode(enc).is_ok_and(|e| e.seq == expected));
+            if later {
+                TamperClass::SwappedEntry
+            } else {
+                TamperClass::RemovedEntry
+            }
+        }
+        Problem::SeqMismatch { .. } | Problem::PrevMismatch { .. } | Problem::WrongChain { .. } => {
+            TamperClass::InsertedEntry
+        }
+        _ => TamperClass::ChangedEntry,
+    }
+}
+
+/// Verifies a bundle. `progress` is told how many entries were checked.
+pub fn verify_bundle(
+    bytes: &[u8],
+    key: &PublicKey,
+    trusted_note: Option<&str>,
+    depth: Depth,
+    progress: &mut dyn FnMut(u64),
+) -> Result<AuditReport, BundleError> {
+    let records = read(bytes)?;
+    let mut findings = Vec::new();
+    let scope = records
+        .iter()
+        .find_map(|r| match r {
+            Record::Manifest(json) => serde_json::from_slice::<serde_json::Value>(json)
+                .ok()
+                .and_then(|m| m["scope"]["kind"].as_str().map(str::to_owned)),
+            _ => None,
+        })
+        .unwrap_or_else(|| "full".to_owned());
+    let partial = scope != "full";
+
+    for r in &records {
+        if let Record::PublicKey(text) = r {
+            match PublicKey::parse(text) {
+                Ok(k) if k == *key => {}
+                Ok(k) => findings.push(finding(
+                    TamperClass::WrongKey,
+                    None,
+                    None,
+                    format!("the bundle names signer {k}, but the key given is {key}"),
+                )),
+                Err(e) => findings.push(note_finding("the bundle's public key", e)),
+            }
+        }
+    }
+
+    let mut checkpoints: Vec<Checkpoint> = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        if let Record::Checkpoint(note) = r {
+            match verify_note(note, key) {
+                Ok(c) => checkpoints.push(c),
+                Err(e) => findings.push(note_finding(&format!("checkpoint in record {i}"), e)),
+            }
+        }
+    }
+    let trusted = match trusted_note.map(|n| verify_note(n, key)) {
+        None => None,
+        Some(Ok(c)) => Some(c),
+        Some(Err(e)) => {
+            findings.push(note_finding("the trusted checkpoint", e));
+            None
+        }
+    };
+    checkpoints.sort_by_key(|c| (c.total_size(), c.time));
+    let origin = checkpoints.first().map(|c| c.origin.clone());
+    for c in &checkpoints {
+        if Some(&c.origin) != origin.as_ref() {
+            findings.push(finding(
+                TamperClass::Fork,
+                None,
+                None,
+                format!(
+                    "checkpoints of two origins: {:?} and {:?}",
+                    origin, c.origin
+                ),
+            ));
+        }
+    }
+
+    // Signed roots per chain and size; two different roots for one size is
+    // a fork whatever the entries say.
+    let mut signed: BTreeMap<(String, u64), Hash> = BTreeMap::new();
+    for c in checkpoints.iter().chain(trusted.iter()) {
+        for cr in &c.chains {
+            match signed.get(&(cr.chain.clone(), cr.size)) {
+                Some(root) if *root != cr.root => findings.push(finding(
+                    TamperClass::Fork,
+                    Some(&cr.chain),
+                    None,
+                    format!(
+                        "two signed checkpoints give chain {:?} at size {} different roots",
+                        cr.chain, cr.size
+                    ),
+                )),
+                _ => {
+                    signed.insert((cr.chain.clone(), cr.size), cr.root);
+                }
+            }
+        }
+    }
+    if checkpoints.is_empty() {
+        findings.push(finding(
+            TamperClass::NoCheckpoint,
+            None,
+            None,
+            "no checkpoint in the bundle verifies with the key given",
+        ));
+    }
+
+    let mut proofs_by_chain: BTreeMap<&str, Proofs<'_>> = BTreeMap::new();
+    let mut decoded_chain: Vec<(String, &EntryHash, &[u8])> = Vec::new();
+    for r in &records {
+        match r {
+            Record::Entry { hash, encoding } => {
+                // The chain name is the first field after the version byte;
+                // an entry too damaged to name its chain is filed under "".
+                let chain = Entry::decode(encoding).map(|e| e.chain).unwrap_or_default();
+                decoded_chain.push((chain, hash, encoding));
+            }
+            Record::Inclusion {
+                chain,
+                seq,
+                size,
+                proof,
+            } => {
+                proofs_by_chain
+                    .entry(chain.as_str())
+                    .or_default()
+                    .insert(*seq, (*size, proof.as_slice()));
+            }
+            _ => {}
+        }
+    }
+    // Each chain's entries, in bundle order.
+    let mut grouped: BTreeMap<String, Vec<(&EntryHash, &[u8])>> = BTreeMap::new();
+    for (chain, hash, enc) in decoded_chain {
+        grouped.entry(chain).or_default().push((hash, enc));
+    }
+    let mut names: BTreeSet<String> = grouped.keys().cloned().collect();
+    for c in checkpoints.iter().chain(trusted.iter()) {
+        names.extend(c.chains.iter().map(|cr| cr.chain.clone()));
+    }
+
+    let latest = checkpoints.last();
+    let mut audits = Vec::new();
+    let mut checked = 0u64;
+    for name in &names {
+        let entries = grouped.get(name).map(Vec::as_slice).unwrap_or(&[]);
+        let proofs = proofs_by_chain.get(name.as_str());
+        let sparse = partial || proofs.is_some_and(|p| !p.is_empty());
+        let sizes: BTreeSet<u64> = signed
+            .keys()
+            .filter(|(c, _)| c == name)
+            .map(|(_, s)| *s)
+            .collect();
+        let latest_size = latest.and_then(|c| c.chain(name)).map_or(0, |c| c.size);
+        if sparse {
+            let before = findings.len();
+            check_sparse(
+                name,
+                entries,
+                proofs.unwrap_or(&Proofs::new()),
+                &signed,
+                &mut findings,
+            );
+            checked += entries.len() as u64;
+            audits.push(ChainAudit {
+                chain: name.clone(),
+                entries: entries.len() as u64,
+                vouched: if findings.len() == before {
+                    entries.len() as u64
+                } else {
+                    0
+                },
+            });
+            continue;
+        }
+        // A full chain from seq 0: walk it, build its tree, and compare the
+        // roots at every signed size.
+        let mut verifier = ChainVerifier::new(name, depth);
+        let mut range = CompactRange::default();
+        let mut roots_at: BTreeMap<u64, Hash> = BTreeMap::new();
+        if sizes.contains(&0) {
+            roots_at.insert(0, range.root());
+        }
+        let mut broken = None;
+        for (i, (hash, enc)) in entries.iter().enumerate() {
+            if let Err(f) = verifier.check(hash, enc) {
+                let class = classify(&f.problem, f.seq, &entries[i + 1..]);
+                broken = Some(f.seq);
+                findings.push(finding(
+                    class,
+                    Some(name),
+                    Some(f.seq),
+                    f.problem.to_string(),
+                ));
+                break;
+            }
+            range.push(merkle::leaf_hash(hash));
+            if sizes.contains(&range.size()) {
+                roots_at.insert(range.size(), range.root());
+            }
+            checked += 1;
+            if checked % 65_536 == 0 {
+                progress(checked);
+            }
+        }
+        let present = range.size();
+        let mut vouched_ok = 0u64;
+        if broken.is_none() {
+            for size in &sizes {
+                let Some(root) = signed.get(&(name.clone(), *size)) else {
+                    continue;
+                };
+                match roots_at.get(size) {
+                    Some(r) if r == root => vouched_ok = vouched_ok.max(*size),
+                    Some(_) => {
+                        let is_trusted_only = trusted
+                            .as_ref()
+                            .and_then(|t| t.chain(name))
+                            .is_some_and(|t| t.size == *size)
+                            && !checkpoints
+                                .iter()
+                                .any(|c| c.chain(name).is_some_and(|cr| cr.size == *size));
+                        let class = if is_trusted_only {
+                            TamperClass::Fork
+                        } else {
+                            TamperClass::RecomputedChain
+                        };
+                        findings.push(finding(
+                            class,
+                            Some(name),
+                            Some(vouched_ok),
+                            format!(
+                                "the entries give chain {name:?} at size {size} a root other than the signed one; \
+                                 entries from seq {vouched_ok} on are not the ones that were signed"
+                            ),
+                        ));
+                        break;
+                    }
+                    None if *size > present => {
+                        findings.push(finding(
+                            TamperClass::Truncation,
+                            Some(name),
+                            Some(present),
+                            format!("a signed checkpoint vouches for {size} entries of chain {name:?}; the bundle has {present}"),
+                        ));
+                        break;
+                    }
+                    None => {}
+                }
+            }
+        }
+        if let Some(t) = trusted.as_ref().and_then(|t| t.chain(name)) {
+            if t.size > latest_size {
+                findings.push(finding(
+                    TamperClass::Rollback,
+                    Some(name),
+                    Some(latest_size),
+                    format!(
+                        "the trusted checkpoint vouches for {} entries of chain {name:?}; the bundle's latest checkpoint only {latest_size}",
+                        t.size
+                    ),
+                ));
+            }
+        }
+        audits.push(ChainAudit {
+            chain: name.clone(),
+            entries: present,
+            vouched: vouched_ok.min(latest_size),
+        });
+    }
+
+    for r in &records {
+        if let Record::Consistency {
+            chain,
+            old_size,
+            new_size,
+            proof,
+        } = r
+        {
+            let (Some(old), Some(new)) = (
+                signed.get(&(chain.clone(), *old_size)),
+                signed.get(&(chain.clone(), *new_size)),
+            ) else {
+                continue;
+            };
+            if let Err(e) = merkle::verify_consistency(*old_size, *new_size, old, new, proof) {
+                findings.push(finding(
+                    TamperClass::Fork,
+                    Some(chain),
+                    None,
+                    format!("chain {chain:?}: the signed tree of {new_size} does not extend the signed tree of {old_size}: {e}"),
+                ));
+            }
+        }
+    }
+    progress(checked);
+    findings.sort_by(|a, b| {
+        (a.chain.as_deref(), a.first_bad_seq, a.class).cmp(&(
+            b.chain.as_deref(),
+            b.first_bad_seq,
+            b.class,
+        ))
+    });
+    findings.dedup();
+    Ok(AuditReport {
+        origin,
+        scope,
+        checkpoints_verified: checkpoints.len(),
+        latest_checkpoint_size: latest.map(Checkpoint::total_size),
+        chains: audits,
+        findings,
+    })
+}
+
+/// Entries of a chain exported alone (a seq range, or one account's): each
+/// must carry an inclusion proof against a signed size of its chain.
+fn check_sparse(
+    name: &str,
+    entries: &[(&EntryHash, &[u8])],
+    proofs: &Proofs<'_>,
+    signed: &BTreeMap<(String, u64), Hash>,
+    findings: &mut Vec<AuditFinding>,
+) {
+    let mut previous: Option<(u64, EntryHash)> = None;
+    for (hash, enc) in entries {
+        let computed = EntryHash::of_encoding(enc);
+        let entry = match Entry::decode(enc) {
+            Ok(e) => e,
+            Err(e) => {
+                findings.push(finding(
+                    TamperClass::ChangedEntry,
+                    Some(name),
+                    None,
+                    format!("an entry does not decode: {e}"),
+                ));
+                return;
+            }
+        };
+        let seq = entry.seq;
+        if computed != **hash {
+            findings.push(finding(
+                TamperClass::ChangedEntry,
+                Some(name),
+                Some(seq),
+                "entry hash differs from the one stored with it",
+            ));
+            return;
+        }
+        if let Some((prev_seq, prev_hash)) = previous {
+            if seq <= prev_seq {
+                findings.push(finding(
+                    TamperClass::SwappedEntry,
+                    Some(name),
+                    Some(seq),
+                    "entries are not in seq order",
+                ));
+                return;
+            }
+            if seq == prev_seq + 1 && entry.prev_hash != prev_hash {
+                findings.push(finding(
+                    TamperClass::InsertedEntry,
+                    Some(name),
+                    Some(seq),
+                    "entry does not link to the one before it",
+                ));
+                return;
+            }
+        }
+        let Some((size, proof)) = proofs.get(&seq) else {
+            findings.push(finding(
+                TamperClass::BadProof,
+                Some(name),
+                Some(seq),
+                "no inclusion proof for this entry",
+            ));
+            return;
+        };
+        let Some(root) = signed.get(&(name.to_owned(), *size)) else {
+            findings.push(finding(
+                TamperClass::BadProof,
+                Some(name),
+                Some(seq),
+                format!("the proof is against size {size}, which no signed checkpoint has"),
+            ));
+            return;
+        };
+        if let Err(e) =
+            merkle::verify_inclusion(seq, *size, &merkle::leaf_hash(&computed), proof, root)
+        {
+            findings.push(finding(
+                TamperClass::BadProof,
+                Some(name),
+                Some(seq),
+                format!("inclusion proof fails: {e}"),
+            ));
+            return;
+        }
+        previous = Some((seq, computed));
+    }
+}

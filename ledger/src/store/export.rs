@@ -1,0 +1,187 @@
+//! Writing export bundles from the store.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use jiff::Timestamp;
+
+use super::{Ledger, StoreError, damaged};
+use crate::bundle::{Record, Writer};
+use crate::checkpoint::read_unverified;
+use crate::projection::account_key;
+
+/// What to export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExportScope {
+    /// Every chain, every entry, every checkpoint.
+    Full,
+    /// Entries `from..=to` of one chain, each with an inclusion proof.
+    Range { chain: String, from: u64, to: u64 },
+    /// Every entry about one account (`APPID/UIN`) and its items, each with
+    /// an inclusion proof.
+    Account(String),
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportSummary {
+    pub entries: u64,
+    pub checkpoints: u64,
+    pub policies: u64,
+    /// Entries in scope left out because no checkpoint covers them yet.
+    pub unvouched: u64,
+}
+
+fn io(e: std::io::Error) -> StoreError {
+    damaged(b"export", e.to_string())
+}
+
+impl Ledger {
+    /// Writes a bundle of `scope` to `out`.
+    pub fn export(
+        &self,
+        scope: &ExportScope,
+        out: impl Write,
+        exported_at: Timestamp,
+    ) -> Result<ExportSummary, StoreError> {
+        let mut summary = ExportSummary::default();
+        let notes = self.checkpoints()?;
+        let scope_json = match scope {
+            ExportScope::Full => serde_json::json!({"kind": "full"}),
+            ExportScope::Range { chain, from, to } => {
+                serde_json::json!({"kind": "range", "chain": chain, "from": from, "to": to})
+            }
+            ExportScope::Account(a) => serde_json::json!({"kind": "account", "account": a}),
+        };
+        let manifest = serde_json::json!({
+            "format": "lifeledger bundle v1",
+            "origin": self.origin().ok(),
+            "exported_at": exported_at.to_string(),
+            "scope": scope_json,
+        });
+        let mut w = Writer::new(out).map_err(io)?;
+        w.write(&Record::Manifest(manifest.to_string().into_bytes()))
+            .map_err(io)?;
+        if let Some(key) = self.signer()? {
+            w.write(&Record::PublicKey(key.to_string())).map_err(io)?;
+        }
+        for text in self.policy_texts()? {
+            w.write(&Record::Policy(text.into_bytes())).map_err(io)?;
+            summary.policies += 1;
+        }
+        // Sizes each chain was checkpointed at, oldest first.
+        let mut sizes: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for note in &notes {
+            w.write(&Record::Checkpoint(note.clone())).map_err(io)?;
+            summary.checkpoints += 1;
+            if let Ok(c) = read_unverified(note) {
+                for cr in c.chains {
+                    sizes.entry(cr.chain).or_default().push(cr.size);
+                }
+            }
+        }
+        for (chain, list) in &mut sizes {
+            list.dedup();
+            for pair in list.windows(2) {
+                if pair[0] < pair[1] {
+                    let proof = self.consistency_proof(chain, pair[0], pair[1])?;
+                    w.write(&Record::Consistency {
+                        chain: chain.clone(),
+                        old_size: pair[0],
+                        new_size: pair[1],
+                        proof,
+                    })
+                    .map_err(io)?;
+                }
+            }
+        }
+        let latest_size = |chain: &str| {
+            sizes
+                .get(chain)
+                .and_then(|l| l.last().copied())
+                .unwrap_or(0)
+        };
+        match scope {
+            ExportScope::Full => {
+                for chain in self.chain_names()? {
+                    for record in self.records(&chain, 0)? {
+                        let record = record?;
+                        w.write(&Record::Entry {
+                            hash: record.hash,
+                            encoding: record.encoding,
+                        })
+                        .map_err(io)?;
+                        summary.entries += 1;
+                        if record.position >= latest_size(&chain) {
+                            summary.unvouched += 1;
+                        }
+                    }
+                }
+            }
+            ExportScope::Range { chain, from, to } => {
+                let last = self.head(chain).and_then(|h| h.next_seq.checked_sub(1));
+                let wanted: Vec<u64> = match last {
+                    Some(last) => (*from..=(*to).min(last)).collect(),
+                    None => Vec::new(),
+                };
+                self.write_sparse(&mut w, chain, &wanted, latest_size(chain), &mut summary)?;
+            }
+            ExportScope::Account(account) => {
+                let projection = self.load_projection()?;
+                let mut wanted: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+                let mut add = |r: &crate::projection::EntryRef| {
+                    wanted.entry(r.chain.clone()).or_default().push(r.seq)
+                };
+                if let Some(a) = projection.accounts.get(account) {
+                    a.entries().into_iter().for_each(&mut add);
+                }
+                for item in projection.items.values() {
+                    if item.account.as_ref().map(account_key).as_deref() == Some(account.as_str()) {
+                        item.entries().into_iter().for_each(&mut add);
+                    }
+                }
+                for (chain, mut seqs) in wanted {
+                    seqs.sort_unstable();
+                    seqs.dedup();
+                    self.write_sparse(&mut w, &chain, &seqs, latest_size(&chain), &mut summary)?;
+                }
+            }
+        }
+        w.finish().map_err(io)?;
+        Ok(summary)
+    }
+
+    fn write_sparse<W: Write>(
+        &self,
+        w: &mut Writer<W>,
+        chain: &str,
+        seqs: &[u64],
+        size: u64,
+        summary: &mut ExportSummary,
+    ) -> Result<(), StoreError> {
+        for &seq in seqs {
+            if seq >= size {
+                summary.unvouched += 1;
+                continue;
+            }
+            let Some(record) = self.records(chain, seq)?.next().transpose()? else {
+                continue;
+            };
+            let proof = self.inclusion_proof(chain, seq, size)?;
+            w.write(&Record::Entry {
+                hash: record.hash,
+                encoding: record.encoding,
+            })
+            .map_err(io)?;
+            w.write(&Record::Inclusion {
+                chain: chain.to_owned(),
+                seq,
+                size,
+                proof,
+            })
+            .map_err(io)?;
+            summary.entries += 1;
+        }
+        Ok(())
+    }
+}
