@@ -219,3 +219,104 @@ pub fn verify_offline(
         Outcome::VerificationFailed
     })
 }
+
+#[derive(Debug, clap::Args)]
+pub struct ProveArgs {
+    /// The item id.
+    pub item: String,
+    /// Where to write the proof file (JSON).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyProofArgs {
+    /// A proof file from `lifeledger prove`.
+    pub file: PathBuf,
+    /// The signer's public key.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Judge as of this moment (default: the checkpoint's time).
+    #[arg(long)]
+    pub as_of: Option<Timestamp>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn prove(dir: &Path, args: ProveArgs) -> anyhow::Result<Outcome> {
+    let mut ledger = super::open_existing_for_append(dir)?;
+    let mut projection = ledger.load_projection()?;
+    ledger.catch_up(&mut projection, &mut |_| {})?;
+    let proof = ledger.prove_item(&args.item, &projection)?;
+    std::fs::write(&args.out, serde_json::to_vec_pretty(&proof)?)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    out!(
+        "wrote {}: {} entries about {} with inclusion proofs against the checkpoint of {}",
+        args.out.display(),
+        proof.entries.len(),
+        args.item,
+        lifeledger_ledger::checkpoint::read_unverified(&proof.checkpoint)
+            .map(|c| c.time.to_string())
+            .unwrap_or_default()
+    );
+    Ok(Outcome::Ok)
+}
+
+pub fn verify_proof(args: VerifyProofArgs) -> anyhow::Result<Outcome> {
+    let key = read_public_key(&args.key)?;
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let report = match lifeledger_ledger::bundle::proof::verify_item_proof(&bytes, &key, args.as_of)
+    {
+        Ok(r) => r,
+        Err(lifeledger_ledger::bundle::proof::ProofError::Malformed(why)) => {
+            bail!("{}: not a proof file: {why}", args.file.display())
+        }
+        Err(e) => {
+            if args.json {
+                out!(
+                    "{}",
+                    serde_json::json!({"valid": false, "error": e.to_string()})
+                );
+            } else {
+                out!("proof FAILED: {e}");
+            }
+            return Ok(Outcome::VerificationFailed);
+        }
+    };
+    if args.json {
+        out!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"valid": true, "report": report}))?
+        );
+        return Ok(Outcome::Ok);
+    }
+    out!(
+        "proof valid: {} entries included in the log signed at {} by {}",
+        report.entries_proven,
+        report.checkpoint_time,
+        key
+    );
+    match &report.verdict {
+        Some(v) => {
+            match &v.deadline {
+                Some(d) => out!("deadline {} (rule {}): {}", d.due_by, d.rule, d.explanation),
+                None => out!("deadline none"),
+            }
+            out!(
+                "verdict  {} as of {} under policy {}",
+                v.status.name(),
+                v.as_of,
+                report.policy_version
+            );
+            for violation in &v.violations {
+                out!("violation {}", violation.name());
+            }
+            if v.reported_late {
+                out!("evidence: the deletion reached the ledger after the deadline");
+            }
+        }
+        None => out!("nothing about {} had happened by then", report.item_id),
+    }
+    Ok(Outcome::Ok)
+}

@@ -99,6 +99,10 @@ pub enum Command {
     Checkpoint(audit::CheckpointArgs),
     /// Write a self-contained bundle an auditor can verify offline.
     Export(audit::ExportArgs),
+    /// Write one item's evidence (entries, policy, inclusion proofs).
+    Prove(audit::ProveArgs),
+    /// Check a proof file offline and recompute the item's verdict.
+    VerifyProof(audit::VerifyProofArgs),
 }
 
 pub fn emit_line(args: std::fmt::Arguments<'_>) {
@@ -144,6 +148,8 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         Command::Keygen(a) => audit::keygen(a),
         Command::Checkpoint(a) => audit::checkpoint(dir, a),
         Command::Export(a) => audit::export(dir, a),
+        Command::Prove(a) => audit::prove(dir, a),
+        Command::VerifyProof(a) => audit::verify_proof(a),
     }
 }
 

@@ -2,6 +2,7 @@
 //! public key (FORMAT.md, "Export bundle"). This module writes and reads the
 //! container; [`verify`] checks what it holds. Pure: bytes in, bytes out.
 
+pub mod proof;
 pub mod verify;
 
 use thiserror::Error;

@@ -345,20 +345,24 @@ pub fn verify_bundle(
                             && !checkpoints
                                 .iter()
                                 .any(|c| c.chain(name).is_some_and(|cr| cr.size == *size));
-                        let class = if is_trusted_only {
-                            TamperClass::Fork
+                        let (class, detail) = if is_trusted_only {
+                            (
+                                TamperClass::Fork,
+                                format!(
+                                    "the entries give chain {name:?} at size {size} a root other than the trusted \
+                                     checkpoint's: this history does not extend the one you trust"
+                                ),
+                            )
                         } else {
-                            TamperClass::RecomputedChain
+                            (
+                                TamperClass::RecomputedChain,
+                                format!(
+                                    "the entries give chain {name:?} at size {size} a root other than the signed \
+                                     one; entries from seq {vouched_ok} on are not the ones that were signed"
+                                ),
+                            )
                         };
-                        findings.push(finding(
-                            class,
-                            Some(name),
-                            Some(vouched_ok),
-                            format!(
-                                "the entries give chain {name:?} at size {size} a root other than the signed one; \
-                                 entries from seq {vouched_ok} on are not the ones that were signed"
-                            ),
-                        ));
+                        findings.push(finding(class, Some(name), Some(vouched_ok), detail));
                         break;
                     }
                     None if *size > present => {

@@ -245,6 +245,14 @@ impl Projection {
                 found: entry.seq,
             });
         }
+        self.fold_entry(entry)?;
+        self.covered.insert(entry.chain.clone(), expected + 1);
+        Ok(())
+    }
+
+    /// Folds one entry in without the seq-order check or cursor: for a
+    /// proof file, which holds only some entries of each chain.
+    pub fn fold_entry(&mut self, entry: &Entry) -> Result<(), ProjectionError> {
         if let Body::Event { canonical, .. } = &entry.body {
             let event = decode_event(canonical).map_err(|e| ProjectionError::Undecodable {
                 chain: entry.chain.clone(),
@@ -260,7 +268,6 @@ impl Projection {
             };
             self.fold_event(&event, at);
         }
-        self.covered.insert(entry.chain.clone(), expected + 1);
         Ok(())
     }
 

@@ -185,3 +185,84 @@ impl Ledger {
         Ok(())
     }
 }
+
+impl Ledger {
+    /// Evidence for one item: its entries and its account's, the policy
+    /// publication that judges it, each with an inclusion proof against the
+    /// latest checkpoint. `projection` must be caught up.
+    pub fn prove_item(
+        &self,
+        item_id: &str,
+        projection: &crate::projection::Projection,
+    ) -> Result<crate::bundle::proof::ItemProof, StoreError> {
+        use crate::bundle::proof::{ItemProof, PROOF_FORMAT, ProvenEntry};
+        let missing = |what: &str| damaged(item_id.as_bytes(), what.to_owned());
+        let note = self.checkpoints()?.pop().ok_or_else(|| {
+            missing("no checkpoint yet: take one with `lifeledger checkpoint --key KEY`")
+        })?;
+        let checkpoint = read_unverified(&note).map_err(|e| missing(&e.to_string()))?;
+        let size_of = |chain: &str| checkpoint.chain(chain).map_or(0, |c| c.size);
+        let item = projection
+            .items
+            .get(item_id)
+            .ok_or_else(|| missing("no such item in the ledger"))?;
+        let prove = |r: &crate::projection::EntryRef| -> Result<ProvenEntry, StoreError> {
+            let size = size_of(&r.chain);
+            if r.seq >= size {
+                return Err(damaged(
+                    format!("{} seq {}", r.chain, r.seq).as_bytes(),
+                    "entry is newer than the latest checkpoint: take a checkpoint first",
+                ));
+            }
+            let record = self
+                .records(&r.chain, r.seq)?
+                .next()
+                .transpose()?
+                .ok_or_else(|| damaged(r.chain.as_bytes(), "entry missing"))?;
+            Ok(ProvenEntry {
+                chain: r.chain.clone(),
+                seq: r.seq,
+                hash: record.hash.to_hex(),
+                encoding: hex::encode(&record.encoding),
+                tree_size: size,
+                inclusion_proof: self
+                    .inclusion_proof(&r.chain, r.seq, size)?
+                    .iter()
+                    .map(hex::encode)
+                    .collect(),
+            })
+        };
+        let mut refs = item.entries();
+        if let Some(account) = item
+            .account
+            .as_ref()
+            .and_then(|a| projection.accounts.get(&account_key(a)))
+        {
+            refs.extend(account.entries());
+        }
+        refs.sort_by(|a, b| (a.chain.as_str(), a.seq).cmp(&(b.chain.as_str(), b.seq)));
+        let entries = refs.into_iter().map(prove).collect::<Result<Vec<_>, _>>()?;
+        let (published, policy_text) = projection
+            .policies
+            .iter()
+            .rev()
+            .filter(|p| p.at.seq < size_of(&p.at.chain))
+            .find_map(|p| self.policy_text(&p.hash).ok().flatten().map(|t| (p, t)))
+            .ok_or_else(|| {
+                missing("no policy with its text is covered by the latest checkpoint")
+            })?;
+        let public_key = self
+            .signer()?
+            .ok_or_else(|| missing("no signer key recorded"))?
+            .to_string();
+        Ok(ItemProof {
+            format: PROOF_FORMAT.to_owned(),
+            item_id: item_id.to_owned(),
+            public_key,
+            checkpoint: note,
+            policy_text,
+            policy_entry: prove(&published.at)?,
+            entries,
+        })
+    }
+}

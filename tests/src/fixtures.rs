@@ -1,0 +1,61 @@
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use lifeledger_ledger::{Ledger, LedgerOptions};
+
+/// A valid `stored` event line with the given id and store.
+pub fn stored(id: &str, item: &str, store: &str) -> String {
+    format!(
+        r#"{{"schema_version":1,"event_id":"{id}","event_time":"2026-03-02T09:15:00Z","account":{{"app_id":"1250000001","uin":"100000000001"}},"item_id":"{item}","category":"asset_management","kind":{{"type":"stored","store":"{store}"}}}}"#
+    )
+}
+
+/// A valid `collected` event line.
+pub fn collected(id: &str, item: &str) -> String {
+    format!(
+        r#"{{"schema_version":1,"event_id":"{id}","event_time":"2026-03-02T09:00:00Z","account":{{"app_id":"1250000001","uin":"100000000001"}},"item_id":"{item}","category":"asset_management","region":"SG","kind":{{"type":"collected","sensitive":false,"purpose":"inventory"}}}}"#
+    )
+}
+
+pub fn write_lines(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
+    let path = dir.join(name);
+    let mut f = std::fs::File::create(&path).unwrap();
+    for line in lines {
+        writeln!(f, "{line}").unwrap();
+    }
+    path
+}
+
+/// Retries `f` while the directory's lock is still held: sled releases its
+/// file lock only when its background flusher thread lets go of the
+/// database, a moment after the last handle is dropped.
+pub fn retry_locked<T, E: std::fmt::Debug>(mut f: impl FnMut() -> Result<T, E>) -> T {
+    let mut last = None;
+    for _ in 0..100 {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if format!("{e:?}").contains("could not acquire lock") => {
+                last = Some(e);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    panic!("still locked: {last:?}")
+}
+
+pub fn open(dir: &Path) -> Ledger {
+    retry_locked(|| Ledger::open(dir, LedgerOptions::default()))
+}
+
+pub fn open_unchecked(dir: &Path) -> Ledger {
+    retry_locked(|| Ledger::open_unchecked(dir, LedgerOptions::default()))
+}
+
+pub fn open_sled(dir: &Path) -> sled::Db {
+    retry_locked(|| sled::open(dir))
+}
+
+pub fn clock() -> jiff::Timestamp {
+    jiff::Timestamp::from_second(1_790_000_000).unwrap()
+}
