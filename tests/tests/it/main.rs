@@ -5,5 +5,6 @@
 
 mod corpus;
 mod ingest;
+mod merkle;
 mod projection;
 mod tamper;
