@@ -6,7 +6,6 @@ use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
-use lifeledger_ledger::projection::Projection;
 use lifeledger_ledger::{AppendReport, Incoming, Ledger, Source, StoreError};
 use thiserror::Error;
 
@@ -124,17 +123,17 @@ impl LineReader {
 }
 
 /// Appends every line of a file to `chain`, `batch_size` lines per durable
-/// append, and folds each batch into `projection` when one is given.
-/// `clock` gives the receive time of each batch; `progress` is told the
-/// bytes read so far.
+/// append. `clock` gives the receive time of each batch; `progress` is told
+/// the bytes read so far; `after_batch` runs once each batch is durable
+/// (to fold it into the projection, or take a checkpoint).
 pub fn ingest_file(
     ledger: &mut Ledger,
-    mut projection: Option<&mut Projection>,
     chain: &str,
     path: &Path,
     batch_size: usize,
     mut clock: impl FnMut() -> Timestamp,
     mut progress: impl FnMut(u64),
+    mut after_batch: impl FnMut(&mut Ledger) -> Result<(), StoreError>,
 ) -> Result<IngestSummary, IngestError> {
     let mut reader = LineReader::open(path)?;
     let mut summary = IngestSummary::default();
@@ -146,9 +145,7 @@ pub fn ingest_file(
         summary.lines += batch.len() as u64;
         let report = ledger.append(chain, batch, clock())?;
         summary.add(&report);
-        if let Some(projection) = projection.as_deref_mut() {
-            ledger.catch_up(projection, &mut |_| {})?;
-        }
+        after_batch(ledger)?;
         progress(reader.bytes_read());
     }
     summary.blank_lines = reader.blank_lines();

@@ -234,25 +234,81 @@ fn checkpoint_export_verify_prove_and_exit_codes() {
     let tmp = tempfile::tempdir().unwrap();
     let ledger = tmp.path().join("ledger");
     let key = tmp.path().join("signer");
-    assert_eq!(run(&ledger, &["keygen", "--name", "test-signer", "--out", key.to_str().unwrap()]).status.code(), Some(0));
+    assert_eq!(
+        run(
+            &ledger,
+            &[
+                "keygen",
+                "--name",
+                "test-signer",
+                "--out",
+                key.to_str().unwrap()
+            ]
+        )
+        .status
+        .code(),
+        Some(0)
+    );
     let private = tmp.path().join("signer.key");
     let public = tmp.path().join("signer.pub");
     assert_eq!(
-        run(&ledger, &["keygen", "--out", key.to_str().unwrap()]).status.code(),
+        run(&ledger, &["keygen", "--out", key.to_str().unwrap()])
+            .status
+            .code(),
         Some(2),
         "keygen never overwrites a key"
     );
     let policy = policy_file();
     run(&ledger, &["policy", "publish", policy.to_str().unwrap()]);
-    let file = write_lines(tmp.path(), "in.jsonl", &[collected("e1", "i1"), stored("e2", "i1", "mysql"), "junk".into()]);
+    let file = write_lines(
+        tmp.path(),
+        "in.jsonl",
+        &[
+            collected("e1", "i1"),
+            stored("e2", "i1", "mysql"),
+            "junk".into(),
+        ],
+    );
     run(&ledger, &["ingest", file.to_str().unwrap()]);
-    let out = run(&ledger, &["checkpoint", "--key", private.to_str().unwrap(), "--origin", "lifeledger.invalid/cli-test"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout(&out).starts_with("lifeledger.invalid/cli-test\n4\n"), "{}", stdout(&out));
+    let out = run(
+        &ledger,
+        &[
+            "checkpoint",
+            "--key",
+            private.to_str().unwrap(),
+            "--origin",
+            "lifeledger.invalid/cli-test",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout(&out).starts_with("lifeledger.invalid/cli-test\n4\n"),
+        "{}",
+        stdout(&out)
+    );
 
     let bundle = tmp.path().join("all.bundle");
-    assert_eq!(run(&ledger, &["export", "--out", bundle.to_str().unwrap()]).status.code(), Some(0));
-    let ok = run(&ledger, &["verify", bundle.to_str().unwrap(), "--key", public.to_str().unwrap(), "--json"]);
+    assert_eq!(
+        run(&ledger, &["export", "--out", bundle.to_str().unwrap()])
+            .status
+            .code(),
+        Some(0)
+    );
+    let ok = run(
+        &ledger,
+        &[
+            "verify",
+            bundle.to_str().unwrap(),
+            "--key",
+            public.to_str().unwrap(),
+            "--json",
+        ],
+    );
     assert_eq!(ok.status.code(), Some(0), "{}", stdout(&ok));
     let report: serde_json::Value = serde_json::from_str(&stdout(&ok)).unwrap();
     assert_eq!(report["report"]["checkpoints_verified"], 1);
@@ -260,11 +316,23 @@ fn checkpoint_export_verify_prove_and_exit_codes() {
     // One flipped byte in the rejected line's bytes: verification fails
     // with the class and seq named, exit 1.
     let mut bytes = std::fs::read(&bundle).unwrap();
-    let at = bytes.windows(4).rposition(|w| w == b"junk").expect("the rejected line is in the bundle");
+    let at = bytes
+        .windows(4)
+        .rposition(|w| w == b"junk")
+        .expect("the rejected line is in the bundle");
     bytes[at] ^= 0x20;
     let tampered = tmp.path().join("tampered.bundle");
     std::fs::write(&tampered, &bytes).unwrap();
-    let bad = run(&ledger, &["verify", tampered.to_str().unwrap(), "--key", public.to_str().unwrap(), "--json"]);
+    let bad = run(
+        &ledger,
+        &[
+            "verify",
+            tampered.to_str().unwrap(),
+            "--key",
+            public.to_str().unwrap(),
+            "--json",
+        ],
+    );
     assert_eq!(bad.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_str(&stdout(&bad)).unwrap();
     assert_eq!(report["report"]["findings"][0]["class"], "changed_entry");
@@ -273,12 +341,41 @@ fn checkpoint_export_verify_prove_and_exit_codes() {
     // Not a bundle at all: unusable input, exit 2.
     let junk = tmp.path().join("junk.bundle");
     std::fs::write(&junk, b"hello").unwrap();
-    assert_eq!(run(&ledger, &["verify", junk.to_str().unwrap(), "--key", public.to_str().unwrap()]).status.code(), Some(2));
+    assert_eq!(
+        run(
+            &ledger,
+            &[
+                "verify",
+                junk.to_str().unwrap(),
+                "--key",
+                public.to_str().unwrap()
+            ]
+        )
+        .status
+        .code(),
+        Some(2)
+    );
 
     let proof = tmp.path().join("i1.proof.json");
     let out = run(&ledger, &["prove", "i1", "--out", proof.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = run(&ledger, &["verify-proof", proof.to_str().unwrap(), "--key", public.to_str().unwrap(), "--as-of", "2026-04-01T00:00:00Z", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(
+        &ledger,
+        &[
+            "verify-proof",
+            proof.to_str().unwrap(),
+            "--key",
+            public.to_str().unwrap(),
+            "--as-of",
+            "2026-04-01T00:00:00Z",
+            "--json",
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     let checked: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(checked["valid"], true);
@@ -291,7 +388,10 @@ fn the_tamper_corpus_through_the_binary() {
     let verify = |name: &str, key: &str| {
         let mut args = vec![
             "verify".to_owned(),
-            corpus.join(format!("{name}.bundle")).to_string_lossy().into_owned(),
+            corpus
+                .join(format!("{name}.bundle"))
+                .to_string_lossy()
+                .into_owned(),
             "--key".to_owned(),
             corpus.join(key).to_string_lossy().into_owned(),
         ];

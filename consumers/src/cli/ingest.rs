@@ -24,6 +24,14 @@ pub struct IngestArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Sign a checkpoint with this key every --checkpoint-every entries or
+    /// --checkpoint-interval seconds, and at the end.
+    #[arg(long, env = "LIFELEDGER_SIGNING_KEY")]
+    pub checkpoint_key: Option<PathBuf>,
+    #[arg(long, default_value_t = 100_000)]
+    pub checkpoint_every: u64,
+    #[arg(long, default_value_t = 60)]
+    pub checkpoint_interval: u64,
 }
 
 pub fn run(dir: &Path, args: IngestArgs) -> anyhow::Result<Outcome> {
@@ -45,15 +53,26 @@ pub fn run(dir: &Path, args: IngestArgs) -> anyhow::Result<Outcome> {
         .progress_chars("=> "),
     );
     let mut projection = ledger.load_projection()?;
+    let signer = args
+        .checkpoint_key
+        .as_deref()
+        .map(super::audit::read_private_key)
+        .transpose()?;
+    let mut checkpoints =
+        super::audit::Checkpointer::new(signer, args.checkpoint_every, args.checkpoint_interval);
     let summary = ingest_file(
         &mut ledger,
-        Some(&mut projection),
         &args.chain,
         &args.file,
         args.batch_size,
         Timestamp::now,
         |bytes| bar.set_position(bytes),
+        |ledger| {
+            ledger.catch_up(&mut projection, &mut |_| {})?;
+            checkpoints.maybe(ledger, false)
+        },
     )?;
+    checkpoints.maybe(&mut ledger, true)?;
     bar.finish_and_clear();
     let head = ledger.head(&args.chain).map_or(0, |h| h.next_seq);
     if args.json {

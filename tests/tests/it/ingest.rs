@@ -26,7 +26,7 @@ fn mixed_file_gives_exact_counts_and_a_verifying_chain() {
     let tmp = tempfile::tempdir().unwrap();
     let file = write_lines(tmp.path(), "in.jsonl", &mixed_lines());
     let mut ledger = open(&tmp.path().join("ledger"));
-    let summary = ingest_file(&mut ledger, None, "file", &file, 3, clock, |_| {}).unwrap();
+    let summary = ingest_file(&mut ledger, "file", &file, 3, clock, |_| {}, |_| Ok(())).unwrap();
     assert_eq!(
         summary,
         IngestSummary {
@@ -91,12 +91,21 @@ fn reopening_continues_the_chain() {
     );
     let head_after_first = {
         let mut ledger = open(&dir);
-        ingest_file(&mut ledger, None, "file", &first, 1000, clock, |_| {}).unwrap();
+        ingest_file(&mut ledger, "file", &first, 1000, clock, |_| {}, |_| Ok(())).unwrap();
         ledger.head("file").unwrap().clone()
     };
     let mut ledger = open(&dir);
     assert_eq!(ledger.head("file"), Some(&head_after_first));
-    let summary = ingest_file(&mut ledger, None, "file", &second, 1000, clock, |_| {}).unwrap();
+    let summary = ingest_file(
+        &mut ledger,
+        "file",
+        &second,
+        1000,
+        clock,
+        |_| {},
+        |_| Ok(()),
+    )
+    .unwrap();
     assert_eq!((summary.appended, summary.rejected), (1, 1));
     let entries: Vec<_> = ledger
         .entries("file", 0, u64::MAX)
@@ -119,8 +128,8 @@ fn reading_a_file_again_appends_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let file = write_lines(tmp.path(), "in.jsonl", &mixed_lines());
     let mut ledger = open(&tmp.path().join("ledger"));
-    ingest_file(&mut ledger, None, "file", &file, 1000, clock, |_| {}).unwrap();
-    let again = ingest_file(&mut ledger, None, "file", &file, 2, clock, |_| {}).unwrap();
+    ingest_file(&mut ledger, "file", &file, 1000, clock, |_| {}, |_| Ok(())).unwrap();
+    let again = ingest_file(&mut ledger, "file", &file, 2, clock, |_| {}, |_| Ok(())).unwrap();
     assert_eq!(
         (again.appended, again.rejected, again.duplicates),
         (0, 0, 8)
@@ -133,8 +142,8 @@ fn the_same_event_on_another_chain_is_still_a_duplicate() {
     let tmp = tempfile::tempdir().unwrap();
     let file = write_lines(tmp.path(), "in.jsonl", &[collected("x1", "i1")]);
     let mut ledger = open(&tmp.path().join("ledger"));
-    ingest_file(&mut ledger, None, "one", &file, 10, clock, |_| {}).unwrap();
-    let other = ingest_file(&mut ledger, None, "two", &file, 10, clock, |_| {}).unwrap();
+    ingest_file(&mut ledger, "one", &file, 10, clock, |_| {}, |_| Ok(())).unwrap();
+    let other = ingest_file(&mut ledger, "two", &file, 10, clock, |_| {}, |_| Ok(())).unwrap();
     assert_eq!(other.duplicates, 1);
     assert!(ledger.head("two").is_none());
 }
@@ -145,7 +154,7 @@ fn oversize_lines_are_rejected_and_truncated() {
     let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(100_000));
     let file = write_lines(tmp.path(), "in.jsonl", &[big, collected("ok", "i1")]);
     let mut ledger = open(&tmp.path().join("ledger"));
-    let summary = ingest_file(&mut ledger, None, "file", &file, 10, clock, |_| {}).unwrap();
+    let summary = ingest_file(&mut ledger, "file", &file, 10, clock, |_| {}, |_| Ok(())).unwrap();
     assert_eq!((summary.appended, summary.rejected), (1, 1));
     let (_, first) = ledger
         .entries("file", 0, 0)
@@ -174,7 +183,7 @@ fn many_batches_span_many_blocks_and_log_ranges_cut_exactly() {
         .collect();
     let file = write_lines(tmp.path(), "in.jsonl", &lines);
     let mut ledger = open(&tmp.path().join("ledger"));
-    ingest_file(&mut ledger, None, "file", &file, 1000, clock, |_| {}).unwrap();
+    ingest_file(&mut ledger, "file", &file, 1000, clock, |_| {}, |_| Ok(())).unwrap();
     let seqs: Vec<u64> = ledger
         .entries("file", 995, 1300)
         .unwrap()

@@ -9,25 +9,35 @@ use lifeledger_tests::{clock, open, stored, write_lines};
 fn stored_trees_match_a_tree_built_from_the_entries() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("ledger");
-    let lines: Vec<String> = (0..700).map(|i| stored(&format!("e{i}"), "i", "mysql")).collect();
+    let lines: Vec<String> = (0..700)
+        .map(|i| stored(&format!("e{i}"), "i", "mysql"))
+        .collect();
     let (a, b) = lines.split_at(333);
     let fa = write_lines(tmp.path(), "a.jsonl", a);
     let fb = write_lines(tmp.path(), "b.jsonl", b);
     {
         let mut ledger = open(&dir);
-        ingest_file(&mut ledger, None, "file", &fa, 37, clock, |_| {}).unwrap();
+        ingest_file(&mut ledger, "file", &fa, 37, clock, |_| {}, |_| Ok(())).unwrap();
     }
     let mut ledger = open(&dir);
-    ingest_file(&mut ledger, None, "file", &fb, 41, clock, |_| {}).unwrap();
+    ingest_file(&mut ledger, "file", &fb, 41, clock, |_| {}, |_| Ok(())).unwrap();
 
-    let hashes: Vec<_> = ledger.records("file", 0).unwrap().map(|r| merkle::leaf_hash(&r.unwrap().hash)).collect();
+    let hashes: Vec<_> = ledger
+        .records("file", 0)
+        .unwrap()
+        .map(|r| merkle::leaf_hash(&r.unwrap().hash))
+        .collect();
     let reference = MemoryTree::from_leaves(hashes.clone());
     let (size, root) = ledger.tree_head("file").unwrap();
     assert_eq!((size, root), (700, reference.root()));
 
     for old in [1u64, 63, 64, 65, 128, 333, 511, 700] {
         let old_root = ledger.tree_root_at("file", old).unwrap();
-        assert_eq!(old_root, MemoryTree::from_leaves(hashes[..old as usize].to_vec()).root(), "size {old}");
+        assert_eq!(
+            old_root,
+            MemoryTree::from_leaves(hashes[..old as usize].to_vec()).root(),
+            "size {old}"
+        );
         let proof = ledger.consistency_proof("file", old, 700).unwrap();
         merkle::verify_consistency(old, 700, &old_root, &root, &proof).unwrap();
     }

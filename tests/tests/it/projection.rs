@@ -33,12 +33,12 @@ fn incremental_projection_across_reopens_equals_a_rebuild() {
         let mut projection = ledger.load_projection().unwrap();
         ingest_file(
             &mut ledger,
-            Some(&mut projection),
             "file",
             &a,
             64,
             clock,
             |_| {},
+            |l| l.catch_up(&mut projection, &mut |_| {}).map(|_| ()),
         )
         .unwrap();
     }
@@ -52,12 +52,12 @@ fn incremental_projection_across_reopens_equals_a_rebuild() {
         );
         ingest_file(
             &mut ledger,
-            Some(&mut projection),
             "other",
             &b,
             50,
             clock,
             |_| {},
+            |l| l.catch_up(&mut projection, &mut |_| {}).map(|_| ()),
         )
         .unwrap();
         projection

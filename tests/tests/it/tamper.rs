@@ -51,7 +51,7 @@ fn build(dir: &Path, n: usize) {
         .collect();
     let file = write_lines(tmp.path(), "in.jsonl", &lines);
     let mut ledger = open(dir);
-    ingest_file(&mut ledger, None, CHAIN, &file, 100, clock, |_| {}).unwrap();
+    ingest_file(&mut ledger, CHAIN, &file, 100, clock, |_| {}, |_| Ok(())).unwrap();
 }
 
 fn tamper(dir: &Path, f: impl FnOnce(&sled::Db)) {
