@@ -13,6 +13,6 @@ fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
-python3 scripts/check-vectors.py ledger/testdata/entry-vectors.json
+python3 scripts/check-vectors.py ledger/testdata/entry-vectors.json ledger/testdata/audit-vectors.json
 # Benchmarks must keep compiling even when nobody runs them.
 cargo bench --workspace --locked --no-run
