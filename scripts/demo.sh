@@ -31,4 +31,15 @@ echo
 echo "== one item in full"
 "$bin" --ledger "$ledger" item item-2-6 --as-of 2026-11-24
 echo
+echo "== sign a checkpoint, export, and verify the export offline as an auditor would"
+rm -f target/demo-signer.key target/demo-signer.pub
+"$bin" keygen --name demo-signer --out target/demo-signer
+"$bin" --ledger "$ledger" checkpoint --key target/demo-signer.key --origin lifeledger.invalid/demo
+"$bin" --ledger "$ledger" export --out target/demo.bundle
+"$bin" verify target/demo.bundle --key target/demo-signer.pub
+echo
+echo "== one item's evidence, checked offline"
+"$bin" --ledger "$ledger" prove item-2-6 --out target/demo-item-2-6.proof.json
+"$bin" verify-proof target/demo-item-2-6.proof.json --key target/demo-signer.pub --as-of 2026-11-24T00:00:00Z
+echo
 echo "Ledger left in $ledger; try: $bin --ledger $ledger findings --as-of 2026-11-24"

@@ -210,27 +210,91 @@ impl Entry {
 
     /// Decodes an entry encoding; every byte must be accounted for.
     pub fn decode(bytes: &[u8]) -> Result<Self, EntryDecodeError> {
+        EntryView::decode(bytes)?.to_entry()
+    }
+}
+
+/// Where an entry came from, borrowed from its encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceView<'a> {
+    File {
+        path: &'a str,
+        line: u64,
+    },
+    Kafka {
+        topic: &'a str,
+        partition: i32,
+        offset: i64,
+    },
+}
+
+/// What an entry records, borrowed from its encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyView<'a> {
+    Event {
+        raw: &'a [u8],
+        event_id: &'a str,
+        canonical: &'a [u8],
+    },
+    Rejected {
+        raw: &'a [u8],
+        class: RejectClass,
+        reason: &'a str,
+    },
+}
+
+/// An entry decoded without copying: the same checks as [`Entry::decode`],
+/// for walking many entries fast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryView<'a> {
+    pub chain: &'a str,
+    pub seq: u64,
+    pub prev_hash: EntryHash,
+    pub received_at_nanos: i64,
+    pub source: SourceView<'a>,
+    pub body: BodyView<'a>,
+}
+
+impl<'a> EntryView<'a> {
+    /// Decodes an entry encoding; every byte must be accounted for.
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, EntryDecodeError> {
         let mut r = Reader { bytes, pos: 0 };
         let version = r.u8("format version")?;
         if version != ENTRY_FORMAT_VERSION {
             return Err(EntryDecodeError::UnknownVersion(version));
         }
-        let chain = r.string("chain")?;
+        let chain = r.str("chain")?;
         let seq = r.u64("seq")?;
         let prev_hash = EntryHash(r.array::<32>("prev_hash")?);
-        let nanos = r.i64("received_at")?;
-        let received_at = Timestamp::from_nanosecond(i128::from(nanos))
-            .map_err(|_| EntryDecodeError::BadTime(nanos))?;
-        let source = decode_source(&mut r)?;
+        let received_at_nanos = r.i64("received_at")?;
+        let source_at = r.pos;
+        let source = match r.u8("source tag")? {
+            SOURCE_FILE => SourceView::File {
+                path: r.str("source path")?,
+                line: r.u64("source line")?,
+            },
+            SOURCE_KAFKA => SourceView::Kafka {
+                topic: r.str("source topic")?,
+                partition: i32::from_be_bytes(r.array::<4>("source partition")?),
+                offset: r.i64("source offset")?,
+            },
+            tag => {
+                return Err(EntryDecodeError::UnknownTag {
+                    field: "source",
+                    tag,
+                    offset: source_at,
+                });
+            }
+        };
         let tag_at = r.pos;
         let body = match r.u8("body tag")? {
-            BODY_EVENT => Body::Event {
-                raw: r.bytes("raw")?.to_vec(),
-                event_id: r.string("event_id")?,
-                canonical: r.bytes("canonical")?.to_vec(),
+            BODY_EVENT => BodyView::Event {
+                raw: r.bytes("raw")?,
+                event_id: r.str("event_id")?,
+                canonical: r.bytes("canonical")?,
             },
             BODY_REJECTED => {
-                let raw = r.bytes("raw")?.to_vec();
+                let raw = r.bytes("raw")?;
                 let class_at = r.pos;
                 let code = r.u8("reject class")?;
                 let class = RejectClass::from_code(code).ok_or(EntryDecodeError::UnknownTag {
@@ -238,10 +302,10 @@ impl Entry {
                     tag: code,
                     offset: class_at,
                 })?;
-                Body::Rejected {
+                BodyView::Rejected {
                     raw,
                     class,
-                    reason: r.string("reason")?,
+                    reason: r.str("reason")?,
                 }
             }
             tag => {
@@ -255,15 +319,67 @@ impl Entry {
         if r.pos != bytes.len() {
             return Err(EntryDecodeError::TrailingBytes(bytes.len() - r.pos));
         }
-        Ok(Entry {
+        Ok(EntryView {
             chain,
             seq,
             prev_hash,
-            received_at,
+            received_at_nanos,
             source,
             body,
         })
     }
+
+    /// An owned copy.
+    pub fn to_entry(&self) -> Result<Entry, EntryDecodeError> {
+        let received_at = Timestamp::from_nanosecond(i128::from(self.received_at_nanos))
+            .map_err(|_| EntryDecodeError::BadTime(self.received_at_nanos))?;
+        Ok(Entry {
+            chain: self.chain.to_owned(),
+            seq: self.seq,
+            prev_hash: self.prev_hash,
+            received_at,
+            source: match self.source {
+                SourceView::File { path, line } => Source::File {
+                    path: path.to_owned(),
+                    line,
+                },
+                SourceView::Kafka {
+                    topic,
+                    partition,
+                    offset,
+                } => Source::Kafka {
+                    topic: topic.to_owned(),
+                    partition,
+                    offset,
+                },
+            },
+            body: match self.body {
+                BodyView::Event {
+                    raw,
+                    event_id,
+                    canonical,
+                } => Body::Event {
+                    raw: raw.to_vec(),
+                    event_id: event_id.to_owned(),
+                    canonical: canonical.to_vec(),
+                },
+                BodyView::Rejected { raw, class, reason } => Body::Rejected {
+                    raw: raw.to_vec(),
+                    class,
+                    reason: reason.to_owned(),
+                },
+            },
+        })
+    }
+}
+
+/// The chain an entry encoding names, read without decoding the rest.
+pub fn peek_chain(encoding: &[u8]) -> Option<&str> {
+    if encoding.first() != Some(&ENTRY_FORMAT_VERSION) {
+        return None;
+    }
+    let len = u32::from_be_bytes(encoding.get(1..5)?.try_into().ok()?) as usize;
+    std::str::from_utf8(encoding.get(5..5 + len)?).ok()
 }
 
 /// The encoding of a source alone: also the key under which a rejected
@@ -286,26 +402,6 @@ pub fn encode_source(source: &Source, out: &mut Vec<u8>) {
             out.extend_from_slice(&partition.to_be_bytes());
             out.extend_from_slice(&offset.to_be_bytes());
         }
-    }
-}
-
-fn decode_source(r: &mut Reader<'_>) -> Result<Source, EntryDecodeError> {
-    let tag_at = r.pos;
-    match r.u8("source tag")? {
-        SOURCE_FILE => Ok(Source::File {
-            path: r.string("source path")?,
-            line: r.u64("source line")?,
-        }),
-        SOURCE_KAFKA => Ok(Source::Kafka {
-            topic: r.string("source topic")?,
-            partition: i32::from_be_bytes(r.array::<4>("source partition")?),
-            offset: r.i64("source offset")?,
-        }),
-        tag => Err(EntryDecodeError::UnknownTag {
-            field: "source",
-            tag,
-            offset: tag_at,
-        }),
     }
 }
 
@@ -353,11 +449,10 @@ impl<'a> Reader<'a> {
         self.take(field, len)
     }
 
-    fn string(&mut self, field: &'static str) -> Result<String, EntryDecodeError> {
+    fn str(&mut self, field: &'static str) -> Result<&'a str, EntryDecodeError> {
         let at = self.pos;
         let bytes = self.bytes(field)?;
-        String::from_utf8(bytes.to_vec())
-            .map_err(|_| EntryDecodeError::NotUtf8 { field, offset: at })
+        std::str::from_utf8(bytes).map_err(|_| EntryDecodeError::NotUtf8 { field, offset: at })
     }
 }
 

@@ -10,7 +10,7 @@ use std::fmt;
 use lifeledger_schemas::{canonical_json, decode_event};
 
 use crate::chain::ChainHead;
-use crate::entry::{Body, Entry, EntryHash, GENESIS_PREV_HASH};
+use crate::entry::{BodyView, EntryHash, EntryView, GENESIS_PREV_HASH};
 
 /// What is wrong at the first bad seq.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,7 +178,7 @@ impl ChainVerifier {
     /// Checks the next stored record: the hash stored beside it and its
     /// encoding.
     pub fn check(&mut self, stored_hash: &EntryHash, encoding: &[u8]) -> Result<(), Finding> {
-        let entry = Entry::decode(encoding)
+        let entry = EntryView::decode(encoding)
             .map_err(|e| self.finding(Problem::Undecodable(e.to_string())))?;
         let computed = EntryHash::of_encoding(encoding);
         if computed != *stored_hash {
@@ -188,7 +188,9 @@ impl ChainVerifier {
             }));
         }
         if entry.chain != self.summary.chain {
-            return Err(self.finding(Problem::WrongChain { found: entry.chain }));
+            return Err(self.finding(Problem::WrongChain {
+                found: entry.chain.to_owned(),
+            }));
         }
         if entry.seq != self.next_seq() {
             return Err(self.finding(Problem::SeqMismatch { found: entry.seq }));
@@ -199,8 +201,8 @@ impl ChainVerifier {
                 found: entry.prev_hash,
             }));
         }
-        match &entry.body {
-            Body::Event {
+        match entry.body {
+            BodyView::Event {
                 raw,
                 event_id,
                 canonical,
@@ -211,7 +213,7 @@ impl ChainVerifier {
                 }
                 self.summary.events += 1;
             }
-            Body::Rejected { .. } => self.summary.rejected += 1,
+            BodyView::Rejected { .. } => self.summary.rejected += 1,
         }
         self.summary.entries += 1;
         self.summary.last_hash = Some(computed);

@@ -17,7 +17,9 @@ fn h(b: &[u8; 32]) -> String {
 
 fn document() -> Value {
     // Entry hashes for the vectors: BLAKE3 of the u64 big-endian index.
-    let entries: Vec<EntryHash> = (0u64..7).map(|i| EntryHash(*blake3::hash(&i.to_be_bytes()).as_bytes())).collect();
+    let entries: Vec<EntryHash> = (0u64..7)
+        .map(|i| EntryHash(*blake3::hash(&i.to_be_bytes()).as_bytes()))
+        .collect();
     let leaves: Vec<_> = entries.iter().map(merkle::leaf_hash).collect();
     let roots: Vec<Value> = (0..=7)
         .map(|n| json!({"size": n, "root": h(&MemoryTree::from_leaves(leaves[..n].to_vec()).root())}))
@@ -31,8 +33,16 @@ fn document() -> Value {
         origin: "lifeledger.invalid/vectors".into(),
         time: "2026-11-24T12:00:00Z".parse().unwrap(),
         chains: vec![
-            ChainRoot { chain: "file".into(), size: 7, root: tree.root() },
-            ChainRoot { chain: "policy".into(), size: 1, root: leaves[0] },
+            ChainRoot {
+                chain: "file".into(),
+                size: 7,
+                root: tree.root(),
+            },
+            ChainRoot {
+                chain: "policy".into(),
+                size: 1,
+                root: leaves[0],
+            },
         ],
     };
     let note = key.sign(&checkpoint);
@@ -59,12 +69,22 @@ fn audit_vectors_match() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/audit-vectors.json");
     let current = document();
     if std::env::var_os("LIFELEDGER_BLESS").is_some() {
-        std::fs::write(&path, serde_json::to_string_pretty(&current).unwrap() + "\n").unwrap();
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&current).unwrap() + "\n",
+        )
+        .unwrap();
     }
     let stored: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    assert_eq!(stored, current, "the code no longer produces the stored vectors");
+    assert_eq!(
+        stored, current,
+        "the code no longer produces the stored vectors"
+    );
     // The stored note verifies with the stored public key.
-    let key = lifeledger_ledger::checkpoint::PublicKey::parse(stored["checkpoint"]["public_key"].as_str().unwrap()).unwrap();
+    let key = lifeledger_ledger::checkpoint::PublicKey::parse(
+        stored["checkpoint"]["public_key"].as_str().unwrap(),
+    )
+    .unwrap();
     let c = verify_note(stored["checkpoint"]["note"].as_str().unwrap(), &key).unwrap();
     assert_eq!(hex::encode(c.root()), stored["checkpoint"]["ledger_root"]);
 }

@@ -233,8 +233,36 @@ fn decode_record(tag: u8, payload: &[u8]) -> Result<Record, String> {
     Ok(record)
 }
 
-/// Reads every record of a bundle.
-pub fn read(bytes: &[u8]) -> Result<Vec<Record>, BundleError> {
+/// One record as framed in the file: its tag and payload, borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame<'a> {
+    pub tag: u8,
+    pub payload: &'a [u8],
+    /// Where the record starts in the file.
+    pub offset: usize,
+}
+
+impl<'a> Frame<'a> {
+    /// An entry record's stored hash and encoding, without copying.
+    pub fn entry(&self) -> Option<(EntryHash, &'a [u8])> {
+        if self.tag != TAG_ENTRY {
+            return None;
+        }
+        let hash: [u8; 32] = self.payload.get(..32)?.try_into().ok()?;
+        Some((EntryHash(hash), &self.payload[32..]))
+    }
+
+    pub fn decode(&self, index: usize) -> Result<Record, BundleError> {
+        decode_record(self.tag, self.payload).map_err(|why| BundleError::BadRecord {
+            index,
+            offset: self.offset,
+            why,
+        })
+    }
+}
+
+/// Splits a bundle into its records without decoding them.
+pub fn frames(bytes: &[u8]) -> Result<Vec<Frame<'_>>, BundleError> {
     let mut c = Cursor { bytes, pos: 0 };
     if c.take(MAGIC.len()) != Some(MAGIC.as_slice()) {
         return Err(BundleError::BadMagic);
@@ -243,7 +271,7 @@ pub fn read(bytes: &[u8]) -> Result<Vec<Record>, BundleError> {
     if version != BUNDLE_VERSION {
         return Err(BundleError::Version(version));
     }
-    let mut records = Vec::new();
+    let mut out = Vec::new();
     loop {
         let offset = c.pos;
         let tag = c.take(1).ok_or(BundleError::Truncated(offset))?[0];
@@ -252,26 +280,41 @@ pub fn read(bytes: &[u8]) -> Result<Vec<Record>, BundleError> {
         if tag == TAG_END {
             let claimed =
                 u64::from_be_bytes(payload.try_into().map_err(|_| BundleError::BadRecord {
-                    index: records.len(),
+                    index: out.len(),
                     offset,
                     why: "the end record holds 8 bytes".into(),
                 })?);
-            if claimed != records.len() as u64 {
+            if claimed != out.len() as u64 {
                 return Err(BundleError::CountMismatch {
                     claimed,
-                    found: records.len() as u64,
+                    found: out.len() as u64,
                 });
             }
             if !c.done() {
                 return Err(BundleError::TrailingBytes);
             }
-            return Ok(records);
+            return Ok(out);
         }
-        let record = decode_record(tag, payload).map_err(|why| BundleError::BadRecord {
-            index: records.len(),
+        if tag == TAG_ENTRY && payload.len() < 32 {
+            return Err(BundleError::BadRecord {
+                index: out.len(),
+                offset,
+                why: "entry shorter than its hash".into(),
+            });
+        }
+        out.push(Frame {
+            tag,
+            payload,
             offset,
-            why,
-        })?;
-        records.push(record);
+        });
     }
+}
+
+/// Reads every record of a bundle.
+pub fn read(bytes: &[u8]) -> Result<Vec<Record>, BundleError> {
+    frames(bytes)?
+        .iter()
+        .enumerate()
+        .map(|(i, f)| f.decode(i))
+        .collect()
 }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::{BundleError, Record, read};
+use super::{BundleError, Record, frames};
 use crate::checkpoint::{Checkpoint, NoteError, PublicKey, verify_note};
 use crate::entry::{Entry, EntryHash};
 use crate::merkle::{self, CompactRange, Hash};
@@ -139,7 +139,16 @@ pub fn verify_bundle(
     depth: Depth,
     progress: &mut dyn FnMut(u64),
 ) -> Result<AuditReport, BundleError> {
-    let records = read(bytes)?;
+    let frames = frames(bytes)?;
+    // Every record but the entries, decoded; entries stay borrowed.
+    let mut records = Vec::new();
+    let mut entry_frames = Vec::new();
+    for (i, f) in frames.iter().enumerate() {
+        match f.entry() {
+            Some(entry) => entry_frames.push(entry),
+            None => records.push(f.decode(i)?),
+        }
+    }
     let mut findings = Vec::new();
     let scope = records
         .iter()
@@ -231,33 +240,32 @@ pub fn verify_bundle(
     }
 
     let mut proofs_by_chain: BTreeMap<&str, Proofs<'_>> = BTreeMap::new();
-    let mut decoded_chain: Vec<(String, &EntryHash, &[u8])> = Vec::new();
     for r in &records {
-        match r {
-            Record::Entry { hash, encoding } => {
-                // The chain name is the first field after the version byte;
-                // an entry too damaged to name its chain is filed under "".
-                let chain = Entry::decode(encoding).map(|e| e.chain).unwrap_or_default();
-                decoded_chain.push((chain, hash, encoding));
-            }
-            Record::Inclusion {
-                chain,
-                seq,
-                size,
-                proof,
-            } => {
-                proofs_by_chain
-                    .entry(chain.as_str())
-                    .or_default()
-                    .insert(*seq, (*size, proof.as_slice()));
-            }
-            _ => {}
+        if let Record::Inclusion {
+            chain,
+            seq,
+            size,
+            proof,
+        } = r
+        {
+            proofs_by_chain
+                .entry(chain.as_str())
+                .or_default()
+                .insert(*seq, (*size, proof.as_slice()));
         }
     }
-    // Each chain's entries, in bundle order.
+    // Each chain's entries, in bundle order. The chain name is the first
+    // field after the version byte; an entry too damaged to name its chain
+    // is filed under "".
     let mut grouped: BTreeMap<String, Vec<(&EntryHash, &[u8])>> = BTreeMap::new();
-    for (chain, hash, enc) in decoded_chain {
-        grouped.entry(chain).or_default().push((hash, enc));
+    for (hash, encoding) in &entry_frames {
+        let chain = crate::entry::peek_chain(encoding).unwrap_or_default();
+        match grouped.get_mut(chain) {
+            Some(list) => list.push((hash, encoding)),
+            None => {
+                grouped.insert(chain.to_owned(), vec![(hash, encoding)]);
+            }
+        }
     }
     let mut names: BTreeSet<String> = grouped.keys().cloned().collect();
     for c in checkpoints.iter().chain(trusted.iter()) {

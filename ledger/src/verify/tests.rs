@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::chain::{ChainHead, SealedEntry};
-use crate::entry::Source;
+use crate::entry::{Body, Source};
 
 fn event_json(i: u64) -> Vec<u8> {
     format!(
