@@ -10,6 +10,7 @@
 //! | `B` u16 BE len, chain, first_seq u64 BE | a block of consecutive records |
 //! | `I` event_id | first record of the id: u16 BE len, chain, seq u64 BE, blake3(raw) 32 B |
 //! | `R` rejection key (32 B) | u16 BE len, chain, seq u64 BE |
+//! | `C` chain | the chain source's cursor: i64 BE (Kafka: next offset) |
 //!
 //! A block is `count` u32 BE, then `count` records, each `len` u32 BE, the
 //! entry hash (32 B) and `len` bytes of entry encoding (FORMAT.md). Entries
@@ -77,6 +78,14 @@ pub fn parse_block_key(key: &[u8]) -> Option<(String, u64)> {
     let (chain, rest) = take_chain(rest)?;
     let seq = u64::from_be_bytes(rest.try_into().ok()?);
     Some((chain, seq))
+}
+
+/// Where a chain's source resumes: `C` + chain.
+pub fn cursor_key(chain: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + chain.len());
+    key.push(b'C');
+    key.extend_from_slice(chain.as_bytes());
+    key
 }
 
 pub fn event_index_key(event_id: &str) -> Vec<u8> {

@@ -74,6 +74,16 @@ pub enum StoreError {
     Poisoned,
 }
 
+/// One chain's part of an [`Ledger::append_many`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainBatch {
+    pub chain: String,
+    pub inputs: Vec<Incoming>,
+    /// Where the chain's source resumes after these inputs, stored in the
+    /// same atomic write (for Kafka: the next offset).
+    pub cursor: Option<i64>,
+}
+
 /// What one append did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AppendReport {
@@ -282,93 +292,146 @@ impl Ledger {
         inputs: Vec<Incoming>,
         received_at: Timestamp,
     ) -> Result<AppendReport, StoreError> {
+        let batch = ChainBatch {
+            chain: chain.to_owned(),
+            inputs,
+            cursor: None,
+        };
+        let mut reports = self.append_many(vec![batch], received_at)?;
+        Ok(reports.pop().unwrap_or_default())
+    }
+
+    /// Appends to several chains at once: every chain's entries, index
+    /// records, head, tree nodes and input cursor go into one atomic write
+    /// and one fsync. Returns a report per chain, in order.
+    pub fn append_many(
+        &mut self,
+        batches: Vec<ChainBatch>,
+        received_at: Timestamp,
+    ) -> Result<Vec<AppendReport>, StoreError> {
         if self.poisoned {
             return Err(StoreError::Poisoned);
         }
-        check_chain_name(chain)?;
-        let mut head = self
-            .heads
-            .get(chain)
-            .cloned()
-            .unwrap_or_else(|| ChainHead::empty(chain));
-        let mut report = AppendReport::default();
+        for b in &batches {
+            check_chain_name(&b.chain)?;
+        }
         let mut batch = sled::Batch::default();
-        let mut sealed: Vec<SealedEntry> = Vec::with_capacity(inputs.len());
-        // What this batch adds, which the database does not show yet.
+        // What this write adds, which the database does not show yet.
         let mut batch_events: HashMap<String, SeenEvent> = HashMap::new();
         let mut batch_rejections: HashSet<[u8; 32]> = HashSet::new();
-
-        for input in inputs {
-            let classified = intake::classify(input, &self.options.limits);
-            let seen = match &classified {
-                Classified::Event { event_id, .. } => match batch_events.get(event_id) {
-                    Some(seen) => Some(seen.clone()),
-                    None => self.seen_event(event_id)?,
-                },
-                Classified::Rejected { .. } => None,
-            };
-            let new_event = match (&classified, &seen) {
-                (
-                    Classified::Event {
-                        event_id, raw_hash, ..
+        let mut reports = Vec::with_capacity(batches.len());
+        let mut new_heads = Vec::new();
+        let mut wrote = false;
+        for ChainBatch {
+            chain,
+            inputs,
+            cursor,
+        } in batches
+        {
+            let chain = chain.as_str();
+            let mut head = self
+                .heads
+                .get(chain)
+                .cloned()
+                .unwrap_or_else(|| ChainHead::empty(chain));
+            let mut report = AppendReport::default();
+            let mut sealed: Vec<SealedEntry> = Vec::with_capacity(inputs.len());
+            for input in inputs {
+                let classified = intake::classify(input, &self.options.limits);
+                let seen = match &classified {
+                    Classified::Event { event_id, .. } => match batch_events.get(event_id) {
+                        Some(seen) => Some(seen.clone()),
+                        None => self.seen_event(event_id)?,
                     },
-                    None,
-                ) => Some((event_id.clone(), *raw_hash)),
-                _ => None,
-            };
-            let mut rejection_key = None;
-            let admission = intake::resolve(classified, seen.as_ref(), |key| {
-                rejection_key = Some(*key);
-                if batch_rejections.contains(key) {
-                    return Ok(true);
-                }
-                Ok::<_, StoreError>(self.db.contains_key(layout::rejection_index_key(key))?)
-            })?;
-            match admission {
-                Admission::Duplicate => report.duplicates += 1,
-                Admission::Append { body, source } => {
-                    let is_event = matches!(body, crate::entry::Body::Event { .. });
-                    let entry = head.append(received_at, source, body);
-                    if let Some((event_id, raw_hash)) = new_event.filter(|_| is_event) {
-                        let seen = SeenEvent {
-                            chain: chain.to_owned(),
-                            seq: entry.seq,
-                            raw_hash,
-                        };
-                        batch.insert(
-                            layout::event_index_key(&event_id),
-                            layout::encode_seen_event(&seen),
-                        );
-                        batch_events.insert(event_id, seen);
-                        report.events += 1;
-                    } else if let Some(key) = rejection_key {
-                        batch.insert(
-                            layout::rejection_index_key(&key),
-                            layout::encode_location(chain, entry.seq),
-                        );
-                        batch_rejections.insert(key);
-                        report.rejected += 1;
+                    Classified::Rejected { .. } => None,
+                };
+                let new_event = match (&classified, &seen) {
+                    (
+                        Classified::Event {
+                            event_id, raw_hash, ..
+                        },
+                        None,
+                    ) => Some((event_id.clone(), *raw_hash)),
+                    _ => None,
+                };
+                let mut rejection_key = None;
+                let admission = intake::resolve(classified, seen.as_ref(), |key| {
+                    rejection_key = Some(*key);
+                    if batch_rejections.contains(key) {
+                        return Ok(true);
                     }
-                    report.appended += 1;
-                    sealed.push(entry);
+                    Ok::<_, StoreError>(self.db.contains_key(layout::rejection_index_key(key))?)
+                })?;
+                match admission {
+                    Admission::Duplicate => report.duplicates += 1,
+                    Admission::Append { body, source } => {
+                        let is_event = matches!(body, crate::entry::Body::Event { .. });
+                        let entry = head.append(received_at, source, body);
+                        if let Some((event_id, raw_hash)) = new_event.filter(|_| is_event) {
+                            let seen = SeenEvent {
+                                chain: chain.to_owned(),
+                                seq: entry.seq,
+                                raw_hash,
+                            };
+                            batch.insert(
+                                layout::event_index_key(&event_id),
+                                layout::encode_seen_event(&seen),
+                            );
+                            batch_events.insert(event_id, seen);
+                            report.events += 1;
+                        } else if let Some(key) = rejection_key {
+                            batch.insert(
+                                layout::rejection_index_key(&key),
+                                layout::encode_location(chain, entry.seq),
+                            );
+                            batch_rejections.insert(key);
+                            report.rejected += 1;
+                        }
+                        report.appended += 1;
+                        sealed.push(entry);
+                    }
                 }
             }
+            report.next_seq = head.next_seq;
+            if let Some(cursor) = cursor {
+                batch.insert(layout::cursor_key(chain), cursor.to_be_bytes().to_vec());
+                wrote = true;
+            }
+            if !sealed.is_empty() {
+                self.put_blocks(&mut batch, chain, &sealed);
+                let tree = self.extend_tree(chain, sealed.iter().map(|e| e.hash), &mut batch)?;
+                batch.insert(
+                    layout::head_key(chain),
+                    layout::encode_head(head.next_seq, &head.last_hash),
+                );
+                new_heads.push((head, tree));
+                wrote = true;
+            }
+            reports.push(report);
         }
-        report.next_seq = head.next_seq;
-        if sealed.is_empty() {
-            return Ok(report);
+        if !wrote {
+            return Ok(reports);
         }
-        self.put_blocks(&mut batch, chain, &sealed);
-        let tree = self.extend_tree(chain, sealed.iter().map(|e| e.hash), &mut batch)?;
-        batch.insert(
-            layout::head_key(chain),
-            layout::encode_head(head.next_seq, &head.last_hash),
-        );
         self.db.apply_batch(batch)?;
         self.make_durable()?;
-        self.heads.insert(chain.to_owned(), head);
-        self.frontiers.insert(chain.to_owned(), tree);
-        Ok(report)
+        for (head, tree) in new_heads {
+            self.frontiers.insert(head.chain.clone(), tree);
+            self.heads.insert(head.chain.clone(), head);
+        }
+        Ok(reports)
+    }
+
+    /// The input cursor of a chain: where its source should resume (for a
+    /// Kafka partition, the next offset to read), as last written by
+    /// [`Ledger::append_many`].
+    pub fn cursor(&self, chain: &str) -> Result<Option<i64>, StoreError> {
+        let key = layout::cursor_key(chain);
+        match self.db.get(&key)? {
+            None => Ok(None),
+            Some(v) => <[u8; 8]>::try_from(v.as_ref())
+                .map(|b| Some(i64::from_be_bytes(b)))
+                .map_err(|_| damaged(&key, "cursor is not 8 bytes")),
+        }
     }
 
     fn put_blocks(&self, batch: &mut sled::Batch, chain: &str, sealed: &[SealedEntry]) {
