@@ -7,3 +7,5 @@
 //! ledger and its verifier build without librdkafka.
 
 pub mod file;
+#[cfg(feature = "kafka")]
+pub mod kafka;

@@ -26,5 +26,7 @@ pub mod verify;
 pub use chain::{ChainHead, SealedEntry};
 pub use entry::{Body, Entry, EntryHash, Source};
 pub use intake::Incoming;
-pub use store::{AppendReport, ChainBatch, Ledger, LedgerOptions, StoreError, StoredRecord};
+pub use store::{
+    AppendReport, ChainBatch, Ledger, LedgerOptions, Rejection, StoreError, StoredRecord,
+};
 pub use verify::{Finding, Problem, VerifyReport};

@@ -9,6 +9,10 @@ macro_rules! out {
 }
 
 mod audit;
+#[cfg(feature = "kafka")]
+mod consume;
+#[cfg(feature = "kafka")]
+mod demo;
 mod entries;
 mod ingest;
 mod policy;
@@ -103,6 +107,13 @@ pub enum Command {
     Prove(audit::ProveArgs),
     /// Check a proof file offline and recompute the item's verdict.
     VerifyProof(audit::VerifyProofArgs),
+    /// Consume lifecycle events from Kafka into the ledger until stopped.
+    #[cfg(feature = "kafka")]
+    Consume(consume::ConsumeArgs),
+    /// Produce a synthetic stream to an in-process mock Kafka cluster,
+    /// consume it into a fresh ledger, and judge it.
+    #[cfg(feature = "kafka")]
+    Demo(demo::DemoArgs),
 }
 
 pub fn emit_line(args: std::fmt::Arguments<'_>) {
@@ -150,6 +161,17 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         Command::Export(a) => audit::export(dir, a),
         Command::Prove(a) => audit::prove(dir, a),
         Command::VerifyProof(a) => audit::verify_proof(a),
+        #[cfg(feature = "kafka")]
+        Command::Consume(a) => {
+            // Whether --ledger or LIFELEDGER_DIR was given, rather than
+            // defaulted: only then does it override the config file.
+            let ledger_given = std::env::args()
+                .any(|a| a == "--ledger" || a.starts_with("--ledger="))
+                || std::env::var_os("LIFELEDGER_DIR").is_some();
+            consume::consume(dir, ledger_given, a)
+        }
+        #[cfg(feature = "kafka")]
+        Command::Demo(a) => demo::run_demo(a),
     }
 }
 

@@ -137,11 +137,13 @@ fn prepare(dir: &Path, args: &JudgeArgs) -> anyhow::Result<Judged> {
 }
 
 fn days(d: SignedDuration) -> String {
-    let hours = d.as_hours();
-    if hours.abs() >= 48 {
-        format!("{}d", hours / 24)
+    let secs = d.as_secs();
+    if secs.abs() >= 2 * 86_400 {
+        format!("{}d", secs / 86_400)
+    } else if secs.abs() >= 3_600 {
+        format!("{}h {}m", secs / 3_600, (secs % 3_600).abs() / 60)
     } else {
-        format!("{d:#}")
+        format!("{}m {}s", secs / 60, (secs % 60).abs())
     }
 }
 

@@ -95,6 +95,19 @@ pub struct AppendReport {
     pub duplicates: u64,
     /// The chain's head after the append.
     pub next_seq: u64,
+    /// Every rejection appended, in order: what a dead-letter topic needs.
+    pub rejections: Vec<Rejection>,
+}
+
+/// A rejected input as appended: where it came from, the bytes kept, why,
+/// and where the rejected entry sits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub source: crate::entry::Source,
+    pub raw: Vec<u8>,
+    pub class: lifeledger_schemas::RejectClass,
+    pub reason: String,
+    pub seq: u64,
 }
 
 /// An open ledger directory.
@@ -366,7 +379,22 @@ impl Ledger {
                     Admission::Duplicate => report.duplicates += 1,
                     Admission::Append { body, source } => {
                         let is_event = matches!(body, crate::entry::Body::Event { .. });
+                        let rejection = match &body {
+                            crate::entry::Body::Rejected { raw, class, reason } => {
+                                Some((source.clone(), raw.clone(), *class, reason.clone()))
+                            }
+                            crate::entry::Body::Event { .. } => None,
+                        };
                         let entry = head.append(received_at, source, body);
+                        if let Some((source, raw, class, reason)) = rejection {
+                            report.rejections.push(Rejection {
+                                source,
+                                raw,
+                                class,
+                                reason,
+                                seq: entry.seq,
+                            });
+                        }
                         if let Some((event_id, raw_hash)) = new_event.filter(|_| is_event) {
                             let seen = SeenEvent {
                                 chain: chain.to_owned(),

@@ -1,0 +1,223 @@
+//! `lifeledger demo`: the main job end to end, with nothing external. An
+//! in-process MockCluster stands in for Kafka; the consumer is the real one.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use jiff::Timestamp;
+use lifeledger::kafka::config::ConsumerConfig;
+use lifeledger::kafka::consumer::run;
+use lifeledger::kafka::demo::synthetic_stream;
+use lifeledger::kafka::metrics::Metrics;
+use lifeledger_ledger::policy::Policy;
+use lifeledger_ledger::{Incoming, Source};
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+use super::Outcome;
+
+const POLICY: &str = include_str!("../../../ledger/policies/retention-2026-11.toml");
+const TOPIC: &str = "lifecycle";
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// About this many valid events (plus some garbage and resends).
+    #[arg(long, default_value_t = 100_000)]
+    pub events: usize,
+    /// Partitions of the demo topic. The mock cluster hands a consumer at
+    /// most about 15,000 messages of one partition (measured with
+    /// `cargo run --release --example mockprobe`), so keep partitions busy
+    /// with fewer than that.
+    #[arg(long, default_value_t = 16)]
+    pub partitions: i32,
+    /// Keep the demo ledger here (must not exist); default: a fresh
+    /// directory under the system's temporary directory.
+    #[arg(long)]
+    pub keep: Option<PathBuf>,
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// A librdkafka setting for the demo consumer, KEY=VALUE (repeatable).
+    #[arg(long = "set", value_parser = super::consume::parse_setting)]
+    pub settings: Vec<(String, String)>,
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{spinner}} {what:<9} [{{bar:40}}] {{pos}}/{{len}} {{per_sec}}"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+pub fn run_demo(args: DemoArgs) -> anyhow::Result<Outcome> {
+    let (dir, _tmp) = match &args.keep {
+        Some(d) if d.exists() => bail!("{} exists; the demo needs a fresh directory", d.display()),
+        Some(d) => (d.clone(), None),
+        None => {
+            let tmp = tempfile::tempdir().context("making a temporary directory")?;
+            (tmp.path().join("ledger"), Some(tmp))
+        }
+    };
+    let stream = synthetic_stream(args.events, args.seed);
+    let per_partition = stream.messages.len() / args.partitions.max(1) as usize;
+    if per_partition > 12_000 {
+        bail!(
+            "{} messages over {} partitions is {per_partition} per partition; the mock cluster serves about 15,000 \
+             per partition, so pass --partitions {} or more",
+            stream.messages.len(),
+            args.partitions,
+            stream.messages.len() / 12_000 + 1
+        );
+    }
+    out!(
+        "demo stream: {} messages ({} events, {} garbage, {} resends) for {} partitions",
+        stream.messages.len(),
+        stream.events,
+        stream.garbage,
+        stream.resends,
+        args.partitions
+    );
+
+    let cluster =
+        MockCluster::new(1).map_err(|e| anyhow!("starting the mock Kafka cluster: {e}"))?;
+    cluster.create_topic(TOPIC, args.partitions, 1)?;
+    cluster.create_topic("lifecycle.dlq", 1, 1)?;
+    let brokers = cluster.bootstrap_servers();
+
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?;
+    let produce_bar = bar(stream.messages.len() as u64, "produce");
+    let started = Instant::now();
+    for (key, payload) in &stream.messages {
+        let mut record = Some(
+            BaseRecord::to(TOPIC)
+                .key(key.as_str())
+                .payload(&payload[..]),
+        );
+        while let Some(r) = record.take() {
+            match producer.send(r) {
+                Ok(()) => {}
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    producer.poll(Duration::from_millis(10));
+                    record = Some(back);
+                }
+                Err((e, _)) => return Err(anyhow!("producing to the mock cluster: {e}")),
+            }
+        }
+        produce_bar.inc(1);
+    }
+    producer.flush(Duration::from_secs(60))?;
+    produce_bar.finish_and_clear();
+    out!(
+        "produced {} messages in {:.2?}",
+        stream.messages.len(),
+        started.elapsed()
+    );
+
+    // A fresh ledger judged by the shipped policy.
+    let config = ConsumerConfig {
+        brokers,
+        group: "lifeledger-demo".into(),
+        topics: vec![TOPIC.into()],
+        ledger: dir.clone(),
+        dead_letter_topic: Some("lifecycle.dlq".into()),
+        librdkafka: args.settings.iter().cloned().collect(),
+        ..ConsumerConfig::default()
+    };
+    let metrics = Arc::new(Metrics::default());
+    let mut sink = super::consume::open_sink(&config, &metrics)?;
+    let policy = Policy::parse(POLICY).map_err(|e| anyhow!("the shipped policy: {e}"))?;
+    sink.ledger_mut().store_policy_text(&policy.hash, POLICY)?;
+    let publish = serde_json::json!({
+        "schema_version": 1,
+        "event_id": format!("policy-{}", &policy.hash[..32]),
+        "event_time": Timestamp::now().to_string(),
+        "kind": {"type": "policy_published", "policy_version": policy.version, "policy_hash": policy.hash},
+    });
+    sink.ledger_mut().append(
+        super::policy::POLICY_CHAIN,
+        vec![Incoming {
+            source: Source::File {
+                path: "ledger/policies/retention-2026-11.toml".into(),
+                line: 0,
+            },
+            raw: serde_json::to_vec(&publish)?,
+        }],
+        Timestamp::now(),
+    )?;
+
+    let total = stream.messages.len() as u64;
+    let consume_bar = bar(total, "consume");
+    let stop = |m: &Metrics| {
+        let seen = m.consumed.load(Ordering::Relaxed);
+        consume_bar.set_position(seen);
+        seen >= total
+    };
+    let started = Instant::now();
+    let (summary, sink) = run(
+        &config,
+        sink,
+        Arc::clone(&metrics),
+        Arc::new(AtomicBool::new(false)),
+        Some(&stop),
+    )?;
+    let took = started.elapsed();
+    consume_bar.finish_and_clear();
+    drop(sink);
+    out!(
+        "consumed {} messages in {:.2?} ({:.0} messages/s): {} appended, {} rejected (also sent to lifecycle.dlq), {} duplicates",
+        summary.consumed,
+        took,
+        summary.consumed as f64 / took.as_secs_f64(),
+        summary.appended,
+        summary.rejected,
+        summary.duplicates
+    );
+    out!("");
+    let dir_str = dir.to_string_lossy().into_owned();
+    super::verify::run(
+        &dir,
+        super::verify::VerifyArgs {
+            bundle: None,
+            key: None,
+            trusted_checkpoint: None,
+            deep: false,
+            chain_only: false,
+            json: false,
+        },
+    )?;
+    out!("");
+    super::retention::status(
+        &dir,
+        super::retention::StatusArgs {
+            judge: super::retention::JudgeArgs {
+                as_of: None,
+                policy: None,
+                json: false,
+            },
+            due_within_days: 30,
+        },
+    )?;
+    if args.keep.is_some() {
+        out!("\nthe demo ledger is in {dir_str}; try `lifeledger --ledger {dir_str} findings`");
+    }
+    Ok(Outcome::Ok)
+}

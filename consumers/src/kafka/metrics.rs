@@ -1,0 +1,215 @@
+//! The consumer's counters and gauges, rendered in the Prometheus text
+//! format, and a small HTTP server for `/metrics` and `/health`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Upper bounds (seconds) of the batch latency histogram.
+const LATENCY_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub consumed: AtomicU64,
+    pub appended: AtomicU64,
+    pub rejected: AtomicU64,
+    pub duplicates: AtomicU64,
+    /// Messages below a partition's cursor: redeliveries skipped.
+    pub redelivered: AtomicU64,
+    pub batches: AtomicU64,
+    pub dead_letters: AtomicU64,
+    pub dead_letter_failures: AtomicU64,
+    pub kafka_errors: AtomicU64,
+    /// Unix seconds of the last poll, for `/health`.
+    pub last_poll: AtomicU64,
+    latency: Mutex<Histogram>,
+    lag: Mutex<BTreeMap<(String, i32), i64>>,
+    heads: Mutex<BTreeMap<String, u64>>,
+}
+
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [u64; LATENCY_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Metrics {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn polled(&self) {
+        self.last_poll.store(now_secs(), Ordering::Relaxed);
+    }
+
+    pub fn observe_batch(&self, latency: Duration) {
+        let secs = latency.as_secs_f64();
+        if let Ok(mut h) = self.latency.lock() {
+            for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+                if secs <= *bound {
+                    h.buckets[i] += 1;
+                }
+            }
+            h.count += 1;
+            h.sum += secs;
+        }
+    }
+
+    pub fn set_lag(&self, topic: &str, partition: i32, lag: i64) {
+        if let Ok(mut l) = self.lag.lock() {
+            l.insert((topic.to_owned(), partition), lag);
+        }
+    }
+
+    pub fn set_head(&self, chain: &str, entries: u64) {
+        if let Ok(mut h) = self.heads.lock() {
+            h.insert(chain.to_owned(), entries);
+        }
+    }
+
+    /// Whether the consumer polled within `within`.
+    pub fn healthy(&self, within: Duration) -> bool {
+        now_secs().saturating_sub(self.last_poll.load(Ordering::Relaxed)) <= within.as_secs()
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let counter = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        };
+        counter(
+            &mut out,
+            "lifeledger_consumed_total",
+            "Kafka messages received.",
+            &self.consumed,
+        );
+        counter(
+            &mut out,
+            "lifeledger_appended_total",
+            "Valid events appended to the ledger.",
+            &self.appended,
+        );
+        counter(
+            &mut out,
+            "lifeledger_rejected_total",
+            "Inputs appended as rejected entries.",
+            &self.rejected,
+        );
+        counter(
+            &mut out,
+            "lifeledger_duplicates_total",
+            "Inputs skipped because the ledger held them.",
+            &self.duplicates,
+        );
+        counter(
+            &mut out,
+            "lifeledger_redelivered_total",
+            "Messages below a partition's stored offset, skipped.",
+            &self.redelivered,
+        );
+        counter(
+            &mut out,
+            "lifeledger_batches_total",
+            "Durable ledger writes.",
+            &self.batches,
+        );
+        counter(
+            &mut out,
+            "lifeledger_dead_letters_total",
+            "Rejected inputs produced to the dead-letter topic.",
+            &self.dead_letters,
+        );
+        counter(
+            &mut out,
+            "lifeledger_dead_letter_failures_total",
+            "Dead letters that could not be produced.",
+            &self.dead_letter_failures,
+        );
+        counter(
+            &mut out,
+            "lifeledger_kafka_errors_total",
+            "Errors reported by the Kafka client.",
+            &self.kafka_errors,
+        );
+        if let Ok(h) = self.latency.lock() {
+            let name = "lifeledger_batch_latency_seconds";
+            let _ = writeln!(
+                out,
+                "# HELP {name} Time from a batch's first input to its durable write.\n# TYPE {name} histogram"
+            );
+            for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+                let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", h.buckets[i]);
+            }
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}",
+                h.count, h.sum, h.count
+            );
+        }
+        if let Ok(lag) = self.lag.lock() {
+            let name = "lifeledger_consumer_lag";
+            let _ = writeln!(
+                out,
+                "# HELP {name} Messages behind the partition's high watermark.\n# TYPE {name} gauge"
+            );
+            for ((topic, partition), v) in lag.iter() {
+                let _ = writeln!(
+                    out,
+                    "{name}{{topic=\"{topic}\",partition=\"{partition}\"}} {v}"
+                );
+            }
+        }
+        if let Ok(heads) = self.heads.lock() {
+            let name = "lifeledger_chain_entries";
+            let _ = writeln!(
+                out,
+                "# HELP {name} Entries in each chain (its head seq + 1).\n# TYPE {name} gauge"
+            );
+            for (chain, v) in heads.iter() {
+                let _ = writeln!(out, "{name}{{chain=\"{chain}\"}} {v}");
+            }
+        }
+        out
+    }
+}
+
+/// Serves `/metrics` and `/health` on `addr` from a background thread.
+pub fn serve(
+    addr: &str,
+    metrics: std::sync::Arc<Metrics>,
+) -> Result<std::thread::JoinHandle<()>, String> {
+    let server =
+        tiny_http::Server::http(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    Ok(std::thread::spawn(move || {
+        for request in server.incoming_requests() {
+            let (status, body, kind) = match request.url() {
+                "/metrics" => (200, metrics.render(), "text/plain; version=0.0.4"),
+                "/health" if metrics.healthy(Duration::from_secs(30)) => {
+                    (200, "ok\n".to_owned(), "text/plain")
+                }
+                "/health" => (503, "no poll in the last 30 s\n".to_owned(), "text/plain"),
+                _ => (404, "not found\n".to_owned(), "text/plain"),
+            };
+            let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], kind.as_bytes());
+            let mut response = tiny_http::Response::from_string(body).with_status_code(status);
+            if let Ok(h) = header {
+                response = response.with_header(h);
+            }
+            let _ = request.respond(response);
+        }
+    }))
+}

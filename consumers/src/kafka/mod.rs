@@ -1,0 +1,28 @@
+//! The streaming consumer: Kafka to ledger, exactly once.
+//!
+//! * [`config`]: the consumer's settings (TOML file, environment, flags).
+//! * [`sink`]: the ledger side: pending inputs per partition, cursors, the
+//!   durable flush (one atomic write for every partition's entries and
+//!   cursors), dead letters.
+//! * [`consumer`]: the Kafka side: the group member, rebalances (seek to
+//!   the ledger's cursors on assignment, flush and commit on revocation),
+//!   the poll loop, commits after durability, the dead-letter producer.
+//! * [`metrics`]: counters and gauges, the Prometheus and health endpoint.
+//! * [`demo`]: an in-process MockCluster, a synthetic stream, the real
+//!   consumer over it.
+//!
+//! Exactly once into one ledger: each partition's chain stores, in the same
+//! atomic write as its entries, the next offset to read. On assignment the
+//! consumer seeks there; any message below it (a redelivery) is skipped;
+//! Kafka offsets are committed only once the ledger is durable.
+
+pub mod config;
+pub mod consumer;
+pub mod demo;
+pub mod metrics;
+pub mod sink;
+
+/// The chain of a topic-partition.
+pub fn chain_name(topic: &str, partition: i32) -> String {
+    format!("kafka:{topic}:{partition}")
+}
