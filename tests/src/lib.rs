@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test fixtures: a panic is a failed test
 
+pub mod broker;
 pub mod corpus;
 mod fixtures;
 

@@ -185,7 +185,9 @@ impl LedgerContext {
             };
             if let Some(start) = start {
                 sink.advance_cursor(&topic, partition, start);
-                tracing::info!("assigned {topic}/{partition}: resuming at offset {start}");
+                tracing::info!(
+                    "assigned {topic}/{partition}: resuming at offset {start} (ledger cursor {ours:?}, Kafka committed {theirs:?})"
+                );
             } else {
                 tracing::info!(
                     "assigned {topic}/{partition}: no stored offset, starting per auto.offset.reset"

@@ -1,0 +1,402 @@
+//! The consumer against a real Kafka-protocol broker (tansu, over TCP):
+//! exact counts, dead letters, restarts, a group of two, and crashes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use lifeledger::kafka::config::ConsumerConfig;
+use lifeledger::kafka::consumer::{RunSummary, run};
+use lifeledger::kafka::metrics::Metrics;
+use lifeledger::kafka::sink::Sink;
+use lifeledger_ledger::verify::Depth;
+use lifeledger_ledger::{Body, Ledger, LedgerOptions};
+use lifeledger_tests::broker::Broker;
+use lifeledger_tests::{collected, retry_locked, stored};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+const TOPIC: &str = "lifecycle";
+const DLQ: &str = "lifecycle.dlq";
+
+fn create_topics(broker: &Broker, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .unwrap();
+    let topics = [
+        NewTopic::new(TOPIC, partitions, TopicReplication::Fixed(1)),
+        NewTopic::new(DLQ, 1, TopicReplication::Fixed(1)),
+    ];
+    let results =
+        futures_executor::block_on(admin.create_topics(&topics, &AdminOptions::new())).unwrap();
+    for r in results {
+        r.unwrap();
+    }
+}
+
+/// Produces (key, payload) pairs and waits until all are acknowledged.
+///
+/// One message per record batch: tansu 0.6 answers a fetch whose offset
+/// falls inside a record batch with the batch after it, so a consumer that
+/// resumes mid-batch would never see the rest of that batch (measured here;
+/// see the README's notes on the test broker). Kafka returns the containing
+/// batch, and librdkafka skips the records before the offset.
+fn produce(broker: &Broker, messages: &[(String, String)]) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("linger.ms", "0")
+        .set("batch.num.messages", "1")
+        .create()
+        .unwrap();
+    for (key, payload) in messages {
+        let mut record = Some(
+            BaseRecord::to(TOPIC)
+                .key(key.as_str())
+                .payload(payload.as_str()),
+        );
+        while let Some(r) = record.take() {
+            if let Err((_, back)) = producer.send(r) {
+                producer.poll(Duration::from_millis(20));
+                record = Some(back);
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// A stream: `n` distinct good events over 40 accounts, resends of every
+/// tenth, garbage every 25th, and conflicting reuses of 3 event ids.
+struct Stream {
+    messages: Vec<(String, String)>,
+    good: BTreeSet<String>,
+    resends: u64,
+    rejected: u64,
+}
+
+fn stream(prefix: &str, n: usize) -> Stream {
+    let mut s = Stream {
+        messages: Vec::new(),
+        good: BTreeSet::new(),
+        resends: 0,
+        rejected: 0,
+    };
+    for i in 0..n {
+        let id = format!("{prefix}-{i}");
+        let key = format!("acct-{}", i % 40);
+        let event = if i % 2 == 0 {
+            collected(&id, &format!("item-{prefix}-{i}"))
+        } else {
+            stored(&id, &format!("item-{prefix}-{}", i - 1), "mysql")
+        };
+        s.messages.push((key.clone(), event.clone()));
+        s.good.insert(id.clone());
+        if i % 10 == 0 {
+            s.messages.push((key.clone(), event));
+            s.resends += 1;
+        }
+        if i % 25 == 0 {
+            s.messages.push((key.clone(), format!("garbage {i}")));
+            s.rejected += 1;
+        }
+        if i % 400 == 1 {
+            s.messages.push((key, stored(&id, "other-item", "mongodb")));
+            s.rejected += 1;
+        }
+    }
+    s
+}
+
+fn config(broker: &Broker, ledger: &Path, group: &str) -> ConsumerConfig {
+    ConsumerConfig {
+        brokers: broker.bootstrap(),
+        group: group.into(),
+        topics: vec![TOPIC.into()],
+        ledger: ledger.to_owned(),
+        batch_size: 500,
+        max_latency_ms: 50,
+        dead_letter_topic: Some(DLQ.into()),
+        update_projection: false,
+        exit_when_idle_ms: Some(6_000),
+        librdkafka: BTreeMap::from([("session.timeout.ms".to_owned(), "10000".to_owned())]),
+        ..ConsumerConfig::default()
+    }
+}
+
+fn consume(config: &ConsumerConfig, stop: Option<&dyn Fn(&Metrics) -> bool>) -> RunSummary {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("lifeledger=info")
+        .try_init();
+    let metrics = Arc::new(Metrics::default());
+    let ledger = retry_locked(|| Ledger::open(&config.ledger, LedgerOptions::default()));
+    let sink = Sink::new(
+        ledger,
+        config.update_projection,
+        Arc::clone(&metrics),
+        None,
+        1,
+        Duration::from_secs(3600),
+    )
+    .unwrap();
+    let (summary, _sink) = run(
+        config,
+        sink,
+        metrics,
+        Arc::new(AtomicBool::new(false)),
+        stop,
+    )
+    .unwrap();
+    summary
+}
+
+/// Every event id in the ledger's Kafka chains, with how often it occurs;
+/// and whether every chain verifies.
+fn ledger_events(dir: &Path) -> (BTreeMap<String, u64>, u64) {
+    let ledger = retry_locked(|| Ledger::open(dir, LedgerOptions::default()));
+    let report = ledger.verify(Depth::Events, &mut |_| {}).unwrap();
+    assert!(report.is_intact(), "{:?}", report.findings);
+    let mut events = BTreeMap::new();
+    let mut rejected = 0;
+    for chain in ledger.chain_names().unwrap() {
+        let mut last: Option<i64> = None;
+        for item in ledger.entries(&chain, 0, u64::MAX).unwrap() {
+            let entry = item.unwrap().1;
+            if let lifeledger_ledger::Source::Kafka { offset, .. } = entry.source {
+                if let Some(l) = last {
+                    if offset > l + 2 {
+                        eprintln!("chain {chain}: offsets jump from {l} to {offset}");
+                    }
+                }
+                last = Some(offset);
+            }
+            match entry.body {
+                Body::Event { event_id, .. } => *events.entry(event_id).or_default() += 1,
+                Body::Rejected { .. } => rejected += 1,
+            }
+        }
+    }
+    (events, rejected)
+}
+
+fn dead_letters(broker: &Broker) -> Vec<(String, String)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", "dlq-reader")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[DLQ]).unwrap();
+    let mut out = Vec::new();
+    let mut idle = std::time::Instant::now();
+    while idle.elapsed() < Duration::from_secs(8) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            idle = std::time::Instant::now();
+            let headers = m.headers().unwrap();
+            let get = |k: &str| {
+                headers
+                    .iter()
+                    .find(|h| h.key == k)
+                    .and_then(|h| h.value)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default()
+            };
+            out.push((get("lifeledger.class"), get("lifeledger.source.offset")));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_stream_with_duplicates_and_garbage_lands_exactly_once() {
+    let broker = Broker::start();
+    create_topics(&broker, 4);
+    let s = stream("a", 1200);
+    produce(&broker, &s.messages);
+    let tmp = tempfile::tempdir().unwrap();
+    let summary = consume(&config(&broker, tmp.path(), "g1"), None);
+    assert_eq!(summary.consumed, s.messages.len() as u64);
+    assert_eq!(summary.appended, s.good.len() as u64);
+    assert_eq!(summary.duplicates, s.resends);
+    assert_eq!(summary.rejected, s.rejected);
+    let (events, rejected) = ledger_events(tmp.path());
+    let missing: Vec<_> = s
+        .good
+        .iter()
+        .filter(|e| !events.contains_key(*e))
+        .take(10)
+        .collect();
+    assert!(missing.is_empty(), "lost: {missing:?}");
+    assert_eq!(events.len(), s.good.len());
+    assert!(events.values().all(|n| *n == 1));
+    assert_eq!(rejected, s.rejected);
+    // Each rejection is also a dead letter, with its class and source.
+    let letters = dead_letters(&broker);
+    assert_eq!(letters.len() as u64, s.rejected, "{letters:?}");
+    assert!(letters.iter().any(|(class, _)| class == "malformed"));
+    assert!(letters.iter().any(|(class, _)| class == "conflict"));
+    assert!(
+        letters
+            .iter()
+            .all(|(_, offset)| offset.parse::<i64>().is_ok())
+    );
+}
+
+#[test]
+fn a_restart_in_mid_stream_loses_and_repeats_nothing() {
+    let broker = Broker::start();
+    create_topics(&broker, 3);
+    let s = stream("r", 1500);
+    let (first, second) = s.messages.split_at(s.messages.len() / 2);
+    produce(&broker, first);
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(&broker, tmp.path(), "g2");
+    // Stop after some of the first half, mid-stream.
+    let stop = |m: &Metrics| m.consumed.load(Ordering::Relaxed) >= 400;
+    consume(&cfg, Some(&stop));
+    produce(&broker, second);
+    consume(&cfg, None);
+    let (events, rejected) = ledger_events(tmp.path());
+    let missing: Vec<_> = s
+        .good
+        .iter()
+        .filter(|e| !events.contains_key(*e))
+        .take(10)
+        .collect();
+    assert!(missing.is_empty(), "lost: {missing:?}");
+    assert_eq!(events.len(), s.good.len());
+    assert!(
+        events.values().all(|n| *n == 1),
+        "an event was appended twice"
+    );
+    assert_eq!(rejected, s.rejected);
+}
+
+#[test]
+fn two_consumers_in_one_group_split_the_partitions() {
+    let broker = Broker::start();
+    create_topics(&broker, 4);
+    let s = stream("g", 2000);
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let mut ca = config(&broker, a.path(), "g3");
+    let mut cb = config(&broker, b.path(), "g3");
+    ca.exit_when_idle_ms = Some(15_000);
+    cb.exit_when_idle_ms = Some(15_000);
+    let ta = std::thread::spawn(move || consume(&ca, None));
+    let tb = std::thread::spawn(move || consume(&cb, None));
+    // Let both members join and share the partitions, then produce.
+    std::thread::sleep(Duration::from_secs(6));
+    produce(&broker, &s.messages);
+    let (sa, sb) = (ta.join().unwrap(), tb.join().unwrap());
+    assert!(
+        sa.consumed > 0 && sb.consumed > 0,
+        "both members got partitions: {sa:?} {sb:?}"
+    );
+    assert_eq!(sa.consumed + sb.consumed, s.messages.len() as u64);
+    let (ea, ra) = ledger_events(a.path());
+    let (eb, rb) = ledger_events(b.path());
+    let union: BTreeSet<String> = ea.keys().chain(eb.keys()).cloned().collect();
+    let missing: Vec<_> = s.good.difference(&union).take(10).collect();
+    assert!(missing.is_empty(), "lost: {missing:?}");
+    assert_eq!(union.len(), s.good.len());
+    assert!(
+        ea.keys().all(|k| !eb.contains_key(k)),
+        "an event landed in both ledgers"
+    );
+    assert_eq!(ra + rb, s.rejected);
+}
+
+#[test]
+fn sigkill_at_random_points_loses_and_repeats_nothing() {
+    let rounds: usize = std::env::var("LIFELEDGER_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let broker = Broker::start();
+    create_topics(&broker, 3);
+    let s = stream("k", 6000);
+    // Fresh messages arrive before every round, so each kill can land in
+    // the middle of real work: polling, a batch being written, a commit.
+    let chunk = s.messages.len().div_ceil(rounds);
+    let mut chunks = s.messages.chunks(chunk);
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = tmp.path().join("ledger");
+    let args = |idle: &str| {
+        vec![
+            "--ledger".to_owned(),
+            ledger.to_string_lossy().into_owned(),
+            "consume".into(),
+            "--brokers".into(),
+            broker.bootstrap(),
+            "--group".into(),
+            "crash".into(),
+            "--topic".into(),
+            TOPIC.into(),
+            "--batch-size".into(),
+            "200".into(),
+            "--max-latency-ms".into(),
+            "20".into(),
+            "--exit-when-idle-ms".into(),
+            idle.into(),
+            "--set".into(),
+            "session.timeout.ms=6000".into(),
+        ]
+    };
+    // A seeded sequence of kill delays between 0.3 s and 3 s: some land
+    // during the group join, most in mid-batch.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for round in 0..rounds {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let delay = Duration::from_millis(300 + state % 2200);
+        if let Some(part) = chunks.next() {
+            produce(&broker, part);
+        }
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lifeledger"))
+            .args(args("60000"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        // SIGKILL: no chance to finish the batch, flush or commit.
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let _ = round;
+    }
+    for part in chunks {
+        produce(&broker, part);
+    }
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_lifeledger"))
+        .args(args("8000"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (events, rejected) = ledger_events(&ledger);
+    let missing: Vec<_> = s
+        .good
+        .iter()
+        .filter(|e| !events.contains_key(*e))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "events lost after {rounds} kills: {missing:?}"
+    );
+    assert_eq!(events.len(), s.good.len());
+    assert!(
+        events.values().all(|n| *n == 1),
+        "an event was appended twice"
+    );
+    assert_eq!(rejected, s.rejected);
+}
