@@ -400,3 +400,87 @@ fn sigkill_at_random_points_loses_and_repeats_nothing() {
     );
     assert_eq!(rejected, s.rejected);
 }
+
+/// Faults injected with rdkafka's MockCluster while the consumer runs: a
+/// broker down and up, failing fetches and commits, slow round trips. No
+/// restart; at the end every event is in the ledger exactly once.
+#[test]
+fn broker_faults_in_mid_stream_lose_and_repeat_nothing() {
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    let cluster = MockCluster::new(3).unwrap();
+    cluster.create_topic(TOPIC, 4, 3).unwrap();
+    let s = stream("f", 3000);
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .create()
+        .unwrap();
+    let send_all = |messages: &[(String, String)]| {
+        for (key, payload) in messages {
+            let mut record = Some(
+                BaseRecord::to(TOPIC)
+                    .key(key.as_str())
+                    .payload(payload.as_str()),
+            );
+            while let Some(r) = record.take() {
+                if let Err((_, back)) = producer.send(r) {
+                    producer.poll(Duration::from_millis(20));
+                    record = Some(back);
+                }
+            }
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+    };
+    send_all(&s.messages);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = ConsumerConfig {
+        brokers: cluster.bootstrap_servers(),
+        group: "faults".into(),
+        topics: vec![TOPIC.into()],
+        ledger: tmp.path().to_owned(),
+        batch_size: 100,
+        max_latency_ms: 20,
+        update_projection: false,
+        exit_when_idle_ms: Some(8_000),
+        // Small fetches, so that consumption spans the faults below.
+        librdkafka: BTreeMap::from([("max.partition.fetch.bytes".to_owned(), "2048".to_owned())]),
+        ..ConsumerConfig::default()
+    };
+    // Slow round trips and failing fetches and commits from the start.
+    cluster
+        .broker_round_trip_time(1, Duration::from_millis(200))
+        .unwrap();
+    cluster.request_errors(
+        RDKafkaApiKey::Fetch,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 5],
+    );
+    cluster.request_errors(
+        RDKafkaApiKey::OffsetCommit,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 3],
+    );
+    let consumer = std::thread::spawn(move || consume(&cfg, None));
+    // The mock's group join takes about 3 s; then a broker goes down.
+    std::thread::sleep(Duration::from_millis(3_500));
+    cluster.broker_down(2).unwrap();
+    std::thread::sleep(Duration::from_millis(2_000));
+    cluster.broker_up(2).unwrap();
+    cluster.broker_round_trip_time(1, Duration::ZERO).unwrap();
+    let summary = consumer.join().unwrap();
+    assert!(summary.consumed >= s.messages.len() as u64, "{summary:?}");
+    let (events, rejected) = ledger_events(tmp.path());
+    let missing: Vec<_> = s
+        .good
+        .iter()
+        .filter(|e| !events.contains_key(*e))
+        .take(10)
+        .collect();
+    assert!(missing.is_empty(), "lost: {missing:?}");
+    assert_eq!(events.len(), s.good.len());
+    assert!(
+        events.values().all(|n| *n == 1),
+        "an event was appended twice"
+    );
+    assert_eq!(rejected, s.rejected);
+}
