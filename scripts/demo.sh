@@ -1,45 +1,34 @@
 #!/usr/bin/env bash
-# Builds lifeledger and runs its main job on the embedded default: publish the
-# shipped retention policy, ingest the shipped sample of lifecycle events into
-# a fresh ledger, verify it, and judge every item.
+# Builds lifeledger and runs its main job on an embedded default: a realistic
+# synthetic stream of lifecycle events is produced to an in-process mock
+# Kafka cluster and consumed by the real consumer into a fresh ledger, which
+# is verified and judged under the shipped retention policy; then a signed
+# checkpoint, an export verified offline, and one item's proof.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release --locked -p lifeledger
 bin=target/release/lifeledger
 ledger=target/demo-ledger
-rm -rf "$ledger"
+rm -rf "$ledger" target/demo-signer.key target/demo-signer.pub
 
-echo "== publish the retention policy (its hash goes on the chain)"
-"$bin" --ledger "$ledger" policy publish ledger/policies/retention-2026-11.toml
-echo
-echo "== ingest schemas/samples/lifecycle-sample.jsonl"
-"$bin" --ledger "$ledger" ingest schemas/samples/lifecycle-sample.jsonl
-echo
-echo "== verify"
-"$bin" --ledger "$ledger" verify
-echo
-echo "== head"
-"$bin" --ledger "$ledger" head
-echo
-echo "== rejected entries (kept in the chain with their reasons)"
-"$bin" --ledger "$ledger" log | grep REJECTED || true
-echo
-echo "== retention status as of 2026-11-24"
-"$bin" --ledger "$ledger" status --as-of 2026-11-24
-echo
-echo "== one item in full"
-"$bin" --ledger "$ledger" item item-2-6 --as-of 2026-11-24
+echo "== the streaming consumer over a mock Kafka cluster"
+"$bin" demo --events 100000 --keep "$ledger"
 echo
 echo "== sign a checkpoint, export, and verify the export offline as an auditor would"
-rm -f target/demo-signer.key target/demo-signer.pub
 "$bin" keygen --name demo-signer --out target/demo-signer
 "$bin" --ledger "$ledger" checkpoint --key target/demo-signer.key --origin lifeledger.invalid/demo
 "$bin" --ledger "$ledger" export --out target/demo.bundle
 "$bin" verify target/demo.bundle --key target/demo-signer.pub
 echo
 echo "== one item's evidence, checked offline"
-"$bin" --ledger "$ledger" prove item-2-6 --out target/demo-item-2-6.proof.json
-"$bin" verify-proof target/demo-item-2-6.proof.json --key target/demo-signer.pub --as-of 2026-11-24T00:00:00Z
+"$bin" --ledger "$ledger" prove a2-c6 --out target/demo-a2-c6.proof.json
+"$bin" verify-proof target/demo-a2-c6.proof.json --key target/demo-signer.pub
 echo
-echo "Ledger left in $ledger; try: $bin --ledger $ledger findings --as-of 2026-11-24"
+echo "== the same from a file: the shipped sample, with its bad lines"
+rm -rf target/demo-file-ledger
+"$bin" --ledger target/demo-file-ledger policy publish ledger/policies/retention-2026-11.toml
+"$bin" --ledger target/demo-file-ledger ingest schemas/samples/lifecycle-sample.jsonl
+"$bin" --ledger target/demo-file-ledger log | grep REJECTED || true
+echo
+echo "Ledgers left in $ledger and target/demo-file-ledger; try: $bin --ledger $ledger findings"

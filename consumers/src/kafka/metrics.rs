@@ -64,6 +64,22 @@ impl Metrics {
         }
     }
 
+    /// The upper bound of the histogram bucket holding quantile `q` of the
+    /// batch latencies (seconds), or `None` before any batch.
+    pub fn batch_latency_quantile(&self, q: f64) -> Option<f64> {
+        let h = self.latency.lock().ok()?;
+        if h.count == 0 {
+            return None;
+        }
+        let wanted = (q * h.count as f64).ceil() as u64;
+        LATENCY_BUCKETS
+            .iter()
+            .zip(h.buckets.iter())
+            .find(|(_, n)| **n >= wanted)
+            .map(|(b, _)| *b)
+            .or(Some(f64::INFINITY))
+    }
+
     pub fn set_lag(&self, topic: &str, partition: i32, lag: i64) {
         if let Ok(mut l) = self.lag.lock() {
             l.insert((topic.to_owned(), partition), lag);
@@ -212,4 +228,57 @@ pub fn serve(
             let _ = request.respond(response);
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    #[test]
+    fn metrics_render_and_serve() {
+        let m = std::sync::Arc::new(Metrics::default());
+        Metrics::add(&m.appended, 5);
+        m.set_lag("t", 0, 7);
+        m.set_head("kafka:t:0", 12);
+        m.observe_batch(Duration::from_millis(3));
+        m.observe_batch(Duration::from_millis(300));
+        let text = m.render();
+        assert!(text.contains("lifeledger_appended_total 5"), "{text}");
+        assert!(
+            text.contains("lifeledger_consumer_lag{topic=\"t\",partition=\"0\"} 7"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lifeledger_chain_entries{chain=\"kafka:t:0\"} 12"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lifeledger_batch_latency_seconds_count 2"),
+            "{text}"
+        );
+        assert_eq!(m.batch_latency_quantile(0.5), Some(0.005));
+        assert_eq!(m.batch_latency_quantile(0.99), Some(0.5));
+
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        serve(&addr, std::sync::Arc::clone(&m)).unwrap();
+        let get = |path: &str| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out
+        };
+        // Never polled: unhealthy.
+        assert!(get("/health").starts_with("HTTP/1.0 503") || get("/health").contains(" 503 "));
+        m.polled();
+        assert!(get("/health").contains(" 200 "));
+        assert!(get("/metrics").contains("lifeledger_appended_total 5"));
+    }
 }

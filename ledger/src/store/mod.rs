@@ -42,7 +42,7 @@ impl Default for LedgerOptions {
         LedgerOptions {
             limits: IntakeLimits::default(),
             block_max_entries: 256,
-            block_max_bytes: 48 * 1024,
+            block_max_bytes: 4 * 1024,
         }
     }
 }

@@ -1,0 +1,174 @@
+//! End-to-end consumer throughput against a real broker (tansu, started by
+//! this binary), beside a plain rdkafka consumer reading the same topic and
+//! doing nothing. A bench binary that prints its figures:
+//! `cargo bench -p lifeledger-benches --bench kafka` (needs
+//! `bash scripts/broker.sh install` first).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // bench code: a panic is a failed run
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use lifeledger::kafka::config::ConsumerConfig;
+use lifeledger::kafka::consumer::run;
+use lifeledger::kafka::metrics::Metrics;
+use lifeledger::kafka::sink::Sink;
+use lifeledger_ledger::{Ledger, LedgerOptions};
+use lifeledger_tests::broker::Broker;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+const TOPIC: &str = "lifecycle";
+const EVENTS: usize = 300_000;
+const PARTITIONS: i32 = 4;
+
+fn event(i: usize) -> String {
+    format!(
+        r#"{{"schema_version":1,"event_id":"e{i}","event_time":"2026-03-01T10:00:00Z","account":{{"app_id":"{}","uin":"{}"}},"item_id":"item-{}","category":"container_security","kind":{{"type":"stored","store":"mongodb"}}}}"#,
+        1_250_000_000 + i % 5000,
+        100_000_000_000 + i % 5000,
+        i / 2
+    )
+}
+
+fn plain_consumer(broker: &Broker) -> (f64, Duration) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", "plain")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[TOPIC]).unwrap();
+    let mut got = 0usize;
+    let mut first = None;
+    while got < EVENTS {
+        if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+            first.get_or_insert_with(Instant::now);
+            got += 1;
+        }
+    }
+    let took = first.unwrap().elapsed();
+    (EVENTS as f64 / took.as_secs_f64(), took)
+}
+
+fn ledger_consumer(
+    broker: &Broker,
+    group: &str,
+    projection: bool,
+) -> (f64, Duration, Option<f64>, Option<f64>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = ConsumerConfig {
+        brokers: broker.bootstrap(),
+        group: group.into(),
+        topics: vec![TOPIC.into()],
+        ledger: tmp.path().to_owned(),
+        update_projection: projection,
+        ..ConsumerConfig::default()
+    };
+    let metrics = Arc::new(Metrics::default());
+    let ledger = Ledger::open(tmp.path(), LedgerOptions::default()).unwrap();
+    let sink = Sink::new(
+        ledger,
+        projection,
+        Arc::clone(&metrics),
+        None,
+        1,
+        Duration::from_secs(3600),
+    )
+    .unwrap();
+    let first: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+    let stop = |m: &Metrics| {
+        let n = m.consumed.load(Ordering::Relaxed);
+        if n > 0 {
+            first.lock().unwrap().get_or_insert_with(Instant::now);
+        }
+        n >= EVENTS as u64
+    };
+    let (summary, _sink) = run(
+        &config,
+        sink,
+        Arc::clone(&metrics),
+        Arc::new(AtomicBool::new(false)),
+        Some(&stop),
+    )
+    .unwrap();
+    let took = first.lock().unwrap().unwrap().elapsed();
+    assert_eq!(summary.appended, EVENTS as u64);
+    (
+        EVENTS as f64 / took.as_secs_f64(),
+        took,
+        metrics.batch_latency_quantile(0.5),
+        metrics.batch_latency_quantile(0.99),
+    )
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let broker = Broker::start();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .unwrap();
+    for r in futures_executor::block_on(admin.create_topics(
+        &[NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(1))],
+        &AdminOptions::new(),
+    ))
+    .unwrap()
+    {
+        r.unwrap();
+    }
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .unwrap();
+    let t = Instant::now();
+    for i in 0..EVENTS {
+        let payload = event(i);
+        let key = format!("{}", i % 5000);
+        let mut record = Some(BaseRecord::to(TOPIC).key(&key).payload(&payload));
+        while let Some(r) = record.take() {
+            if let Err((_, back)) = producer.send(r) {
+                producer.poll(Duration::from_millis(5));
+                record = Some(back);
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120)).unwrap();
+    println!(
+        "produced {EVENTS} events (~{} bytes each) to {PARTITIONS} partitions of tansu in {:.1?}",
+        event(0).len(),
+        t.elapsed()
+    );
+
+    let (plain, plain_took) = plain_consumer(&broker);
+    println!(
+        "plain rdkafka consumer, doing nothing:      {plain:>10.0} messages/s ({plain_took:.2?} from the first message)"
+    );
+    let (bare, bare_took, p50, p99) = ledger_consumer(&broker, "ledger-bare", false);
+    println!(
+        "lifeledger consume, durable, no projection: {bare:>10.0} events/s ({bare_took:.2?}); batch latency p50 <= {:.3} s, p99 <= {:.3} s",
+        p50.unwrap_or(f64::NAN),
+        p99.unwrap_or(f64::NAN)
+    );
+    let (full, full_took, p50, p99) = ledger_consumer(&broker, "ledger-full", true);
+    println!(
+        "lifeledger consume, durable + projection:   {full:>10.0} events/s ({full_took:.2?}); batch latency p50 <= {:.3} s, p99 <= {:.3} s",
+        p50.unwrap_or(f64::NAN),
+        p99.unwrap_or(f64::NAN)
+    );
+    println!(
+        "ratio to the plain consumer: {:.3} (no projection), {:.3} (with projection)",
+        bare / plain,
+        full / plain
+    );
+}
