@@ -32,8 +32,10 @@ pub struct LedgerOptions {
     pub limits: IntakeLimits,
     /// At most this many entries per stored block.
     pub block_max_entries: usize,
-    /// A block is closed once its entries reach this many bytes; kept well
-    /// below sled's blob threshold so that blocks stay inline.
+    /// A block is closed once its entries reach this many bytes. Small
+    /// blocks stay inline in sled's nodes and keep its copy-on-write of a
+    /// node cheap (measured: 48 KiB blocks gave the consumer 48.8k events/s,
+    /// 4 KiB blocks 66.4k).
     pub block_max_bytes: usize,
 }
 
