@@ -8,7 +8,8 @@
 //! | `M` `format` | store format version, ASCII |
 //! | `H` chain | head: next_seq u64 BE, last_hash 32 B |
 //! | `B` u16 BE len, chain, first_seq u64 BE | a block of consecutive records |
-//! | `I` event_id | first record of the id: u16 BE len, chain, seq u64 BE, blake3(raw) 32 B |
+//! | `X` n (u64 BE) | the event ids one append recorded first: per id, u32 BE len, id, u16 BE len, chain, seq u64 BE, blake3(raw) 32 B |
+//! | `I` event_id | (read only, from older ledgers) one id's first record, as in `X` |
 //! | `R` rejection key (32 B) | u16 BE len, chain, seq u64 BE |
 //! | `C` chain | the chain source's cursor: i64 BE (Kafka: next offset) |
 //!
@@ -88,11 +89,44 @@ pub fn cursor_key(chain: &str) -> Vec<u8> {
     key
 }
 
-pub fn event_index_key(event_id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(1 + event_id.len());
-    key.push(b'I');
-    key.extend_from_slice(event_id.as_bytes());
+/// Key of the `n`th event index record: `X` + u64 BE.
+pub fn index_record_key(n: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9);
+    key.push(b'X');
+    key.extend_from_slice(&n.to_be_bytes());
     key
+}
+
+pub fn index_record_number(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.strip_prefix(b"X")?.try_into().ok()?))
+}
+
+/// One append's new event ids: for each, u32 BE length, the id, and its
+/// seen-event record.
+pub fn encode_index_record(records: &[(String, SeenEvent)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (id, seen) in records {
+        let len = u32::try_from(id.len()).unwrap_or(u32::MAX);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(&encode_seen_event(seen));
+    }
+    out
+}
+
+pub fn decode_index_record(mut value: &[u8]) -> Option<Vec<(String, SeenEvent)>> {
+    let mut out = Vec::new();
+    while !value.is_empty() {
+        let len = u32::from_be_bytes(value.get(..4)?.try_into().ok()?) as usize;
+        let id = String::from_utf8(value.get(4..4 + len)?.to_vec()).ok()?;
+        value = &value[4 + len..];
+        let chain_len = u16::from_be_bytes(value.get(..2)?.try_into().ok()?) as usize;
+        let seen_len = 2 + chain_len + 40;
+        let seen = decode_seen_event(value.get(..seen_len)?)?;
+        value = &value[seen_len..];
+        out.push((id, seen));
+    }
+    Some(out)
 }
 
 pub fn encode_seen_event(seen: &SeenEvent) -> Vec<u8> {

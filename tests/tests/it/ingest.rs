@@ -196,3 +196,29 @@ fn many_batches_span_many_blocks_and_log_ranges_cut_exactly() {
     assert!(report.is_intact(), "{:?}", report.findings);
     assert_eq!(report.chains[0].entries, 2500);
 }
+
+#[test]
+fn duplicates_are_recognised_after_reopening() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ledger");
+    let file = write_lines(tmp.path(), "in.jsonl", &mixed_lines());
+    {
+        let mut ledger = open(&dir);
+        ingest_file(&mut ledger, "file", &file, 2, clock, |_| {}, |_| Ok(())).unwrap();
+    }
+    let mut ledger = open(&dir);
+    let again = ingest_file(&mut ledger, "other", &file, 3, clock, |_| {}, |_| Ok(())).unwrap();
+    // Events are recognised by id across chains and reopening; rejected
+    // lines are per source, and the source is the same file and line.
+    assert_eq!(
+        (again.appended, again.rejected, again.duplicates),
+        (0, 0, 8)
+    );
+    let changed = write_lines(tmp.path(), "changed.jsonl", &[stored("e2", "i1", "cos")]);
+    let conflict =
+        ingest_file(&mut ledger, "file", &changed, 3, clock, |_| {}, |_| Ok(())).unwrap();
+    assert_eq!(
+        conflict.rejected, 1,
+        "a changed event under a known id is a conflict after reopening"
+    );
+}
