@@ -2,6 +2,7 @@
 //! and hand them to the ledger in batches.
 //!
 //! * [`file`]: JSON Lines files, one event per line.
+//! * [`schedule`]: when to sign checkpoints while appending.
 //!
 //! The Kafka consumer will live here too, behind a feature, so that the
 //! ledger and its verifier build without librdkafka.
@@ -9,3 +10,4 @@
 pub mod file;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod schedule;

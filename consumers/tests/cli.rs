@@ -292,12 +292,31 @@ fn checkpoint_export_verify_prove_and_exit_codes() {
         stdout(&out)
     );
 
-    let bundle = tmp.path().join("all.bundle");
+    // Ingest with a key signs a checkpoint at its end.
+    let more = write_lines(tmp.path(), "more.jsonl", &[stored("e3", "i1", "mongodb")]);
+    let out = run(
+        &ledger,
+        &[
+            "ingest",
+            more.to_str().unwrap(),
+            "--checkpoint-key",
+            private.to_str().unwrap(),
+        ],
+    );
     assert_eq!(
-        run(&ledger, &["export", "--out", bundle.to_str().unwrap()])
-            .status
-            .code(),
-        Some(0)
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let bundle = tmp.path().join("all.bundle");
+    let out = run(&ledger, &["export", "--out", bundle.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stdout(&out).contains("5 entries, 2 checkpoints"),
+        "{}",
+        stdout(&out)
     );
     let ok = run(
         &ledger,
@@ -311,7 +330,7 @@ fn checkpoint_export_verify_prove_and_exit_codes() {
     );
     assert_eq!(ok.status.code(), Some(0), "{}", stdout(&ok));
     let report: serde_json::Value = serde_json::from_str(&stdout(&ok)).unwrap();
-    assert_eq!(report["report"]["checkpoints_verified"], 1);
+    assert_eq!(report["report"]["checkpoints_verified"], 2);
 
     // One flipped byte in the rejected line's bytes: verification fails
     // with the class and seq named, exit 1.

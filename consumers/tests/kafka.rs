@@ -51,8 +51,12 @@ fn create_topics(broker: &Broker, partitions: i32) {
 /// see the README's notes on the test broker). Kafka returns the containing
 /// batch, and librdkafka skips the records before the offset.
 fn produce(broker: &Broker, messages: &[(String, String)]) {
+    produce_to(&broker.bootstrap(), messages);
+}
+
+fn produce_to(bootstrap: &str, messages: &[(String, String)]) {
     let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
+        .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "0")
         .set("batch.num.messages", "1")
         .create()
@@ -412,27 +416,7 @@ fn broker_faults_in_mid_stream_lose_and_repeat_nothing() {
     let cluster = MockCluster::new(3).unwrap();
     cluster.create_topic(TOPIC, 4, 3).unwrap();
     let s = stream("f", 3000);
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap_servers())
-        .create()
-        .unwrap();
-    let send_all = |messages: &[(String, String)]| {
-        for (key, payload) in messages {
-            let mut record = Some(
-                BaseRecord::to(TOPIC)
-                    .key(key.as_str())
-                    .payload(payload.as_str()),
-            );
-            while let Some(r) = record.take() {
-                if let Err((_, back)) = producer.send(r) {
-                    producer.poll(Duration::from_millis(20));
-                    record = Some(back);
-                }
-            }
-        }
-        producer.flush(Duration::from_secs(30)).unwrap();
-    };
-    send_all(&s.messages);
+    produce_to(&cluster.bootstrap_servers(), &s.messages);
 
     let tmp = tempfile::tempdir().unwrap();
     let cfg = ConsumerConfig {

@@ -28,8 +28,9 @@ use jiff::Timestamp;
 use lifeledger_ledger::chain::ChainHead;
 use lifeledger_ledger::entry::Entry;
 use lifeledger_ledger::policy::Policy;
-use lifeledger_ledger::projection::verdict::{ItemVerdict, Status, judge};
-use lifeledger_ledger::projection::{Projection, account_key};
+use lifeledger_ledger::projection::Projection;
+use lifeledger_ledger::projection::report::judge_all;
+use lifeledger_ledger::projection::verdict::{ItemVerdict, Status};
 use lifeledger_ledger::{Body, Source};
 use serde_json::{Value, json};
 
@@ -192,22 +193,15 @@ fn render(v: &ItemVerdict) -> String {
     out
 }
 
-fn judge_all(entries: &[Entry], as_of: Timestamp, policy: &Policy) -> Vec<String> {
+/// Folds the entries and renders every item's verdict.
+fn verdicts(entries: &[Entry], as_of: Timestamp, policy: &Policy) -> Vec<String> {
     let mut projection = Projection::default();
     for e in entries {
         projection.apply(e).unwrap();
     }
-    projection
-        .items
-        .values()
-        .filter_map(|item| {
-            let account = item
-                .account
-                .as_ref()
-                .and_then(|a| projection.accounts.get(&account_key(a)));
-            judge(item, account, policy, as_of)
-        })
-        .map(|v| render(&v))
+    judge_all(&projection, policy, as_of)
+        .iter()
+        .map(render)
         .collect()
 }
 
@@ -225,7 +219,7 @@ fn golden_scenarios() {
     for file in files {
         let scenario = parse(&std::fs::read_to_string(&file).unwrap());
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
-        let forward = judge_all(&entries(&scenario.events), scenario.as_of, &policy);
+        let forward = verdicts(&entries(&scenario.events), scenario.as_of, &policy);
         if forward != scenario.expected {
             failures.push(format!(
                 "{name}\n  expected:\n    {}\n  got:\n    {}",
@@ -236,7 +230,7 @@ fn golden_scenarios() {
         }
         let mut reversed = scenario.events.clone();
         reversed.reverse();
-        let backward = judge_all(&entries(&reversed), scenario.as_of, &policy);
+        let backward = verdicts(&entries(&reversed), scenario.as_of, &policy);
         if backward != forward {
             failures.push(format!(
                 "{name}: arrival order changed the verdicts:\n    {}",

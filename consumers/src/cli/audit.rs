@@ -10,7 +10,6 @@ use lifeledger_ledger::bundle::verify::verify_bundle;
 use lifeledger_ledger::checkpoint::{PrivateKey, PublicKey};
 use lifeledger_ledger::store::ExportScope;
 use lifeledger_ledger::verify::Depth;
-use lifeledger_ledger::{Ledger, StoreError};
 
 use super::Outcome;
 
@@ -320,42 +319,4 @@ pub fn verify_proof(args: VerifyProofArgs) -> anyhow::Result<Outcome> {
         None => out!("nothing about {} had happened by then", report.item_id),
     }
     Ok(Outcome::Ok)
-}
-
-/// Takes checkpoints every so many entries or seconds while appending.
-#[derive(Debug)]
-pub struct Checkpointer {
-    key: Option<PrivateKey>,
-    every_entries: u64,
-    every: std::time::Duration,
-    entries_at_last: u64,
-    last: std::time::Instant,
-}
-
-impl Checkpointer {
-    pub fn new(key: Option<PrivateKey>, every_entries: u64, every_secs: u64) -> Self {
-        Checkpointer {
-            key,
-            every_entries: every_entries.max(1),
-            every: std::time::Duration::from_secs(every_secs),
-            entries_at_last: 0,
-            last: std::time::Instant::now(),
-        }
-    }
-
-    /// Takes a checkpoint if one is due (or `force`d and anything changed).
-    pub fn maybe(&mut self, ledger: &mut Ledger, force: bool) -> Result<(), StoreError> {
-        let Some(key) = &self.key else { return Ok(()) };
-        let total: u64 = ledger.heads().map(|h| h.next_seq).sum();
-        let grown = total - self.entries_at_last.min(total);
-        let due = grown >= self.every_entries
-            || (grown > 0 && self.last.elapsed() >= self.every)
-            || (force && grown > 0);
-        if due {
-            ledger.checkpoint(key, Timestamp::now())?;
-            self.entries_at_last = total;
-            self.last = std::time::Instant::now();
-        }
-        Ok(())
-    }
 }

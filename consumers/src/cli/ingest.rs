@@ -58,8 +58,12 @@ pub fn run(dir: &Path, args: IngestArgs) -> anyhow::Result<Outcome> {
         .as_deref()
         .map(super::audit::read_private_key)
         .transpose()?;
-    let mut checkpoints =
-        super::audit::Checkpointer::new(signer, args.checkpoint_every, args.checkpoint_interval);
+    let mut checkpoints = lifeledger::schedule::CheckpointSchedule::new(
+        signer,
+        args.checkpoint_every,
+        std::time::Duration::from_secs(args.checkpoint_interval),
+        &ledger,
+    );
     let summary = ingest_file(
         &mut ledger,
         &args.chain,

@@ -12,6 +12,7 @@ use lifeledger_ledger::{ChainBatch, Incoming, Ledger, Rejection, Source, StoreEr
 
 use super::chain_name;
 use super::metrics::Metrics;
+use crate::schedule::CheckpointSchedule;
 
 /// A rejected input to produce to the dead-letter topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,11 +48,7 @@ pub struct Sink {
     pending_count: usize,
     oldest: Option<Instant>,
     metrics: Arc<Metrics>,
-    signer: Option<PrivateKey>,
-    checkpoint_every: u64,
-    checkpoint_interval: std::time::Duration,
-    entries_at_checkpoint: u64,
-    last_checkpoint: Instant,
+    checkpoints: CheckpointSchedule,
 }
 
 impl Sink {
@@ -73,7 +70,8 @@ impl Sink {
         for head in ledger.heads() {
             metrics.set_head(&head.chain, head.next_seq);
         }
-        let entries_at_checkpoint = ledger.heads().map(|h| h.next_seq).sum();
+        let checkpoints =
+            CheckpointSchedule::new(signer, checkpoint_every, checkpoint_interval, &ledger);
         Ok(Sink {
             ledger,
             projection,
@@ -82,11 +80,7 @@ impl Sink {
             pending_count: 0,
             oldest: None,
             metrics,
-            signer,
-            checkpoint_every: checkpoint_every.max(1),
-            checkpoint_interval,
-            entries_at_checkpoint,
-            last_checkpoint: Instant::now(),
+            checkpoints,
         })
     }
 
@@ -266,19 +260,6 @@ impl Sink {
 
     /// Takes a checkpoint if one is due, or if `force`d and the ledger grew.
     pub fn maybe_checkpoint(&mut self, force: bool) -> Result<(), StoreError> {
-        let Some(key) = &self.signer else {
-            return Ok(());
-        };
-        let total: u64 = self.ledger.heads().map(|h| h.next_seq).sum();
-        let grown = total.saturating_sub(self.entries_at_checkpoint);
-        let due = grown >= self.checkpoint_every
-            || (grown > 0 && self.last_checkpoint.elapsed() >= self.checkpoint_interval)
-            || (force && grown > 0);
-        if due {
-            self.ledger.checkpoint(key, Timestamp::now())?;
-            self.entries_at_checkpoint = total;
-            self.last_checkpoint = Instant::now();
-        }
-        Ok(())
+        self.checkpoints.maybe(&mut self.ledger, force)
     }
 }
