@@ -386,6 +386,7 @@ pub fn run(
                     message.topic(),
                     message.partition(),
                     message.offset(),
+                    message.timestamp().to_millis(),
                     message.key(),
                     message.payload(),
                 );

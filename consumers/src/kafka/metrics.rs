@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Upper bounds (seconds) of the batch latency histogram.
-const LATENCY_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+const LATENCY_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -25,6 +27,8 @@ pub struct Metrics {
     /// Unix seconds of the last poll, for `/health`.
     pub last_poll: AtomicU64,
     latency: Mutex<Histogram>,
+    /// From the Kafka record's timestamp to the durable write of its entry.
+    event_to_durable: Mutex<Histogram>,
     lag: Mutex<BTreeMap<(String, i32), i64>>,
     heads: Mutex<BTreeMap<String, u64>>,
 }
@@ -34,6 +38,44 @@ struct Histogram {
     buckets: [u64; LATENCY_BUCKETS.len()],
     count: u64,
     sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, secs: f64) {
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                self.buckets[i] += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += secs;
+    }
+
+    /// The upper bound of the bucket holding quantile `q`.
+    fn quantile(&self, q: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let wanted = (q * self.count as f64).ceil() as u64;
+        LATENCY_BUCKETS
+            .iter()
+            .zip(self.buckets.iter())
+            .find(|(_, n)| **n >= wanted)
+            .map(|(b, _)| *b)
+            .or(Some(f64::INFINITY))
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", self.buckets[i]);
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}",
+            self.count, self.sum, self.count
+        );
+    }
 }
 
 fn now_secs() -> u64 {
@@ -52,32 +94,30 @@ impl Metrics {
     }
 
     pub fn observe_batch(&self, latency: Duration) {
-        let secs = latency.as_secs_f64();
         if let Ok(mut h) = self.latency.lock() {
-            for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
-                if secs <= *bound {
-                    h.buckets[i] += 1;
-                }
+            h.observe(latency.as_secs_f64());
+        }
+    }
+
+    /// Records, for each entry just made durable, the time since its Kafka
+    /// record's timestamp.
+    pub fn observe_event_to_durable(&self, latencies: impl Iterator<Item = f64>) {
+        if let Ok(mut h) = self.event_to_durable.lock() {
+            for secs in latencies {
+                h.observe(secs.max(0.0));
             }
-            h.count += 1;
-            h.sum += secs;
         }
     }
 
     /// The upper bound of the histogram bucket holding quantile `q` of the
     /// batch latencies (seconds), or `None` before any batch.
     pub fn batch_latency_quantile(&self, q: f64) -> Option<f64> {
-        let h = self.latency.lock().ok()?;
-        if h.count == 0 {
-            return None;
-        }
-        let wanted = (q * h.count as f64).ceil() as u64;
-        LATENCY_BUCKETS
-            .iter()
-            .zip(h.buckets.iter())
-            .find(|(_, n)| **n >= wanted)
-            .map(|(b, _)| *b)
-            .or(Some(f64::INFINITY))
+        self.latency.lock().ok()?.quantile(q)
+    }
+
+    /// The same for event-to-durable latencies.
+    pub fn event_to_durable_quantile(&self, q: f64) -> Option<f64> {
+        self.event_to_durable.lock().ok()?.quantile(q)
     }
 
     pub fn set_lag(&self, topic: &str, partition: i32, lag: i64) {
@@ -162,18 +202,17 @@ impl Metrics {
             &self.kafka_errors,
         );
         if let Ok(h) = self.latency.lock() {
-            let name = "lifeledger_batch_latency_seconds";
-            let _ = writeln!(
-                out,
-                "# HELP {name} Time from a batch's first input to its durable write.\n# TYPE {name} histogram"
+            h.render(
+                &mut out,
+                "lifeledger_batch_latency_seconds",
+                "Time from a batch's first input to its durable write.",
             );
-            for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
-                let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", h.buckets[i]);
-            }
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}",
-                h.count, h.sum, h.count
+        }
+        if let Ok(h) = self.event_to_durable.lock() {
+            h.render(
+                &mut out,
+                "lifeledger_event_to_durable_seconds",
+                "Time from a Kafka record's timestamp to the durable write of its entry.",
             );
         }
         if let Ok(lag) = self.lag.lock() {

@@ -33,6 +33,8 @@ pub struct Flushed {
 #[derive(Debug, Default)]
 struct PartitionBatch {
     inputs: Vec<Incoming>,
+    /// Kafka record timestamps (ms since the epoch), for latency figures.
+    timestamps: Vec<i64>,
     keys: HashMap<i64, Vec<u8>>,
     next_offset: i64,
 }
@@ -124,6 +126,7 @@ impl Sink {
         topic: &str,
         partition: i32,
         offset: i64,
+        timestamp_ms: Option<i64>,
         key: Option<&[u8]>,
         payload: Option<&[u8]>,
     ) -> Result<bool, StoreError> {
@@ -148,6 +151,9 @@ impl Sink {
         });
         if let Some(k) = key {
             batch.keys.insert(offset, k.to_vec());
+        }
+        if let Some(ts) = timestamp_ms {
+            batch.timestamps.push(ts);
         }
         batch.next_offset = offset + 1;
         self.cursors
@@ -208,12 +214,14 @@ impl Sink {
             return Ok(Flushed::default());
         }
         let mut keys = HashMap::new();
+        let mut timestamps = Vec::new();
         let mut commits = Vec::new();
         let mut batches = Vec::new();
         for ((topic, partition), b) in taken {
             let chain = chain_name(&topic, partition);
             commits.push((topic, partition, b.next_offset));
             keys.insert(chain.clone(), b.keys);
+            timestamps.extend(b.timestamps);
             batches.push(ChainBatch {
                 chain,
                 inputs: b.inputs,
@@ -244,6 +252,9 @@ impl Sink {
                 });
             }
         }
+        let now_ms = Timestamp::now().as_millisecond();
+        self.metrics
+            .observe_event_to_durable(timestamps.iter().map(|ts| (now_ms - ts) as f64 / 1000.0));
         Metrics::add(&self.metrics.batches, 1);
         if let Some(t) = started {
             self.metrics.observe_batch(t.elapsed());
