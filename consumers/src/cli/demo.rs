@@ -14,10 +14,10 @@ use lifeledger::kafka::config::ConsumerConfig;
 use lifeledger::kafka::consumer::run;
 use lifeledger::kafka::demo::synthetic_stream;
 use lifeledger::kafka::metrics::Metrics;
+use lifeledger::kafka::send_waiting;
 use lifeledger_ledger::policy::Policy;
 use lifeledger_ledger::{Incoming, Source};
 use rdkafka::config::ClientConfig;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
@@ -107,21 +107,11 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<Outcome> {
     let produce_bar = bar(stream.messages.len() as u64, "produce");
     let started = Instant::now();
     for (key, payload) in &stream.messages {
-        let mut record = Some(
-            BaseRecord::to(TOPIC)
-                .key(key.as_str())
-                .payload(&payload[..]),
-        );
-        while let Some(r) = record.take() {
-            match producer.send(r) {
-                Ok(()) => {}
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    producer.poll(Duration::from_millis(10));
-                    record = Some(back);
-                }
-                Err((e, _)) => return Err(anyhow!("producing to the mock cluster: {e}")),
-            }
-        }
+        let record = BaseRecord::to(TOPIC)
+            .key(key.as_str())
+            .payload(&payload[..]);
+        send_waiting(&producer, record)
+            .map_err(|e| anyhow!("producing to the mock cluster: {e}"))?;
         produce_bar.inc(1);
     }
     producer.flush(Duration::from_secs(60))?;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::statistics::Statistics;
@@ -86,22 +86,15 @@ impl DeadLetterOut {
             if let Some(k) = &letter.key {
                 record = record.key(&k[..]);
             }
-            let mut record = Some(record);
-            while let Some(rec) = record.take() {
-                match self.producer.send(rec) {
-                    Ok(()) => Metrics::add(&metrics.dead_letters, 1),
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        self.producer.poll(Duration::from_millis(50));
-                        record = Some(back);
-                    }
-                    Err((e, _)) => {
-                        tracing::error!(
-                            "could not produce a dead letter for {} seq {}: {e}",
-                            letter.chain,
-                            r.seq
-                        );
-                        Metrics::add(&metrics.dead_letter_failures, 1);
-                    }
+            match super::send_waiting(&self.producer, record) {
+                Ok(()) => Metrics::add(&metrics.dead_letters, 1),
+                Err(e) => {
+                    tracing::error!(
+                        "could not produce a dead letter for {} seq {}: {e}",
+                        letter.chain,
+                        r.seq
+                    );
+                    Metrics::add(&metrics.dead_letter_failures, 1);
                 }
             }
         }

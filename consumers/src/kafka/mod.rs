@@ -26,3 +26,27 @@ pub mod sink;
 pub fn chain_name(topic: &str, partition: i32) -> String {
     format!("kafka:{topic}:{partition}")
 }
+
+/// Sends a record, waiting (while serving delivery reports) whenever the
+/// producer's queue is full; any other error is returned.
+pub fn send_waiting<K, P>(
+    producer: &rdkafka::producer::BaseProducer,
+    record: rdkafka::producer::BaseRecord<'_, K, P>,
+) -> Result<(), rdkafka::error::KafkaError>
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    let mut record = record;
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                producer.poll(std::time::Duration::from_millis(10));
+                record = back;
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
