@@ -426,3 +426,192 @@ fn the_tamper_corpus_through_the_binary() {
     assert_eq!(verify("09-recomputed-chain", "corpus.pub"), Some(1));
     assert_eq!(verify("11-wrong-key", "other.pub"), Some(1));
 }
+
+/// Every file under a ledger directory, with its bytes.
+fn snapshot(dir: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                files.insert(path.clone(), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    files
+}
+
+fn json_of(out: &Output) -> serde_json::Value {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout(out)).unwrap()
+}
+
+#[test]
+fn replays_show_past_states_and_never_write_the_ledger() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sample =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/samples/lifecycle-sample.jsonl");
+    let lines: Vec<String> = std::fs::read_to_string(&sample)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let policy = policy_file();
+    let full = tmp.path().join("full");
+    let prefix = tmp.path().join("prefix");
+    // The full ledger, and one that only ever saw the first 60 lines.
+    for (ledger, take) in [(&full, lines.len()), (&prefix, 60)] {
+        let out = run(ledger, &["policy", "publish", policy.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0));
+        let file = write_lines(tmp.path(), "part.jsonl", &lines[..take]);
+        let out = run(
+            ledger,
+            &["ingest", file.to_str().unwrap(), "--batch-size", "7"],
+        );
+        assert_eq!(out.status.code(), Some(0));
+    }
+    let heads = json_of(&run(&prefix, &["head", "--json"]));
+    let file_head = heads
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["chain"] == "file")
+        .unwrap();
+    let last_seq = file_head["last_seq"].as_u64().unwrap();
+    let until = format!("file@{last_seq}");
+    // `status` catches the saved projection up (a write); replays must not
+    // write at all, so the snapshot comes after it.
+    let as_of = "2026-09-01";
+    let now = json_of(&run(&full, &["status", "--as-of", as_of, "--json"]));
+    let status = json_of(&run(&prefix, &["status", "--as-of", as_of, "--json"]));
+    let before = snapshot(&full);
+
+    // As of the same moment, replaying the full ledger up to the prefix's
+    // last seq says what the prefix ledger's own projection says.
+    let replayed = json_of(&run(
+        &full,
+        &["replay", "--until", &until, "--as-of", as_of, "--json"],
+    ));
+    for field in [
+        "items",
+        "findings",
+        "by_status",
+        "by_violation",
+        "by_category",
+        "copies_by_store",
+    ] {
+        assert_eq!(replayed["summary"][field], status[field], "{field}");
+    }
+    assert_eq!(replayed["point"]["pinned_chain"], "file");
+    assert_eq!(replayed["point"]["chains"]["file"], last_seq + 1);
+    // The whole ledger replayed is today's projection.
+    let all = json_of(&run(&full, &["replay", "--as-of", as_of, "--json"]));
+    assert_eq!(all["summary"]["by_status"], now["by_status"]);
+    assert_ne!(all["summary"]["items"], replayed["summary"]["items"]);
+
+    // What changed after the prefix: only entries past its last seq.
+    let diff = json_of(&run(
+        &full,
+        &["diff", "--from", &until, "--to", "2999-01-01", "--json"],
+    ));
+    let added = diff["diff"]["copies_added"].as_array().unwrap();
+    let deleted = diff["diff"]["copies_deleted"].as_array().unwrap();
+    assert!(!added.is_empty() && !deleted.is_empty());
+    for c in added.iter().chain(deleted) {
+        assert!(c["at"]["seq"].as_u64().unwrap() > last_seq, "{c}");
+    }
+    assert!(!diff["diff"]["verdicts"].as_array().unwrap().is_empty());
+    let backwards = run(&full, &["diff", "--from", "2999-01-01", "--to", &until]);
+    assert_eq!(backwards.status.code(), Some(2));
+
+    // A timeline holds every event naming the item, in event-time order.
+    let timeline = json_of(&run(&full, &["timeline", "--item", "item-0-0", "--json"]));
+    let rows = timeline["rows"].as_array().unwrap();
+    let expected = lines
+        .iter()
+        .filter(|l| l.contains("\"item_id\":\"item-0-0\""))
+        .count();
+    let own = rows.iter().filter(|r| r["item_id"] == "item-0-0").count();
+    assert_eq!(own, expected);
+    assert!(
+        rows.windows(2)
+            .all(|w| w[0]["event_time"].as_str() <= w[1]["event_time"].as_str())
+    );
+    assert!(rows.iter().all(|r| r["hash"].as_str().unwrap().len() == 64));
+    assert!(rows[0]["source"].as_str().unwrap().contains("part.jsonl:"));
+
+    // Rule B shortened: what-if names items under rule B, with both answers.
+    let stricter = std::fs::read_to_string(&policy)
+        .unwrap()
+        .replace(
+            "minimum_days = 180\ndays = 180",
+            "minimum_days = 30\ndays = 30",
+        )
+        .replace("policy_version = \"", "policy_version = \"short-b-");
+    let stricter_file = tmp.path().join("stricter.toml");
+    std::fs::write(&stricter_file, stricter).unwrap();
+    let whatif = json_of(&run(
+        &full,
+        &[
+            "what-if",
+            "--policy",
+            stricter_file.to_str().unwrap(),
+            "--as-of",
+            "2026-03-01",
+            "--json",
+        ],
+    ));
+    let differences = whatif["differences"].as_array().unwrap();
+    assert!(!differences.is_empty());
+    for d in differences {
+        assert_eq!(d["current"]["deadline"]["rule"], "B", "{d}");
+        assert_ne!(
+            d["current"]["deadline"]["due_by"],
+            d["alternative"]["deadline"]["due_by"]
+        );
+    }
+    assert_eq!(whatif["alternative"]["version"], "short-b-2026-11.1");
+
+    // Human output of each, for good measure.
+    for args in [
+        vec!["replay", "--until", &until],
+        vec!["diff", "--from", &until],
+        vec!["timeline", "--account", "1250000001/100000000001"],
+        vec!["what-if", "--policy", stricter_file.to_str().unwrap()],
+    ] {
+        let out = run(&full, &args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(
+        snapshot(&full) == before,
+        "a replay command wrote to the ledger"
+    );
+
+    // While another process holds the ledger, replays read a private copy.
+    let held = lifeledger_ledger::Ledger::open(&full, lifeledger_ledger::LedgerOptions::default())
+        .unwrap();
+    let out = run(
+        &full,
+        &["replay", "--until", &until, "--as-of", as_of, "--json"],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("private copy"));
+    assert_eq!(json_of(&out)["summary"], replayed["summary"]);
+    drop(held);
+    assert!(
+        snapshot(&full) == before,
+        "a replay command wrote to the ledger"
+    );
+}

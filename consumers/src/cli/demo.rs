@@ -1,14 +1,12 @@
 //! `lifeledger demo`: the main job end to end, with nothing external. An
 //! in-process MockCluster stands in for Kafka; the consumer is the real one.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use jiff::Timestamp;
 use lifeledger::kafka::config::ConsumerConfig;
 use lifeledger::kafka::consumer::run;
@@ -48,21 +46,7 @@ pub struct DemoArgs {
     pub settings: Vec<(String, String)>,
 }
 
-fn bar(len: u64, what: &str) -> ProgressBar {
-    let bar = if std::io::stderr().is_terminal() {
-        ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr())
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template(&format!(
-            "{{spinner}} {what:<9} [{{bar:40}}] {{pos}}/{{len}} {{per_sec}}"
-        ))
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar
-}
+use super::progress_bar as bar;
 
 pub fn run_demo(args: DemoArgs) -> anyhow::Result<Outcome> {
     let (dir, _tmp) = match &args.keep {

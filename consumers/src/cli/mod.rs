@@ -16,9 +16,11 @@ mod demo;
 mod entries;
 mod ingest;
 mod policy;
+mod replay;
 mod retention;
 mod verify;
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -97,6 +99,16 @@ pub enum Command {
     Findings(retention::JudgeArgs),
     /// Rebuild the projection from the chains.
     RebuildProjection,
+    /// The retention state as the ledger knew it at a point, replayed from
+    /// the chains.
+    Replay(replay::ReplayArgs),
+    /// What changed between two points: collections, copies, deadlines,
+    /// verdicts.
+    Diff(replay::DiffArgs),
+    /// Every entry about an account or item, with the verdict after each.
+    Timeline(replay::TimelineArgs),
+    /// Items whose deadline or verdict would differ under another policy.
+    WhatIf(replay::WhatIfArgs),
     /// Make an Ed25519 key pair for signing checkpoints.
     Keygen(audit::KeygenArgs),
     /// Take a signed checkpoint covering every chain head.
@@ -114,6 +126,24 @@ pub enum Command {
     /// consume it into a fresh ledger, and judge it.
     #[cfg(feature = "kafka")]
     Demo(demo::DemoArgs),
+}
+
+/// A progress bar on stderr when it is a terminal, hidden otherwise.
+pub(crate) fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{spinner}} {what:<9} [{{bar:40}}] {{pos}}/{{len}} {{per_sec}} eta {{eta}}"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar
 }
 
 pub fn emit_line(args: std::fmt::Arguments<'_>) {
@@ -156,6 +186,10 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         Command::Item(a) => retention::item(dir, a),
         Command::Findings(a) => retention::findings(dir, a),
         Command::RebuildProjection => retention::rebuild(dir),
+        Command::Replay(a) => replay::replay(dir, a),
+        Command::Diff(a) => replay::diff_points(dir, a),
+        Command::Timeline(a) => replay::timeline_of(dir, a),
+        Command::WhatIf(a) => replay::what_if(dir, a),
         Command::Keygen(a) => audit::keygen(a),
         Command::Checkpoint(a) => audit::checkpoint(dir, a),
         Command::Export(a) => audit::export(dir, a),

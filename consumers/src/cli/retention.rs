@@ -7,9 +7,10 @@ use anyhow::{Context, anyhow, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use jiff::{SignedDuration, Timestamp};
 use lifeledger_ledger::policy::Policy;
-use lifeledger_ledger::projection::report::{judge_all, summarize};
+use lifeledger_ledger::projection::replay::parse_moment;
+use lifeledger_ledger::projection::report::{StatusReport, judge_all, summarize};
 use lifeledger_ledger::projection::verdict::{ItemVerdict, Status, Violation, judge};
-use lifeledger_ledger::projection::{Projection, account_key};
+use lifeledger_ledger::projection::{Projection, PublishedPolicy, account_key};
 use lifeledger_ledger::{Body, Ledger, LedgerOptions};
 
 use super::Outcome;
@@ -44,19 +45,6 @@ pub struct ItemArgs {
     pub item: String,
     #[command(flatten)]
     pub judge: JudgeArgs,
-}
-
-fn parse_moment(s: &str) -> Result<Timestamp, String> {
-    if let Ok(ts) = s.parse::<Timestamp>() {
-        return Ok(ts);
-    }
-    let date: jiff::civil::Date = s
-        .parse()
-        .map_err(|_| format!("{s:?} is neither an RFC 3339 time nor a date (YYYY-MM-DD)"))?;
-    date.to_datetime(jiff::civil::Time::midnight())
-        .to_zoned_datetime(jiff::tz::TimeZone::UTC)
-        .map(|z| z.timestamp())
-        .map_err(|e| e.to_string())
 }
 
 /// The ledger, its projection brought up to date, and the policy to judge by.
@@ -94,40 +82,7 @@ fn prepare(dir: &Path, args: &JudgeArgs) -> anyhow::Result<Judged> {
     );
     ledger.catch_up(&mut projection, &mut |n| bar.set_position(n))?;
     bar.finish_and_clear();
-    let policy = match &args.policy {
-        Some(file) => {
-            let text = std::fs::read_to_string(file)
-                .with_context(|| format!("reading {}", file.display()))?;
-            Policy::parse(&text).map_err(|e| anyhow!("{}: {e}", file.display()))?
-        }
-        None => {
-            // The latest publication whose text this ledger holds.
-            let mut chosen = None;
-            for published in projection.policies.iter().rev() {
-                match ledger.policy_text(&published.hash)? {
-                    Some(text) => {
-                        chosen = Some((published, text));
-                        break;
-                    }
-                    None => tracing::warn!(
-                        "policy {} (blake3 {}) was published at chain {:?} seq {}, but its text is not in \
-                         this ledger; judging under an earlier one",
-                        published.version,
-                        published.hash,
-                        published.at.chain,
-                        published.at.seq
-                    ),
-                }
-            }
-            let (published, text) = chosen.ok_or_else(|| {
-                anyhow!(
-                    "no retention policy with its text has been published in this ledger; run \
-                     `lifeledger policy publish ledger/policies/retention-2026-11.toml` or pass --policy FILE"
-                )
-            })?;
-            Policy::parse(&text).map_err(|e| anyhow!("stored policy {}: {e}", published.version))?
-        }
-    };
+    let policy = choose_policy(&ledger, &projection.policies, args.policy.as_deref())?;
     Ok(Judged {
         ledger,
         projection,
@@ -136,7 +91,41 @@ fn prepare(dir: &Path, args: &JudgeArgs) -> anyhow::Result<Judged> {
     })
 }
 
-fn days(d: SignedDuration) -> String {
+/// The policy to judge by: `file` if given, else the latest publication
+/// among `published` whose text the ledger holds.
+pub(super) fn choose_policy(
+    ledger: &Ledger,
+    published: &[PublishedPolicy],
+    file: Option<&Path>,
+) -> anyhow::Result<Policy> {
+    if let Some(file) = file {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        return Policy::parse(&text).map_err(|e| anyhow!("{}: {e}", file.display()));
+    }
+    for p in published.iter().rev() {
+        match ledger.policy_text(&p.hash)? {
+            Some(text) => {
+                return Policy::parse(&text)
+                    .map_err(|e| anyhow!("stored policy {}: {e}", p.version));
+            }
+            None => tracing::warn!(
+                "policy {} (blake3 {}) was published at chain {:?} seq {}, but its text is not in \
+                 this ledger; judging under an earlier one",
+                p.version,
+                p.hash,
+                p.at.chain,
+                p.at.seq
+            ),
+        }
+    }
+    bail!(
+        "no retention policy with its text has been published in this ledger (by that point); run \
+         `lifeledger policy publish ledger/policies/retention-2026-11.toml` or pass --policy FILE"
+    )
+}
+
+pub(super) fn days(d: SignedDuration) -> String {
     let secs = d.as_secs();
     if secs.abs() >= 2 * 86_400 {
         format!("{}d", secs / 86_400)
@@ -156,11 +145,17 @@ pub fn status(dir: &Path, args: StatusArgs) -> anyhow::Result<Outcome> {
         out!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(Outcome::Ok);
     }
+    print_report(&report, &j.policy, args.due_within_days);
+    Ok(Outcome::Ok)
+}
+
+/// Prints a status report as tables.
+pub(super) fn print_report(report: &StatusReport, policy: &Policy, due_within_days: u32) {
     out!(
         "Retention status as of {}, judged under policy {} (blake3 {})",
         report.as_of,
-        j.policy.version,
-        j.policy.hash
+        policy.version,
+        policy.hash
     );
     out!(
         "{} items; {} with findings ({} deletions reported late)",
@@ -189,7 +184,7 @@ pub fn status(dir: &Path, args: StatusArgs) -> anyhow::Result<Outcome> {
     }
     out!(
         "\nDue within {} days: {}",
-        args.due_within_days,
+        due_within_days,
         report.due_soon.len()
     );
     for d in report.due_soon.iter().take(20) {
@@ -208,10 +203,9 @@ pub fn status(dir: &Path, args: StatusArgs) -> anyhow::Result<Outcome> {
             report.due_soon.len() - 20
         );
     }
-    Ok(Outcome::Ok)
 }
 
-fn status_line(v: &ItemVerdict) -> String {
+pub(super) fn status_line(v: &ItemVerdict) -> String {
     match &v.status {
         Status::Retained { why } => format!("retained: {why}"),
         Status::Due { remaining } => format!("due in {}", days(*remaining)),
@@ -242,7 +236,7 @@ fn status_line(v: &ItemVerdict) -> String {
     }
 }
 
-fn violation_line(v: &Violation) -> String {
+pub(super) fn violation_line(v: &Violation) -> String {
     match v {
         Violation::ForbiddenStore { copy, at, clause } => {
             format!(

@@ -7,8 +7,12 @@
 //! Verdicts are judged from these facts, a policy and a moment
 //! ([`verdict::judge`]); they are never stored.
 
+pub mod diff;
+pub mod replay;
 pub mod report;
+pub mod timeline;
 pub mod verdict;
+pub mod whatif;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -191,6 +195,32 @@ pub enum ProjectionError {
     },
 }
 
+/// The event an entry records; `None` for a rejected entry.
+pub fn entry_event(entry: &Entry) -> Result<Option<Event>, ProjectionError> {
+    match &entry.body {
+        Body::Event { canonical, .. } => {
+            decode_event(canonical)
+                .map(Some)
+                .map_err(|e| ProjectionError::Undecodable {
+                    chain: entry.chain.clone(),
+                    seq: entry.seq,
+                    reason: e.to_string(),
+                })
+        }
+        Body::Rejected { .. } => Ok(None),
+    }
+}
+
+fn entry_ref(entry: &Entry, event: &Event) -> EntryRef {
+    EntryRef {
+        chain: entry.chain.clone(),
+        seq: entry.seq,
+        event_id: event.event_id.clone(),
+        event_time: event.event_time,
+        received_at: entry.received_at,
+    }
+}
+
 /// The key of an account in the projection.
 pub fn account_key(account: &Account) -> String {
     format!("{}/{}", account.app_id, account.uin)
@@ -237,6 +267,18 @@ impl Projection {
     /// Folds one entry in. Entries of a chain must come in seq order;
     /// chains may interleave in any way.
     pub fn apply(&mut self, entry: &Entry) -> Result<(), ProjectionError> {
+        let event = entry_event(entry)?;
+        self.apply_decoded(entry, event.as_ref())
+    }
+
+    /// Like [`Projection::apply`], with the entry's event already decoded;
+    /// `None` advances the chain's cursor without folding anything (a
+    /// rejected entry, or an event a scoped replay leaves out).
+    pub fn apply_decoded(
+        &mut self,
+        entry: &Entry,
+        event: Option<&Event>,
+    ) -> Result<(), ProjectionError> {
         let expected = self.next_seq(&entry.chain);
         if entry.seq != expected {
             return Err(ProjectionError::OutOfOrder {
@@ -245,28 +287,19 @@ impl Projection {
                 found: entry.seq,
             });
         }
-        self.fold_entry(entry)?;
+        if let Some(event) = event {
+            self.fold_event(event, entry_ref(entry, event));
+        }
         self.covered.insert(entry.chain.clone(), expected + 1);
         Ok(())
     }
 
     /// Folds one entry in without the seq-order check or cursor: for a
-    /// proof file, which holds only some entries of each chain.
+    /// proof file, which holds only some entries of each chain, and for
+    /// timelines, which fold entries in time order.
     pub fn fold_entry(&mut self, entry: &Entry) -> Result<(), ProjectionError> {
-        if let Body::Event { canonical, .. } = &entry.body {
-            let event = decode_event(canonical).map_err(|e| ProjectionError::Undecodable {
-                chain: entry.chain.clone(),
-                seq: entry.seq,
-                reason: e.to_string(),
-            })?;
-            let at = EntryRef {
-                chain: entry.chain.clone(),
-                seq: entry.seq,
-                event_id: event.event_id.clone(),
-                event_time: event.event_time,
-                received_at: entry.received_at,
-            };
-            self.fold_event(&event, at);
+        if let Some(event) = entry_event(entry)? {
+            self.fold_event(&event, entry_ref(entry, &event));
         }
         Ok(())
     }

@@ -270,3 +270,123 @@ fn entries_of_a_chain_must_come_in_seq_order() {
         })
     );
 }
+
+/// Folds the first `n` entries (all of them when `n` is past the end).
+fn fold_prefix(entries: &[Entry], n: usize) -> Projection {
+    let mut p = Projection::default();
+    for e in entries.iter().take(n) {
+        p.apply(e).unwrap();
+    }
+    p
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// A diff from a point to itself is empty; from nothing to the end it
+    /// lists every collection, copy change and verdict; and a copy change
+    /// is listed exactly when its entry lies between the two points.
+    #[test]
+    fn diff_lists_exactly_what_lies_between(events in events(), cut in any::<proptest::sample::Index>()) {
+        let policy = Policy::parse(POLICY).unwrap();
+        let as_of = Timestamp::from_second(1_767_225_600 + 300 * 86_400).unwrap();
+        let entries = entries(&events);
+        let cut = cut.index(entries.len() + 1);
+        let before = fold_prefix(&entries, cut);
+        let after = fold_prefix(&entries, entries.len());
+        let vb = judge_all(&before, &policy, as_of);
+        let va = judge_all(&after, &policy, as_of);
+        prop_assert!(diff::diff(&after, &va, &after, &va).is_empty());
+        let d = diff::diff(&before, &vb, &after, &va);
+        let changes_between: usize = after
+            .items
+            .values()
+            .flat_map(|i| i.copies.values().flatten())
+            .filter(|c| c.at.seq >= before.next_seq(&c.at.chain))
+            .count();
+        prop_assert_eq!(d.copies_added.len() + d.copies_deleted.len(), changes_between);
+        for c in d.copies_added.iter().chain(&d.copies_deleted) {
+            prop_assert!(entries[cut..].iter().any(|e| e.chain == c.at.chain && e.seq == c.at.seq));
+        }
+        let from_nothing = diff::diff(&Projection::default(), &[], &after, &va);
+        let collected = after.items.values().filter(|i| !i.collections.is_empty()).count();
+        prop_assert_eq!(from_nothing.items_collected.len(), collected);
+        prop_assert_eq!(from_nothing.verdicts.len(), va.len());
+    }
+
+    /// The same policy never differs from itself; the last timeline step
+    /// agrees with judging the whole projection at that moment.
+    #[test]
+    fn what_if_and_timeline_agree_with_judge(events in events()) {
+        let policy = Policy::parse(POLICY).unwrap();
+        let p = fold_prefix(&entries(&events), usize::MAX);
+        let as_of = Timestamp::from_second(1_767_225_600 + 300 * 86_400).unwrap();
+        let (judged, same) = whatif::compare_policies(&p, &replay::Scope::All, &policy, &policy, as_of);
+        prop_assert!(same.is_empty());
+        prop_assert_eq!(judged as usize, judge_all(&p, &policy, as_of).len());
+
+        let steps: Vec<timeline::Step> = entries(&events)
+            .into_iter()
+            .map(|entry| {
+                let event = entry_event(&entry).unwrap().unwrap();
+                let hash = entry.hash();
+                timeline::Step { entry, hash, event }
+            })
+            .collect();
+        let rows = timeline::timeline(steps, &replay::Scope::All, &policy, timeline::Order::Event);
+        prop_assert_eq!(rows.len(), events.len());
+        prop_assert!(rows.windows(2).all(|w| w[0].event_time <= w[1].event_time));
+        // Every item's last standing on the timeline is its verdict as of
+        // the last step.
+        let last = rows.last().unwrap().judged_as_of;
+        let mut latest = std::collections::BTreeMap::new();
+        for row in &rows {
+            for s in &row.standings {
+                latest.insert(s.item_id.clone(), s.verdict.status.clone());
+            }
+        }
+        for v in judge_all(&p, &policy, last) {
+            prop_assert_eq!(latest.get(&v.item_id), Some(&v.status.name().to_owned()));
+        }
+    }
+}
+
+#[test]
+fn a_stricter_policy_shows_up_in_what_if() {
+    let policy = Policy::parse(POLICY).unwrap();
+    // Rule B shortened from 180 days to 90.
+    let stricter_text = POLICY
+        .replace(
+            "minimum_days = 180\ndays = 180",
+            "minimum_days = 90\ndays = 90",
+        )
+        .replace("version = \"", "version = \"stricter-");
+    assert_ne!(stricter_text, POLICY, "the policy file changed shape");
+    let stricter = Policy::parse(&stricter_text).unwrap();
+    let evs = vec![
+        (
+            to_json(
+                0,
+                1,
+                &Ev::Collected {
+                    item: 1,
+                    sensitive: false,
+                    region: 0,
+                },
+                0,
+            ),
+            false,
+        ),
+        (to_json(1, 1, &Ev::Stored { item: 1, store: 1 }, 0), false),
+    ];
+    let p = fold_prefix(&entries(&evs), usize::MAX);
+    let as_of = Timestamp::from_second(1_767_225_600 + 120 * 86_400).unwrap();
+    let (_, differ) = whatif::compare_policies(&p, &replay::Scope::All, &policy, &stricter, as_of);
+    let rule_b: Vec<_> = differ
+        .iter()
+        .filter(|d| d.current.deadline.as_ref().is_some_and(|x| x.rule == "B"))
+        .collect();
+    assert_eq!(rule_b.len(), 1, "{differ:#?}");
+    assert_eq!(rule_b[0].current.verdict.status, "due");
+    assert_eq!(rule_b[0].alternative.verdict.status, "overdue");
+}

@@ -72,7 +72,9 @@ impl Ledger {
 
     /// Every checkpoint taken, oldest first.
     pub fn checkpoints(&self) -> Result<Vec<String>, StoreError> {
-        let tree = self.db.open_tree(TREE)?;
+        let Some(tree) = self.existing_tree(TREE)? else {
+            return Ok(Vec::new());
+        };
         tree.iter()
             .values()
             .map(|v| {

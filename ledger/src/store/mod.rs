@@ -10,6 +10,8 @@ mod durability;
 mod export;
 mod layout;
 mod projection;
+mod read_only;
+mod replay;
 mod tree;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -25,6 +27,8 @@ use crate::verify::{ChainVerifier, Depth, Problem, VerifyReport};
 
 pub use export::{ExportScope, ExportSummary};
 pub use layout::StoredRecord;
+pub use read_only::ReadOnlyLedger;
+pub use replay::{Replay, Visited};
 
 /// Settings of a ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +78,21 @@ pub enum StoreError {
     Damaged { key: String, detail: String },
     #[error("the ledger refuses writes after an earlier write could not be made durable")]
     Poisoned,
+    #[error("no ledger at {0} (give --ledger DIR or set LIFELEDGER_DIR)")]
+    NotALedger(PathBuf),
+    #[error("cannot copy the ledger at {path} for reading: {source}")]
+    Copy {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("a bare seq is ambiguous in a ledger with chains {0}: write CHAIN@SEQ")]
+    AmbiguousSeq(String),
+    #[error("chain {chain:?} seq {seq}: {detail}")]
+    Broken {
+        chain: String,
+        seq: u64,
+        detail: String,
+    },
 }
 
 /// One chain's part of an [`Ledger::append_many`].
@@ -178,7 +197,12 @@ impl Ledger {
         dir: impl AsRef<Path>,
         options: LedgerOptions,
     ) -> Result<Self, StoreError> {
-        let dir = dir.as_ref().to_owned();
+        Self::open_db(dir.as_ref(), options, true)
+    }
+
+    /// Opens the sled database; `create` allows a new, empty ledger.
+    fn open_db(dir: &Path, options: LedgerOptions, create: bool) -> Result<Self, StoreError> {
+        let dir = dir.to_owned();
         let db = sled::Config::new()
             .path(&dir)
             .open()
@@ -187,6 +211,7 @@ impl Ledger {
                 source,
             })?;
         match db.get(layout::META_FORMAT_KEY)? {
+            None if !create => return Err(StoreError::NotALedger(dir)),
             None => {
                 db.insert(layout::META_FORMAT_KEY, layout::STORE_FORMAT)?;
             }
@@ -229,6 +254,21 @@ impl Ledger {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// A sled tree if it exists: `open_tree` would create it, a write a
+    /// reading command must not make.
+    fn existing_tree(&self, name: &str) -> Result<Option<sled::Tree>, StoreError> {
+        if self
+            .db
+            .tree_names()
+            .iter()
+            .any(|n| n.as_ref() == name.as_bytes())
+        {
+            Ok(Some(self.db.open_tree(name)?))
+        } else {
+            Ok(None)
+        }
     }
 
     /// The head of every chain, by chain name.

@@ -154,7 +154,10 @@ impl Ledger {
 
     /// A stored policy text by hash, checked against the hash.
     pub fn policy_text(&self, hash: &str) -> Result<Option<String>, StoreError> {
-        let Some(bytes) = self.db.open_tree(POLICY_TREE)?.get(hash.as_bytes())? else {
+        let Some(tree) = self.existing_tree(POLICY_TREE)? else {
+            return Ok(None);
+        };
+        let Some(bytes) = tree.get(hash.as_bytes())? else {
             return Ok(None);
         };
         if blake3::hash(&bytes).to_hex().as_str() != hash {
