@@ -426,3 +426,174 @@ fn broker_faults_in_mid_stream_lose_and_repeat_nothing() {
     assert!(summary.consumed >= s.messages.len() as u64, "{summary:?}");
     assert_exactly_once(tmp.path(), &s);
 }
+
+/// Runs `lifeledger replay-kafka` against `ledger`; (exit code, JSON report).
+fn replay_kafka(broker: &Broker, ledger: &Path, start: &[&str]) -> (i32, serde_json::Value) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lifeledger"))
+        .arg("--ledger")
+        .arg(ledger)
+        .args([
+            "replay-kafka",
+            "--topic",
+            TOPIC,
+            "--brokers",
+            &broker.bootstrap(),
+            "--json",
+        ])
+        .args(start)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {stderr} {}", String::from_utf8_lossy(&out.stdout)));
+    (out.status.code().unwrap(), report)
+}
+
+fn sum(report: &serde_json::Value, field: &str) -> u64 {
+    report["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[field].as_u64().unwrap())
+        .sum()
+}
+
+/// Every message of the topic, as (partition, offset, payload).
+fn read_topic(broker: &Broker) -> Vec<(i32, i64, Vec<u8>)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", "topic-reader")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[TOPIC]).unwrap();
+    let mut out = Vec::new();
+    let mut idle = std::time::Instant::now();
+    while idle.elapsed() < Duration::from_secs(6) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            idle = std::time::Instant::now();
+            out.push((
+                m.partition(),
+                m.offset(),
+                m.payload().unwrap_or_default().to_vec(),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn replay_kafka_matches_the_live_chains_and_finds_a_difference() {
+    let broker = Broker::start();
+    create_topics(&broker, 2);
+    let tmp = tempfile::tempdir().unwrap();
+    let live = tmp.path().join("live");
+    let first = stream("r", 300);
+    produce(&broker, &first.messages);
+    consume(&config(&broker, &live, "g-replay"), None);
+    std::thread::sleep(Duration::from_millis(1100));
+    let between = jiff::Timestamp::now();
+    std::thread::sleep(Duration::from_millis(1100));
+    // Later: five early events sent again (the live ledger skips them as
+    // duplicates), and new ones.
+    let mut second: Vec<(String, String)> = (2..7)
+        .map(|i| {
+            let id = format!("\"r-{i}\"");
+            first.messages.iter().find(|(_, m)| m.contains(&id)).unwrap().clone()
+        })
+        .collect();
+    let more = stream("s", 20);
+    second.extend(more.messages.iter().cloned());
+    produce(&broker, &second);
+    consume(&config(&broker, &live, "g-replay"), None);
+    let (events, rejected) = ledger_events(&live);
+    let live_entries = events.len() as u64 + rejected;
+    let snapshot = std::fs::read(live.join("db")).unwrap();
+
+    // From the start, every offset matches: what the live chains hold is
+    // what the topic holds.
+    let (code, report) = replay_kafka(&broker, &live, &["--from-offset", "0"]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["matches"], true);
+    assert_eq!(sum(&report, "matched"), live_entries);
+    assert_eq!(sum(&report, "explained"), 0);
+    assert_eq!(
+        sum(&report, "messages_read"),
+        (first.messages.len() + second.len()) as u64
+    );
+
+    // From the time between the two parts: the resends are new to the
+    // scratch ledger but were duplicates in the live one, so explained.
+    let (code, report) = replay_kafka(&broker, &live, &["--from-time", &between.to_string()]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(sum(&report, "messages_read"), second.len() as u64);
+    assert_eq!(sum(&report, "explained"), 5);
+    assert_eq!(
+        sum(&report, "matched"),
+        (more.messages.len() - more.resends as usize) as u64
+    );
+
+    // Messages the live ledger has not read yet are read but not compared.
+    produce(&broker, &stream("t", 10).messages);
+    let (code, report) = replay_kafka(&broker, &live, &["--from-offset", "0"]);
+    assert_eq!(code, 0, "{report:#}");
+    assert!(
+        report["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["compared_to"].as_i64() < p["high_watermark"].as_i64())
+    );
+    assert_eq!(
+        std::fs::read(live.join("db")).unwrap(),
+        snapshot,
+        "replay-kafka wrote to the live ledger"
+    );
+
+    // A ledger whose partition 0 recorded other bytes at one offset.
+    let forged = tmp.path().join("forged");
+    let mut ledger = Ledger::open(&forged, LedgerOptions::default()).unwrap();
+    let messages = read_topic(&broker);
+    let altered = messages
+        .iter()
+        .find(|(p, o, _)| *p == 0 && *o >= 7)
+        .unwrap()
+        .1;
+    let mut batches = Vec::new();
+    for partition in [0, 1] {
+        let of: Vec<_> = messages
+            .iter()
+            .filter(|(p, _, _)| *p == partition)
+            .collect();
+        batches.push(lifeledger_ledger::ChainBatch {
+            chain: lifeledger::kafka::chain_name(TOPIC, partition),
+            inputs: of
+                .iter()
+                .map(|(p, o, raw)| lifeledger_ledger::Incoming {
+                    source: lifeledger_ledger::Source::Kafka {
+                        topic: TOPIC.into(),
+                        partition: *p,
+                        offset: *o,
+                    },
+                    raw: if *p == 0 && *o == altered {
+                        b"{\"forged\":1}".to_vec()
+                    } else {
+                        raw.clone()
+                    },
+                })
+                .collect(),
+            cursor: of.last().map(|(_, o, _)| o + 1),
+        });
+    }
+    ledger.append_many(batches, jiff::Timestamp::now()).unwrap();
+    drop(ledger);
+    let (code, report) = replay_kafka(&broker, &forged, &["--from-offset", "0"]);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(report["matches"], false);
+    let p0 = &report["partitions"][0];
+    assert_eq!(p0["differences"], 1);
+    assert_eq!(p0["first_difference"]["offset"], altered);
+    assert_eq!(p0["first_difference"]["live"]["entry"], "rejected schema");
+    assert_eq!(report["partitions"][1]["differences"], 0);
+}

@@ -17,6 +17,8 @@ mod entries;
 mod ingest;
 mod policy;
 mod replay;
+#[cfg(feature = "kafka")]
+mod replay_kafka;
 mod retention;
 mod verify;
 
@@ -109,6 +111,10 @@ pub enum Command {
     Timeline(replay::TimelineArgs),
     /// Items whose deadline or verdict would differ under another policy.
     WhatIf(replay::WhatIfArgs),
+    /// Rebuild a scratch ledger from a topic and compare it with the live
+    /// chains for that range (the live ledger is only read).
+    #[cfg(feature = "kafka")]
+    ReplayKafka(replay_kafka::ReplayKafkaArgs),
     /// Make an Ed25519 key pair for signing checkpoints.
     Keygen(audit::KeygenArgs),
     /// Take a signed checkpoint covering every chain head.
@@ -190,6 +196,8 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         Command::Diff(a) => replay::diff_points(dir, a),
         Command::Timeline(a) => replay::timeline_of(dir, a),
         Command::WhatIf(a) => replay::what_if(dir, a),
+        #[cfg(feature = "kafka")]
+        Command::ReplayKafka(a) => replay_kafka::run(dir, a),
         Command::Keygen(a) => audit::keygen(a),
         Command::Checkpoint(a) => audit::checkpoint(dir, a),
         Command::Export(a) => audit::export(dir, a),

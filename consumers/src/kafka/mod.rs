@@ -20,6 +20,7 @@ pub mod config;
 pub mod consumer;
 pub mod demo;
 pub mod metrics;
+pub mod replay;
 pub mod sink;
 
 /// The chain of a topic-partition.
