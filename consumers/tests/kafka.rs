@@ -500,7 +500,12 @@ fn replay_kafka_matches_the_live_chains_and_finds_a_difference() {
     let mut second: Vec<(String, String)> = (2..7)
         .map(|i| {
             let id = format!("\"r-{i}\"");
-            first.messages.iter().find(|(_, m)| m.contains(&id)).unwrap().clone()
+            first
+                .messages
+                .iter()
+                .find(|(_, m)| m.contains(&id))
+                .unwrap()
+                .clone()
         })
         .collect();
     let more = stream("s", 20);
