@@ -615,3 +615,104 @@ fn replays_show_past_states_and_never_write_the_ledger() {
         "a replay command wrote to the ledger"
     );
 }
+
+#[test]
+fn the_monitor_alerts_once_per_change_as_its_clock_moves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = tmp.path().join("ledger");
+    let sample =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/samples/lifecycle-sample.jsonl");
+    let policy = policy_file();
+    assert_eq!(
+        run(&ledger, &["policy", "publish", policy.to_str().unwrap()])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(
+        run(&ledger, &["ingest", sample.to_str().unwrap()])
+            .status
+            .code(),
+        Some(0)
+    );
+    let alerts_file = tmp.path().join("alerts.jsonl");
+    let pass = |now: &str| {
+        let out = run(
+            &ledger,
+            &[
+                "monitor",
+                "--once",
+                "--json",
+                "--alerts-file",
+                alerts_file.to_str().unwrap(),
+                "--now",
+                now,
+            ],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout(&out)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert!(pass("2026-02-01").is_empty());
+    let june = pass("2026-06-01");
+    assert_eq!(june.len(), 1);
+    assert_eq!(june[0]["alert_id"], "item-2-6#1");
+    assert_eq!(june[0]["state"], "overdue");
+    assert_eq!(june[0]["copies_remaining"], serde_json::json!(["mongodb"]));
+    assert_eq!(june[0]["rule"], "C");
+    assert_eq!(june[0]["policy_version"], "2026-11.1");
+    assert!(june[0]["clause"].as_str().unwrap().contains("rule C"));
+    assert_eq!(june[0]["account"]["app_id"], "1250000003");
+    assert!(june[0]["cause"]["seq"].is_u64());
+    // The same moment again: nothing changed, nothing sent.
+    assert!(pass("2026-06-01").is_empty());
+    let july = pass("2026-07-10");
+    let due: Vec<_> = july.iter().filter(|a| a["state"] == "due_soon").collect();
+    assert!(due.iter().any(|a| a["alert_id"] == "item-2-4#1"));
+    let august = pass("2026-08-01");
+    let a24 = august.iter().find(|a| a["item_id"] == "item-2-4").unwrap();
+    assert_eq!(
+        (
+            a24["alert_id"].as_str(),
+            a24["previous_state"].as_str(),
+            a24["state"].as_str()
+        ),
+        (Some("item-2-4#2"), Some("due_soon"), Some("overdue"))
+    );
+
+    // Its last copy deleted (late): clear again, once.
+    let deletion = r#"{"schema_version":1,"event_id":"evt-del-2-4","event_time":"2026-07-20T00:00:00Z","account":{"app_id":"1250000003","uin":"100000000003"},"item_id":"item-2-4","category":"product_configuration","kind":{"type":"deleted","store":"mongodb"}}"#;
+    let file = write_lines(tmp.path(), "deletion.jsonl", &[deletion.to_owned()]);
+    assert_eq!(
+        run(&ledger, &["ingest", file.to_str().unwrap()])
+            .status
+            .code(),
+        Some(0)
+    );
+    let cleared = pass("2026-08-01");
+    assert_eq!(cleared.len(), 1, "{cleared:?}");
+    assert_eq!(cleared[0]["alert_id"], "item-2-4#3");
+    assert_eq!(cleared[0]["state"], "clear");
+    assert_eq!(cleared[0]["verdict"], "deleted_late");
+    assert!(pass("2026-08-01").is_empty());
+
+    // The file holds each alert exactly once.
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&alerts_file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids: std::collections::BTreeSet<&str> = lines
+        .iter()
+        .map(|a| a["alert_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), lines.len());
+    assert_eq!(lines.len(), 1 + july.len() + august.len() + 1);
+}

@@ -602,3 +602,244 @@ fn replay_kafka_matches_the_live_chains_and_finds_a_difference() {
     assert_eq!(p0["first_difference"]["live"]["entry"], "rejected schema");
     assert_eq!(report["partitions"][1]["differences"], 0);
 }
+
+const ALERTS: &str = "lifecycle.alerts";
+
+/// A rule B event (product configuration) about `item`, `day` days into 2026.
+fn product_event(id: &str, item: &str, day: i64, kind: &str) -> (String, String) {
+    let time = jiff::Timestamp::from_second(1_767_225_600 + day * 86_400).unwrap();
+    let extra = if kind.contains("collected") {
+        r#","region":"SG""#
+    } else {
+        ""
+    };
+    (
+        "acct-7".to_owned(),
+        format!(
+            r#"{{"schema_version":1,"event_id":"{id}","event_time":"{time}","account":{{"app_id":"1250000007","uin":"100000000007"}},"item_id":"{item}","category":"product_configuration"{extra},"kind":{kind}}}"#
+        ),
+    )
+}
+
+fn day(d: i64) -> jiff::Timestamp {
+    jiff::Timestamp::from_second(1_767_225_600 + d * 86_400).unwrap()
+}
+
+/// Sends through Kafka, then fails as a process would that died after
+/// the broker acknowledged but before the outbox was emptied.
+struct SendThenCrash(lifeledger::kafka::alerts::KafkaAlertOut);
+
+impl lifeledger::monitor::AlertOut for SendThenCrash {
+    fn marks(&mut self) -> Result<Vec<(i32, i64)>, lifeledger::monitor::MonitorError> {
+        self.0.marks()
+    }
+    fn delivered_since(
+        &mut self,
+        marks: &[(i32, i64)],
+    ) -> Result<std::collections::HashSet<String>, lifeledger::monitor::MonitorError> {
+        self.0.delivered_since(marks)
+    }
+    fn send(
+        &mut self,
+        alerts: &[lifeledger_ledger::monitor::Alert],
+    ) -> Result<(), lifeledger::monitor::MonitorError> {
+        self.0.send(alerts)?;
+        Err(lifeledger::monitor::MonitorError::Delivery(
+            "died after sending".into(),
+        ))
+    }
+}
+
+/// A consumer run with the deadline monitor on `clock`.
+fn consume_monitored(
+    broker: &Broker,
+    ledger: &Path,
+    clock: &lifeledger::monitor::ManualClock,
+    crash_after_send: bool,
+    stop: Option<&dyn Fn(&lifeledger::monitor::MonitorGauges) -> bool>,
+) -> Result<(), String> {
+    let mut config = config(broker, ledger, "g-monitor");
+    config.update_projection = true;
+    config.monitor_interval_ms = 50;
+    config.exit_when_idle_ms = Some(3_000);
+    let metrics = Arc::new(Metrics::default());
+    let ledger = retry_locked(|| Ledger::open(&config.ledger, LedgerOptions::default()));
+    let mut sink = Sink::new(
+        ledger,
+        true,
+        Arc::clone(&metrics),
+        None,
+        1,
+        Duration::from_secs(3600),
+    )
+    .unwrap();
+    let client = lifeledger::kafka::consumer::client_config(&config, false);
+    let out = lifeledger::kafka::alerts::KafkaAlertOut::new(&client, ALERTS).unwrap();
+    let out: Box<dyn lifeledger::monitor::AlertOut> = if crash_after_send {
+        Box::new(SendThenCrash(out))
+    } else {
+        Box::new(out)
+    };
+    let settings = lifeledger::monitor::MonitorSettings {
+        horizon: jiff::SignedDuration::from_hours(24 * 7),
+        verdict_gauges_every: Duration::from_secs(60),
+    };
+    let gauges = sink
+        .start_monitor(settings, Box::new(clock.clone()), out)
+        .map_err(|e| e.to_string())?;
+    let stop_on_gauges = stop.map(|f| move |_: &Metrics| f(&gauges));
+    run(
+        &config,
+        sink,
+        metrics,
+        Arc::new(AtomicBool::new(false)),
+        stop_on_gauges
+            .as_ref()
+            .map(|f| f as &dyn Fn(&Metrics) -> bool),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Every alert on the alerts topic: (key, alert JSON).
+fn alerts_on_topic(broker: &Broker) -> Vec<(String, serde_json::Value)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", format!("alerts-check-{}", std::process::id()))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[ALERTS]).unwrap();
+    let mut out = Vec::new();
+    let mut idle = std::time::Instant::now();
+    while idle.elapsed() < Duration::from_secs(6) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            idle = std::time::Instant::now();
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+            out.push((key, serde_json::from_slice(m.payload().unwrap()).unwrap()));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_monitor_alerts_once_per_change_across_restarts_and_a_crash() {
+    let broker = Broker::start();
+    create_topics(&broker, 2);
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .unwrap();
+    for r in futures_executor::block_on(admin.create_topics(
+        &[NewTopic::new(ALERTS, 2, TopicReplication::Fixed(1))],
+        &AdminOptions::new(),
+    ))
+    .unwrap()
+    {
+        r.unwrap();
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = tmp.path().join("ledger");
+    // The policy, published as a file ingest would not reach Kafka chains.
+    {
+        let mut l = Ledger::open(&ledger, LedgerOptions::default()).unwrap();
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../ledger/policies/retention-2026-11.toml"),
+        )
+        .unwrap();
+        let hash = blake3::hash(text.as_bytes()).to_hex().to_string();
+        l.store_policy_text(&hash, &text).unwrap();
+        let event = format!(
+            r#"{{"schema_version":1,"event_id":"policy-1","event_time":"2026-01-01T00:00:00Z","kind":{{"type":"policy_published","policy_version":"2026-11.1","policy_hash":"{hash}"}}}}"#
+        );
+        l.append(
+            "policy",
+            vec![lifeledger_ledger::Incoming {
+                source: lifeledger_ledger::Source::File {
+                    path: "policy".into(),
+                    line: 1,
+                },
+                raw: event.into_bytes(),
+            }],
+            jiff::Timestamp::now(),
+        )
+        .unwrap();
+    }
+    let collected = r#"{"type":"collected","sensitive":false,"purpose":"p"}"#;
+    let stored = r#"{"type":"stored","store":"mysql"}"#;
+    produce(
+        &broker,
+        &[
+            product_event("p1-c", "p1", 0, collected),
+            product_event("p1-s", "p1", 0, stored),
+            product_event("p2-c", "p2", 1, collected),
+            product_event("p2-s", "p2", 1, stored),
+            product_event("p3-c", "p3", 20, collected),
+            product_event("p3-s", "p3", 20, stored),
+        ],
+    );
+    // Rule B: p1 due at day 180, p2 at 181, p3 at 200.
+    let clock = lifeledger::monitor::ManualClock::new(day(100));
+    consume_monitored(&broker, &ledger, &clock, false, None).unwrap();
+    clock.set(day(175));
+    consume_monitored(&broker, &ledger, &clock, false, None).unwrap();
+    // Overdue: sent, but the process "dies" before emptying its outbox.
+    clock.set(day(182));
+    let crashed = consume_monitored(&broker, &ledger, &clock, true, None);
+    assert!(crashed.unwrap_err().contains("died after sending"));
+    // The restart finds those alerts on the topic and does not resend.
+    consume_monitored(&broker, &ledger, &clock, false, None).unwrap();
+    // p1's copy is deleted (late): clear, caused by that entry. While the
+    // consumer runs, the clock passes p3's horizon: due soon, by the clock.
+    produce(
+        &broker,
+        &[product_event(
+            "p1-d",
+            "p1",
+            185,
+            r#"{"type":"deleted","store":"mysql"}"#,
+        )],
+    );
+    clock.set(day(190));
+    let ticking = clock.clone();
+    let stop = move |g: &lifeledger::monitor::MonitorGauges| {
+        let (due_soon, overdue, _) = g.snapshot();
+        ticking.set(day(194));
+        due_soon == 1 && overdue == 1
+    };
+    consume_monitored(&broker, &ledger, &clock, false, Some(&stop)).unwrap();
+
+    let alerts = alerts_on_topic(&broker);
+    let ids: Vec<&str> = alerts
+        .iter()
+        .map(|(_, a)| a["alert_id"].as_str().unwrap())
+        .collect();
+    let unique: BTreeSet<&str> = ids.iter().copied().collect();
+    assert_eq!(
+        ids.len(),
+        unique.len(),
+        "an alert was delivered twice: {ids:?}"
+    );
+    assert_eq!(
+        unique,
+        BTreeSet::from(["p1#1", "p2#1", "p1#2", "p2#2", "p1#3", "p3#1"]),
+        "{alerts:#?}"
+    );
+    for (key, a) in &alerts {
+        assert_eq!(key, a["item_id"].as_str().unwrap());
+        assert_eq!(a["policy_version"], "2026-11.1");
+        assert_eq!(a["rule"], "B");
+    }
+    let get = |id: &str| &alerts.iter().find(|(_, a)| a["alert_id"] == id).unwrap().1;
+    assert_eq!(get("p1#1")["state"], "due_soon");
+    assert_eq!(get("p1#2")["state"], "overdue");
+    assert_eq!(
+        get("p1#2")["copies_remaining"],
+        serde_json::json!(["mysql"])
+    );
+    assert_eq!(get("p1#3")["state"], "clear");
+    assert_eq!(get("p1#3")["verdict"], "deleted_late");
+    assert_eq!(get("p1#3")["cause"]["by"], "entry");
+    assert_eq!(get("p3#1")["state"], "due_soon");
+    assert_eq!(get("p3#1")["cause"]["by"], "clock");
+}

@@ -18,6 +18,7 @@ pub mod deadline;
 pub mod entry;
 pub mod intake;
 pub mod merkle;
+pub mod monitor;
 pub mod policy;
 pub mod projection;
 pub mod store;

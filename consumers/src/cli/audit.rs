@@ -245,7 +245,7 @@ pub struct VerifyProofArgs {
 
 pub fn prove(dir: &Path, args: ProveArgs) -> anyhow::Result<Outcome> {
     let mut ledger = super::open_existing_for_append(dir)?;
-    let mut projection = ledger.load_projection()?;
+    let mut projection = ledger.load_or_rebuild_projection(&mut |_| {})?;
     ledger.catch_up(&mut projection, &mut |_| {})?;
     let proof = ledger.prove_item(&args.item, &projection)?;
     std::fs::write(&args.out, serde_json::to_vec_pretty(&proof)?)

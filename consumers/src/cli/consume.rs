@@ -6,10 +6,13 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
+use jiff::SignedDuration;
+use lifeledger::kafka::alerts::KafkaAlertOut;
 use lifeledger::kafka::config::ConsumerConfig;
-use lifeledger::kafka::consumer::run;
+use lifeledger::kafka::consumer::{client_config, run};
 use lifeledger::kafka::metrics::{Metrics, serve};
 use lifeledger::kafka::sink::Sink;
+use lifeledger::monitor::{MonitorSettings, SystemClock};
 use lifeledger_ledger::intake::IntakeLimits;
 use lifeledger_ledger::{Ledger, LedgerOptions};
 
@@ -43,6 +46,12 @@ pub struct ConsumeArgs {
     /// Stop after this many milliseconds without a message.
     #[arg(long)]
     pub exit_when_idle_ms: Option<u64>,
+    /// Run the deadline monitor and produce its alerts to this topic.
+    #[arg(long, env = "LIFELEDGER_ALERTS_TOPIC")]
+    pub alerts_topic: Option<String>,
+    /// Deadlines at most this many days away make an item due soon.
+    #[arg(long)]
+    pub alert_horizon_days: Option<u32>,
     /// Do not fold batches into the retention projection as they land.
     #[arg(long)]
     pub no_projection: bool,
@@ -100,6 +109,12 @@ pub fn resolve(
     if args.no_projection {
         c.update_projection = false;
     }
+    if args.alerts_topic.is_some() {
+        c.alerts_topic = args.alerts_topic.clone();
+    }
+    if let Some(d) = args.alert_horizon_days {
+        c.alert_horizon_days = d;
+    }
     for (k, v) in &args.settings {
         c.librdkafka.insert(k.clone(), v.clone());
     }
@@ -145,7 +160,22 @@ pub fn consume(dir: &Path, ledger_given: bool, args: ConsumeArgs) -> anyhow::Res
         signal_hook::flag::register(signal, Arc::clone(&shutdown))
             .context("installing the signal handler")?;
     }
-    let sink = open_sink(&config, &metrics)?;
+    let mut sink = open_sink(&config, &metrics)?;
+    if let Some(topic) = &config.alerts_topic {
+        let out = KafkaAlertOut::new(&client_config(&config, false), topic)?;
+        sink.start_monitor(
+            MonitorSettings {
+                horizon: SignedDuration::from_hours(24 * i64::from(config.alert_horizon_days)),
+                verdict_gauges_every: Duration::from_secs(60),
+            },
+            Box::new(SystemClock),
+            Box::new(out),
+        )?;
+        tracing::info!(
+            "deadline monitor: alerts to {topic:?}, due soon within {} days",
+            config.alert_horizon_days
+        );
+    }
     tracing::info!(
         "consuming {:?} from {} as group {:?} into {}",
         config.topics,

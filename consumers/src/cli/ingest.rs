@@ -52,7 +52,7 @@ pub fn run(dir: &Path, args: IngestArgs) -> anyhow::Result<Outcome> {
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
-    let mut projection = ledger.load_projection()?;
+    let mut projection = ledger.load_or_rebuild_projection(&mut |_| {})?;
     let signer = args
         .checkpoint_key
         .as_deref()

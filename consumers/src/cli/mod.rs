@@ -15,6 +15,7 @@ mod consume;
 mod demo;
 mod entries;
 mod ingest;
+mod monitor;
 mod policy;
 mod replay;
 #[cfg(feature = "kafka")]
@@ -115,6 +116,9 @@ pub enum Command {
     /// chains for that range (the live ledger is only read).
     #[cfg(feature = "kafka")]
     ReplayKafka(replay_kafka::ReplayKafkaArgs),
+    /// Watch deadlines: alert once per item that becomes due soon, overdue,
+    /// or clear again (to a Kafka topic or a JSON Lines file).
+    Monitor(monitor::MonitorArgs),
     /// Make an Ed25519 key pair for signing checkpoints.
     Keygen(audit::KeygenArgs),
     /// Take a signed checkpoint covering every chain head.
@@ -198,6 +202,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         Command::WhatIf(a) => replay::what_if(dir, a),
         #[cfg(feature = "kafka")]
         Command::ReplayKafka(a) => replay_kafka::run(dir, a),
+        Command::Monitor(a) => monitor::run(dir, a),
         Command::Keygen(a) => audit::keygen(a),
         Command::Checkpoint(a) => audit::checkpoint(dir, a),
         Command::Export(a) => audit::export(dir, a),

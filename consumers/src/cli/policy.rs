@@ -78,7 +78,7 @@ pub fn run(dir: &Path, command: PolicyCommand) -> anyhow::Result<Outcome> {
                 raw: serde_json::to_vec(&raw)?,
             };
             let report = ledger.append(POLICY_CHAIN, vec![input], now)?;
-            let mut projection = ledger.load_projection()?;
+            let mut projection = ledger.load_or_rebuild_projection(&mut |_| {})?;
             ledger.catch_up(&mut projection, &mut |_| {})?;
             out!(
                 "published policy {} (blake3 {}) at chain {POLICY_CHAIN:?} seq {}",

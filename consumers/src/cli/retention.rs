@@ -64,7 +64,7 @@ fn prepare(dir: &Path, args: &JudgeArgs) -> anyhow::Result<Judged> {
     }
     let mut ledger = Ledger::open(dir, LedgerOptions::default())
         .with_context(|| format!("opening the ledger at {}", dir.display()))?;
-    let mut projection = ledger.load_projection()?;
+    let mut projection = ledger.load_or_rebuild_projection(&mut |_| {})?;
     let pending: u64 = ledger
         .heads()
         .map(|h| h.next_seq.saturating_sub(projection.next_seq(&h.chain)))
@@ -103,21 +103,8 @@ pub(super) fn choose_policy(
             std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
         return Policy::parse(&text).map_err(|e| anyhow!("{}: {e}", file.display()));
     }
-    for p in published.iter().rev() {
-        match ledger.policy_text(&p.hash)? {
-            Some(text) => {
-                return Policy::parse(&text)
-                    .map_err(|e| anyhow!("stored policy {}: {e}", p.version));
-            }
-            None => tracing::warn!(
-                "policy {} (blake3 {}) was published at chain {:?} seq {}, but its text is not in \
-                 this ledger; judging under an earlier one",
-                p.version,
-                p.hash,
-                p.at.chain,
-                p.at.seq
-            ),
-        }
+    if let Some((_, policy)) = ledger.published_policy(published)? {
+        return Ok(policy);
     }
     bail!(
         "no retention policy with its text has been published in this ledger (by that point); run \

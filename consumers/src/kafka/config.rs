@@ -36,6 +36,12 @@ pub struct ConsumerConfig {
     pub update_projection: bool,
     /// Stop (exit 0) after this long without a message.
     pub exit_when_idle_ms: Option<u64>,
+    /// Run the deadline monitor and produce its alerts here.
+    pub alerts_topic: Option<String>,
+    /// Items whose deadline is at most this many days away are due soon.
+    pub alert_horizon_days: u32,
+    /// How often the monitor looks at the clock between writes.
+    pub monitor_interval_ms: u64,
     /// librdkafka settings passed through as they are.
     pub librdkafka: BTreeMap<String, String>,
 }
@@ -57,6 +63,9 @@ impl Default for ConsumerConfig {
             checkpoint_interval_secs: 60,
             update_projection: true,
             exit_when_idle_ms: None,
+            alerts_topic: None,
+            alert_horizon_days: 7,
+            monitor_interval_ms: 1_000,
             librdkafka: BTreeMap::new(),
         }
     }
@@ -96,6 +105,11 @@ impl ConsumerConfig {
         }
         if self.batch_size == 0 {
             return Err(ConfigError::Invalid("batch_size must be at least 1".into()));
+        }
+        if self.alerts_topic.is_some() && !self.update_projection {
+            return Err(ConfigError::Invalid(
+                "the deadline monitor (alerts_topic) needs update_projection = true".into(),
+            ));
         }
         for key in [
             "enable.auto.commit",

@@ -358,6 +358,8 @@ pub fn run(
     let idle_limit = config.exit_when_idle_ms.map(Duration::from_millis);
     let mut last_message = Instant::now();
     let mut last_report = Instant::now();
+    let monitor_interval = Duration::from_millis(config.monitor_interval_ms);
+    let mut last_monitor = Instant::now();
     let flush =
         |mode: CommitMode, consumer: &BaseConsumer<LedgerContext>| -> Result<(), ConsumeError> {
             let flushed = lock(&sink).flush(None)?;
@@ -410,6 +412,10 @@ pub fn run(
         };
         if pending >= config.batch_size || age.is_some_and(|a| a >= max_latency) {
             flush(CommitMode::Async, &consumer)?;
+        }
+        if last_monitor.elapsed() >= monitor_interval {
+            last_monitor = Instant::now();
+            lock(&sink).tick_monitor()?;
         }
         if stop.is_some_and(|f| f(&metrics)) {
             break;

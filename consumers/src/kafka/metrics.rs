@@ -31,6 +31,9 @@ pub struct Metrics {
     event_to_durable: Mutex<Histogram>,
     lag: Mutex<BTreeMap<(String, i32), i64>>,
     heads: Mutex<BTreeMap<String, u64>>,
+    /// Alert deliveries that failed (and are retried).
+    pub alert_failures: AtomicU64,
+    monitor: Mutex<Option<std::sync::Arc<crate::monitor::MonitorGauges>>>,
 }
 
 #[derive(Debug, Default)]
@@ -129,6 +132,13 @@ impl Metrics {
     pub fn set_head(&self, chain: &str, entries: u64) {
         if let Ok(mut h) = self.heads.lock() {
             h.insert(chain.to_owned(), entries);
+        }
+    }
+
+    /// Renders the deadline monitor's gauges with the rest.
+    pub fn set_monitor(&self, gauges: std::sync::Arc<crate::monitor::MonitorGauges>) {
+        if let Ok(mut m) = self.monitor.lock() {
+            *m = Some(gauges);
         }
     }
 
@@ -237,6 +247,15 @@ impl Metrics {
             for (chain, v) in heads.iter() {
                 let _ = writeln!(out, "{name}{{chain=\"{chain}\"}} {v}");
             }
+        }
+        counter(
+            &mut out,
+            "lifeledger_alert_failures_total",
+            "Alert deliveries that failed and are retried from the outbox.",
+            &self.alert_failures,
+        );
+        if let Ok(Some(gauges)) = self.monitor.lock().map(|m| m.clone()) {
+            out.push_str(&gauges.render());
         }
         out
     }

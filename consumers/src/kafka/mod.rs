@@ -16,6 +16,7 @@
 //! consumer seeks there; any message below it (a redelivery) is skipped;
 //! Kafka offsets are committed only once the ledger is durable.
 
+pub mod alerts;
 pub mod config;
 pub mod consumer;
 pub mod demo;
@@ -30,13 +31,14 @@ pub fn chain_name(topic: &str, partition: i32) -> String {
 
 /// Sends a record, waiting (while serving delivery reports) whenever the
 /// producer's queue is full; any other error is returned.
-pub fn send_waiting<K, P>(
-    producer: &rdkafka::producer::BaseProducer,
+pub fn send_waiting<K, P, C>(
+    producer: &rdkafka::producer::BaseProducer<C>,
     record: rdkafka::producer::BaseRecord<'_, K, P>,
 ) -> Result<(), rdkafka::error::KafkaError>
 where
     K: rdkafka::message::ToBytes + ?Sized,
     P: rdkafka::message::ToBytes + ?Sized,
+    C: rdkafka::producer::ProducerContext<DeliveryOpaque = ()>,
 {
     use rdkafka::error::{KafkaError, RDKafkaErrorCode};
     let mut record = record;

@@ -12,6 +12,9 @@ use lifeledger_ledger::{ChainBatch, Incoming, Ledger, Rejection, Source, StoreEr
 
 use super::chain_name;
 use super::metrics::Metrics;
+use crate::monitor::{
+    AlertOut, Clock, MonitorError, MonitorGauges, MonitorRunner, MonitorSettings,
+};
 use crate::schedule::CheckpointSchedule;
 
 /// A rejected input to produce to the dead-letter topic.
@@ -51,6 +54,7 @@ pub struct Sink {
     oldest: Option<Instant>,
     metrics: Arc<Metrics>,
     checkpoints: CheckpointSchedule,
+    monitor: Option<MonitorRunner>,
 }
 
 impl Sink {
@@ -63,7 +67,7 @@ impl Sink {
         checkpoint_interval: std::time::Duration,
     ) -> Result<Self, StoreError> {
         let projection = if update_projection {
-            let mut p = ledger.load_projection()?;
+            let mut p = ledger.load_or_rebuild_projection(&mut |_| {})?;
             ledger.catch_up(&mut p, &mut |_| {})?;
             Some(p)
         } else {
@@ -83,7 +87,57 @@ impl Sink {
             oldest: None,
             metrics,
             checkpoints,
+            monitor: None,
         })
+    }
+
+    /// Starts the deadline monitor on this sink's projection: it looks at
+    /// every item now, then after every durable write and on
+    /// [`Sink::tick_monitor`]. Needs the projection to be kept.
+    pub fn start_monitor(
+        &mut self,
+        settings: MonitorSettings,
+        clock: Box<dyn Clock>,
+        out: Box<dyn AlertOut>,
+    ) -> Result<Arc<MonitorGauges>, MonitorError> {
+        let Some(projection) = self.projection.as_mut() else {
+            return Err(MonitorError::Delivery(
+                "the deadline monitor needs the projection (update_projection = true)".into(),
+            ));
+        };
+        let gauges = Arc::new(MonitorGauges::default());
+        self.metrics.set_monitor(Arc::clone(&gauges));
+        let runner = MonitorRunner::start(
+            &mut self.ledger,
+            projection,
+            settings,
+            clock,
+            out,
+            Arc::clone(&gauges),
+        )?;
+        self.monitor = Some(runner);
+        Ok(gauges)
+    }
+
+    /// Lets the monitor look at what changed and at deadlines the clock
+    /// passed. An undeliverable alert stays in the outbox for the next
+    /// tick; it never stops the ledger.
+    pub fn tick_monitor(&mut self) -> Result<(), StoreError> {
+        let (Some(monitor), Some(projection)) = (self.monitor.as_mut(), self.projection.as_mut())
+        else {
+            return Ok(());
+        };
+        match monitor.tick(&mut self.ledger, projection) {
+            Ok(_) => Ok(()),
+            Err(MonitorError::Store(e)) => Err(e),
+            Err(e) => {
+                tracing::warn!(
+                    "deadline monitor: {e}; the alerts stay in the outbox and are retried"
+                );
+                Metrics::add(&self.metrics.alert_failures, 1);
+                Ok(())
+            }
+        }
     }
 
     pub fn ledger(&self) -> &Ledger {
@@ -262,6 +316,7 @@ impl Sink {
         if let Some(p) = self.projection.as_mut() {
             self.ledger.catch_up(p, &mut |_| {})?;
         }
+        self.tick_monitor()?;
         self.maybe_checkpoint(false)?;
         Ok(Flushed {
             commits,

@@ -243,6 +243,11 @@ pub struct Projection {
     /// Keys changed since [`Projection::take_dirty`] was last called.
     #[serde(skip)]
     dirty: Dirty,
+    /// Keys changed since [`Projection::take_touched`] was last called:
+    /// the same as `dirty`, kept apart for the deadline monitor, which
+    /// must see every change whether or not the projection was saved.
+    #[serde(skip)]
+    touched: Dirty,
 }
 
 /// What changed since the last save.
@@ -259,9 +264,15 @@ impl Projection {
         self.covered.get(chain).copied().unwrap_or(0)
     }
 
-    /// Hands over and clears the record of what changed.
+    /// Hands over and clears the record of what changed (for saving).
     pub fn take_dirty(&mut self) -> Dirty {
         std::mem::take(&mut self.dirty)
+    }
+
+    /// Hands over and clears the record of what changed since the last
+    /// call (for the deadline monitor).
+    pub fn take_touched(&mut self) -> Dirty {
+        std::mem::take(&mut self.touched)
     }
 
     /// Folds one entry in. Entries of a chain must come in seq order;
@@ -314,6 +325,7 @@ impl Projection {
             self.policies
                 .sort_by_key(|p| (p.at.chain.clone(), p.at.seq));
             self.dirty.policies = true;
+            self.touched.policies = true;
             return;
         }
         let Some(account) = &event.account else {
@@ -334,6 +346,7 @@ impl Projection {
                 ..ItemState::default()
             });
         self.dirty.items.insert(item_id.to_owned());
+        self.touched.items.insert(item_id.to_owned());
         if item.account.is_none() {
             item.account = Some(account.clone());
         }
@@ -396,7 +409,8 @@ impl Projection {
     fn fold_account_event(&mut self, account: &Account, event: &Event, at: EntryRef) {
         let key = account_key(account);
         let state = self.accounts.entry(key.clone()).or_default();
-        self.dirty.accounts.insert(key);
+        self.dirty.accounts.insert(key.clone());
+        self.touched.accounts.insert(key);
         if state.account.is_none() {
             state.account = Some(account.clone());
         }
@@ -430,4 +444,4 @@ impl Projection {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

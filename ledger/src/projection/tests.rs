@@ -11,7 +11,7 @@ use crate::chain::ChainHead;
 use crate::entry::{Body, Entry, Source};
 use crate::policy::Policy;
 
-const POLICY: &str = include_str!("../../policies/retention-2026-11.toml");
+pub(crate) const POLICY: &str = include_str!("../../policies/retention-2026-11.toml");
 const CATEGORIES: &[&str] = &[
     "asset_management",
     "product_configuration",
@@ -135,7 +135,7 @@ fn to_json(i: usize, account: u8, e: &Ev, day: u16) -> Value {
 }
 
 /// Events spread over two chains, as entries in arrival order.
-fn entries(events: &[(Value, bool)]) -> Vec<Entry> {
+pub(crate) fn entries(events: &[(Value, bool)]) -> Vec<Entry> {
     let mut heads = [ChainHead::empty("a"), ChainHead::empty("b")];
     events
         .iter()
@@ -166,7 +166,7 @@ fn entries(events: &[(Value, bool)]) -> Vec<Entry> {
         .collect()
 }
 
-fn events() -> impl Strategy<Value = Vec<(Value, bool)>> {
+pub(crate) fn events() -> impl Strategy<Value = Vec<(Value, bool)>> {
     proptest::collection::vec((1u8..3, ev(), 0u16..500, any::<bool>()), 1..60).prop_map(|evs| {
         evs.iter()
             .enumerate()

@@ -9,6 +9,7 @@ mod checkpoints;
 mod durability;
 mod export;
 mod layout;
+mod monitor;
 mod projection;
 mod read_only;
 mod replay;
@@ -27,6 +28,7 @@ use crate::verify::{ChainVerifier, Depth, Problem, VerifyReport};
 
 pub use export::{ExportScope, ExportSummary};
 pub use layout::StoredRecord;
+pub use monitor::{MonitorRecord, Outbox};
 pub use read_only::ReadOnlyLedger;
 pub use replay::{Replay, Visited};
 

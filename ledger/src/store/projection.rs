@@ -6,7 +6,8 @@
 //! leaves it at some earlier cursor, from which catching up continues.
 
 use super::{Ledger, StoreError};
-use crate::projection::{Projection, ProjectionError};
+use crate::policy::Policy;
+use crate::projection::{Projection, ProjectionError, PublishedPolicy};
 
 const TREE: &str = "projection";
 const POLICY_TREE: &str = "policy-texts";
@@ -74,6 +75,24 @@ impl Ledger {
             }
         }
         Ok(projection)
+    }
+
+    /// The saved projection, or, when it cannot be read (saved by an older
+    /// build, or damaged), a new one rebuilt from the chains: it is
+    /// derived data, and the chains are the record.
+    pub fn load_or_rebuild_projection(
+        &mut self,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Projection, StoreError> {
+        match self.load_projection() {
+            Err(StoreError::Damaged { key, detail }) if key.starts_with("projection") => {
+                tracing::warn!(
+                    "the saved projection cannot be read ({key}: {detail}); rebuilding it from the chains"
+                );
+                self.rebuild_projection(progress)
+            }
+            other => other,
+        }
     }
 
     /// Saves what changed in the projection, and its cursors, atomically and
@@ -169,5 +188,33 @@ impl Ledger {
         String::from_utf8(bytes.to_vec())
             .map(Some)
             .map_err(|e| codec_error(hash.as_bytes(), e))
+    }
+
+    /// The latest of `published` whose text this ledger holds, parsed.
+    /// Publications whose text is missing are skipped with a warning.
+    pub fn published_policy(
+        &self,
+        published: &[PublishedPolicy],
+    ) -> Result<Option<(PublishedPolicy, Policy)>, StoreError> {
+        for p in published.iter().rev() {
+            match self.policy_text(&p.hash)? {
+                Some(text) => {
+                    let policy = Policy::parse(&text).map_err(|e| StoreError::Damaged {
+                        key: format!("policy {}", p.version),
+                        detail: e.to_string(),
+                    })?;
+                    return Ok(Some((p.clone(), policy)));
+                }
+                None => tracing::warn!(
+                    "policy {} (blake3 {}) was published at chain {:?} seq {}, but its text is not in \
+                     this ledger; using an earlier one",
+                    p.version,
+                    p.hash,
+                    p.at.chain,
+                    p.at.seq
+                ),
+            }
+        }
+        Ok(None)
     }
 }

@@ -1,0 +1,380 @@
+//! Running the deadline monitor beside the ledger: its clock, where its
+//! alerts go, its gauges, and the once-per-change delivery.
+//!
+//! Each tick: look at what changed (`ledger::monitor::Monitor`), save the
+//! new states and their alerts in one durable write (the outbox), mark
+//! where the alerts topic ends, send, and only then empty the outbox. On
+//! start, an outbox left by a crash is first checked against what arrived
+//! after the marks, so nothing is sent twice and nothing is lost.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, Seek, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use jiff::{SignedDuration, Timestamp};
+use lifeledger_ledger::monitor::{Alert, Monitor, WatchCounts};
+use lifeledger_ledger::policy::Policy;
+use lifeledger_ledger::projection::Projection;
+use lifeledger_ledger::projection::report::{judge_all, summarize};
+use lifeledger_ledger::{Ledger, StoreError};
+use thiserror::Error;
+
+/// The monitor's notion of now.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Timestamp;
+}
+
+/// The system clock: production.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// A clock that shows what it is set to: tests, and `--now`.
+#[derive(Debug, Clone)]
+pub struct ManualClock(Arc<Mutex<Timestamp>>);
+
+impl ManualClock {
+    pub fn new(at: Timestamp) -> Self {
+        ManualClock(Arc::new(Mutex::new(at)))
+    }
+
+    pub fn set(&self, at: Timestamp) {
+        if let Ok(mut t) = self.0.lock() {
+            *t = at;
+        }
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        self.0.lock().map_or(Timestamp::UNIX_EPOCH, |t| *t)
+    }
+}
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum MonitorError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("alerts could not be delivered: {0}")]
+    Delivery(String),
+}
+
+/// Where alerts go. Implementations must be able to say which alerts
+/// arrived after a mark, so that a send interrupted by a crash is not
+/// repeated.
+pub trait AlertOut: Send {
+    /// The destination's end, per partition, before a send.
+    fn marks(&mut self) -> Result<Vec<(i32, i64)>, MonitorError>;
+    /// Ids of the alerts that arrived after `marks`.
+    fn delivered_since(&mut self, marks: &[(i32, i64)]) -> Result<HashSet<String>, MonitorError>;
+    /// Sends alerts in order and returns once each is acknowledged.
+    fn send(&mut self, alerts: &[Alert]) -> Result<(), MonitorError>;
+}
+
+/// Alerts appended to a JSON Lines file (one alert per line).
+#[derive(Debug)]
+pub struct JsonLinesOut {
+    pub path: PathBuf,
+}
+
+impl AlertOut for JsonLinesOut {
+    fn marks(&mut self) -> Result<Vec<(i32, i64)>, MonitorError> {
+        let len = std::fs::metadata(&self.path).map_or(0, |m| m.len());
+        Ok(vec![(0, len as i64)])
+    }
+
+    fn delivered_since(&mut self, marks: &[(i32, i64)]) -> Result<HashSet<String>, MonitorError> {
+        let io =
+            |e: std::io::Error| MonitorError::Delivery(format!("{}: {e}", self.path.display()));
+        let mut ids = HashSet::new();
+        let Ok(mut file) = std::fs::File::open(&self.path) else {
+            return Ok(ids);
+        };
+        let from = marks.first().map_or(0, |m| m.1.max(0) as u64);
+        file.seek(std::io::SeekFrom::Start(from)).map_err(io)?;
+        for line in std::io::BufReader::new(file).lines() {
+            let line = line.map_err(io)?;
+            // A torn last line (a crash mid-write) did not arrive.
+            if let Ok(alert) = serde_json::from_str::<Alert>(&line) {
+                ids.insert(alert.alert_id);
+            }
+        }
+        Ok(ids)
+    }
+
+    fn send(&mut self, alerts: &[Alert]) -> Result<(), MonitorError> {
+        let io =
+            |e: std::io::Error| MonitorError::Delivery(format!("{}: {e}", self.path.display()));
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(io)?;
+        let mut buf = Vec::new();
+        for alert in alerts {
+            serde_json::to_writer(&mut buf, alert)
+                .map_err(|e| MonitorError::Delivery(e.to_string()))?;
+            buf.push(b'\n');
+        }
+        file.write_all(&buf).map_err(io)?;
+        file.sync_data().map_err(io)
+    }
+}
+
+/// The monitor's gauges, rendered in the Prometheus text format.
+#[derive(Debug, Default)]
+pub struct MonitorGauges {
+    inner: Mutex<GaugeValues>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct GaugeValues {
+    by_status: BTreeMap<String, u64>,
+    counts: WatchCounts,
+    now: Option<Timestamp>,
+    alerts: u64,
+}
+
+impl MonitorGauges {
+    fn update(&self, f: impl FnOnce(&mut GaugeValues)) {
+        if let Ok(mut g) = self.inner.lock() {
+            f(&mut g);
+        }
+    }
+
+    /// (due soon, overdue, alerts sent).
+    pub fn snapshot(&self) -> (u64, u64, u64) {
+        self.inner.lock().map_or((0, 0, 0), |g| {
+            (g.counts.due_soon, g.counts.overdue, g.alerts)
+        })
+    }
+
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let Ok(g) = self.inner.lock().map(|g| g.clone()) else {
+            return String::new();
+        };
+        let mut out = String::new();
+        let name = "lifeledger_items";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Items per verdict, as last judged by the monitor.\n# TYPE {name} gauge"
+        );
+        for (status, n) in &g.by_status {
+            let _ = writeln!(out, "{name}{{verdict=\"{status}\"}} {n}");
+        }
+        for (name, help, v) in [
+            (
+                "lifeledger_items_due_soon",
+                "Items whose deletion deadline falls within the horizon.",
+                g.counts.due_soon,
+            ),
+            (
+                "lifeledger_items_overdue",
+                "Items past their deadline with copies remaining.",
+                g.counts.overdue,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
+        let age = match (g.counts.oldest_overdue_deadline, g.now) {
+            (Some(d), Some(now)) => now.duration_since(d).as_secs().max(0),
+            _ => 0,
+        };
+        let name = "lifeledger_oldest_overdue_age_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} How long ago the earliest missed deadline passed (0: none).\n# TYPE {name} gauge\n{name} {age}"
+        );
+        let name = "lifeledger_alerts_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Alerts delivered (one per change of an item's watch state).\n# TYPE {name} counter\n{name} {}",
+            g.alerts
+        );
+        out
+    }
+}
+
+/// Settings of a running monitor.
+#[derive(Debug, Clone, Copy)]
+pub struct MonitorSettings {
+    pub horizon: SignedDuration,
+    /// How often the items-per-verdict gauge is recomputed (it judges every
+    /// item).
+    pub verdict_gauges_every: Duration,
+}
+
+/// The monitor, its policy, clock and destination.
+pub struct MonitorRunner {
+    monitor: Monitor,
+    policy: Option<(String, Policy)>,
+    clock: Box<dyn Clock>,
+    out: Box<dyn AlertOut>,
+    gauges: Arc<MonitorGauges>,
+    settings: MonitorSettings,
+    last_verdict_gauges: Option<Instant>,
+    /// The alerts the last tick (or the start) sent.
+    last_sent: Vec<Alert>,
+}
+
+impl std::fmt::Debug for MonitorRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MonitorRunner")
+            .field("policy", &self.policy.as_ref().map(|p| p.0.clone()))
+            .field("horizon", &self.settings.horizon)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MonitorRunner {
+    /// Reloads the saved states, finishes any interrupted delivery, and
+    /// looks at every item once.
+    pub fn start(
+        ledger: &mut Ledger,
+        projection: &mut Projection,
+        settings: MonitorSettings,
+        clock: Box<dyn Clock>,
+        out: Box<dyn AlertOut>,
+        gauges: Arc<MonitorGauges>,
+    ) -> Result<Self, MonitorError> {
+        let saved = ledger.load_monitor()?;
+        let mut runner = MonitorRunner {
+            monitor: Monitor::new(settings.horizon, saved.states),
+            policy: None,
+            clock,
+            out,
+            gauges,
+            settings,
+            last_verdict_gauges: None,
+            last_sent: Vec::new(),
+        };
+        let mut sent = runner.deliver(ledger)?;
+        sent.extend(runner.tick(ledger, projection)?);
+        runner.last_sent = sent;
+        Ok(runner)
+    }
+
+    pub fn gauges(&self) -> &Arc<MonitorGauges> {
+        &self.gauges
+    }
+
+    /// What the start, or the last tick, sent.
+    pub fn last_sent(&self) -> &[Alert] {
+        &self.last_sent
+    }
+
+    /// Looks at what changed since the last tick, saves and sends the
+    /// alerts. Returns the alerts sent.
+    pub fn tick(
+        &mut self,
+        ledger: &mut Ledger,
+        projection: &mut Projection,
+    ) -> Result<Vec<Alert>, MonitorError> {
+        let now = self.clock.now();
+        let latest = projection.policies.last().map(|p| p.hash.clone());
+        let policy_changed = latest != self.policy.as_ref().map(|p| p.0.clone());
+        if policy_changed {
+            self.policy = ledger
+                .published_policy(&projection.policies)?
+                .map(|(p, policy)| (p.hash, policy));
+            if self.policy.is_none() {
+                tracing::warn!("deadline monitor: no retention policy published yet; waiting");
+            }
+        }
+        let Some((hash, policy)) = self.policy.take() else {
+            projection.take_touched();
+            return Ok(Vec::new());
+        };
+        let result = self.judge_and_send(ledger, projection, &policy, policy_changed, now);
+        self.policy = Some((hash, policy));
+        if let Ok(sent) = &result {
+            self.last_sent = sent.clone();
+        }
+        result
+    }
+
+    fn judge_and_send(
+        &mut self,
+        ledger: &mut Ledger,
+        projection: &mut Projection,
+        policy: &Policy,
+        sweep: bool,
+        now: Timestamp,
+    ) -> Result<Vec<Alert>, MonitorError> {
+        let alerts = if sweep {
+            projection.take_touched();
+            self.last_verdict_gauges = None;
+            self.monitor.sweep(projection, policy, now)
+        } else {
+            let touched = projection.take_touched();
+            self.monitor.tick(projection, policy, &touched, now)
+        };
+        let changed = self.monitor.take_changed();
+        ledger.save_monitor(&changed, &alerts)?;
+        let sent = self.deliver(ledger)?;
+        let refresh = self
+            .last_verdict_gauges
+            .is_none_or(|t| t.elapsed() >= self.settings.verdict_gauges_every);
+        let by_status = refresh.then(|| {
+            let verdicts = judge_all(projection, policy, now);
+            summarize(&verdicts, now, &policy.version, self.settings.horizon).by_status
+        });
+        if refresh {
+            self.last_verdict_gauges = Some(Instant::now());
+        }
+        let counts = self.monitor.counts();
+        self.gauges.update(|g| {
+            if let Some(b) = by_status {
+                g.by_status = b;
+            }
+            g.counts = counts;
+            g.now = Some(now);
+            g.alerts += sent.len() as u64;
+        });
+        Ok(sent)
+    }
+
+    /// Sends what the outbox holds; returns what was sent now.
+    fn deliver(&mut self, ledger: &mut Ledger) -> Result<Vec<Alert>, MonitorError> {
+        let saved = ledger.alert_outbox()?;
+        let mut outbox = saved.alerts;
+        if outbox.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(marks) = saved.marks {
+            // A send began before a crash: drop what already arrived.
+            let arrived = self.out.delivered_since(&marks)?;
+            if !arrived.is_empty() {
+                let ids: Vec<String> = outbox
+                    .iter()
+                    .filter(|a| arrived.contains(&a.alert_id))
+                    .map(|a| a.alert_id.clone())
+                    .collect();
+                tracing::info!(
+                    "deadline monitor: {} alerts from before a restart had arrived; not sending them again",
+                    ids.len()
+                );
+                ledger.clear_alerts(&ids)?;
+                outbox.retain(|a| !arrived.contains(&a.alert_id));
+            }
+            if outbox.is_empty() {
+                return Ok(Vec::new());
+            }
+        }
+        let marks = self.out.marks()?;
+        ledger.mark_alerts_sending(&marks)?;
+        self.out.send(&outbox)?;
+        let ids: Vec<String> = outbox.iter().map(|a| a.alert_id.clone()).collect();
+        ledger.clear_alerts(&ids)?;
+        Ok(outbox)
+    }
+}

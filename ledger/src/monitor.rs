@@ -1,0 +1,342 @@
+//! The deadline monitor: which items are due soon or overdue, and an
+//! alert for each change of that. Pure: the caller supplies "now".
+//!
+//! Each item is in one of three watch states: `clear` (nothing to act
+//! on), `due_soon` (a deadline runs and falls within the horizon) and
+//! `overdue` (the deadline passed with copies remaining). A state changes
+//! because of an entry (a collection, a trigger, a deletion, a hold, a
+//! backup that brings a copy back) or because time passed a deadline; each
+//! change produces exactly one [`Alert`], numbered per item, so that a
+//! restarted monitor (which reloads the states) repeats none and a
+//! delivery retried after a crash can be recognised by its id.
+//!
+//! Work per tick is proportional to what changed: the items whose entries
+//! (or whose account's entries) were folded since the last tick, and the
+//! items whose next moment of change (a deadline entering the horizon, a
+//! deadline passing) has come.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use jiff::{SignedDuration, Timestamp};
+use lifeledger_schemas::Account;
+use serde::{Deserialize, Serialize};
+
+use crate::policy::Policy;
+use crate::projection::verdict::{ItemVerdict, Status, judge};
+use crate::projection::{Dirty, EntryRef, ItemState, Projection, account_key};
+
+/// What the monitor says about an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Watch {
+    Clear,
+    DueSoon,
+    Overdue,
+}
+
+impl Watch {
+    pub fn name(self) -> &'static str {
+        match self {
+            Watch::Clear => "clear",
+            Watch::DueSoon => "due_soon",
+            Watch::Overdue => "overdue",
+        }
+    }
+}
+
+/// An item's watch state as kept between runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watched {
+    pub state: Watch,
+    /// How many changes of state this item has had (alerts sent for it).
+    pub changes: u64,
+    /// The deadline the state was judged against.
+    pub due_by: Option<Timestamp>,
+}
+
+/// Where an alert's cause was recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cause {
+    /// `entry`: entries folded since the last look changed the state;
+    /// `clock`: time passed a deadline (or the horizon) with no new entry;
+    /// `sweep`: found when looking at every item (on start, or under a
+    /// newly published policy), either way.
+    pub by: String,
+    /// The latest entry received about the item or its account: the one
+    /// that caused the change when `by` is `entry`.
+    pub chain: Option<String>,
+    pub seq: Option<u64>,
+}
+
+/// One change of an item's watch state, as produced to the alerts topic
+/// (FORMAT: docs/monitor.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    /// `ITEM#N`: the item's N-th change of state (from 1). Unique and
+    /// stable, so that a redelivery can be recognised.
+    pub alert_id: String,
+    pub item_id: String,
+    pub account: Option<Account>,
+    pub category: Option<String>,
+    pub state: Watch,
+    pub previous_state: Watch,
+    /// The item's verdict status when judged (why it is in this state).
+    pub verdict: String,
+    pub copies_remaining: Vec<String>,
+    pub deadline: Option<Timestamp>,
+    pub rule: Option<String>,
+    pub clause: Option<String>,
+    pub policy_version: String,
+    pub cause: Cause,
+    /// The monitor's "now" when it saw the change.
+    pub observed_at: Timestamp,
+}
+
+/// The watch state an item's verdict puts it in, and when it would next
+/// change with no new entry.
+pub fn classify(verdict: &ItemVerdict, horizon: SignedDuration) -> (Watch, Option<Timestamp>) {
+    match (&verdict.status, &verdict.deadline) {
+        (Status::Due { remaining }, Some(d)) if *remaining <= horizon => {
+            (Watch::DueSoon, Some(d.due_by))
+        }
+        (Status::Due { .. }, Some(d)) => (Watch::Clear, d.due_by.checked_sub(horizon).ok()),
+        (Status::Overdue { .. }, _) => (Watch::Overdue, None),
+        _ => (Watch::Clear, None),
+    }
+}
+
+/// Counts for the gauges.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct WatchCounts {
+    pub due_soon: u64,
+    pub overdue: u64,
+    /// The earliest deadline among overdue items.
+    pub oldest_overdue_deadline: Option<Timestamp>,
+}
+
+/// The monitor's memory: every item's state, when to look again, and
+/// which items each account has.
+#[derive(Debug, Clone, Default)]
+pub struct Monitor {
+    horizon: SignedDuration,
+    states: HashMap<String, Watched>,
+    /// (moment, item): look at the item again at that moment.
+    wakeups: BTreeSet<(Timestamp, String)>,
+    next_wakeup: HashMap<String, Timestamp>,
+    account_items: HashMap<String, BTreeSet<String>>,
+    /// States changed since [`Monitor::take_changed`].
+    changed: BTreeMap<String, Watched>,
+}
+
+impl Monitor {
+    /// A monitor that remembers `states` (as saved by an earlier run).
+    pub fn new(horizon: SignedDuration, states: HashMap<String, Watched>) -> Self {
+        Monitor {
+            horizon,
+            states,
+            ..Monitor::default()
+        }
+    }
+
+    pub fn horizon(&self) -> SignedDuration {
+        self.horizon
+    }
+
+    pub fn state(&self, item: &str) -> Watch {
+        self.states.get(item).map_or(Watch::Clear, |w| w.state)
+    }
+
+    /// Looks at every item: on start, and when the policy changes.
+    pub fn sweep(
+        &mut self,
+        projection: &Projection,
+        policy: &Policy,
+        now: Timestamp,
+    ) -> Vec<Alert> {
+        self.account_items.clear();
+        self.wakeups.clear();
+        self.next_wakeup.clear();
+        let mut alerts = Vec::new();
+        for item in projection.items.values() {
+            self.index(item);
+            alerts.extend(self.look(item, projection, policy, now, "sweep"));
+        }
+        // Items the monitor remembers but the projection no longer has
+        // cannot occur (the projection only grows); nothing to do.
+        alerts
+    }
+
+    /// Looks at what changed: items touched since the last tick (and the
+    /// items of touched accounts), and items whose wakeup has come.
+    pub fn tick(
+        &mut self,
+        projection: &Projection,
+        policy: &Policy,
+        touched: &Dirty,
+        now: Timestamp,
+    ) -> Vec<Alert> {
+        let mut by_entry: BTreeSet<String> = BTreeSet::new();
+        for id in &touched.items {
+            if let Some(item) = projection.items.get(id) {
+                self.index(item);
+            }
+            by_entry.insert(id.clone());
+        }
+        for account in &touched.accounts {
+            if let Some(items) = self.account_items.get(account) {
+                by_entry.extend(items.iter().cloned());
+            }
+        }
+        let mut by_clock: BTreeSet<String> = BTreeSet::new();
+        while let Some(first) = self.wakeups.first() {
+            if first.0 > now {
+                break;
+            }
+            if let Some((_, item)) = self.wakeups.pop_first() {
+                self.next_wakeup.remove(&item);
+                by_clock.insert(item);
+            }
+        }
+        let mut alerts = Vec::new();
+        for id in by_entry.iter().chain(by_clock.difference(&by_entry)) {
+            if let Some(item) = projection.items.get(id) {
+                let from_entry = by_entry.contains(id);
+                let by = if from_entry { "entry" } else { "clock" };
+                alerts.extend(self.look(item, projection, policy, now, by));
+            }
+        }
+        alerts
+    }
+
+    /// Hands over the states changed since the last call, to be saved
+    /// with the alerts they produced.
+    pub fn take_changed(&mut self) -> BTreeMap<String, Watched> {
+        std::mem::take(&mut self.changed)
+    }
+
+    pub fn counts(&self) -> WatchCounts {
+        let mut c = WatchCounts::default();
+        for w in self.states.values() {
+            match w.state {
+                Watch::DueSoon => c.due_soon += 1,
+                Watch::Overdue => {
+                    c.overdue += 1;
+                    if let Some(d) = w.due_by {
+                        c.oldest_overdue_deadline =
+                            Some(c.oldest_overdue_deadline.map_or(d, |o| o.min(d)));
+                    }
+                }
+                Watch::Clear => {}
+            }
+        }
+        c
+    }
+
+    fn index(&mut self, item: &ItemState) {
+        if let Some(a) = &item.account {
+            self.account_items
+                .entry(account_key(a))
+                .or_default()
+                .insert(item.item_id.clone());
+        }
+    }
+
+    fn look(
+        &mut self,
+        item: &ItemState,
+        projection: &Projection,
+        policy: &Policy,
+        now: Timestamp,
+        by: &str,
+    ) -> Option<Alert> {
+        let account = item
+            .account
+            .as_ref()
+            .and_then(|a| projection.accounts.get(&account_key(a)));
+        // Facts dated after now (a producer's clock ahead of ours) count
+        // only once now reaches them: look again then.
+        let later_fact = item
+            .entries()
+            .into_iter()
+            .chain(account.map(|a| a.entries()).unwrap_or_default())
+            .map(|r| r.event_time)
+            .filter(|t| *t > now)
+            .min();
+        let verdict = judge(item, account, policy, now);
+        let (state, wakeup) = verdict
+            .as_ref()
+            .map_or((Watch::Clear, None), |v| classify(v, self.horizon));
+        let wakeup = match (wakeup, later_fact) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(at) = wakeup {
+            if let Some(old) = self.next_wakeup.insert(item.item_id.clone(), at) {
+                self.wakeups.remove(&(old, item.item_id.clone()));
+            }
+            self.wakeups.insert((at, item.item_id.clone()));
+        }
+        let verdict = verdict?;
+        let previous = self.states.get(&item.item_id).cloned();
+        let previous_state = previous.as_ref().map_or(Watch::Clear, |w| w.state);
+        let due_by = verdict.deadline.as_ref().map(|d| d.due_by);
+        if state == previous_state {
+            // Keep the deadline current (it feeds the oldest-overdue gauge)
+            // without an alert.
+            if let Some(w) = self.states.get_mut(&item.item_id) {
+                if w.due_by != due_by {
+                    w.due_by = due_by;
+                    self.changed.insert(item.item_id.clone(), w.clone());
+                }
+            }
+            return None;
+        }
+        let changes = previous.map_or(0, |w| w.changes) + 1;
+        let watched = Watched {
+            state,
+            changes,
+            due_by,
+        };
+        self.states.insert(item.item_id.clone(), watched.clone());
+        self.changed.insert(item.item_id.clone(), watched);
+        let latest: Option<&EntryRef> = item
+            .entries()
+            .into_iter()
+            .chain(account.map(|a| a.entries()).unwrap_or_default())
+            .max_by(|a, b| (a.received_at, &a.chain, a.seq).cmp(&(b.received_at, &b.chain, b.seq)));
+        let copies_remaining = match &verdict.status {
+            Status::Overdue {
+                copies_remaining, ..
+            } => copies_remaining.clone(),
+            _ => verdict
+                .copies
+                .iter()
+                .filter(|c| c.present)
+                .map(|c| c.copy.clone())
+                .collect(),
+        };
+        Some(Alert {
+            alert_id: format!("{}#{changes}", item.item_id),
+            item_id: item.item_id.clone(),
+            account: item.account.clone(),
+            category: item.category.clone(),
+            state,
+            previous_state,
+            verdict: verdict.status.name().to_owned(),
+            copies_remaining,
+            deadline: due_by,
+            rule: verdict.deadline.as_ref().map(|d| d.rule.clone()),
+            clause: verdict.deadline.as_ref().map(|d| d.clause.clone()),
+            policy_version: verdict.policy_version.clone(),
+            cause: Cause {
+                by: by.to_owned(),
+                chain: latest.map(|r| r.chain.clone()),
+                seq: latest.map(|r| r.seq),
+            },
+            observed_at: now,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,145 @@
+//! The monitor against full judgements: after every tick, each item's
+//! watch state is what judging it afresh says, and alerts come once per
+//! change.
+
+use jiff::{SignedDuration, Timestamp};
+use proptest::prelude::*;
+use serde_json::json;
+
+use super::*;
+use crate::entry::Entry;
+use crate::projection::tests::{POLICY, entries, events};
+
+fn day(d: i64) -> Timestamp {
+    Timestamp::from_second(1_767_225_600 + d * 86_400).unwrap()
+}
+
+fn fold(p: &mut Projection, entries: &[Entry]) {
+    for e in entries {
+        p.apply(e).unwrap();
+    }
+}
+
+fn event(i: usize, d: i64, item: &str, kind: serde_json::Value) -> (serde_json::Value, bool) {
+    let v = json!({
+        "schema_version": 1,
+        "event_id": format!("m{i}"),
+        "event_time": day(d).to_string(),
+        "account": {"app_id": "1", "uin": "1"},
+        "item_id": item,
+        "category": "product_configuration",
+        "region": "SG",
+        "kind": kind,
+    });
+    (v, false)
+}
+
+#[test]
+fn an_item_goes_due_soon_then_overdue_then_clear_with_one_alert_each() {
+    let policy = Policy::parse(POLICY).unwrap();
+    let week = SignedDuration::from_hours(24 * 7);
+    let evs = vec![
+        event(
+            0,
+            0,
+            "x",
+            json!({"type": "collected", "sensitive": false, "purpose": "p"}),
+        ),
+        event(1, 0, "x", json!({"type": "stored", "store": "mysql"})),
+        event(2, 200, "x", json!({"type": "deleted", "store": "mysql"})),
+    ];
+    let all = entries(&evs);
+    let mut p = Projection::default();
+    fold(&mut p, &all[..2]);
+    let mut m = Monitor::new(week, HashMap::new());
+    // Rule B: due at day 180. Day 100: nothing to say.
+    assert!(m.sweep(&p, &policy, day(100)).is_empty());
+    p.take_touched();
+    assert!(m.tick(&p, &policy, &Dirty::default(), day(172)).is_empty());
+    let soon = m.tick(&p, &policy, &Dirty::default(), day(174));
+    assert_eq!(soon.len(), 1);
+    assert_eq!(
+        (soon[0].previous_state, soon[0].state),
+        (Watch::Clear, Watch::DueSoon)
+    );
+    assert_eq!(soon[0].alert_id, "x#1");
+    assert_eq!(soon[0].cause.by, "clock");
+    assert_eq!(soon[0].deadline, Some(day(180)));
+    assert_eq!(soon[0].rule.as_deref(), Some("B"));
+    assert!(m.tick(&p, &policy, &Dirty::default(), day(179)).is_empty());
+    let overdue = m.tick(&p, &policy, &Dirty::default(), day(181));
+    assert_eq!(overdue.len(), 1);
+    assert_eq!(overdue[0].state, Watch::Overdue);
+    assert_eq!(overdue[0].copies_remaining, vec!["mysql".to_owned()]);
+    assert_eq!(overdue[0].alert_id, "x#2");
+    let counts = m.counts();
+    assert_eq!((counts.due_soon, counts.overdue), (0, 1));
+    assert_eq!(counts.oldest_overdue_deadline, Some(day(180)));
+
+    // A restarted monitor that reloads the states repeats nothing.
+    let saved: HashMap<String, Watched> = m.take_changed().into_iter().collect();
+    let mut restarted = Monitor::new(week, saved);
+    assert!(restarted.sweep(&p, &policy, day(182)).is_empty());
+
+    // The deletion arrives: clear, caused by that entry.
+    fold(&mut p, &all[2..]);
+    let touched = p.take_touched();
+    let cleared = restarted.tick(&p, &policy, &touched, day(201));
+    assert_eq!(cleared.len(), 1);
+    assert_eq!(
+        (cleared[0].previous_state, cleared[0].state),
+        (Watch::Overdue, Watch::Clear)
+    );
+    assert_eq!(cleared[0].verdict, "deleted_late");
+    assert_eq!(cleared[0].cause.by, "entry");
+    assert_eq!(cleared[0].cause.seq, Some(2));
+    assert_eq!(cleared[0].alert_id, "x#3");
+    assert!(
+        restarted
+            .tick(&p, &policy, &Dirty::default(), day(400))
+            .is_empty()
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Folding events in slices and ticking at increasing moments, the
+    /// monitor's state for every item is what a full judgement says, and
+    /// each item's alerts are numbered 1, 2, 3… with no change skipped.
+    #[test]
+    fn incremental_ticks_agree_with_full_judgement(
+        events in events(),
+        steps in proptest::collection::vec((1usize..8, 0i64..60), 1..20),
+        horizon_days in 1i64..40,
+    ) {
+        let policy = Policy::parse(POLICY).unwrap();
+        let all = entries(&events);
+        let mut p = Projection::default();
+        let mut m = Monitor::new(SignedDuration::from_hours(24 * horizon_days), HashMap::new());
+        let mut now = day(0);
+        m.sweep(&p, &policy, now);
+        let mut folded: usize = 0;
+        let mut seen: HashMap<String, (u64, Watch)> = HashMap::new();
+        for (take, advance) in steps.iter().chain(std::iter::once(&(usize::MAX, 900))) {
+            let end = folded.saturating_add(*take).min(all.len());
+            fold(&mut p, &all[folded..end]);
+            folded = end;
+            now = now.checked_add(SignedDuration::from_hours(24 * advance)).unwrap();
+            let touched = p.take_touched();
+            for alert in m.tick(&p, &policy, &touched, now) {
+                let (n, state) = seen.get(&alert.item_id).copied().unwrap_or((0, Watch::Clear));
+                prop_assert_eq!(alert.alert_id.clone(), format!("{}#{}", alert.item_id, n + 1));
+                prop_assert_eq!(alert.previous_state, state);
+                prop_assert_ne!(alert.state, state);
+                seen.insert(alert.item_id.clone(), (n + 1, alert.state));
+            }
+            for item in p.items.values() {
+                let account = item.account.as_ref().and_then(|a| p.accounts.get(&account_key(a)));
+                let expected = judge(item, account, &policy, now)
+                    .map_or(Watch::Clear, |v| classify(&v, m.horizon()).0);
+                prop_assert_eq!(m.state(&item.item_id), expected, "item {} at {}", item.item_id, now);
+            }
+        }
+    }
+}
