@@ -25,10 +25,21 @@ echo "== one item's evidence, checked offline"
 "$bin" --ledger "$ledger" prove a2-c6 --out target/demo-a2-c6.proof.json
 "$bin" verify-proof target/demo-a2-c6.proof.json --key target/demo-signer.pub
 echo
+echo "== what the deadline monitor says (alerts to a JSON Lines file here; to a Kafka topic in consume)"
+rm -f target/demo-alerts.jsonl
+"$bin" --ledger "$ledger" monitor --once --alerts-file target/demo-alerts.jsonl | tail -n 4
+echo "   ($(wc -l < target/demo-alerts.jsonl) alerts in target/demo-alerts.jsonl, one per item that is due soon or overdue)"
+echo
+echo "== the retention report"
+"$bin" --ledger "$ledger" report --out target/demo-report.html
+echo
+echo "== replay: what changed in the last 1,000 entries of one partition"
+"$bin" --ledger "$ledger" diff --from "kafka:lifecycle:0@$(( $("$bin" --ledger "$ledger" head --json | python3 -c 'import json,sys; print([h["last_seq"] for h in json.load(sys.stdin) if h["chain"]=="kafka:lifecycle:0"][0])') - 1000 ))" | head -n 12
+echo
 echo "== the same from a file: the shipped sample, with its bad lines"
 rm -rf target/demo-file-ledger
 "$bin" --ledger target/demo-file-ledger policy publish ledger/policies/retention-2026-11.toml
 "$bin" --ledger target/demo-file-ledger ingest schemas/samples/lifecycle-sample.jsonl
 "$bin" --ledger target/demo-file-ledger log | grep REJECTED || true
 echo
-echo "Ledgers left in $ledger and target/demo-file-ledger; try: $bin --ledger $ledger findings"
+echo "Ledgers left in $ledger and target/demo-file-ledger; the report in target/demo-report.html; try: $bin --ledger $ledger findings"

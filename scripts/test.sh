@@ -10,6 +10,15 @@ if ! python3 -c 'import blake3' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check blake3
 fi
 
+# The report test renders the HTML report in Debian's headless chromium.
+if [ -z "${LIFELEDGER_CHROMIUM:-}" ] && ! [ -x /usr/bin/chromium ]; then
+  echo "installing Debian's chromium for the report test"
+  sudo_cmd=""
+  if [ "$(id -u)" != 0 ]; then sudo_cmd="sudo"; fi
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium >/dev/null
+fi
+
 # The Kafka tests start their own tansu brokers (a separate process on a
 # free port each); build tansu once into ~/.cargo/bin if it is not there.
 bash scripts/broker.sh install

@@ -20,6 +20,7 @@ mod policy;
 mod replay;
 #[cfg(feature = "kafka")]
 mod replay_kafka;
+mod report;
 mod retention;
 mod verify;
 
@@ -119,6 +120,8 @@ pub enum Command {
     /// Watch deadlines: alert once per item that becomes due soon, overdue,
     /// or clear again (to a Kafka topic or a JSON Lines file).
     Monitor(monitor::MonitorArgs),
+    /// Write the retention report: one self-contained HTML file.
+    Report(report::ReportArgs),
     /// Make an Ed25519 key pair for signing checkpoints.
     Keygen(audit::KeygenArgs),
     /// Take a signed checkpoint covering every chain head.
@@ -203,6 +206,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         #[cfg(feature = "kafka")]
         Command::ReplayKafka(a) => replay_kafka::run(dir, a),
         Command::Monitor(a) => monitor::run(dir, a),
+        Command::Report(a) => report::run(dir, a),
         Command::Keygen(a) => audit::keygen(a),
         Command::Checkpoint(a) => audit::checkpoint(dir, a),
         Command::Export(a) => audit::export(dir, a),

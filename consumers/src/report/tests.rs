@@ -1,0 +1,103 @@
+use jiff::{SignedDuration, Timestamp};
+use lifeledger_ledger::deadline::Deadline;
+use lifeledger_ledger::projection::verdict::{ItemVerdict, Status};
+use proptest::prelude::*;
+
+use super::*;
+
+fn at(days: i64) -> Timestamp {
+    // 2026-11-24T00:00:00Z plus days.
+    Timestamp::from_second(1_795_478_400 + days * 86_400).unwrap()
+}
+
+fn verdict(status: Status, due: Option<(i64, &str)>) -> ItemVerdict {
+    ItemVerdict {
+        item_id: "i".into(),
+        account: None,
+        category: None,
+        as_of: at(0),
+        policy_version: "p".into(),
+        status,
+        violations: vec![],
+        deadline: due.map(|(d, rule)| Deadline {
+            due_by: at(d),
+            rule: rule.into(),
+            clause: String::new(),
+            basis: vec![],
+            explanation: String::new(),
+            held_for: SignedDuration::ZERO,
+        }),
+        reported_late: false,
+        copies: vec![],
+    }
+}
+
+#[test]
+fn escaping_covers_markup_and_quotes() {
+    assert_eq!(
+        esc(r#"<a href="x">&'"#),
+        "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+    );
+}
+
+#[test]
+fn deletions_fall_in_their_month() {
+    let vs = vec![
+        verdict(Status::DeletedOnTime { deleted_at: at(-3) }, None),
+        verdict(
+            Status::DeletedLate {
+                deleted_at: at(-40),
+                late_by: SignedDuration::from_hours(5),
+            },
+            None,
+        ),
+        verdict(
+            Status::DeletedOnTime {
+                deleted_at: at(-400),
+            },
+            None,
+        ),
+        verdict(Status::DeletedOnTime { deleted_at: at(3) }, None),
+    ];
+    let bars = deletions_by_month(&vs, at(0), 12);
+    assert_eq!(bars.labels.last().map(String::as_str), Some("2026-11"));
+    assert_eq!(bars.labels[10], "2026-10");
+    assert_eq!(bars.series[0].2[11], 1);
+    assert_eq!(bars.series[1].2[10], 1);
+    assert_eq!(
+        bars.series[0].2.iter().sum::<u64>() + bars.series[1].2.iter().sum::<u64>(),
+        2
+    );
+}
+
+proptest! {
+    /// Every running deadline within the window is counted exactly once,
+    /// in the week it falls in; nothing else is counted.
+    #[test]
+    fn upcoming_deadlines_count_each_due_item_once(
+        items in proptest::collection::vec((-30i64..120, 0u8..3, any::<bool>()), 0..60)
+    ) {
+        let vs: Vec<ItemVerdict> = items
+            .iter()
+            .map(|(d, rule, due)| {
+                let rule = ["A", "B", "C"][*rule as usize];
+                let status = if *due {
+                    Status::Due { remaining: at(*d).duration_since(at(0)) }
+                } else {
+                    Status::Retained { why: String::new() }
+                };
+                verdict(status, Some((*d, rule)))
+            })
+            .collect();
+        let bars = upcoming_deadlines(&vs, at(0), 12);
+        let counted: u64 = bars.series.iter().flat_map(|s| s.2.iter()).sum();
+        let expected = items.iter().filter(|(d, _, due)| *due && (0..84).contains(d)).count() as u64;
+        prop_assert_eq!(counted, expected);
+        for (d, _, due) in &items {
+            if *due && (0..84).contains(d) {
+                let week = (*d / 7) as usize;
+                prop_assert!(bars.series.iter().any(|s| s.2[week] > 0));
+            }
+        }
+    }
+}
