@@ -127,7 +127,7 @@ fn replays(dir: &std::path::Path, rebuild: std::time::Duration) {
     let start = Instant::now();
     let copy = ReadOnlyLedger::open_copy(dir).unwrap();
     println!(
-        "private copy of the ledger directory (used when another process holds it): {:.1?}",
+        "private copy of the ledger directory (every reading command makes one): {:.1?}",
         start.elapsed()
     );
     drop(copy);

@@ -378,3 +378,79 @@ impl MonitorRunner {
         Ok(outbox)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use lifeledger_ledger::monitor::{Cause, Watch};
+
+    use super::*;
+
+    fn alert(id: &str) -> Alert {
+        Alert {
+            alert_id: id.into(),
+            item_id: "i".into(),
+            account: None,
+            category: None,
+            state: Watch::Overdue,
+            previous_state: Watch::DueSoon,
+            verdict: "overdue".into(),
+            copies_remaining: vec!["mysql".into()],
+            deadline: None,
+            rule: None,
+            clause: None,
+            policy_version: "p".into(),
+            cause: Cause {
+                by: "clock".into(),
+                chain: None,
+                seq: None,
+            },
+            observed_at: Timestamp::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn a_json_lines_file_says_what_arrived_after_a_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut out = JsonLinesOut {
+            path: dir.path().join("alerts.jsonl"),
+        };
+        assert!(out.delivered_since(&[(0, 0)]).unwrap().is_empty());
+        out.send(&[alert("i#1")]).unwrap();
+        let mark = out.marks().unwrap();
+        out.send(&[alert("i#2"), alert("i#3")]).unwrap();
+        // A torn line from a crash mid-write does not count as arrived.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&out.path)
+            .unwrap()
+            .write_all(b"{\"alert_id\":\"i#4")
+            .unwrap();
+        let arrived = out.delivered_since(&mark).unwrap();
+        assert_eq!(arrived, HashSet::from(["i#2".to_owned(), "i#3".to_owned()]));
+    }
+
+    #[test]
+    fn gauges_render_counts_and_the_oldest_overdue_age() {
+        let g = MonitorGauges::default();
+        let now = Timestamp::from_second(1_000_000).unwrap();
+        g.update(|v| {
+            v.by_status.insert("overdue".into(), 3);
+            v.counts = WatchCounts {
+                due_soon: 2,
+                overdue: 3,
+                oldest_overdue_deadline: Some(Timestamp::from_second(1_000_000 - 7_200).unwrap()),
+            };
+            v.now = Some(now);
+            v.alerts = 5;
+        });
+        let text = g.render();
+        assert!(
+            text.contains("lifeledger_items{verdict=\"overdue\"} 3"),
+            "{text}"
+        );
+        assert!(text.contains("lifeledger_items_due_soon 2"));
+        assert!(text.contains("lifeledger_items_overdue 3"));
+        assert!(text.contains("lifeledger_oldest_overdue_age_seconds 7200"));
+        assert!(text.contains("lifeledger_alerts_total 5"));
+    }
+}

@@ -140,15 +140,8 @@ struct PolicyOut {
 }
 
 fn open(dir: &Path) -> anyhow::Result<ReadOnlyLedger> {
-    let ledger = ReadOnlyLedger::open(dir)
-        .with_context(|| format!("opening the ledger at {} for reading", dir.display()))?;
-    if ledger.is_copy() {
-        eprintln!(
-            "note: the ledger at {} is in use; replaying a private copy of it",
-            dir.display()
-        );
-    }
-    Ok(ledger)
+    ReadOnlyLedger::open(dir)
+        .with_context(|| format!("opening the ledger at {} for reading", dir.display()))
 }
 
 fn resolve(ledger: &ReadOnlyLedger, point: Option<&Point>) -> anyhow::Result<Cut> {
