@@ -233,7 +233,7 @@ fn insert_sorted<T>(list: &mut Vec<T>, value: T, key: impl Fn(&T) -> (Timestamp,
 }
 
 /// The state of every item and account, and how far each chain is folded.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Projection {
     pub items: BTreeMap<String, ItemState>,
     pub accounts: BTreeMap<String, AccountState>,
@@ -249,6 +249,19 @@ pub struct Projection {
     #[serde(skip)]
     touched: Dirty,
 }
+
+/// Two projections are equal when they hold the same facts and cursors;
+/// what changed since a save or a look is bookkeeping, not state.
+impl PartialEq for Projection {
+    fn eq(&self, other: &Self) -> bool {
+        self.items == other.items
+            && self.accounts == other.accounts
+            && self.policies == other.policies
+            && self.covered == other.covered
+    }
+}
+
+impl Eq for Projection {}
 
 /// What changed since the last save.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -430,8 +430,7 @@ impl Ledger {
                 .unwrap_or_else(|| ChainHead::empty(chain));
             let mut report = AppendReport::default();
             let mut sealed: Vec<SealedEntry> = Vec::with_capacity(inputs.len());
-            for input in inputs {
-                let classified = intake::classify(input, &self.options.limits);
+            for classified in intake::classify_all(inputs, &self.options.limits) {
                 let seen = match &classified {
                     Classified::Event { event_id, .. } => match batch_events.get(event_id) {
                         Some(seen) => Some(seen.clone()),
