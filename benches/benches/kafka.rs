@@ -25,6 +25,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 const TOPIC: &str = "lifecycle";
 const EVENTS: usize = 300_000;
 const PARTITIONS: i32 = 4;
+const ALERTS: &str = "lifecycle.alerts";
 
 fn event(i: usize) -> String {
     format!(
@@ -62,6 +63,7 @@ fn ledger_consumer(
     group: &str,
     projection: bool,
     batch_size: usize,
+    monitor: bool,
 ) -> (f64, Duration, Option<f64>, Option<f64>) {
     let (rate, took, metrics) = ledger_consumer_on(
         &broker.bootstrap(),
@@ -70,6 +72,7 @@ fn ledger_consumer(
         group,
         projection,
         batch_size,
+        monitor,
     );
     (
         rate,
@@ -86,6 +89,7 @@ fn ledger_consumer_on(
     group: &str,
     projection: bool,
     batch_size: usize,
+    monitor: bool,
 ) -> (f64, Duration, Arc<Metrics>) {
     let tmp = tempfile::tempdir().unwrap();
     let config = ConsumerConfig {
@@ -98,8 +102,11 @@ fn ledger_consumer_on(
         ..ConsumerConfig::default()
     };
     let metrics = Arc::new(Metrics::default());
-    let ledger = Ledger::open(tmp.path(), LedgerOptions::default()).unwrap();
-    let sink = Sink::new(
+    let mut ledger = Ledger::open(tmp.path(), LedgerOptions::default()).unwrap();
+    if monitor {
+        lifeledger_tests::publish_policy(&mut ledger);
+    }
+    let mut sink = Sink::new(
         ledger,
         projection,
         Arc::clone(&metrics),
@@ -108,6 +115,19 @@ fn ledger_consumer_on(
         Duration::from_secs(3600),
     )
     .unwrap();
+    if monitor {
+        let client = lifeledger::kafka::consumer::client_config(&config, false);
+        let out = lifeledger::kafka::alerts::KafkaAlertOut::new(&client, ALERTS).unwrap();
+        sink.start_monitor(
+            lifeledger::monitor::MonitorSettings {
+                horizon: jiff::SignedDuration::from_hours(24 * 7),
+                verdict_gauges_every: Duration::from_secs(60),
+            },
+            Box::new(lifeledger::monitor::SystemClock),
+            Box::new(out),
+        )
+        .unwrap();
+    }
     let first: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
     let stop = |m: &Metrics| {
         let n = m.consumed.load(Ordering::Relaxed);
@@ -151,8 +171,9 @@ fn live(broker: &Broker, rate: usize, events: usize) -> (Option<f64>, Option<f64
     }
     let bootstrap = broker.bootstrap();
     let (t, g) = (topic.clone(), format!("group-{topic}"));
-    let consumer =
-        std::thread::spawn(move || ledger_consumer_on(&bootstrap, &t, events, &g, false, 5_000));
+    let consumer = std::thread::spawn(move || {
+        ledger_consumer_on(&bootstrap, &t, events, &g, false, 5_000, false)
+    });
     // Let the consumer join before the first record is stamped.
     std::thread::sleep(Duration::from_secs(4));
     let producer: BaseProducer = ClientConfig::new()
@@ -198,7 +219,10 @@ fn main() {
         .create()
         .unwrap();
     for r in futures_executor::block_on(admin.create_topics(
-        &[NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(1))],
+        &[
+            NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(1)),
+            NewTopic::new(ALERTS, 1, TopicReplication::Fixed(1)),
+        ],
         &AdminOptions::new(),
     ))
     .unwrap()
@@ -234,21 +258,28 @@ fn main() {
     println!(
         "plain rdkafka consumer, doing nothing:      {plain:>10.0} messages/s ({plain_took:.2?} from the first message)"
     );
-    let (bare, bare_took, p50, p99) = ledger_consumer(&broker, "ledger-bare", false, 5_000);
+    let (bare, bare_took, p50, p99) = ledger_consumer(&broker, "ledger-bare", false, 5_000, false);
     println!(
         "lifeledger consume, durable, no projection: {bare:>10.0} events/s ({bare_took:.2?}); batch latency p50 <= {:.3} s, p99 <= {:.3} s",
         p50.unwrap_or(f64::NAN),
         p99.unwrap_or(f64::NAN)
     );
-    let (big, big_took, p50, p99) = ledger_consumer(&broker, "ledger-big", false, 20_000);
+    let (big, big_took, p50, p99) = ledger_consumer(&broker, "ledger-big", false, 20_000, false);
     println!(
         "  same, batches of 20,000:                  {big:>10.0} events/s ({big_took:.2?}); batch latency p50 <= {:.3} s, p99 <= {:.3} s",
         p50.unwrap_or(f64::NAN),
         p99.unwrap_or(f64::NAN)
     );
-    let (full, full_took, p50, p99) = ledger_consumer(&broker, "ledger-full", true, 5_000);
+    let (full, full_took, p50, p99) = ledger_consumer(&broker, "ledger-full", true, 5_000, false);
     println!(
         "lifeledger consume, durable + projection:   {full:>10.0} events/s ({full_took:.2?}); batch latency p50 <= {:.3} s, p99 <= {:.3} s",
+        p50.unwrap_or(f64::NAN),
+        p99.unwrap_or(f64::NAN)
+    );
+    let (watched, watched_took, p50, p99) =
+        ledger_consumer(&broker, "ledger-monitor", true, 5_000, true);
+    println!(
+        "  + deadline monitor (alerts topic):        {watched:>10.0} events/s ({watched_took:.2?}); batch latency p50 <= {:.3} s, p99 <= {:.3} s",
         p50.unwrap_or(f64::NAN),
         p99.unwrap_or(f64::NAN)
     );

@@ -740,31 +740,7 @@ fn the_monitor_alerts_once_per_change_across_restarts_and_a_crash() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let ledger = tmp.path().join("ledger");
-    // The policy, published as a file ingest would not reach Kafka chains.
-    {
-        let mut l = Ledger::open(&ledger, LedgerOptions::default()).unwrap();
-        let text = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../ledger/policies/retention-2026-11.toml"),
-        )
-        .unwrap();
-        let hash = blake3::hash(text.as_bytes()).to_hex().to_string();
-        l.store_policy_text(&hash, &text).unwrap();
-        let event = format!(
-            r#"{{"schema_version":1,"event_id":"policy-1","event_time":"2026-01-01T00:00:00Z","kind":{{"type":"policy_published","policy_version":"2026-11.1","policy_hash":"{hash}"}}}}"#
-        );
-        l.append(
-            "policy",
-            vec![lifeledger_ledger::Incoming {
-                source: lifeledger_ledger::Source::File {
-                    path: "policy".into(),
-                    line: 1,
-                },
-                raw: event.into_bytes(),
-            }],
-            jiff::Timestamp::now(),
-        )
-        .unwrap();
-    }
+    lifeledger_tests::publish_policy(&mut Ledger::open(&ledger, LedgerOptions::default()).unwrap());
     let collected = r#"{"type":"collected","sensitive":false,"purpose":"p"}"#;
     let stored = r#"{"type":"stored","store":"mysql"}"#;
     produce(
