@@ -246,6 +246,16 @@ pub(super) fn violation_line(v: &Violation) -> String {
         Violation::UnknownCategory { category } => {
             format!("category {category:?} is not in the policy")
         }
+        Violation::DeadlineMissedBeforeHold {
+            due_by,
+            hold_id,
+            at,
+        } => {
+            format!(
+                "the deadline {due_by} passed with copies remaining before legal hold {hold_id} was placed (seq {})",
+                at.seq
+            )
+        }
         Violation::DeletedUnderHold { hold_id, at } => {
             format!(
                 "last copy deleted at seq {} while legal hold {hold_id} was in force",

@@ -21,7 +21,10 @@ fn fold(p: &mut Projection, entries: &[Entry]) {
 }
 
 fn event(i: usize, d: i64, item: &str, kind: serde_json::Value) -> (serde_json::Value, bool) {
-    let v = json!({
+    let hold = kind["type"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("legal_hold"));
+    let mut v = json!({
         "schema_version": 1,
         "event_id": format!("m{i}"),
         "event_time": day(d).to_string(),
@@ -31,6 +34,13 @@ fn event(i: usize, d: i64, item: &str, kind: serde_json::Value) -> (serde_json::
         "region": "SG",
         "kind": kind,
     });
+    if hold {
+        // Holds name the item alone.
+        if let Some(o) = v.as_object_mut() {
+            o.remove("category");
+            o.remove("region");
+        }
+    }
     (v, false)
 }
 
@@ -142,4 +152,87 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_hold_a_deletion_and_a_revived_backup_each_change_the_state_once() {
+    let policy = Policy::parse(POLICY).unwrap();
+    let week = SignedDuration::from_hours(24 * 7);
+    let evs = vec![
+        event(
+            0,
+            0,
+            "x",
+            json!({"type": "collected", "sensitive": false, "purpose": "p"}),
+        ),
+        event(1, 0, "x", json!({"type": "stored", "store": "mysql"})),
+        event(
+            2,
+            182,
+            "x",
+            json!({"type": "legal_hold_placed", "hold_id": "h1"}),
+        ),
+        event(
+            3,
+            190,
+            "x",
+            json!({"type": "legal_hold_released", "hold_id": "h1"}),
+        ),
+        event(4, 195, "x", json!({"type": "deleted", "store": "mysql"})),
+        event(
+            5,
+            200,
+            "x",
+            json!({"type": "backed_up", "store": "cos", "backup_id": "bk1", "source_store": "mysql"}),
+        ),
+    ];
+    let all = entries(&evs);
+    let mut p = Projection::default();
+    let mut m = Monitor::new(week, HashMap::new());
+    fold(&mut p, &all[..2]);
+    m.sweep(&p, &policy, day(181));
+    p.take_touched();
+    let step = |p: &mut Projection, m: &mut Monitor, upto: usize, now: i64| {
+        fold(p, &all[p.next_seq("a") as usize..upto]);
+        let touched = p.take_touched();
+        m.tick(p, &policy, &touched, day(now))
+    };
+    // The sweep found it overdue (#1); placing a hold clears it.
+    let held = step(&mut p, &mut m, 3, 183);
+    assert_eq!(held.len(), 1);
+    assert_eq!(
+        (
+            held[0].alert_id.as_str(),
+            held[0].state,
+            held[0].verdict.as_str()
+        ),
+        ("x#2", Watch::Clear, "on_hold")
+    );
+    // Released after the deadline: overdue again.
+    let released = step(&mut p, &mut m, 4, 191);
+    assert_eq!(released.len(), 1);
+    assert_eq!(
+        (released[0].alert_id.as_str(), released[0].state),
+        ("x#3", Watch::Overdue)
+    );
+    // Deleted: clear, late.
+    let deleted = step(&mut p, &mut m, 5, 196);
+    assert_eq!(
+        (
+            deleted[0].alert_id.as_str(),
+            deleted[0].state,
+            deleted[0].verdict.as_str()
+        ),
+        ("x#4", Watch::Clear, "deleted_late")
+    );
+    // A backup of it turns up after the deletion: overdue again, that copy remaining.
+    let revived = step(&mut p, &mut m, 6, 201);
+    assert_eq!(revived.len(), 1);
+    assert_eq!(
+        (revived[0].alert_id.as_str(), revived[0].state),
+        ("x#5", Watch::Overdue)
+    );
+    assert_eq!(revived[0].copies_remaining, vec!["cos#bk1".to_owned()]);
+    assert_eq!(revived[0].cause.by, "entry");
+    assert_eq!(revived[0].cause.seq, Some(5));
 }

@@ -98,6 +98,14 @@ pub enum Violation {
     UnknownCategory { category: String },
     /// The last copy was deleted while a legal hold was in force.
     DeletedUnderHold { hold_id: String, at: EntryRef },
+    /// The deadline passed with copies remaining, and a legal hold placed
+    /// afterwards now forbids deleting them: the item is on hold, and the
+    /// deadline was missed.
+    DeadlineMissedBeforeHold {
+        due_by: Timestamp,
+        hold_id: String,
+        at: EntryRef,
+    },
 }
 
 impl Violation {
@@ -109,6 +117,7 @@ impl Violation {
             Violation::BelowAgeOfConsent { .. } => "below_age_of_consent",
             Violation::UnknownCategory { .. } => "unknown_category",
             Violation::DeletedUnderHold { .. } => "deleted_under_hold",
+            Violation::DeadlineMissedBeforeHold { .. } => "deadline_missed_before_hold",
         }
     }
 }
@@ -355,10 +364,28 @@ pub fn judge(
             Some(DeadlineOutcome::Set(d)) if as_of <= d.due_by => Status::Due {
                 remaining: d.due_by.duration_since(as_of),
             },
-            Some(DeadlineOutcome::Set(d)) => Status::Overdue {
-                overdue_by: as_of.duration_since(d.due_by),
-                copies_remaining: remaining,
-            },
+            Some(DeadlineOutcome::Set(d)) => {
+                // Past the deadline. A hold placed since (one placed before
+                // would have suspended the clock) forbids deleting now: the
+                // item is on hold, and the missed deadline is a violation.
+                match holds.iter().find(|h| h.released.is_none()) {
+                    Some(hold) => {
+                        violations.push(Violation::DeadlineMissedBeforeHold {
+                            due_by: d.due_by,
+                            hold_id: hold.hold_id.to_owned(),
+                            at: hold.placed.clone(),
+                        });
+                        Status::OnHold {
+                            hold_id: hold.hold_id.to_owned(),
+                            since: hold.placed.event_time,
+                        }
+                    }
+                    None => Status::Overdue {
+                        overdue_by: as_of.duration_since(d.due_by),
+                        copies_remaining: remaining,
+                    },
+                }
+            }
             Some(DeadlineOutcome::None { why }) => Status::Retained { why: why.clone() },
             None => Status::Retained {
                 why: "no rule applies: the category is not in the policy".into(),
