@@ -236,3 +236,57 @@ fn a_hold_a_deletion_and_a_revived_backup_each_change_the_state_once() {
     assert_eq!(revived[0].cause.by, "entry");
     assert_eq!(revived[0].cause.seq, Some(5));
 }
+
+/// Every alert a monitor produces validates against the published schema
+/// (schemas/alerts/v1/alert.schema.json), which consumers of the alerts
+/// topic can use.
+#[test]
+fn alerts_match_their_published_schema() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../schemas/alerts/v1/alert.schema.json"
+    );
+    let mut schemas = boon::Schemas::new();
+    let mut compiler = boon::Compiler::new();
+    compiler.enable_format_assertions();
+    let index = compiler.compile(path, &mut schemas).unwrap();
+    let policy = Policy::parse(POLICY).unwrap();
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let mut alerts = Vec::new();
+    for _ in 0..40 {
+        let evs = proptest::strategy::ValueTree::current(
+            &proptest::strategy::Strategy::new_tree(&events(), &mut runner).unwrap(),
+        );
+        let mut p = Projection::default();
+        fold(&mut p, &entries(&evs));
+        let mut m = Monitor::new(SignedDuration::from_hours(24 * 7), HashMap::new());
+        for d in [0, 100, 175, 181, 300, 600] {
+            if d == 0 {
+                alerts.extend(m.sweep(&p, &policy, day(d)));
+            } else {
+                alerts.extend(m.tick(&p, &policy, &Dirty::default(), day(d)));
+            }
+        }
+    }
+    assert!(
+        alerts.len() > 20,
+        "too few alerts to mean anything: {}",
+        alerts.len()
+    );
+    for state in [Watch::DueSoon, Watch::Overdue, Watch::Clear] {
+        assert!(
+            alerts.iter().any(|a| a.state == state),
+            "no {state:?} alert"
+        );
+    }
+    for alert in &alerts {
+        let value = serde_json::to_value(alert).unwrap();
+        if let Err(e) = schemas.validate(&value, index) {
+            panic!("{value}\ndoes not match the alert schema: {e:#}");
+        }
+    }
+    // And the schema is not vacuous: a broken alert is refused.
+    let mut broken = serde_json::to_value(&alerts[0]).unwrap();
+    broken["state"] = json!("panic");
+    assert!(schemas.validate(&broken, index).is_err());
+}
