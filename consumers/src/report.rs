@@ -56,6 +56,9 @@ pub struct ReportData {
     pub findings: Vec<(ItemVerdict, Vec<Row>)>,
     /// Findings not shown (beyond the limit).
     pub findings_left_out: u64,
+    /// Chains whose replay stopped at a damaged entry: (chain, seq, why).
+    /// Everything the page shows comes from the entries before it.
+    pub replayed_up_to_damage: Vec<(String, u64, String)>,
 }
 
 /// Bars of a chart: label, then one value per series.
@@ -358,6 +361,20 @@ pub fn render(data: &ReportData) -> String {
         );
         for f in &v.findings {
             let _ = write!(h, "<li><code>{}</code></li>", esc(f));
+        }
+        h.push_str("</ul>");
+    }
+    if !data.replayed_up_to_damage.is_empty() {
+        h.push_str(
+            "<p class=\"bad\" id=\"partial\">Everything below is replayed from the intact part of the ledger only:</p><ul>",
+        );
+        for (chain, seq, why) in &data.replayed_up_to_damage {
+            let _ = write!(
+                h,
+                "<li><code>{}</code> stops before seq {seq}: {}</li>",
+                esc(chain),
+                esc(why)
+            );
         }
         h.push_str("</ul>");
     }

@@ -716,3 +716,75 @@ fn the_monitor_alerts_once_per_change_as_its_clock_moves() {
     assert_eq!(ids.len(), lines.len());
     assert_eq!(lines.len(), 1 + july.len() + august.len() + 1);
 }
+
+#[test]
+fn a_report_on_a_broken_ledger_says_so_and_shows_only_the_intact_part() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = tmp.path().join("ledger");
+    let sample =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/samples/lifecycle-sample.jsonl");
+    let policy = policy_file();
+    assert_eq!(
+        run(&ledger, &["policy", "publish", policy.to_str().unwrap()])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(
+        run(
+            &ledger,
+            &["ingest", sample.to_str().unwrap(), "--batch-size", "10"]
+        )
+        .status
+        .code(),
+        Some(0)
+    );
+    // Flip one byte inside the first entry of the chain's last block.
+    let (damaged_from, block_count) = {
+        let db = open_sled(&ledger);
+        let mut prefix = vec![b'B'];
+        prefix.extend_from_slice(&4u16.to_be_bytes());
+        prefix.extend_from_slice(b"file");
+        let blocks: Vec<_> = db.scan_prefix(&prefix).map(|kv| kv.unwrap()).collect();
+        let (key, value) = blocks.last().unwrap().clone();
+        let first_seq = u64::from_be_bytes(key[key.len() - 8..].try_into().unwrap());
+        let mut value = value.to_vec();
+        // count (4), len (4), hash (32), then the encoding: flip a byte well inside it.
+        value[4 + 4 + 32 + 60] ^= 0x20;
+        db.insert(key, value).unwrap();
+        db.flush().unwrap();
+        (first_seq, blocks.len())
+    };
+    assert!(block_count > 1);
+    let page = tmp.path().join("report.html");
+    let out = run(
+        &ledger,
+        &[
+            "report",
+            "--as-of",
+            "2026-08-01",
+            "--out",
+            page.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout(&out).contains("verification FAILED"),
+        "{}",
+        stdout(&out)
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("Verification FAILED"));
+    assert!(
+        html.contains(&format!(
+            "<code>file</code> stops before seq {damaged_from}"
+        )),
+        "{}",
+        &html[..html.len().min(3000)]
+    );
+}

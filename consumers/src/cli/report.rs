@@ -114,7 +114,8 @@ pub fn run(dir: &Path, args: ReportArgs) -> anyhow::Result<Outcome> {
     };
     let checkpoint = checkpoint_summary(&ledger, args.key.as_deref())?;
 
-    let mut replay = Replay::new();
+    // A broken ledger is still reported, as far as it is intact.
+    let mut replay = Replay::up_to_damage();
     let bar = super::progress_bar(total, "replay");
     ledger.replay(
         &mut replay,
@@ -146,7 +147,7 @@ pub fn run(dir: &Path, args: ReportArgs) -> anyhow::Result<Outcome> {
         .collect();
     let mut steps: BTreeMap<String, Vec<Step>> = BTreeMap::new();
     let mut account_steps: BTreeMap<String, Vec<Step>> = BTreeMap::new();
-    let mut second = Replay::new();
+    let mut second = Replay::up_to_damage();
     ledger.replay(
         &mut second,
         &Cut::everything(Timestamp::now()),
@@ -202,6 +203,7 @@ pub fn run(dir: &Path, args: ReportArgs) -> anyhow::Result<Outcome> {
         verdicts,
         findings: shown,
         findings_left_out: left_out,
+        replayed_up_to_damage: replay.damaged.clone(),
     };
     let html = render(&data);
     std::fs::write(&args.out, &html).with_context(|| format!("writing {}", args.out.display()))?;

@@ -23,6 +23,12 @@ pub struct Replay {
     pub replayed: u64,
     /// Per chain, the hash of the last entry folded.
     last_hash: BTreeMap<String, EntryHash>,
+    /// When set, a damaged entry ends its chain's replay (and is recorded
+    /// in `damaged`) instead of failing the whole replay: for a report that
+    /// must show a broken ledger as far as it is intact.
+    pub stop_at_damage: bool,
+    /// Chains whose replay stopped at damage: (chain, seq, what is wrong).
+    pub damaged: Vec<(String, u64, String)>,
 }
 
 /// What a replay passes to its visitor for each entry it folds.
@@ -37,6 +43,14 @@ pub struct Visited<'a> {
 impl Replay {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A replay that stops each chain at its first damaged entry.
+    pub fn up_to_damage() -> Self {
+        Replay {
+            stop_at_damage: true,
+            ..Self::default()
+        }
     }
 }
 
@@ -108,31 +122,56 @@ impl Ledger {
                 .copied()
                 .unwrap_or(GENESIS_PREV_HASH);
             for record in self.records(&chain, from)? {
-                let record = record?;
-                let entry = Entry::decode(&record.encoding)
-                    .map_err(|e| broken(&chain, record.position, e.to_string()))?;
+                let checked = record.and_then(|record| {
+                    let entry = Entry::decode(&record.encoding)
+                        .map_err(|e| broken(&chain, record.position, e.to_string()))?;
+                    Ok((record, entry))
+                });
+                let (record, entry) = match checked {
+                    Ok(pair) => pair,
+                    Err(e) if replay.stop_at_damage => {
+                        let seq = replay.projection.next_seq(&chain);
+                        replay.damaged.push((chain.clone(), seq, e.to_string()));
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                };
                 if !cut.admits(&chain, entry.seq, entry.received_at) {
                     break;
                 }
-                if entry.seq != record.position || entry.chain != chain {
-                    return Err(broken(
-                        &chain,
-                        record.position,
-                        format!(
-                            "stored there, but the entry says {}@{}",
-                            entry.chain, entry.seq
-                        ),
-                    ));
-                }
                 let hash = EntryHash::of_encoding(&record.encoding);
-                if hash != record.hash || entry.prev_hash != prev {
-                    return Err(broken(
-                        &chain,
-                        entry.seq,
-                        "the entry does not hash or link as stored; run `lifeledger verify`".into(),
-                    ));
+                let problem = if entry.seq != record.position || entry.chain != chain {
+                    Some(format!(
+                        "stored at seq {}, but the entry says {}@{}",
+                        record.position, entry.chain, entry.seq
+                    ))
+                } else if hash != record.hash || entry.prev_hash != prev {
+                    Some(
+                        "the entry does not hash or link as stored; run `lifeledger verify`"
+                            .to_owned(),
+                    )
+                } else {
+                    None
+                };
+                if let Some(detail) = problem {
+                    if replay.stop_at_damage {
+                        replay
+                            .damaged
+                            .push((chain.clone(), record.position, detail));
+                        break;
+                    }
+                    return Err(broken(&chain, record.position, detail));
                 }
-                let event = entry_event(&entry)?;
+                let event = match entry_event(&entry) {
+                    Ok(event) => event,
+                    Err(e) if replay.stop_at_damage => {
+                        replay
+                            .damaged
+                            .push((chain.clone(), entry.seq, e.to_string()));
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 let wanted = event.as_ref().filter(|e| scope.wants(e));
                 replay.projection.apply_decoded(&entry, wanted)?;
                 visit(Visited {
