@@ -34,7 +34,7 @@ echo "== the retention report"
 "$bin" --ledger "$ledger" report --out target/demo-report.html
 echo
 echo "== replay: what changed in the last 1,000 entries of one partition"
-"$bin" --ledger "$ledger" diff --from "kafka:lifecycle:0@$(( $("$bin" --ledger "$ledger" head --json | python3 -c 'import json,sys; print([h["last_seq"] for h in json.load(sys.stdin) if h["chain"]=="kafka:lifecycle:0"][0])') - 1000 ))" | head -n 12
+"$bin" --ledger "$ledger" diff --from "kafka:lifecycle:0@$(( $("$bin" --ledger "$ledger" head --json | python3 -c 'import json,sys; print([h["last_seq"] for h in json.load(sys.stdin) if h["chain"]=="kafka:lifecycle:0"][0])') - 1000 ))" --limit 5
 echo
 echo "== the same from a file: the shipped sample, with its bad lines"
 rm -rf target/demo-file-ledger

@@ -83,6 +83,9 @@ pub struct DiffArgs {
     /// Judge both points under this policy file.
     #[arg(long)]
     pub policy: Option<PathBuf>,
+    /// Lines listed per kind of change (all of them with --json).
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
     #[arg(long)]
     pub json: bool,
 }
@@ -317,8 +320,13 @@ pub fn diff_points(dir: &Path, args: DiffArgs) -> anyhow::Result<Outcome> {
             policy_after.version
         );
     }
+    let more = |n: usize| {
+        if n > args.limit {
+            out!("  … {} more (--limit N, or --json for all)", n - args.limit);
+        }
+    };
     out!("\nitems collected: {}", d.items_collected.len());
-    for c in &d.items_collected {
+    for c in d.items_collected.iter().take(args.limit) {
         out!(
             "  {:<24} {:<24} {}@{}",
             c.item_id,
@@ -332,7 +340,7 @@ pub fn diff_points(dir: &Path, args: DiffArgs) -> anyhow::Result<Outcome> {
         ("copies deleted", &d.copies_deleted),
     ] {
         out!("\n{title}: {}", list.len());
-        for c in list {
+        for c in list.iter().take(args.limit) {
             out!(
                 "  {:<24} {:<28} happened {}  {}@{}",
                 c.item_id,
@@ -342,9 +350,10 @@ pub fn diff_points(dir: &Path, args: DiffArgs) -> anyhow::Result<Outcome> {
                 c.at.seq
             );
         }
+        more(list.len());
     }
     out!("\ndeadlines set or changed: {}", d.deadlines.len());
-    for c in &d.deadlines {
+    for c in d.deadlines.iter().take(args.limit) {
         out!(
             "  {:<24} {} -> {}",
             c.item_id,
@@ -352,8 +361,9 @@ pub fn diff_points(dir: &Path, args: DiffArgs) -> anyhow::Result<Outcome> {
             deadline_text(c.after.as_ref())
         );
     }
+    more(d.deadlines.len());
     out!("\nverdicts changed: {}", d.verdicts.len());
-    for c in &d.verdicts {
+    for c in d.verdicts.iter().take(args.limit) {
         out!(
             "  {:<24} {} -> {}",
             c.item_id,
@@ -361,6 +371,7 @@ pub fn diff_points(dir: &Path, args: DiffArgs) -> anyhow::Result<Outcome> {
             verdict_text(c.after.as_ref())
         );
     }
+    more(d.verdicts.len());
     Ok(Outcome::Ok)
 }
 
