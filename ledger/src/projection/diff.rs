@@ -80,17 +80,23 @@ impl ProjectionDiff {
     }
 }
 
-fn deadline_brief(v: &ItemVerdict) -> Option<DeadlineBrief> {
-    v.deadline.as_ref().map(|d| DeadlineBrief {
-        due_by: d.due_by,
-        rule: d.rule.clone(),
-    })
+impl DeadlineBrief {
+    /// The deadline of a verdict, if one runs.
+    pub fn of(v: &ItemVerdict) -> Option<Self> {
+        v.deadline.as_ref().map(|d| DeadlineBrief {
+            due_by: d.due_by,
+            rule: d.rule.clone(),
+        })
+    }
 }
 
-fn verdict_brief(v: &ItemVerdict) -> VerdictBrief {
-    VerdictBrief {
-        status: v.status.name().to_owned(),
-        violations: v.violations.iter().map(|x| x.name().to_owned()).collect(),
+impl VerdictBrief {
+    /// A verdict's status and violations, by name.
+    pub fn of(v: &ItemVerdict) -> Self {
+        VerdictBrief {
+            status: v.status.name().to_owned(),
+            violations: v.violations.iter().map(|x| x.name().to_owned()).collect(),
+        }
     }
 }
 
@@ -148,8 +154,8 @@ pub fn diff(
         let b = earlier.get(id);
         let a = later.get(id);
         let (db, da) = (
-            b.and_then(|v| deadline_brief(v)),
-            a.and_then(|v| deadline_brief(v)),
+            b.and_then(|v| DeadlineBrief::of(v)),
+            a.and_then(|v| DeadlineBrief::of(v)),
         );
         if db != da {
             out.deadlines.push(DeadlineChanged {
@@ -158,7 +164,10 @@ pub fn diff(
                 after: da,
             });
         }
-        let (vb, va) = (b.map(|v| verdict_brief(v)), a.map(|v| verdict_brief(v)));
+        let (vb, va) = (
+            b.map(|v| VerdictBrief::of(v)),
+            a.map(|v| VerdictBrief::of(v)),
+        );
         if vb != va {
             out.verdicts.push(VerdictChanged {
                 item_id: id.to_owned(),

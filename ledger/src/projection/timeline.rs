@@ -90,16 +90,7 @@ pub fn timeline(mut steps: Vec<Step>, scope: &Scope, policy: &Policy, order: Ord
             let Some(v) = judge(item, account, policy, as_of) else {
                 continue;
             };
-            let now = (
-                VerdictBrief {
-                    status: v.status.name().to_owned(),
-                    violations: v.violations.iter().map(|x| x.name().to_owned()).collect(),
-                },
-                v.deadline.as_ref().map(|d| DeadlineBrief {
-                    due_by: d.due_by,
-                    rule: d.rule.clone(),
-                }),
-            );
+            let now = (VerdictBrief::of(&v), DeadlineBrief::of(&v));
             let changed = last.get(&item.item_id) != Some(&now);
             if changed || own_item.as_deref() == Some(item.item_id.as_str()) {
                 standings.push(ItemStanding {

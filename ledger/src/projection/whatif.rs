@@ -22,14 +22,8 @@ impl Judgement {
     fn of(v: &ItemVerdict) -> Self {
         Judgement {
             policy_version: v.policy_version.clone(),
-            deadline: v.deadline.as_ref().map(|d| DeadlineBrief {
-                due_by: d.due_by,
-                rule: d.rule.clone(),
-            }),
-            verdict: VerdictBrief {
-                status: v.status.name().to_owned(),
-                violations: v.violations.iter().map(|x| x.name().to_owned()).collect(),
-            },
+            deadline: DeadlineBrief::of(v),
+            verdict: VerdictBrief::of(v),
         }
     }
 
