@@ -314,15 +314,48 @@ input[type=search]{padding:5px 8px;width:280px;border:1px solid #ccd;border-radi
 
 const SCRIPT: &str = r#"
 (function(){
+  var b=document.body;
+  b.setAttribute('data-resources',String(performance.getEntriesByType('resource').length));
   var box=document.getElementById('filter');
   var rows=document.querySelectorAll('#findings tbody tr.finding');
   box.addEventListener('input',function(){
     var q=box.value.toLowerCase();
     rows.forEach(function(r){r.style.display=r.textContent.toLowerCase().indexOf(q)>=0?'':'none';});
   });
-  document.body.setAttribute('data-ready',String(rows.length));
+  b.setAttribute('data-ready',String(rows.length));
 })();
 "#;
+
+/// Runs first, in the head: counts every request the browser refused under
+/// the page's Content-Security-Policy, so a test (or a curious reader with
+/// the developer tools) sees an attempt even though nothing left the page.
+const WATCH_SCRIPT: &str = "document.addEventListener('securitypolicyviolation',function(){var e=document.documentElement;e.setAttribute('data-csp-violations',String(1+Number(e.getAttribute('data-csp-violations')||0)));});";
+
+/// The page's Content-Security-Policy: nothing may be fetched, framed,
+/// submitted or based elsewhere; only this page's own inline style and
+/// scripts (pinned by their SHA-256, so injected markup cannot run script)
+/// and `data:` images may be used. A browser that honours it refuses any
+/// outside request the page would make, whatever its content.
+pub fn content_security_policy() -> String {
+    format!(
+        "default-src 'none'; style-src '{}'; script-src '{}' '{}'; img-src data:; base-uri 'none'; form-action 'none'",
+        csp_hash(STYLE),
+        csp_hash(WATCH_SCRIPT),
+        csp_hash(SCRIPT)
+    )
+}
+
+/// A CSP hash source (`sha256-` and the base64 digest) of an inline
+/// element's exact text.
+fn csp_hash(text: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    format!(
+        "sha256-{}",
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    )
+}
 
 /// The whole page.
 pub fn render(data: &ReportData) -> String {
@@ -330,8 +363,12 @@ pub fn render(data: &ReportData) -> String {
     let mut h = String::with_capacity(64 * 1024);
     let _ = write!(
         h,
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"Content-Security-Policy\" content=\"{csp}\">\
+         <meta name=\"viewport\" content=\"width=device-width\">\
+         <script>{WATCH_SCRIPT}</script>\
          <title>Retention report as of {as_of}</title><style>{STYLE}</style></head><body>",
+        csp = esc(&content_security_policy()),
         as_of = esc(&data.as_of.to_string())
     );
     let _ = write!(

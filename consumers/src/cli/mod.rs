@@ -178,8 +178,15 @@ pub fn emit_line(args: std::fmt::Arguments<'_>) {
 pub fn init_tracing(global: &Global) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LIFELEDGER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Colour only for a person at a terminal (and not when NO_COLOR asks
+    // otherwise): a pipe or a log file gets plain text. Libraries that log
+    // through the `log` crate (sled) reach this subscriber too, through its
+    // log bridge, so they obey the same filter and format.
+    let ansi = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match global.log_format {
         LogFormat::Human => builder.init(),
