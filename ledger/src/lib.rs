@@ -28,7 +28,7 @@ pub use chain::{ChainHead, SealedEntry};
 pub use entry::{Body, Entry, EntryHash, Source};
 pub use intake::Incoming;
 pub use store::{
-    AppendReport, ChainBatch, Ledger, LedgerOptions, ReadOnlyLedger, Rejection, StoreError,
-    StoredRecord,
+    AppendReport, ChainBatch, Ledger, LedgerOptions, ReadOnlyLedger, Rejection, StagedBatch,
+    StoreError, StoredRecord,
 };
 pub use verify::{Finding, Problem, VerifyReport};

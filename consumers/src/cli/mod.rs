@@ -10,6 +10,8 @@ macro_rules! out {
 
 mod audit;
 #[cfg(feature = "kafka")]
+mod check_offsets;
+#[cfg(feature = "kafka")]
 mod consume;
 #[cfg(feature = "kafka")]
 mod demo;
@@ -117,6 +119,11 @@ pub enum Command {
     /// chains for that range (the live ledger is only read).
     #[cfg(feature = "kafka")]
     ReplayKafka(replay_kafka::ReplayKafkaArgs),
+    /// Read a topic and this ledger (and other members' with --also):
+    /// every offset holding a record must be in exactly one of them. Exit
+    /// 1 when an offset is missing or recorded twice.
+    #[cfg(feature = "kafka")]
+    CheckOffsets(check_offsets::CheckOffsetsArgs),
     /// Watch deadlines: alert once per item that becomes due soon, overdue,
     /// or clear again (to a Kafka topic or a JSON Lines file).
     Monitor(monitor::MonitorArgs),
@@ -212,6 +219,8 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         Command::WhatIf(a) => replay::what_if(dir, a),
         #[cfg(feature = "kafka")]
         Command::ReplayKafka(a) => replay_kafka::run(dir, a),
+        #[cfg(feature = "kafka")]
+        Command::CheckOffsets(a) => check_offsets::run(dir, a),
         Command::Monitor(a) => monitor::run(dir, a),
         Command::Report(a) => report::run(dir, a),
         Command::Keygen(a) => audit::keygen(a),

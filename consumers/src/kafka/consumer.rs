@@ -1,11 +1,12 @@
 //! The Kafka side: a group member that writes to the ledger exactly once.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -15,8 +16,9 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use thiserror::Error;
 
 use super::config::ConsumerConfig;
+use super::handover::{CommitNote, Committed, Custody, Fate, fate};
 use super::metrics::Metrics;
-use super::sink::{DeadLetter, Flushed, Sink};
+use super::sink::{Accepted, DeadLetter, Sink, StagedCommit};
 use lifeledger_ledger::{Source, StoreError};
 
 #[derive(Debug, Error)]
@@ -145,18 +147,53 @@ impl LedgerContext {
         self.failure.lock().ok().and_then(|f| f.clone())
     }
 
+    /// What the group has committed for these partitions, with our notes.
+    fn committed(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        partitions: &[(String, i32)],
+    ) -> Result<HashMap<(String, i32), Committed>, KafkaError> {
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in partitions {
+            tpl.add_partition(t, *p);
+        }
+        let got = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+        let mut out = HashMap::new();
+        for e in got.elements() {
+            if let Offset::Offset(offset) = e.offset() {
+                out.insert(
+                    (e.topic().to_owned(), e.partition()),
+                    Committed {
+                        offset,
+                        note: CommitNote::parse(e.metadata()),
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
     /// Seeks each newly assigned partition to the later of the ledger's
-    /// cursor and Kafka's committed offset.
+    /// cursor and the group's committed offset, and takes the partition's
+    /// custody from the committed note.
     fn on_assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
-        let committed = consumer
-            .committed_offsets(tpl.clone(), Duration::from_secs(10))
-            .ok();
-        let mut sink = lock(&self.sink);
         let assigned: Vec<(String, i32)> = tpl
             .elements()
             .iter()
             .map(|e| (e.topic().to_owned(), e.partition()))
             .collect();
+        let committed = match self.committed(consumer, &assigned) {
+            Ok(c) => c,
+            Err(e) => {
+                // Without the committed offsets the custody is unknown and
+                // a resume point could be wrong: stop rather than guess.
+                self.fail(format!(
+                    "reading the group's committed offsets on assignment: {e}"
+                ));
+                return;
+            }
+        };
+        let mut sink = lock(&self.sink);
         for (topic, partition) in assigned {
             let ours = match sink.cursor(&topic, partition) {
                 Ok(c) => c,
@@ -165,27 +202,26 @@ impl LedgerContext {
                     None
                 }
             };
-            let theirs = committed
-                .as_ref()
-                .and_then(|c| c.find_partition(&topic, partition))
-                .and_then(|p| match p.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                });
+            let found = committed.get(&(topic.clone(), partition));
+            let theirs = found.map(|c| c.offset);
             let start = match (ours, theirs) {
                 (Some(a), Some(b)) => Some(a.max(b)),
                 (a, b) => a.or(b),
             };
-            if let Some(start) = start {
-                sink.advance_cursor(&topic, partition, start);
-                tracing::info!(
-                    "assigned {topic}/{partition}: resuming at offset {start} (ledger cursor {ours:?}, Kafka committed {theirs:?})"
-                );
-            } else {
-                tracing::info!(
-                    "assigned {topic}/{partition}: no stored offset, starting per auto.offset.reset"
-                );
+            if let (Some(a), Some(b)) = (ours, theirs) {
+                if b > a {
+                    tracing::warn!(
+                        "assigned {topic}/{partition}: the group committed offset {b} past this ledger's cursor {a}; offsets {a}..{} were recorded by another member's ledger",
+                        b - 1
+                    );
+                }
             }
+            let custody = Custody::on_assignment(found);
+            tracing::info!(
+                "assigned {topic}/{partition}: resuming at offset {start:?} (ledger cursor {ours:?}, group committed {theirs:?}, handover {})",
+                custody.handovers
+            );
+            sink.assign(&topic, partition, start, custody);
             // Seeking happens through the assignment itself.
             if let Some(start) = start {
                 let _ = tpl.set_partition_offset(&topic, partition, Offset::Offset(start));
@@ -193,51 +229,206 @@ impl LedgerContext {
         }
     }
 
-    /// Makes what is pending for the revoked partitions durable and commits
-    /// it before they go to another member.
+    /// Writes what is pending for the revoked partitions (stage, commit,
+    /// append) before they go to another member.
     fn on_revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
         let partitions: Vec<(String, i32)> = tpl
             .elements()
             .iter()
             .map(|e| (e.topic().to_owned(), e.partition()))
             .collect();
-        let flushed = {
-            let mut sink = lock(&self.sink);
-            let flushed = sink.flush(Some(&partitions));
-            sink.forget(&partitions);
-            flushed
-        };
-        match flushed {
-            Ok(flushed) => self.after_flush(consumer, flushed, CommitMode::Sync),
-            Err(e) => self.fail(format!(
+        if let Err(e) = self.write(consumer, Some(&partitions)) {
+            self.fail(format!(
                 "writing the ledger before giving up partitions: {e}"
-            )),
+            ));
         }
+        lock(&self.sink).forget(&partitions);
     }
 
-    /// Commits what was made durable and sends its dead letters.
-    fn after_flush(&self, consumer: &BaseConsumer<Self>, flushed: Flushed, mode: CommitMode) {
-        if let Some(out) = &self.dead_letters {
-            out.send(&flushed.dead_letters, &self.metrics);
-        }
-        if flushed.commits.is_empty() {
-            return;
+    /// The write a group member makes: stage the pending inputs (durable,
+    /// in no chain), commit their offsets with a note naming the batch,
+    /// and append them to their chains only once Kafka holds the commit.
+    /// A batch whose commit did not land is dropped and read again. So a
+    /// crash at any point leaves each batch either in this ledger with the
+    /// group past it, or in no ledger with the group before it.
+    fn write(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        only: Option<&[(String, i32)]>,
+    ) -> Result<(), ConsumeError> {
+        let staged = lock(&self.sink).stage(only)?;
+        if staged.is_empty() {
+            return Ok(());
         }
         let mut tpl = TopicPartitionList::new();
-        for (topic, partition, next) in &flushed.commits {
-            if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
-                tracing::warn!(
-                    "cannot record offset {next} of {topic}/{partition} for commit: {e}"
+        for s in &staged {
+            tpl.add_partition_offset(&s.topic, s.partition, Offset::Offset(s.next_offset))?;
+            if let Some(mut e) = tpl.find_partition(&s.topic, s.partition) {
+                e.set_metadata(
+                    CommitNote {
+                        token: s.token.clone(),
+                        custody: s.custody.clone(),
+                    }
+                    .encode(),
                 );
             }
         }
-        if let Err(e) = consumer.commit(&tpl, mode) {
-            // The ledger has it; Kafka's committed offset only lags, and the
-            // ledger's cursor prevents a second append.
-            tracing::warn!(
-                "commit to Kafka failed (the ledger is durable, lag tools will lag): {e}"
-            );
-            Metrics::add(&self.metrics.kafka_errors, 1);
+        let fates: Vec<(StagedCommit, Fate)> = match consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => staged.into_iter().map(|s| (s, Fate::Landed)).collect(),
+            Err(e) => {
+                tracing::warn!("offset commit failed ({e}); asking the group what it holds");
+                Metrics::add(&self.metrics.kafka_errors, 1);
+                self.look_up_fates(consumer, staged)?
+            }
+        };
+        self.settle(consumer, fates)
+    }
+
+    /// Asks the group what it committed for staged batches, until it
+    /// answers (a minute at most).
+    fn look_up_fates(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        staged: Vec<StagedCommit>,
+    ) -> Result<Vec<(StagedCommit, Fate)>, ConsumeError> {
+        let partitions: Vec<(String, i32)> = staged
+            .iter()
+            .map(|s| (s.topic.clone(), s.partition))
+            .collect();
+        let mut tries = 0;
+        let committed = loop {
+            match self.committed(consumer, &partitions) {
+                Ok(c) => break c,
+                Err(e) if tries < 60 => {
+                    tries += 1;
+                    tracing::warn!("reading the group's committed offsets: {e}; retrying");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        Ok(staged
+            .into_iter()
+            .map(|s| {
+                let found = committed.get(&(s.topic.clone(), s.partition));
+                let f = fate(&s.token, s.next_offset, found);
+                (s, f)
+            })
+            .collect())
+    }
+
+    /// Appends the batches whose commit landed (or whose fate is unknown:
+    /// evidence is kept), drops the others and reads them again.
+    fn settle(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        fates: Vec<(StagedCommit, Fate)>,
+    ) -> Result<(), ConsumeError> {
+        let mut keep = Vec::new();
+        let mut drop = Vec::new();
+        for (s, f) in fates {
+            let at = (s.topic.clone(), s.partition);
+            match f {
+                Fate::Landed => {
+                    Metrics::add(&self.metrics.staged_landed, 1);
+                    keep.push(at);
+                }
+                Fate::Unknown => {
+                    Metrics::add(&self.metrics.staged_unknown, 1);
+                    tracing::error!(
+                        "{}/{}: whether the commit of offsets {}..{} reached the group is no longer known (too many handovers since, or another tool committed); appending them: another member's ledger may hold them too (`lifeledger check-offsets` tells)",
+                        s.topic,
+                        s.partition,
+                        s.first_offset,
+                        s.next_offset - 1
+                    );
+                    keep.push(at);
+                }
+                Fate::NotLanded => {
+                    Metrics::add(&self.metrics.staged_not_landed, 1);
+                    tracing::info!(
+                        "{}/{}: the group never got the commit of offsets {}..{}; dropped here, to be read again",
+                        s.topic,
+                        s.partition,
+                        s.first_offset,
+                        s.next_offset - 1
+                    );
+                    drop.push(at);
+                }
+            }
+        }
+        let (flushed, rewound) = {
+            let mut sink = lock(&self.sink);
+            let flushed = sink.append_staged(&keep)?;
+            let rewound = sink.discard_staged(&drop)?;
+            let rewound: Vec<_> = rewound
+                .into_iter()
+                .filter(|(t, p, _)| sink.is_assigned(t, *p) && sink.cursor_known(t, *p))
+                .collect();
+            (flushed, rewound)
+        };
+        for (topic, partition, first) in rewound {
+            if let Err(e) = consumer.seek(
+                &topic,
+                partition,
+                Offset::Offset(first),
+                Duration::from_secs(10),
+            ) {
+                self.fail(format!(
+                    "seeking {topic}/{partition} back to {first} to read it again: {e}"
+                ));
+            }
+        }
+        if let Some(out) = &self.dead_letters {
+            out.send(&flushed.dead_letters, &self.metrics);
+        }
+        Ok(())
+    }
+
+    /// Settles the batches a previous run left staged, before joining.
+    fn settle_left_staged(&self, consumer: &BaseConsumer<Self>) -> Result<(), ConsumeError> {
+        let left = lock(&self.sink).left_staged()?;
+        if left.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            "{} batch(es) were staged when the last run stopped; asking the group whether their commits landed",
+            left.len()
+        );
+        let fates = self.look_up_fates(consumer, left)?;
+        self.settle(consumer, fates)
+    }
+
+    /// Reads again the partitions that received nothing for a while
+    /// although the broker holds offsets at or past their cursors.
+    fn check_stalled(&self, consumer: &BaseConsumer<Self>, quiet: Duration) {
+        let held = lock(&self.sink).assigned_cursors();
+        for (topic, partition, cursor, since) in held {
+            if cursor.is_none() || since < quiet {
+                continue;
+            }
+            let high = match consumer.fetch_watermarks(&topic, partition, Duration::from_secs(2)) {
+                Ok((_, high)) => high,
+                Err(e) => {
+                    tracing::debug!("watermarks of {topic}/{partition}: {e}");
+                    continue;
+                }
+            };
+            let target = lock(&self.sink).check_stalled(&topic, partition, high);
+            if let Some(target) = target {
+                tracing::info!(
+                    "{topic}/{partition}: nothing arrived at offset {} although the broker's high watermark is {high}: reading again from {target}",
+                    cursor.unwrap_or_default()
+                );
+                if let Err(e) = consumer.seek(
+                    &topic,
+                    partition,
+                    Offset::Offset(target),
+                    Duration::from_secs(10),
+                ) {
+                    tracing::warn!("seeking {topic}/{partition} to {target}: {e}");
+                }
+            }
         }
     }
 }
@@ -261,21 +452,53 @@ impl ConsumerContext for LedgerContext {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
+        // With cooperative-sticky assignment a rebalance hands over only
+        // the partitions that move, incrementally.
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 self.on_assign(consumer, tpl);
-                if let Err(e) = consumer.assign(tpl) {
+                let assigned = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                if let Err(e) = assigned {
                     self.fail(format!("assigning partitions: {e}"));
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                if consumer.assignment_lost() {
+                    tracing::warn!(
+                        "the group took these partitions away (session lost): what is pending is written only if its commit still lands"
+                    );
+                }
                 self.on_revoke(consumer, tpl);
-                if let Err(e) = consumer.unassign() {
+                let unassigned = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(e) = unassigned {
                     tracing::warn!("unassigning partitions: {e}");
                 }
             }
             other => {
+                // Pending inputs of every partition are written (if their
+                // commit lands) before letting go of all of them.
                 tracing::error!("rebalance error: {other:?}");
+                let held: Vec<(String, i32)> = lock(&self.sink)
+                    .assigned_cursors()
+                    .into_iter()
+                    .map(|(t, p, _, _)| (t, p))
+                    .collect();
+                if let Err(e) = self.write(consumer, None) {
+                    self.fail(format!("writing the ledger after a rebalance error: {e}"));
+                }
+                lock(&self.sink).forget(&held);
                 let _ = consumer.unassign();
             }
         }
@@ -343,7 +566,7 @@ pub fn run(
         }),
         None => None,
     };
-    let sink = Arc::new(Mutex::new(sink));
+    let sink = Arc::new(Mutex::new(sink.for_group()));
     let context = LedgerContext {
         sink: Arc::clone(&sink),
         metrics: Arc::clone(&metrics),
@@ -352,20 +575,23 @@ pub fn run(
     };
     let consumer: BaseConsumer<LedgerContext> =
         client_config(config, true).create_with_context(context)?;
+    // A batch the last run staged but did not append is settled first: the
+    // group's committed offsets say whether it belongs in this ledger.
+    consumer.context().settle_left_staged(&consumer)?;
     let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     let max_latency = Duration::from_millis(config.max_latency_ms);
     let idle_limit = config.exit_when_idle_ms.map(Duration::from_millis);
-    let mut last_message = Instant::now();
+    // Idle time counts from the first assignment: before it, the member is
+    // waiting for the group (dead members' sessions may still hold the
+    // partitions), which is not idleness.
+    let mut last_message: Option<Instant> = None;
+    let mut waiting_since = Instant::now();
     let mut last_report = Instant::now();
     let monitor_interval = Duration::from_millis(config.monitor_interval_ms);
     let mut last_monitor = Instant::now();
-    let flush =
-        |mode: CommitMode, consumer: &BaseConsumer<LedgerContext>| -> Result<(), ConsumeError> {
-            let flushed = lock(&sink).flush(None)?;
-            consumer.context().after_flush(consumer, flushed, mode);
-            Ok(())
-        };
+    let mut last_stall_check = Instant::now();
+    let stall_quiet = Duration::from_millis(500);
     loop {
         if shutdown.load(Ordering::Relaxed) {
             tracing::info!("shutting down: writing what is pending");
@@ -376,7 +602,7 @@ pub fn run(
         }
         match consumer.poll(Duration::from_millis(20)) {
             Some(Ok(message)) => {
-                last_message = Instant::now();
+                last_message = Some(Instant::now());
                 let accepted = lock(&sink).accept(
                     message.topic(),
                     message.partition(),
@@ -384,8 +610,19 @@ pub fn run(
                     message.timestamp().to_millis(),
                     message.key(),
                     message.payload(),
-                );
-                accepted?;
+                )?;
+                if let Accepted::SeekTo(target) = accepted {
+                    let (topic, partition) = (message.topic().to_owned(), message.partition());
+                    drop(message);
+                    if let Err(e) = consumer.seek(
+                        &topic,
+                        partition,
+                        Offset::Offset(target),
+                        Duration::from_secs(10),
+                    ) {
+                        tracing::warn!("seeking {topic}/{partition} to {target}: {e}");
+                    }
+                }
             }
             Some(Err(e)) => {
                 tracing::warn!("Kafka: {e}");
@@ -394,6 +631,16 @@ pub fn run(
             None => {}
         }
         metrics.polled();
+        let holds_partitions = !lock(&sink).assigned_cursors().is_empty();
+        if holds_partitions && last_message.is_none() {
+            last_message = Some(Instant::now());
+        }
+        if !holds_partitions && waiting_since.elapsed() >= Duration::from_secs(10) {
+            waiting_since = Instant::now();
+            tracing::info!(
+                "waiting for the group to assign this member a partition (members that died may hold them until their sessions expire)"
+            );
+        }
         if last_report.elapsed() >= Duration::from_secs(5) {
             last_report = Instant::now();
             let s = RunSummary::from(&metrics);
@@ -411,7 +658,11 @@ pub fn run(
             (s.pending(), s.oldest_age())
         };
         if pending >= config.batch_size || age.is_some_and(|a| a >= max_latency) {
-            flush(CommitMode::Async, &consumer)?;
+            consumer.context().write(&consumer, None)?;
+        }
+        if last_stall_check.elapsed() >= stall_quiet {
+            last_stall_check = Instant::now();
+            consumer.context().check_stalled(&consumer, stall_quiet);
         }
         if last_monitor.elapsed() >= monitor_interval {
             last_monitor = Instant::now();
@@ -420,12 +671,14 @@ pub fn run(
         if stop.is_some_and(|f| f(&metrics)) {
             break;
         }
-        if idle_limit.is_some_and(|limit| last_message.elapsed() >= limit) && pending == 0 {
+        let idle =
+            last_message.is_some_and(|t| idle_limit.is_some_and(|limit| t.elapsed() >= limit));
+        if idle && pending == 0 && !lock(&sink).rewinding() {
             tracing::info!("idle for {:?}: stopping", idle_limit);
             break;
         }
     }
-    flush(CommitMode::Sync, &consumer)?;
+    consumer.context().write(&consumer, None)?;
     lock(&sink).maybe_checkpoint(true)?;
     consumer.unsubscribe();
     drop(consumer);

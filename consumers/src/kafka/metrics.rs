@@ -20,6 +20,19 @@ pub struct Metrics {
     pub duplicates: AtomicU64,
     /// Messages below a partition's cursor: redeliveries skipped.
     pub redelivered: AtomicU64,
+    /// Messages of partitions this member no longer held, dropped.
+    pub not_assigned: AtomicU64,
+    /// Seeks back because an offset arrived past the expected one, or a
+    /// partition stalled short of the broker's high watermark.
+    pub rewinds: AtomicU64,
+    /// Missing offsets that arrived after reading again.
+    pub gaps_healed: AtomicU64,
+    /// Offsets the broker does not hold, stepped over after reading again.
+    pub offsets_absent: AtomicU64,
+    /// Staged batches by the fate of their offset commit.
+    pub staged_landed: AtomicU64,
+    pub staged_not_landed: AtomicU64,
+    pub staged_unknown: AtomicU64,
     pub batches: AtomicU64,
     pub dead_letters: AtomicU64,
     pub dead_letter_failures: AtomicU64,
@@ -186,6 +199,48 @@ impl Metrics {
             "lifeledger_redelivered_total",
             "Messages below a partition's stored offset, skipped.",
             &self.redelivered,
+        );
+        counter(
+            &mut out,
+            "lifeledger_not_assigned_total",
+            "Messages of partitions no longer held (fetched before a revocation), dropped.",
+            &self.not_assigned,
+        );
+        counter(
+            &mut out,
+            "lifeledger_rewinds_total",
+            "Seeks back to read a partition again: an offset arrived past the expected one, or the partition stalled short of the high watermark.",
+            &self.rewinds,
+        );
+        counter(
+            &mut out,
+            "lifeledger_gaps_healed_total",
+            "Missing offsets that arrived after reading the partition again.",
+            &self.gaps_healed,
+        );
+        counter(
+            &mut out,
+            "lifeledger_offsets_absent_total",
+            "Offsets the broker holds no record at (compacted, transaction markers, deleted), stepped over after reading again.",
+            &self.offsets_absent,
+        );
+        counter(
+            &mut out,
+            "lifeledger_staged_landed_total",
+            "Staged batches appended because Kafka holds their offset commit.",
+            &self.staged_landed,
+        );
+        counter(
+            &mut out,
+            "lifeledger_staged_not_landed_total",
+            "Staged batches dropped because Kafka never got their offset commit (they are read again).",
+            &self.staged_not_landed,
+        );
+        counter(
+            &mut out,
+            "lifeledger_staged_unknown_total",
+            "Staged batches whose commit's fate was no longer known, appended to keep the evidence (a possible duplicate across ledgers; check-offsets tells).",
+            &self.staged_unknown,
         );
         counter(
             &mut out,

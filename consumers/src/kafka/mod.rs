@@ -20,13 +20,23 @@ pub mod alerts;
 pub mod config;
 pub mod consumer;
 pub mod demo;
+pub mod gaps;
+pub mod handover;
 pub mod metrics;
+pub mod offsets;
 pub mod replay;
 pub mod sink;
 
 /// The chain of a topic-partition.
 pub fn chain_name(topic: &str, partition: i32) -> String {
     format!("kafka:{topic}:{partition}")
+}
+
+/// The topic and partition of a chain named by [`chain_name`].
+pub fn parse_chain_name(chain: &str) -> Option<(String, i32)> {
+    let rest = chain.strip_prefix("kafka:")?;
+    let (topic, partition) = rest.rsplit_once(':')?;
+    Some((topic.to_owned(), partition.parse().ok()?))
 }
 
 /// Sends a record, waiting (while serving delivery reports) whenever the

@@ -1,16 +1,22 @@
 //! The ledger side of the consumer: inputs waiting for their durable write,
-//! each partition's cursor, and the flush that makes a batch durable.
+//! each partition's cursor and custody, the offset continuity check, and
+//! the two-step write a group member makes: stage (durable, in no chain),
+//! then, once Kafka holds the commit, append.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
 use jiff::Timestamp;
 use lifeledger_ledger::checkpoint::PrivateKey;
 use lifeledger_ledger::projection::Projection;
-use lifeledger_ledger::{ChainBatch, Incoming, Ledger, Rejection, Source, StoreError};
+use lifeledger_ledger::{
+    AppendReport, ChainBatch, Incoming, Ledger, Rejection, Source, StagedBatch, StoreError,
+};
 
 use super::chain_name;
+use super::gaps::{self, Rewind, Step};
+use super::handover::{BatchToken, Custody};
 use super::metrics::Metrics;
 use crate::monitor::{
     AlertOut, Clock, MonitorError, MonitorGauges, MonitorRunner, MonitorSettings,
@@ -28,9 +34,45 @@ pub struct DeadLetter {
 /// What a flush made durable.
 #[derive(Debug, Default)]
 pub struct Flushed {
-    /// (topic, partition, next offset) to commit to Kafka.
+    /// (topic, partition, next offset) now in the chains.
     pub commits: Vec<(String, i32, i64)>,
     pub dead_letters: Vec<DeadLetter>,
+}
+
+/// A batch staged for one partition, whose offset commit is to be made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedCommit {
+    pub topic: String,
+    pub partition: i32,
+    pub first_offset: i64,
+    pub next_offset: i64,
+    pub token: String,
+    /// The partition's custody when the batch was staged (what the
+    /// commit's note carries).
+    pub custody: Custody,
+}
+
+/// What the sink says of one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// Pending for the next write.
+    Taken,
+    /// Below the partition's cursor: already recorded or pending here.
+    Redelivered,
+    /// Of a partition this member does not hold (fetched before a
+    /// revocation): dropped, its new owner reads it.
+    NotAssigned,
+    /// Past the next expected offset: read the partition again from here.
+    SeekTo(i64),
+}
+
+/// Kafka keys and timestamps of a staged batch, for its dead letters and
+/// latency figures once it is appended.
+#[derive(Debug, Default)]
+struct InFlight {
+    keys: HashMap<i64, Vec<u8>>,
+    timestamps: Vec<i64>,
+    first_offset: i64,
 }
 
 #[derive(Debug, Default)]
@@ -55,6 +97,15 @@ pub struct Sink {
     metrics: Arc<Metrics>,
     checkpoints: CheckpointSchedule,
     monitor: Option<MonitorRunner>,
+    /// The partitions this member holds; `None` when it reads by
+    /// assignment outside a group (replay), where every message counts.
+    assigned: Option<HashSet<(String, i32)>>,
+    custody: HashMap<(String, i32), Custody>,
+    rewinds: HashMap<(String, i32), Rewind>,
+    in_flight: HashMap<String, InFlight>,
+    last_message: HashMap<(String, i32), Instant>,
+    /// When the oldest input of the staged batches arrived.
+    oldest_staged: Option<Instant>,
 }
 
 impl Sink {
@@ -88,7 +139,94 @@ impl Sink {
             metrics,
             checkpoints,
             monitor: None,
+            assigned: None,
+            custody: HashMap::new(),
+            rewinds: HashMap::new(),
+            in_flight: HashMap::new(),
+            last_message: HashMap::new(),
+            oldest_staged: None,
         })
+    }
+
+    /// Takes only messages of partitions handed to it with
+    /// [`Sink::assign`] (a group member), and checks offset continuity.
+    pub fn for_group(mut self) -> Self {
+        self.assigned = Some(HashSet::new());
+        self
+    }
+
+    /// A partition handed to this member, resuming at `start` (if known),
+    /// with the custody its committed offset told.
+    pub fn assign(&mut self, topic: &str, partition: i32, start: Option<i64>, custody: Custody) {
+        let key = (topic.to_owned(), partition);
+        if let Some(start) = start {
+            self.advance_cursor(topic, partition, start);
+        }
+        self.custody.insert(key.clone(), custody);
+        self.rewinds.remove(&key);
+        self.last_message.insert(key.clone(), Instant::now());
+        if let Some(a) = self.assigned.as_mut() {
+            a.insert(key);
+        }
+    }
+
+    /// Whether some partition is being read again after a gap.
+    pub fn rewinding(&self) -> bool {
+        !self.rewinds.is_empty()
+    }
+
+    /// Whether the partition's cursor is known in memory (it was assigned
+    /// with a resume point, or took a message).
+    pub fn cursor_known(&self, topic: &str, partition: i32) -> bool {
+        self.cursors.contains_key(&(topic.to_owned(), partition))
+    }
+
+    pub fn is_assigned(&self, topic: &str, partition: i32) -> bool {
+        self.assigned
+            .as_ref()
+            .is_none_or(|a| a.contains(&(topic.to_owned(), partition)))
+    }
+
+    /// The partitions held, with their cursors (next offset expected).
+    pub fn assigned_cursors(&self) -> Vec<(String, i32, Option<i64>, std::time::Duration)> {
+        let Some(a) = &self.assigned else {
+            return Vec::new();
+        };
+        a.iter()
+            .map(|(t, p)| {
+                let key = (t.clone(), *p);
+                (
+                    t.clone(),
+                    *p,
+                    self.cursors.get(&key).copied(),
+                    self.last_message
+                        .get(&key)
+                        .map_or(std::time::Duration::MAX, |i| i.elapsed()),
+                )
+            })
+            .collect()
+    }
+
+    /// Nothing arrived on a partition for a while: if the broker holds
+    /// offsets at or past its cursor, returns where to read again from.
+    pub fn check_stalled(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        high_watermark: i64,
+    ) -> Option<i64> {
+        let key = (topic.to_owned(), partition);
+        let cursor = *self.cursors.get(&key)?;
+        let mut rewind = self.rewinds.remove(&key);
+        let target = gaps::behind(&mut rewind, cursor, high_watermark);
+        if let Some(r) = rewind {
+            self.rewinds.insert(key.clone(), r);
+        }
+        if target.is_some() {
+            Metrics::add(&self.metrics.rewinds, 1);
+            self.last_message.insert(key, Instant::now());
+        }
+        target
     }
 
     /// Starts the deadline monitor on this sink's projection: it looks at
@@ -173,8 +311,11 @@ impl Sink {
         *c = (*c).max(offset);
     }
 
-    /// Takes one message. Returns false when it lies below the partition's
-    /// cursor: a redelivery of something already in the ledger (or pending).
+    /// Takes one message, unless it lies below the partition's cursor (a
+    /// redelivery of something recorded or pending), belongs to a
+    /// partition this member no longer holds, or (for a group member) lies
+    /// past the next expected offset: then the partition must be read
+    /// again (see [`gaps`]) and nothing is taken.
     pub fn accept(
         &mut self,
         topic: &str,
@@ -183,18 +324,54 @@ impl Sink {
         timestamp_ms: Option<i64>,
         key: Option<&[u8]>,
         payload: Option<&[u8]>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Accepted, StoreError> {
         Metrics::add(&self.metrics.consumed, 1);
-        if let Some(cursor) = self.cursor(topic, partition)? {
-            if offset < cursor {
-                Metrics::add(&self.metrics.redelivered, 1);
-                return Ok(false);
-            }
+        if !self.is_assigned(topic, partition) {
+            Metrics::add(&self.metrics.not_assigned, 1);
+            return Ok(Accepted::NotAssigned);
         }
-        let batch = self
-            .pending
-            .entry((topic.to_owned(), partition))
-            .or_default();
+        let cursor = self.cursor(topic, partition)?;
+        let part = (topic.to_owned(), partition);
+        if self.assigned.is_some() {
+            self.last_message.insert(part.clone(), Instant::now());
+            let mut rewind = self.rewinds.remove(&part);
+            let step = gaps::step(&mut rewind, cursor, offset);
+            if let Some(r) = rewind {
+                self.rewinds.insert(part.clone(), r);
+            }
+            match step {
+                Step::Take => {}
+                Step::TakeHealed { missing_from } => {
+                    Metrics::add(&self.metrics.gaps_healed, 1);
+                    tracing::info!(
+                        "{topic}/{partition}: offset {missing_from} arrived after reading again"
+                    );
+                }
+                Step::TakeAfterAbsent { from, to } => {
+                    Metrics::add(&self.metrics.offsets_absent, (to - from) as u64);
+                    tracing::warn!(
+                        "{topic}/{partition}: the broker holds no record at offsets {from}..{} (compacted, transaction markers or deleted): continuing at {to}",
+                        to - 1
+                    );
+                }
+                Step::Skip => {
+                    Metrics::add(&self.metrics.redelivered, 1);
+                    return Ok(Accepted::Redelivered);
+                }
+                Step::SeekTo(target) => {
+                    Metrics::add(&self.metrics.rewinds, 1);
+                    tracing::info!(
+                        "{topic}/{partition}: offset {offset} arrived while {} was expected: reading again from {target}",
+                        cursor.unwrap_or_default()
+                    );
+                    return Ok(Accepted::SeekTo(target));
+                }
+            }
+        } else if cursor.is_some_and(|c| offset < c) {
+            Metrics::add(&self.metrics.redelivered, 1);
+            return Ok(Accepted::Redelivered);
+        }
+        let batch = self.pending.entry(part.clone()).or_default();
         batch.inputs.push(Incoming {
             source: Source::Kafka {
                 topic: topic.to_owned(),
@@ -210,11 +387,10 @@ impl Sink {
             batch.timestamps.push(ts);
         }
         batch.next_offset = offset + 1;
-        self.cursors
-            .insert((topic.to_owned(), partition), offset + 1);
+        self.cursors.insert(part, offset + 1);
         self.pending_count += 1;
         self.oldest.get_or_insert_with(Instant::now);
-        Ok(true)
+        Ok(Accepted::Taken)
     }
 
     pub fn pending(&self) -> usize {
@@ -250,17 +426,211 @@ impl Sink {
         taken
     }
 
-    /// Forgets the cursors of partitions this member no longer owns, so a
-    /// later assignment reads them from the ledger and Kafka again.
+    /// Forgets the partitions this member no longer owns (cursor,
+    /// custody, rewind), so a later assignment reads them from the ledger
+    /// and Kafka again. Their pending inputs must have been written.
     pub fn forget(&mut self, partitions: &[(String, i32)]) {
         for p in partitions {
             self.cursors.remove(p);
+            self.custody.remove(p);
+            self.rewinds.remove(p);
+            self.last_message.remove(p);
+            if let Some(a) = self.assigned.as_mut() {
+                a.remove(p);
+            }
         }
     }
 
-    /// Writes pending inputs (of `only` these partitions, or all) in one
-    /// atomic, fsynced write with their cursors, then folds them into the
-    /// projection and takes a checkpoint if one is due.
+    /// Stages the pending inputs (of `only` these partitions, or all):
+    /// durable, one atomic write and fsync, but in no chain until
+    /// [`Sink::append_staged`]. Returns the commits to make.
+    pub fn stage(
+        &mut self,
+        only: Option<&[(String, i32)]>,
+    ) -> Result<Vec<StagedCommit>, StoreError> {
+        let oldest = self.oldest;
+        let taken = self.take_pending(only);
+        if !taken.is_empty() && self.oldest_staged.is_none() {
+            self.oldest_staged = oldest;
+        }
+        let mut staged = Vec::with_capacity(taken.len());
+        let mut commits = Vec::with_capacity(taken.len());
+        for ((topic, partition), b) in taken {
+            let Some(first_offset) = b.inputs.first().and_then(|i| match i.source {
+                Source::Kafka { offset, .. } => Some(offset),
+                Source::File { .. } => None,
+            }) else {
+                continue;
+            };
+            let custody = self
+                .custody
+                .get(&(topic.clone(), partition))
+                .cloned()
+                .unwrap_or_default();
+            let token = BatchToken::new(&custody, &nonce()).encode();
+            let chain = chain_name(&topic, partition);
+            self.in_flight.insert(
+                chain.clone(),
+                InFlight {
+                    keys: b.keys,
+                    timestamps: b.timestamps,
+                    first_offset,
+                },
+            );
+            staged.push(StagedBatch {
+                chain,
+                token: token.clone(),
+                first_offset,
+                next_offset: b.next_offset,
+                inputs: b.inputs,
+            });
+            commits.push(StagedCommit {
+                topic,
+                partition,
+                first_offset,
+                next_offset: b.next_offset,
+                token,
+                custody,
+            });
+        }
+        self.ledger.stage(&staged)?;
+        Ok(commits)
+    }
+
+    /// The batches a previous run left staged (it stopped between staging
+    /// and appending), as commits whose fate is to be looked up.
+    pub fn left_staged(&self) -> Result<Vec<StagedCommit>, StoreError> {
+        let mut out = Vec::new();
+        for b in self.ledger.staged_batches()? {
+            let Some((topic, partition)) = super::parse_chain_name(&b.chain) else {
+                continue;
+            };
+            out.push(StagedCommit {
+                topic,
+                partition,
+                first_offset: b.first_offset,
+                next_offset: b.next_offset,
+                token: b.token,
+                custody: Custody::default(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Appends the staged batches of these partitions (Kafka holds their
+    /// commits), then folds them into the projection and takes a
+    /// checkpoint if one is due.
+    pub fn append_staged(&mut self, partitions: &[(String, i32)]) -> Result<Flushed, StoreError> {
+        if partitions.is_empty() {
+            return Ok(Flushed::default());
+        }
+        let started = self.oldest_staged.take();
+        let chains: Vec<String> = partitions.iter().map(|(t, p)| chain_name(t, *p)).collect();
+        let reports = self.ledger.append_staged(&chains, Timestamp::now())?;
+        let mut flushed = Flushed::default();
+        let mut timestamps = Vec::new();
+        for (chain, report) in reports {
+            let in_flight = self.in_flight.remove(&chain).unwrap_or_default();
+            timestamps.extend(in_flight.timestamps.iter().copied());
+            if let Some((topic, partition)) = super::parse_chain_name(&chain) {
+                flushed.commits.push((
+                    topic,
+                    partition,
+                    self.ledger.cursor(&chain)?.unwrap_or_default(),
+                ));
+            }
+            self.account(&chain, report, &in_flight.keys, &mut flushed.dead_letters);
+        }
+        for chain in &chains {
+            self.in_flight.remove(chain);
+        }
+        self.after_write(&timestamps, started)?;
+        Ok(flushed)
+    }
+
+    /// Drops the staged batches of these partitions (Kafka never got their
+    /// commits: they will be read again) and moves their cursors back to
+    /// the batches' first offsets. Returns where each partition must be
+    /// read again from.
+    pub fn discard_staged(
+        &mut self,
+        partitions: &[(String, i32)],
+    ) -> Result<Vec<(String, i32, i64)>, StoreError> {
+        let chains: Vec<String> = partitions.iter().map(|(t, p)| chain_name(t, *p)).collect();
+        let mut firsts = Vec::new();
+        for (chain, (topic, partition)) in chains.iter().zip(partitions) {
+            let first = match self.in_flight.remove(chain) {
+                Some(f) => Some(f.first_offset),
+                None => self.ledger.staged(chain)?.map(|b| b.first_offset),
+            };
+            if let Some(first) = first {
+                firsts.push((topic.clone(), *partition, first));
+            }
+        }
+        self.ledger.discard_staged(&chains)?;
+        for (topic, partition, first) in &firsts {
+            let key = (topic.clone(), *partition);
+            if self.cursors.contains_key(&key) {
+                self.cursors.insert(key, *first);
+            }
+        }
+        Ok(firsts)
+    }
+
+    /// Counts one chain's append and collects its dead letters.
+    fn account(
+        &mut self,
+        chain: &str,
+        report: AppendReport,
+        keys: &HashMap<i64, Vec<u8>>,
+        dead_letters: &mut Vec<DeadLetter>,
+    ) {
+        Metrics::add(&self.metrics.appended, report.events);
+        Metrics::add(&self.metrics.rejected, report.rejected);
+        Metrics::add(&self.metrics.duplicates, report.duplicates);
+        if let Some(head) = self.ledger.head(chain) {
+            self.metrics.set_head(chain, head.next_seq);
+        }
+        for rejection in report.rejections {
+            let key = match &rejection.source {
+                Source::Kafka { offset, .. } => keys.get(offset).cloned(),
+                Source::File { .. } => None,
+            };
+            dead_letters.push(DeadLetter {
+                chain: chain.to_owned(),
+                rejection,
+                key,
+            });
+        }
+    }
+
+    /// After entries reached the chains: latency figures, the projection,
+    /// the monitor, a checkpoint if due.
+    fn after_write(
+        &mut self,
+        timestamps: &[i64],
+        started: Option<Instant>,
+    ) -> Result<(), StoreError> {
+        let now_ms = Timestamp::now().as_millisecond();
+        self.metrics
+            .observe_event_to_durable(timestamps.iter().map(|ts| (now_ms - ts) as f64 / 1000.0));
+        Metrics::add(&self.metrics.batches, 1);
+        if let Some(t) = started {
+            self.metrics.observe_batch(t.elapsed());
+        }
+        if let Some(p) = self.projection.as_mut() {
+            self.ledger.catch_up(p, &mut |_| {})?;
+        }
+        self.tick_monitor()?;
+        self.maybe_checkpoint(false)
+    }
+
+    /// Writes pending inputs (of `only` these partitions, or all) straight
+    /// into their chains, in one atomic, fsynced write with their cursors,
+    /// then folds them into the projection and takes a checkpoint if one
+    /// is due. For reading outside a group (replay), where no offset
+    /// commit has to agree with the ledger; a group member uses
+    /// [`Sink::stage`] and [`Sink::append_staged`].
     pub fn flush(&mut self, only: Option<&[(String, i32)]>) -> Result<Flushed, StoreError> {
         let started = self.oldest;
         let taken = self.take_pending(only);
@@ -285,39 +655,12 @@ impl Sink {
         let chains: Vec<String> = batches.iter().map(|b| b.chain.clone()).collect();
         let reports = self.ledger.append_many(batches, Timestamp::now())?;
         let mut dead_letters = Vec::new();
+        let none = HashMap::new();
         for (chain, report) in chains.iter().zip(reports) {
-            Metrics::add(&self.metrics.appended, report.events);
-            Metrics::add(&self.metrics.rejected, report.rejected);
-            Metrics::add(&self.metrics.duplicates, report.duplicates);
-            if let Some(head) = self.ledger.head(chain) {
-                self.metrics.set_head(chain, head.next_seq);
-            }
-            for rejection in report.rejections {
-                let key = match &rejection.source {
-                    Source::Kafka { offset, .. } => {
-                        keys.get(chain).and_then(|k| k.get(offset)).cloned()
-                    }
-                    Source::File { .. } => None,
-                };
-                dead_letters.push(DeadLetter {
-                    chain: chain.clone(),
-                    rejection,
-                    key,
-                });
-            }
+            let chain_keys = keys.get(chain).unwrap_or(&none);
+            self.account(chain, report, chain_keys, &mut dead_letters);
         }
-        let now_ms = Timestamp::now().as_millisecond();
-        self.metrics
-            .observe_event_to_durable(timestamps.iter().map(|ts| (now_ms - ts) as f64 / 1000.0));
-        Metrics::add(&self.metrics.batches, 1);
-        if let Some(t) = started {
-            self.metrics.observe_batch(t.elapsed());
-        }
-        if let Some(p) = self.projection.as_mut() {
-            self.ledger.catch_up(p, &mut |_| {})?;
-        }
-        self.tick_monitor()?;
-        self.maybe_checkpoint(false)?;
+        self.after_write(&timestamps, started)?;
         Ok(Flushed {
             commits,
             dead_letters,
@@ -328,4 +671,17 @@ impl Sink {
     pub fn maybe_checkpoint(&mut self, force: bool) -> Result<(), StoreError> {
         self.checkpoints.maybe(&mut self.ledger, force)
     }
+}
+
+/// A random nonce for a batch token: 16 bytes, hex.
+fn nonce() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        // No randomness: time and process still make a token this ledger
+        // never used before.
+        let now = Timestamp::now().as_nanosecond();
+        bytes[..8].copy_from_slice(&(now as u64).to_be_bytes());
+        bytes[8..12].copy_from_slice(&std::process::id().to_be_bytes());
+    }
+    hex::encode(bytes)
 }

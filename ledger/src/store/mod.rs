@@ -13,6 +13,7 @@ mod monitor;
 mod projection;
 mod read_only;
 mod replay;
+mod staged;
 mod tree;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -31,6 +32,7 @@ pub use layout::StoredRecord;
 pub use monitor::{MonitorRecord, Outbox};
 pub use read_only::ReadOnlyLedger;
 pub use replay::{Replay, Visited};
+pub use staged::StagedBatch;
 
 /// Settings of a ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -401,6 +403,18 @@ impl Ledger {
         batches: Vec<ChainBatch>,
         received_at: Timestamp,
     ) -> Result<Vec<AppendReport>, StoreError> {
+        self.append_and_remove(batches, received_at, Vec::new())
+    }
+
+    /// [`Ledger::append_many`], also removing `removals` (keys of records
+    /// the append supersedes, such as staged batches) in the same atomic
+    /// write.
+    fn append_and_remove(
+        &mut self,
+        batches: Vec<ChainBatch>,
+        received_at: Timestamp,
+        removals: Vec<Vec<u8>>,
+    ) -> Result<Vec<AppendReport>, StoreError> {
         if self.poisoned {
             return Err(StoreError::Poisoned);
         }
@@ -415,7 +429,10 @@ impl Ledger {
         let mut batch_rejections: HashSet<[u8; 32]> = HashSet::new();
         let mut reports = Vec::with_capacity(batches.len());
         let mut new_heads = Vec::new();
-        let mut wrote = false;
+        let mut wrote = !removals.is_empty();
+        for key in removals {
+            batch.remove(key);
+        }
         for ChainBatch {
             chain,
             inputs,
