@@ -35,7 +35,10 @@ fn event(i: u64) -> (String, String) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let brokers = args.get(1).cloned().unwrap_or_else(|| "127.0.0.1:19092".into());
+    let brokers = args
+        .get(1)
+        .cloned()
+        .unwrap_or_else(|| "127.0.0.1:19092".into());
     let topic = args.get(2).cloned().unwrap_or_else(|| "lifecycle".into());
     let partitions: i32 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(4);
     let events: u64 = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(100_000);
@@ -50,7 +53,8 @@ fn main() {
         NewTopic::new(&topic, partitions, TopicReplication::Fixed(1)),
         NewTopic::new(&dlq, 1, TopicReplication::Fixed(1)),
     ];
-    for r in futures_executor::block_on(admin.create_topics(&topics, &AdminOptions::new())).unwrap() {
+    for r in futures_executor::block_on(admin.create_topics(&topics, &AdminOptions::new())).unwrap()
+    {
         if let Err((name, e)) = r {
             eprintln!("topic {name}: {e}");
         }
@@ -62,7 +66,11 @@ fn main() {
         .set("linger.ms", "5")
         .create()
         .unwrap();
-    let every = if garbage == 0 { u64::MAX } else { (events / garbage).max(1) };
+    let every = if garbage == 0 {
+        u64::MAX
+    } else {
+        (events / garbage).max(1)
+    };
     let began = Instant::now();
     let mut sent = 0u64;
     let mut junk = 0u64;
@@ -71,7 +79,12 @@ fn main() {
         send(&producer, &topic, &key, body.as_bytes());
         sent += 1;
         if i % every == every / 2 && junk < garbage {
-            send(&producer, &topic, &key, format!("garbage {junk}").as_bytes());
+            send(
+                &producer,
+                &topic,
+                &key,
+                format!("garbage {junk}").as_bytes(),
+            );
             junk += 1;
         }
     }

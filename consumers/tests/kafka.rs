@@ -12,6 +12,7 @@ use std::time::Duration;
 use lifeledger::kafka::config::ConsumerConfig;
 use lifeledger::kafka::consumer::{RunSummary, run};
 use lifeledger::kafka::metrics::Metrics;
+use lifeledger::kafka::offsets::{OffsetCheckRequest, check_offsets};
 use lifeledger::kafka::sink::Sink;
 use lifeledger_ledger::verify::Depth;
 use lifeledger_ledger::{Body, Ledger, LedgerOptions};
@@ -55,12 +56,32 @@ fn produce(broker: &Broker, messages: &[(String, String)]) {
 }
 
 fn produce_to(bootstrap: &str, messages: &[(String, String)]) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("linger.ms", "0")
-        .set("batch.num.messages", "1")
-        .create()
-        .unwrap();
+    produce_with(
+        bootstrap,
+        messages,
+        &[("linger.ms", "0"), ("batch.num.messages", "1")],
+    );
+}
+
+/// Produces as a data platform's producer does: idempotent, lingering, so
+/// that record batches hold many records and a member resuming after a
+/// crash lands inside one (where tansu skips to the next batch: the
+/// consumer must notice and read again).
+fn produce_batched(broker: &Broker, messages: &[(String, String)]) {
+    produce_with(
+        &broker.bootstrap(),
+        messages,
+        &[("linger.ms", "20"), ("enable.idempotence", "true")],
+    );
+}
+
+fn produce_with(bootstrap: &str, messages: &[(String, String)], settings: &[(&str, &str)]) {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    for (k, v) in settings {
+        config.set(*k, *v);
+    }
+    let producer: BaseProducer = config.create().unwrap();
     for (key, payload) in messages {
         let mut record = Some(
             BaseRecord::to(TOPIC)
@@ -343,7 +364,9 @@ fn sigkill_at_random_points_loses_and_repeats_nothing() {
         ]
     };
     // A seeded sequence of kill delays between 0.3 s and 3 s: some land
-    // during the group join, most in mid-batch.
+    // during the group join, most in mid-batch. Each member starts right
+    // after the last was killed, while the dead one's session still holds
+    // the partitions.
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     for round in 0..rounds {
         state ^= state << 13;
@@ -351,7 +374,7 @@ fn sigkill_at_random_points_loses_and_repeats_nothing() {
         state ^= state << 17;
         let delay = Duration::from_millis(300 + state % 2200);
         if let Some(part) = chunks.next() {
-            produce(&broker, part);
+            produce_batched(&broker, part);
         }
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lifeledger"))
             .args(args("60000"))
@@ -366,7 +389,7 @@ fn sigkill_at_random_points_loses_and_repeats_nothing() {
         let _ = round;
     }
     for part in chunks {
-        produce(&broker, part);
+        produce_batched(&broker, part);
     }
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_lifeledger"))
         .args(args("8000"))
@@ -374,6 +397,27 @@ fn sigkill_at_random_points_loses_and_repeats_nothing() {
         .unwrap();
     assert!(status.success());
     assert_exactly_once(&ledger, &s);
+    // The topic itself: every offset is recorded once, or is a resend of
+    // an event recorded at another offset.
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", broker.bootstrap());
+    let report = check_offsets(
+        &OffsetCheckRequest {
+            client,
+            topic: TOPIC.into(),
+            quiet: Duration::from_secs(2),
+            timeout: Duration::from_secs(120),
+        },
+        std::slice::from_ref(&ledger),
+    )
+    .unwrap();
+    assert!(report.exact, "{report:?}");
+    let (recorded, resends): (u64, u64) = report
+        .partitions
+        .iter()
+        .fold((0, 0), |(a, b), p| (a + p.recorded_once, b + p.resends));
+    assert_eq!(recorded + resends, s.messages.len() as u64);
+    assert_eq!(resends, s.resends);
 }
 
 /// Faults injected with rdkafka's MockCluster while the consumer runs: a

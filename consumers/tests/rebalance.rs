@@ -82,7 +82,11 @@ fn producer(broker: String, prefix: String, stop: Arc<AtomicBool>, sent: Arc<Ato
             } else if i % 2 == 0 {
                 collected(&format!("{prefix}-{i}"), &format!("item-{prefix}-{i}"))
             } else {
-                stored(&format!("{prefix}-{i}"), &format!("item-{prefix}-{}", i - 1), "mysql")
+                stored(
+                    &format!("{prefix}-{i}"),
+                    &format!("item-{prefix}-{}", i - 1),
+                    "mysql",
+                )
             };
             let mut record = Some(BaseRecord::to(TOPIC).key(&key).payload(&payload));
             while let Some(r) = record.take() {
@@ -100,7 +104,14 @@ fn producer(broker: String, prefix: String, stop: Arc<AtomicBool>, sent: Arc<Ato
     sent.store(i, Ordering::Relaxed);
 }
 
-fn member(broker: &Broker, ledger: &Path, slot: usize, variant: Variant, idle_ms: u64, log: &Path) -> Child {
+fn member(
+    broker: &Broker,
+    ledger: &Path,
+    slot: usize,
+    variant: Variant,
+    idle_ms: u64,
+    log: &Path,
+) -> Child {
     let mut args: Vec<String> = vec![
         "--ledger".into(),
         ledger.to_string_lossy().into_owned(),
@@ -123,6 +134,10 @@ fn member(broker: &Broker, ledger: &Path, slot: usize, variant: Variant, idle_ms
         "session.timeout.ms=6000".into(),
         "--set".into(),
         "heartbeat.interval.ms=500".into(),
+        // librdkafka's rebalance timeout: how long the coordinator waits
+        // for a member that died during a join (default 5 minutes).
+        "--set".into(),
+        "max.poll.interval.ms=15000".into(),
     ];
     match variant {
         Variant::Eager => {}
@@ -135,7 +150,11 @@ fn member(broker: &Broker, ledger: &Path, slot: usize, variant: Variant, idle_ms
             args.push(format!("group.instance.id=slot-{slot}"));
         }
     }
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
     Command::new(env!("CARGO_BIN_EXE_lifeledger"))
         .args(&args)
         .env("LIFELEDGER_LOG", "lifeledger=info")
@@ -172,7 +191,8 @@ fn read_topic(broker: &Broker) -> BTreeMap<(i32, i64), Vec<u8>> {
         .unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS {
-        tpl.add_partition_offset(TOPIC, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(TOPIC, p, Offset::Beginning)
+            .unwrap();
     }
     consumer.assign(&tpl).unwrap();
     let mut out = BTreeMap::new();
@@ -180,7 +200,10 @@ fn read_topic(broker: &Broker) -> BTreeMap<(i32, i64), Vec<u8>> {
     while last.elapsed() < Duration::from_secs(3) {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
             last = Instant::now();
-            out.insert((m.partition(), m.offset()), m.payload().unwrap_or_default().to_vec());
+            out.insert(
+                (m.partition(), m.offset()),
+                m.payload().unwrap_or_default().to_vec(),
+            );
         }
     }
     out
@@ -203,11 +226,16 @@ fn ledger_records(ledgers: &[PathBuf]) -> HashMap<(i32, i64), Vec<(usize, bool)>
         for chain in ledger.chain_names().unwrap() {
             for item in ledger.entries(&chain, 0, u64::MAX).unwrap() {
                 let entry = item.unwrap().1;
-                let Source::Kafka { partition, offset, .. } = entry.source else {
+                let Source::Kafka {
+                    partition, offset, ..
+                } = entry.source
+                else {
                     continue;
                 };
                 let is_event = matches!(entry.body, Body::Event { .. });
-                out.entry((partition, offset)).or_default().push((slot, is_event));
+                out.entry((partition, offset))
+                    .or_default()
+                    .push((slot, is_event));
             }
         }
     }
@@ -218,8 +246,12 @@ fn torture(variant: Variant, churn: Duration, seed: u64) {
     let broker = Broker::start();
     create_topics(&broker);
     let tmp = tempfile::tempdir().unwrap();
-    let ledgers: Vec<PathBuf> = (0..SLOTS).map(|i| tmp.path().join(format!("ledger-{i}"))).collect();
-    let logs: Vec<PathBuf> = (0..SLOTS).map(|i| tmp.path().join(format!("member-{i}.log"))).collect();
+    let ledgers: Vec<PathBuf> = (0..SLOTS)
+        .map(|i| tmp.path().join(format!("ledger-{i}")))
+        .collect();
+    let logs: Vec<PathBuf> = (0..SLOTS)
+        .map(|i| tmp.path().join(format!("member-{i}.log")))
+        .collect();
 
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
@@ -239,17 +271,24 @@ fn torture(variant: Variant, churn: Duration, seed: u64) {
     };
     let (mut changes, mut most, mut kills, mut leaves) = (0, 0, 0, 0);
     let began = Instant::now();
-    while began.elapsed() < churn || changes < 10 {
+    while began.elapsed() < churn || changes < 10 || kills < 3 || leaves < 1 || most < 3 {
         let up: Vec<usize> = (0..SLOTS).filter(|s| running[*s].is_some()).collect();
         let down: Vec<usize> = (0..SLOTS).filter(|s| running[*s].is_none()).collect();
         let roll = rand(100);
         if up.len() < 2 || (up.len() < SLOTS && roll < 45) || changes < 3 {
             let slot = down[rand(down.len() as u64) as usize];
-            running[slot] = Some(member(&broker, &ledgers[slot], slot, variant, 600_000, &logs[slot]));
+            running[slot] = Some(member(
+                &broker,
+                &ledgers[slot],
+                slot,
+                variant,
+                600_000,
+                &logs[slot],
+            ));
         } else {
             let slot = up[rand(up.len() as u64) as usize];
             let mut child = running[slot].take().unwrap();
-            if roll < 70 {
+            if rand(100) < 65 {
                 // SIGKILL: no chance to finish a batch, a commit or an
                 // append; the ledger keeps whatever was staged.
                 child.kill().unwrap();
@@ -283,7 +322,10 @@ fn torture(variant: Variant, churn: Duration, seed: u64) {
                 assert!(status.success(), "a final member failed: {status}");
                 break;
             }
-            assert!(Instant::now() < deadline, "the final members did not finish");
+            assert!(
+                Instant::now() < deadline,
+                "the final members did not finish"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -294,12 +336,19 @@ fn torture(variant: Variant, churn: Duration, seed: u64) {
             .collect::<Vec<_>>()
             .join("\n---\n")
     };
-    assert!(changes >= 10 && most >= 3, "churn too mild: {changes} changes, at most {most} members");
+    assert!(
+        changes >= 10 && most >= 3 && kills >= 3 && leaves >= 1,
+        "churn too mild: {changes} changes ({kills} kills, {leaves} leaves), at most {most} members"
+    );
 
     // The topic itself against every ledger.
     let topic = read_topic(&broker);
     let produced = sent.load(Ordering::Relaxed);
-    assert_eq!(topic.len() as u64, produced, "the topic holds what was produced");
+    assert_eq!(
+        topic.len() as u64,
+        produced,
+        "the topic holds what was produced"
+    );
     let records = ledger_records(&ledgers);
     let mut missing = Vec::new();
     let mut repeated = Vec::new();
@@ -317,16 +366,20 @@ fn torture(variant: Variant, churn: Duration, seed: u64) {
         }
     }
     let extra = records.keys().filter(|k| !topic.contains_key(k)).count();
-    assert!(
-        missing.is_empty() && repeated.is_empty() && wrong_kind.is_empty() && extra == 0,
-        "{variant:?}: {} missing (first {:?}), {} repeated (first {:?}), {} of the wrong kind, {extra} not in the topic; members' logs:\n{}",
-        missing.len(),
-        &missing[..missing.len().min(10)],
-        repeated.len(),
-        &repeated[..repeated.len().min(10)],
-        wrong_kind.len(),
-        logs_tail()
-    );
+    if !(missing.is_empty() && repeated.is_empty() && wrong_kind.is_empty() && extra == 0) {
+        // Keep the ledgers and the members' logs for a post-mortem.
+        let kept = tmp.keep();
+        panic!(
+            "{variant:?}: {} missing (first {:?}), {} repeated (first {:?}), {} of the wrong kind, {extra} not in the topic; ledgers and logs kept in {}; members' last lines:\n{}",
+            missing.len(),
+            &missing[..missing.len().min(10)],
+            repeated.len(),
+            &repeated[..repeated.len().min(10)],
+            wrong_kind.len(),
+            kept.display(),
+            logs_tail()
+        );
+    }
 
     // The same verdict from `check-offsets`' library.
     let used: Vec<PathBuf> = ledgers.iter().filter(|l| l.exists()).cloned().collect();

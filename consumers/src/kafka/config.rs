@@ -42,6 +42,10 @@ pub struct ConsumerConfig {
     pub alert_horizon_days: u32,
     /// How often the monitor looks at the clock between writes.
     pub monitor_interval_ms: u64,
+    /// Where members record which partitions they take (one partition;
+    /// created if missing): how a batch a dead member left staged is
+    /// judged.
+    pub custody_topic: String,
     /// librdkafka settings passed through as they are.
     pub librdkafka: BTreeMap<String, String>,
 }
@@ -66,6 +70,7 @@ impl Default for ConsumerConfig {
             alerts_topic: None,
             alert_horizon_days: 7,
             monitor_interval_ms: 1_000,
+            custody_topic: "lifeledger.custody".into(),
             librdkafka: BTreeMap::new(),
         }
     }

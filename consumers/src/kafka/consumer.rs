@@ -16,7 +16,8 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use thiserror::Error;
 
 use super::config::ConsumerConfig;
-use super::handover::{CommitNote, Committed, Custody, Fate, fate};
+use super::custody::CustodyLog;
+use super::handover::{BatchToken, CustodyRecord, Fate, fate};
 use super::metrics::Metrics;
 use super::sink::{Accepted, DeadLetter, Sink, StagedCommit};
 use lifeledger_ledger::{Source, StoreError};
@@ -113,6 +114,8 @@ impl DeadLetterOut {
 /// flush and seek from inside the client's callbacks.
 pub struct LedgerContext {
     sink: Arc<Mutex<Sink>>,
+    custody: CustodyLog,
+    group: String,
     metrics: Arc<Metrics>,
     dead_letters: Option<DeadLetterOut>,
     failure: Mutex<Option<String>>,
@@ -152,7 +155,7 @@ impl LedgerContext {
         &self,
         consumer: &BaseConsumer<Self>,
         partitions: &[(String, i32)],
-    ) -> Result<HashMap<(String, i32), Committed>, KafkaError> {
+    ) -> Result<HashMap<(String, i32), i64>, KafkaError> {
         let mut tpl = TopicPartitionList::new();
         for (t, p) in partitions {
             tpl.add_partition(t, *p);
@@ -161,21 +164,15 @@ impl LedgerContext {
         let mut out = HashMap::new();
         for e in got.elements() {
             if let Offset::Offset(offset) = e.offset() {
-                out.insert(
-                    (e.topic().to_owned(), e.partition()),
-                    Committed {
-                        offset,
-                        note: CommitNote::parse(e.metadata()),
-                    },
-                );
+                out.insert((e.topic().to_owned(), e.partition()), offset);
             }
         }
         Ok(out)
     }
 
-    /// Seeks each newly assigned partition to the later of the ledger's
-    /// cursor and the group's committed offset, and takes the partition's
-    /// custody from the committed note.
+    /// Records the custody of each newly assigned partition, then seeks it
+    /// to the later of the ledger's cursor and the group's committed
+    /// offset.
     fn on_assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
         let assigned: Vec<(String, i32)> = tpl
             .elements()
@@ -185,16 +182,52 @@ impl LedgerContext {
         let committed = match self.committed(consumer, &assigned) {
             Ok(c) => c,
             Err(e) => {
-                // Without the committed offsets the custody is unknown and
-                // a resume point could be wrong: stop rather than guess.
+                // Without the committed offsets a resume point could be
+                // wrong: stop rather than guess.
                 self.fail(format!(
                     "reading the group's committed offsets on assignment: {e}"
                 ));
                 return;
             }
         };
-        let mut sink = lock(&self.sink);
         for (topic, partition) in assigned {
+            let theirs = committed.get(&(topic.clone(), partition)).copied();
+            // Before reading anything: a batch some earlier owner left
+            // staged is judged by what the group held at this moment.
+            let custody_offset = match self.custody.record(&CustodyRecord {
+                group: self.group.clone(),
+                topic: topic.clone(),
+                partition,
+                committed: theirs,
+            }) {
+                Ok(o) => o,
+                Err(e) => {
+                    self.fail(format!("recording the custody of {topic}/{partition}: {e}"));
+                    return;
+                }
+            };
+            // A batch this ledger left staged on the partition is decided by
+            // what the group held just now, where this member resumes.
+            let staged = lock(&self.sink).staged_commit(&topic, partition);
+            match staged {
+                Ok(Some(s)) => {
+                    let f = fate(s.next_offset, Some(theirs), theirs).unwrap_or(Fate::NotLanded);
+                    if let Err(e) = self.settle(consumer, vec![(s, f)], false) {
+                        self.fail(format!(
+                            "settling the staged batch of {topic}/{partition}: {e}"
+                        ));
+                        return;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.fail(format!(
+                        "reading the staged batch of {topic}/{partition}: {e}"
+                    ));
+                    return;
+                }
+            }
+            let mut sink = lock(&self.sink);
             let ours = match sink.cursor(&topic, partition) {
                 Ok(c) => c,
                 Err(err) => {
@@ -202,8 +235,6 @@ impl LedgerContext {
                     None
                 }
             };
-            let found = committed.get(&(topic.clone(), partition));
-            let theirs = found.map(|c| c.offset);
             let start = match (ours, theirs) {
                 (Some(a), Some(b)) => Some(a.max(b)),
                 (a, b) => a.or(b),
@@ -216,12 +247,10 @@ impl LedgerContext {
                     );
                 }
             }
-            let custody = Custody::on_assignment(found);
             tracing::info!(
-                "assigned {topic}/{partition}: resuming at offset {start:?} (ledger cursor {ours:?}, group committed {theirs:?}, handover {})",
-                custody.handovers
+                "assigned {topic}/{partition}: resuming at offset {start:?} (ledger cursor {ours:?}, group committed {theirs:?}, custody record {custody_offset})"
             );
-            sink.assign(&topic, partition, start, custody);
+            sink.assign(&topic, partition, start, custody_offset);
             // Seeking happens through the assignment itself.
             if let Some(start) = start {
                 let _ = tpl.set_partition_offset(&topic, partition, Offset::Offset(start));
@@ -237,7 +266,8 @@ impl LedgerContext {
             .iter()
             .map(|e| (e.topic().to_owned(), e.partition()))
             .collect();
-        if let Err(e) = self.write(consumer, Some(&partitions)) {
+        // What is dropped here is read again by the partitions' next owner.
+        if let Err(e) = self.write(consumer, Some(&partitions), false) {
             self.fail(format!(
                 "writing the ledger before giving up partitions: {e}"
             ));
@@ -251,10 +281,13 @@ impl LedgerContext {
     /// A batch whose commit did not land is dropped and read again. So a
     /// crash at any point leaves each batch either in this ledger with the
     /// group past it, or in no ledger with the group before it.
+    /// `read_again`: seek a partition whose batch was dropped back to the
+    /// batch's start (not while giving the partition up).
     fn write(
         &self,
         consumer: &BaseConsumer<Self>,
         only: Option<&[(String, i32)]>,
+        read_again: bool,
     ) -> Result<(), ConsumeError> {
         let staged = lock(&self.sink).stage(only)?;
         if staged.is_empty() {
@@ -263,66 +296,102 @@ impl LedgerContext {
         let mut tpl = TopicPartitionList::new();
         for s in &staged {
             tpl.add_partition_offset(&s.topic, s.partition, Offset::Offset(s.next_offset))?;
+            // The token as metadata: for people reading the group's
+            // offsets (the fate of a batch is read from the custody log).
             if let Some(mut e) = tpl.find_partition(&s.topic, s.partition) {
-                e.set_metadata(
-                    CommitNote {
-                        token: s.token.clone(),
-                        custody: s.custody.clone(),
-                    }
-                    .encode(),
-                );
+                e.set_metadata(format!("lifeledger batch {}", s.token));
             }
         }
-        let fates: Vec<(StagedCommit, Fate)> = match consumer.commit(&tpl, CommitMode::Sync) {
-            Ok(()) => staged.into_iter().map(|s| (s, Fate::Landed)).collect(),
-            Err(e) => {
-                tracing::warn!("offset commit failed ({e}); asking the group what it holds");
-                Metrics::add(&self.metrics.kafka_errors, 1);
-                self.look_up_fates(consumer, staged)?
+        // A commit that fails is retried with the same offsets (idempotent).
+        // If it keeps failing the run stops with the batch staged; the next
+        // run settles it from the custody log.
+        let mut tries = 0u32;
+        loop {
+            match consumer.commit(&tpl, CommitMode::Sync) {
+                Ok(()) => break,
+                Err(e) if tries < 10 => {
+                    tries += 1;
+                    Metrics::add(&self.metrics.kafka_errors, 1);
+                    tracing::warn!("offset commit failed ({e}); retrying ({tries} of 10)");
+                    std::thread::sleep(Duration::from_millis(200 * u64::from(tries)));
+                }
+                Err(e) => return Err(e.into()),
             }
-        };
-        self.settle(consumer, fates)
+        }
+        let landed = staged.into_iter().map(|s| (s, Fate::Landed)).collect();
+        self.settle(consumer, landed, read_again)
     }
 
-    /// Asks the group what it committed for staged batches, until it
-    /// answers (a minute at most).
-    fn look_up_fates(
+    /// Decides what it can of the batches staged in the ledger (left by an
+    /// earlier run, or by a commit that failed), from the custody log and
+    /// the group's committed offsets. Returns the undecided ones, which
+    /// wait for the partition's next handover.
+    fn decide_staged(
         &self,
         consumer: &BaseConsumer<Self>,
-        staged: Vec<StagedCommit>,
-    ) -> Result<Vec<(StagedCommit, Fate)>, ConsumeError> {
+    ) -> Result<(Vec<(StagedCommit, Fate)>, Vec<StagedCommit>), ConsumeError> {
+        let staged = lock(&self.sink).left_staged()?;
+        if staged.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
         let partitions: Vec<(String, i32)> = staged
             .iter()
             .map(|s| (s.topic.clone(), s.partition))
             .collect();
-        let mut tries = 0;
-        let committed = loop {
-            match self.committed(consumer, &partitions) {
-                Ok(c) => break c,
-                Err(e) if tries < 60 => {
-                    tries += 1;
-                    tracing::warn!("reading the group's committed offsets: {e}; retrying");
-                    std::thread::sleep(Duration::from_secs(1));
+        let committed = self.committed(consumer, &partitions)?;
+        let mut decided = Vec::new();
+        let mut waiting = Vec::new();
+        for s in staged {
+            let now = committed.get(&(s.topic.clone(), s.partition)).copied();
+            let handover = match BatchToken::parse(&s.token) {
+                Some(token) => self
+                    .custody
+                    .next_after(token.custody_offset, &self.group, &s.topic, s.partition)?
+                    .map(|r| r.committed),
+                None => {
+                    tracing::warn!(
+                        "{}/{}: staged batch token {:?} names no custody record; judging by the committed offset alone",
+                        s.topic,
+                        s.partition,
+                        s.token
+                    );
+                    None
                 }
-                Err(e) => return Err(e.into()),
+            };
+            match fate(s.next_offset, handover, now) {
+                Some(f) => decided.push((s, f)),
+                None => waiting.push(s),
             }
-        };
-        Ok(staged
-            .into_iter()
-            .map(|s| {
-                let found = committed.get(&(s.topic.clone(), s.partition));
-                let f = fate(&s.token, s.next_offset, found);
-                (s, f)
-            })
-            .collect())
+        }
+        Ok((decided, waiting))
     }
 
-    /// Appends the batches whose commit landed (or whose fate is unknown:
-    /// evidence is kept), drops the others and reads them again.
+    /// Settles what can be settled of the staged batches; returns how many
+    /// still wait.
+    fn settle_staged(&self, consumer: &BaseConsumer<Self>) -> Result<usize, ConsumeError> {
+        let (decided, waiting) = self.decide_staged(consumer)?;
+        for s in &waiting {
+            tracing::info!(
+                "{}/{}: offsets {}..{} stay staged until the partition's next owner shows whether their commit landed",
+                s.topic,
+                s.partition,
+                s.first_offset,
+                s.next_offset - 1
+            );
+        }
+        if !decided.is_empty() {
+            self.settle(consumer, decided, false)?;
+        }
+        Ok(waiting.len())
+    }
+
+    /// Appends the batches whose commit landed, drops the others and reads
+    /// them again.
     fn settle(
         &self,
         consumer: &BaseConsumer<Self>,
         fates: Vec<(StagedCommit, Fate)>,
+        read_again: bool,
     ) -> Result<(), ConsumeError> {
         let mut keep = Vec::new();
         let mut drop = Vec::new();
@@ -331,17 +400,6 @@ impl LedgerContext {
             match f {
                 Fate::Landed => {
                     Metrics::add(&self.metrics.staged_landed, 1);
-                    keep.push(at);
-                }
-                Fate::Unknown => {
-                    Metrics::add(&self.metrics.staged_unknown, 1);
-                    tracing::error!(
-                        "{}/{}: whether the commit of offsets {}..{} reached the group is no longer known (too many handovers since, or another tool committed); appending them: another member's ledger may hold them too (`lifeledger check-offsets` tells)",
-                        s.topic,
-                        s.partition,
-                        s.first_offset,
-                        s.next_offset - 1
-                    );
                     keep.push(at);
                 }
                 Fate::NotLanded => {
@@ -363,7 +421,9 @@ impl LedgerContext {
             let rewound = sink.discard_staged(&drop)?;
             let rewound: Vec<_> = rewound
                 .into_iter()
-                .filter(|(t, p, _)| sink.is_assigned(t, *p) && sink.cursor_known(t, *p))
+                .filter(|(t, p, _)| {
+                    read_again && sink.is_assigned(t, *p) && sink.cursor_known(t, *p)
+                })
                 .collect();
             (flushed, rewound)
         };
@@ -383,20 +443,6 @@ impl LedgerContext {
             out.send(&flushed.dead_letters, &self.metrics);
         }
         Ok(())
-    }
-
-    /// Settles the batches a previous run left staged, before joining.
-    fn settle_left_staged(&self, consumer: &BaseConsumer<Self>) -> Result<(), ConsumeError> {
-        let left = lock(&self.sink).left_staged()?;
-        if left.is_empty() {
-            return Ok(());
-        }
-        tracing::info!(
-            "{} batch(es) were staged when the last run stopped; asking the group whether their commits landed",
-            left.len()
-        );
-        let fates = self.look_up_fates(consumer, left)?;
-        self.settle(consumer, fates)
     }
 
     /// Reads again the partitions that received nothing for a while
@@ -495,7 +541,7 @@ impl ConsumerContext for LedgerContext {
                     .into_iter()
                     .map(|(t, p, _, _)| (t, p))
                     .collect();
-                if let Err(e) = self.write(consumer, None) {
+                if let Err(e) = self.write(consumer, None, false) {
                     self.fail(format!("writing the ledger after a rebalance error: {e}"));
                 }
                 lock(&self.sink).forget(&held);
@@ -567,17 +613,21 @@ pub fn run(
         None => None,
     };
     let sink = Arc::new(Mutex::new(sink.for_group()));
+    let custody = CustodyLog::open(&client_config(config, false), &config.custody_topic)?;
     let context = LedgerContext {
         sink: Arc::clone(&sink),
+        custody,
+        group: config.group.clone(),
         metrics: Arc::clone(&metrics),
         dead_letters,
         failure: Mutex::new(None),
     };
     let consumer: BaseConsumer<LedgerContext> =
         client_config(config, true).create_with_context(context)?;
-    // A batch the last run staged but did not append is settled first: the
-    // group's committed offsets say whether it belongs in this ledger.
-    consumer.context().settle_left_staged(&consumer)?;
+    // A batch the last run staged but did not append is settled first, if
+    // the custody log and the group can tell already.
+    let mut waiting = consumer.context().settle_staged(&consumer)?;
+    let mut last_settle = Instant::now();
     let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     let max_latency = Duration::from_millis(config.max_latency_ms);
@@ -587,6 +637,7 @@ pub fn run(
     // partitions), which is not idleness.
     let mut last_message: Option<Instant> = None;
     let mut waiting_since = Instant::now();
+    let mut held_before = 0usize;
     let mut last_report = Instant::now();
     let monitor_interval = Duration::from_millis(config.monitor_interval_ms);
     let mut last_monitor = Instant::now();
@@ -631,10 +682,16 @@ pub fn run(
             None => {}
         }
         metrics.polled();
-        let holds_partitions = !lock(&sink).assigned_cursors().is_empty();
-        if holds_partitions && last_message.is_none() {
-            last_message = Some(Instant::now());
+        // Idle time runs only while the member holds partitions, and
+        // starts again when its assignment changes: waiting for the group
+        // (dead members' sessions may still hold the partitions) is not
+        // idleness.
+        let held = lock(&sink).held();
+        let holds_partitions = held > 0;
+        if !holds_partitions || held != held_before {
+            last_message = holds_partitions.then(Instant::now);
         }
+        held_before = held;
         if !holds_partitions && waiting_since.elapsed() >= Duration::from_secs(10) {
             waiting_since = Instant::now();
             tracing::info!(
@@ -658,11 +715,15 @@ pub fn run(
             (s.pending(), s.oldest_age())
         };
         if pending >= config.batch_size || age.is_some_and(|a| a >= max_latency) {
-            consumer.context().write(&consumer, None)?;
+            consumer.context().write(&consumer, None, true)?;
         }
         if last_stall_check.elapsed() >= stall_quiet {
             last_stall_check = Instant::now();
             consumer.context().check_stalled(&consumer, stall_quiet);
+        }
+        if waiting > 0 && last_settle.elapsed() >= Duration::from_secs(2) {
+            last_settle = Instant::now();
+            waiting = consumer.context().settle_staged(&consumer)?;
         }
         if last_monitor.elapsed() >= monitor_interval {
             last_monitor = Instant::now();
@@ -673,12 +734,12 @@ pub fn run(
         }
         let idle =
             last_message.is_some_and(|t| idle_limit.is_some_and(|limit| t.elapsed() >= limit));
-        if idle && pending == 0 && !lock(&sink).rewinding() {
+        if idle && pending == 0 && waiting == 0 && !lock(&sink).rewinding() {
             tracing::info!("idle for {:?}: stopping", idle_limit);
             break;
         }
     }
-    consumer.context().write(&consumer, None)?;
+    consumer.context().write(&consumer, None, false)?;
     lock(&sink).maybe_checkpoint(true)?;
     consumer.unsubscribe();
     drop(consumer);

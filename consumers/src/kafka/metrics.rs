@@ -32,7 +32,6 @@ pub struct Metrics {
     /// Staged batches by the fate of their offset commit.
     pub staged_landed: AtomicU64,
     pub staged_not_landed: AtomicU64,
-    pub staged_unknown: AtomicU64,
     pub batches: AtomicU64,
     pub dead_letters: AtomicU64,
     pub dead_letter_failures: AtomicU64,
@@ -235,12 +234,6 @@ impl Metrics {
             "lifeledger_staged_not_landed_total",
             "Staged batches dropped because Kafka never got their offset commit (they are read again).",
             &self.staged_not_landed,
-        );
-        counter(
-            &mut out,
-            "lifeledger_staged_unknown_total",
-            "Staged batches whose commit's fate was no longer known, appended to keep the evidence (a possible duplicate across ledgers; check-offsets tells).",
-            &self.staged_unknown,
         );
         counter(
             &mut out,

@@ -19,6 +19,7 @@
 pub mod alerts;
 pub mod config;
 pub mod consumer;
+pub mod custody;
 pub mod demo;
 pub mod gaps;
 pub mod handover;

@@ -16,7 +16,7 @@ use lifeledger_ledger::{
 
 use super::chain_name;
 use super::gaps::{self, Rewind, Step};
-use super::handover::{BatchToken, Custody};
+use super::handover::BatchToken;
 use super::metrics::Metrics;
 use crate::monitor::{
     AlertOut, Clock, MonitorError, MonitorGauges, MonitorRunner, MonitorSettings,
@@ -47,9 +47,6 @@ pub struct StagedCommit {
     pub first_offset: i64,
     pub next_offset: i64,
     pub token: String,
-    /// The partition's custody when the batch was staged (what the
-    /// commit's note carries).
-    pub custody: Custody,
 }
 
 /// What the sink says of one message.
@@ -100,7 +97,9 @@ pub struct Sink {
     /// The partitions this member holds; `None` when it reads by
     /// assignment outside a group (replay), where every message counts.
     assigned: Option<HashSet<(String, i32)>>,
-    custody: HashMap<(String, i32), Custody>,
+    /// Per held partition: the offset of its custody record (see
+    /// `handover`), named by the tokens of the batches staged under it.
+    custody: HashMap<(String, i32), i64>,
     rewinds: HashMap<(String, i32), Rewind>,
     in_flight: HashMap<String, InFlight>,
     last_message: HashMap<(String, i32), Instant>,
@@ -156,18 +155,23 @@ impl Sink {
     }
 
     /// A partition handed to this member, resuming at `start` (if known),
-    /// with the custody its committed offset told.
-    pub fn assign(&mut self, topic: &str, partition: i32, start: Option<i64>, custody: Custody) {
+    /// under the custody record at `custody_offset`.
+    pub fn assign(&mut self, topic: &str, partition: i32, start: Option<i64>, custody_offset: i64) {
         let key = (topic.to_owned(), partition);
         if let Some(start) = start {
             self.advance_cursor(topic, partition, start);
         }
-        self.custody.insert(key.clone(), custody);
+        self.custody.insert(key.clone(), custody_offset);
         self.rewinds.remove(&key);
         self.last_message.insert(key.clone(), Instant::now());
         if let Some(a) = self.assigned.as_mut() {
             a.insert(key);
         }
+    }
+
+    /// How many partitions this member holds.
+    pub fn held(&self) -> usize {
+        self.assigned.as_ref().map_or(0, HashSet::len)
     }
 
     /// Whether some partition is being read again after a gap.
@@ -462,12 +466,17 @@ impl Sink {
             }) else {
                 continue;
             };
-            let custody = self
-                .custody
-                .get(&(topic.clone(), partition))
-                .cloned()
-                .unwrap_or_default();
-            let token = BatchToken::new(&custody, &nonce()).encode();
+            let Some(custody_offset) = self.custody.get(&(topic.clone(), partition)).copied()
+            else {
+                // Not held (a message of a partition given up slipped in):
+                // its next owner reads it.
+                continue;
+            };
+            let token = BatchToken {
+                custody_offset,
+                nonce: nonce(),
+            }
+            .encode();
             let chain = chain_name(&topic, partition);
             self.in_flight.insert(
                 chain.clone(),
@@ -490,7 +499,6 @@ impl Sink {
                 first_offset,
                 next_offset: b.next_offset,
                 token,
-                custody,
             });
         }
         self.ledger.stage(&staged)?;
@@ -511,10 +519,27 @@ impl Sink {
                 first_offset: b.first_offset,
                 next_offset: b.next_offset,
                 token: b.token,
-                custody: Custody::default(),
             });
         }
         Ok(out)
+    }
+
+    /// The batch staged for one partition, if any.
+    pub fn staged_commit(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<StagedCommit>, StoreError> {
+        Ok(self
+            .ledger
+            .staged(&chain_name(topic, partition))?
+            .map(|b| StagedCommit {
+                topic: topic.to_owned(),
+                partition,
+                first_offset: b.first_offset,
+                next_offset: b.next_offset,
+                token: b.token,
+            }))
     }
 
     /// Appends the staged batches of these partitions (Kafka holds their
