@@ -66,11 +66,7 @@ fn main() {
         .set("linger.ms", "5")
         .create()
         .unwrap();
-    let every = if garbage == 0 {
-        u64::MAX
-    } else {
-        (events / garbage).max(1)
-    };
+    let every = events.checked_div(garbage).map_or(u64::MAX, |n| n.max(1));
     let began = Instant::now();
     let mut sent = 0u64;
     let mut junk = 0u64;

@@ -44,13 +44,11 @@ fn create_topics(broker: &Broker, partitions: i32) {
     }
 }
 
-/// Produces (key, payload) pairs and waits until all are acknowledged.
-///
-/// One message per record batch: tansu 0.6 answers a fetch whose offset
-/// falls inside a record batch with the batch after it, so a consumer that
-/// resumes mid-batch would never see the rest of that batch (measured here;
-/// see the README's notes on the test broker). Kafka returns the containing
-/// batch, and librdkafka skips the records before the offset.
+/// Produces (key, payload) pairs and waits until all are acknowledged, one
+/// message per record batch. (tansu 0.6 answers a fetch whose offset falls
+/// inside a record batch with the batch after it; the consumer notices and
+/// reads again, which `produce_batched` exercises. Here, one record per
+/// batch keeps the simpler tests about what they test.)
 fn produce(broker: &Broker, messages: &[(String, String)]) {
     produce_to(&broker.bootstrap(), messages);
 }

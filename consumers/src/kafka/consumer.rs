@@ -329,7 +329,7 @@ impl LedgerContext {
     fn decide_staged(
         &self,
         consumer: &BaseConsumer<Self>,
-    ) -> Result<(Vec<(StagedCommit, Fate)>, Vec<StagedCommit>), ConsumeError> {
+    ) -> Result<Decided, ConsumeError> {
         let staged = lock(&self.sink).left_staged()?;
         if staged.is_empty() {
             return Ok((Vec::new(), Vec::new()));
@@ -550,6 +550,10 @@ impl ConsumerContext for LedgerContext {
         }
     }
 }
+
+/// Staged batches with their fate decided, and those still waiting for
+/// the partition's next handover.
+type Decided = (Vec<(StagedCommit, Fate)>, Vec<StagedCommit>);
 
 /// What a run did, in total.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
