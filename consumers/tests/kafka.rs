@@ -428,6 +428,7 @@ fn broker_faults_in_mid_stream_lose_and_repeat_nothing() {
 
     let cluster = MockCluster::new(3).unwrap();
     cluster.create_topic(TOPIC, 4, 3).unwrap();
+    cluster.create_topic("lifeledger.custody", 1, 3).unwrap();
     let s = stream("f", 3000);
     produce_to(&cluster.bootstrap_servers(), &s.messages);
 

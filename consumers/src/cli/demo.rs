@@ -81,6 +81,7 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<Outcome> {
         MockCluster::new(1).map_err(|e| anyhow!("starting the mock Kafka cluster: {e}"))?;
     cluster.create_topic(TOPIC, args.partitions, 1)?;
     cluster.create_topic("lifecycle.dlq", 1, 1)?;
+    cluster.create_topic("lifeledger.custody", 1, 1)?;
     let brokers = cluster.bootstrap_servers();
 
     let producer: BaseProducer = ClientConfig::new()

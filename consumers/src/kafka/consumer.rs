@@ -190,22 +190,28 @@ impl LedgerContext {
                 return;
             }
         };
-        for (topic, partition) in assigned {
-            let theirs = committed.get(&(topic.clone(), partition)).copied();
-            // Before reading anything: a batch some earlier owner left
-            // staged is judged by what the group held at this moment.
-            let custody_offset = match self.custody.record(&CustodyRecord {
+        // Before reading anything, and all at once: each partition's custody
+        // record, with what the group held at this moment.
+        let records: Vec<CustodyRecord> = assigned
+            .iter()
+            .map(|(topic, partition)| CustodyRecord {
                 group: self.group.clone(),
                 topic: topic.clone(),
-                partition,
-                committed: theirs,
-            }) {
-                Ok(o) => o,
-                Err(e) => {
-                    self.fail(format!("recording the custody of {topic}/{partition}: {e}"));
-                    return;
-                }
-            };
+                partition: *partition,
+                committed: committed.get(&(topic.clone(), *partition)).copied(),
+            })
+            .collect();
+        let custody_offsets = match self.custody.record(&records) {
+            Ok(o) => o,
+            Err(e) => {
+                self.fail(format!(
+                    "recording the custody of the assigned partitions: {e}"
+                ));
+                return;
+            }
+        };
+        for ((topic, partition), custody_offset) in assigned.into_iter().zip(custody_offsets) {
+            let theirs = committed.get(&(topic.clone(), partition)).copied();
             // A batch this ledger left staged on the partition is decided by
             // what the group held just now, where this member resumes.
             let staged = lock(&self.sink).staged_commit(&topic, partition);
@@ -326,10 +332,7 @@ impl LedgerContext {
     /// earlier run, or by a commit that failed), from the custody log and
     /// the group's committed offsets. Returns the undecided ones, which
     /// wait for the partition's next handover.
-    fn decide_staged(
-        &self,
-        consumer: &BaseConsumer<Self>,
-    ) -> Result<Decided, ConsumeError> {
+    fn decide_staged(&self, consumer: &BaseConsumer<Self>) -> Result<Decided, ConsumeError> {
         let staged = lock(&self.sink).left_staged()?;
         if staged.is_empty() {
             return Ok((Vec::new(), Vec::new()));

@@ -6,6 +6,7 @@
 //! One partition, so that records are totally ordered; shared by every
 //! group and topic (records carry both); created on first use.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -20,22 +21,22 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::handover::CustodyRecord;
 
-/// Remembers the offset of the last delivered record.
+/// Remembers where each record sent went, by its number in the send.
 #[derive(Debug, Default)]
-struct Delivered(Mutex<Option<Result<i64, KafkaError>>>);
+struct Delivered(Mutex<HashMap<usize, Result<i64, KafkaError>>>);
 
 impl ClientContext for Delivered {}
 
 impl ProducerContext for Delivered {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = Box<usize>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, number: Box<usize>) {
         let outcome = match result {
             Ok(m) => Ok(m.offset()),
             Err((e, _)) => Err(e.clone()),
         };
-        if let Ok(mut slot) = self.0.lock() {
-            *slot = Some(outcome);
+        if let Ok(mut slots) = self.0.lock() {
+            slots.insert(*number, outcome);
         }
     }
 }
@@ -61,17 +62,26 @@ impl CustodyLog {
     /// Opens the custody topic, creating it (one partition) if missing.
     /// `client` carries the brokers and any security settings.
     pub fn open(client: &ClientConfig, topic: &str) -> Result<CustodyLog, KafkaError> {
-        let admin: AdminClient<DefaultClientContext> = client.create()?;
-        let new = NewTopic::new(topic, 1, TopicReplication::Fixed(1));
-        let created = wait_for(admin.create_topics([&new], &AdminOptions::new()))?;
-        for r in created {
-            match r {
-                Ok(_) => tracing::info!("created the custody topic {topic}"),
-                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((name, code)) => {
-                    return Err(KafkaError::AdminOp(code)).inspect_err(|_| {
+        let mut reader_config = client.clone();
+        reader_config
+            .set("group.id", "lifeledger-custody-reader")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("fetch.wait.max.ms", "10");
+        let reader: BaseConsumer = reader_config.create()?;
+        if !exists(&reader, topic)? {
+            let admin: AdminClient<DefaultClientContext> = client.create()?;
+            let new = NewTopic::new(topic, 1, TopicReplication::Fixed(1));
+            let options = AdminOptions::new().operation_timeout(Some(TIMEOUT));
+            let created = wait_for(admin.create_topics([&new], &options))?;
+            for r in created {
+                match r {
+                    Ok(_) => tracing::info!("created the custody topic {topic}"),
+                    Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((name, code)) => {
                         tracing::error!("creating the custody topic {name}: {code}");
-                    });
+                        return Err(KafkaError::AdminOp(code));
+                    }
                 }
             }
         }
@@ -80,13 +90,6 @@ impl CustodyLog {
             .set("enable.idempotence", "true")
             .set("linger.ms", "0");
         let producer = producer_config.create_with_context(Delivered::default())?;
-        let mut reader_config = client.clone();
-        reader_config
-            .set("group.id", "lifeledger-custody-reader")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("fetch.wait.max.ms", "10");
-        let reader = reader_config.create()?;
         Ok(CustodyLog {
             producer,
             reader,
@@ -94,40 +97,73 @@ impl CustodyLog {
         })
     }
 
-    /// Appends a record and waits until the broker holds it; returns its
-    /// offset.
-    pub fn record(&self, record: &CustodyRecord) -> Result<i64, KafkaError> {
-        if let Ok(mut slot) = self.producer.context().0.lock() {
-            *slot = None;
+    /// Appends records (all at once) and waits until the broker holds
+    /// them; returns their offsets, in order.
+    pub fn record(&self, records: &[CustodyRecord]) -> Result<Vec<i64>, KafkaError> {
+        if let Ok(mut slots) = self.producer.context().0.lock() {
+            slots.clear();
         }
-        let key = record.key();
-        let value = record.encode();
-        super::send_waiting(
-            &self.producer,
-            BaseRecord::to(&self.topic).key(&key).payload(&value),
-        )?;
+        for (number, record) in records.iter().enumerate() {
+            let key = record.key();
+            let value = record.encode();
+            let mut pending = Some(
+                BaseRecord::with_opaque_to(&self.topic, Box::new(number))
+                    .key(&key)
+                    .payload(&value),
+            );
+            while let Some(r) = pending.take() {
+                match self.producer.send(r) {
+                    Ok(()) => {}
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        self.producer.poll(Duration::from_millis(10));
+                        pending = Some(back);
+                    }
+                    Err((e, _)) => return Err(e),
+                }
+            }
+        }
         self.producer.flush(TIMEOUT)?;
         let began = Instant::now();
         loop {
-            if let Some(outcome) = self
+            let done = self
                 .producer
                 .context()
                 .0
                 .lock()
-                .ok()
-                .and_then(|mut s| s.take())
-            {
-                return outcome;
+                .map(|slots| slots.len() >= records.len())
+                .unwrap_or(false);
+            if done {
+                break;
             }
             if began.elapsed() > TIMEOUT {
                 return Err(KafkaError::Flush(RDKafkaErrorCode::MessageTimedOut));
             }
-            self.producer.poll(Duration::from_millis(10));
+            self.producer.poll(Duration::from_millis(5));
         }
+        let mut slots = self
+            .producer
+            .context()
+            .0
+            .lock()
+            .map_err(|_| KafkaError::Flush(RDKafkaErrorCode::Fail))?;
+        (0..records.len())
+            .map(|n| {
+                slots
+                    .remove(&n)
+                    .unwrap_or(Err(KafkaError::Flush(RDKafkaErrorCode::MessageTimedOut)))
+            })
+            .collect()
     }
 
     /// The first record of the same group, topic and partition after
     /// `after` (an offset in the custody topic), if any.
+    ///
+    /// The topic is read from its start: a fetch from inside a record
+    /// batch is not to be trusted (tansu skips to the next batch), and a
+    /// high watermark neither (tansu reports it short when a batch holds
+    /// several records), so reading ends when nothing more arrived for a
+    /// while. Settling a staged batch is rare (after a crash), and the
+    /// topic holds one small record per partition assignment.
     pub fn next_after(
         &self,
         after: i64,
@@ -136,24 +172,30 @@ impl CustodyLog {
         partition: i32,
     ) -> Result<Option<CustodyRecord>, KafkaError> {
         let (_, high) = self.reader.fetch_watermarks(&self.topic, 0, TIMEOUT)?;
-        if after + 1 >= high {
-            return Ok(None);
-        }
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.topic, 0, Offset::Offset(after + 1))?;
+        tpl.add_partition_offset(&self.topic, 0, Offset::Beginning)?;
         self.reader.assign(&tpl)?;
         let began = Instant::now();
-        let mut expected = after + 1;
+        let mut last = Instant::now();
+        let mut seen = -1;
         let found = loop {
-            if expected >= high {
+            let quiet = last.elapsed();
+            if (seen + 1 >= high && quiet > Duration::from_millis(300))
+                || quiet > Duration::from_secs(2)
+            {
                 break None;
             }
             if began.elapsed() > TIMEOUT {
+                self.reader.unassign()?;
                 return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
             }
-            match self.reader.poll(Duration::from_millis(50)) {
+            match self.reader.poll(Duration::from_millis(20)) {
                 Some(Ok(m)) => {
-                    expected = m.offset() + 1;
+                    last = Instant::now();
+                    seen = seen.max(m.offset());
+                    if m.offset() <= after {
+                        continue;
+                    }
                     let Some(r) = m
                         .payload()
                         .and_then(|p| std::str::from_utf8(p).ok())
@@ -165,13 +207,25 @@ impl CustodyLog {
                         break Some(r);
                     }
                 }
-                Some(Err(e)) => return Err(e),
+                Some(Err(e)) => {
+                    self.reader.unassign()?;
+                    return Err(e);
+                }
                 None => {}
             }
         };
         self.reader.unassign()?;
         Ok(found)
     }
+}
+
+/// Whether the broker knows the topic (with at least one partition).
+fn exists(reader: &BaseConsumer, topic: &str) -> Result<bool, KafkaError> {
+    let metadata = reader.fetch_metadata(Some(topic), TIMEOUT)?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()))
 }
 
 /// Waits for an admin future without an async runtime: the admin client
