@@ -403,6 +403,7 @@ fn sigkill_at_random_points_loses_and_repeats_nothing() {
         &OffsetCheckRequest {
             client,
             topic: TOPIC.into(),
+            group: None,
             quiet: Duration::from_secs(2),
             timeout: Duration::from_secs(120),
         },

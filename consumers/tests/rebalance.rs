@@ -389,6 +389,7 @@ fn torture(variant: Variant, churn: Duration, seed: u64) {
         &OffsetCheckRequest {
             client,
             topic: TOPIC.into(),
+            group: None,
             quiet: Duration::from_secs(2),
             timeout: Duration::from_secs(120),
         },

@@ -20,6 +20,10 @@ pub struct CheckOffsetsArgs {
     /// member keeps its own, and an offset may be in any one of them.
     #[arg(long = "also")]
     pub also: Vec<PathBuf>,
+    /// The consumer group: offsets recorded nowhere at or past its
+    /// committed offset are "not consumed yet" rather than missing.
+    #[arg(long)]
+    pub group: Option<String>,
     /// A TOML file of consumer settings (brokers, librdkafka).
     #[arg(long, env = "LIFELEDGER_CONFIG")]
     pub config: Option<PathBuf>,
@@ -55,6 +59,7 @@ pub fn run(dir: &Path, args: CheckOffsetsArgs) -> anyhow::Result<Outcome> {
     let request = OffsetCheckRequest {
         client: client_config(&config, false),
         topic: args.topic.clone(),
+        group: args.group.clone(),
         quiet: Duration::from_millis(args.quiet_ms),
         timeout: Duration::from_secs(args.timeout_secs),
     };
@@ -70,26 +75,32 @@ pub fn run(dir: &Path, args: CheckOffsetsArgs) -> anyhow::Result<Outcome> {
             report.ledgers.join(", ")
         );
         out!(
-            "\n{:>9} {:>10} {:>10} {:>10} {:>8} {:>7} {:>7} {:>8} {:>10}",
+            "\n{:>9} {:>10} {:>10} {:>10} {:>8} {:>7} {:>10} {:>7} {:>8} {:>10}",
             "partition",
             "from",
             "to",
             "recorded",
             "resends",
             "absent",
+            "unconsumed",
             "missing",
             "repeated",
             "per ledger"
         );
         for p in &report.partitions {
             out!(
-                "{:>9} {:>10} {:>10} {:>10} {:>8} {:>7} {:>7} {:>8} {:>10}",
+                "{:>9} {:>10} {:>10} {:>10} {:>8} {:>7} {:>10} {:>7} {:>8} {:>10}",
                 p.partition,
                 p.first_offset,
                 p.end_offset,
                 p.recorded_once,
                 p.resends,
                 p.absent_at_broker,
+                if args.group.is_some() {
+                    p.unconsumed.to_string()
+                } else {
+                    "-".to_owned()
+                },
                 p.missing,
                 p.duplicated,
                 p.per_ledger

@@ -12,6 +12,8 @@
 //! * recorded nowhere: **missing**, unless the message is an event whose
 //!   id and bytes are recorded at another offset (a resend the ledger
 //!   skipped as a duplicate, by design: *resend*);
+//! * with the consumer group named, an offset recorded nowhere at or past
+//!   the group's committed offset is *not consumed yet*, not missing;
 //! * an offset in the read range the broker delivered no record for is
 //!   *absent at the broker* (compaction, transaction markers): nothing to
 //!   record. The check assumes the broker delivers every record it holds
@@ -62,6 +64,10 @@ pub struct PartitionOffsets {
     pub resends: u64,
     pub absent_at_broker: u64,
     pub missing: u64,
+    /// Recorded nowhere, at or past the group's committed offset.
+    pub unconsumed: u64,
+    /// The group's committed offset, when a group was named.
+    pub group_committed: Option<i64>,
     pub duplicated: u64,
     /// Entries at offsets the topic does not hold (any more).
     pub recorded_not_in_topic: u64,
@@ -88,6 +94,9 @@ pub struct OffsetReport {
 pub struct OffsetCheckRequest {
     pub client: ClientConfig,
     pub topic: String,
+    /// The consumer group whose committed offsets tell consumed from not
+    /// yet consumed; `None`: every unrecorded offset is missing.
+    pub group: Option<String>,
     /// Stop reading a partition after this long without a message.
     pub quiet: Duration,
     pub timeout: Duration,
@@ -125,6 +134,10 @@ pub fn check_offsets(
     if partitions.is_empty() {
         return Err(OffsetCheckError::NoSuchTopic(request.topic.clone()));
     }
+    let committed = match &request.group {
+        Some(group) => group_committed(request, group, &partitions)?,
+        None => HashMap::new(),
+    };
 
     // The ledgers' records by (partition, offset), and where each event id
     // was recorded (for resends).
@@ -199,9 +212,11 @@ pub fn check_offsets(
         exact: true,
     };
     for (p, offsets) in &topic {
+        let group_committed = committed.get(p).copied();
         let mut part = PartitionOffsets {
             partition: *p,
             per_ledger: vec![0; ledgers.len()],
+            group_committed,
             ..PartitionOffsets::default()
         };
         let first = offsets.keys().next().copied().unwrap_or(0);
@@ -220,6 +235,10 @@ pub fn check_offsets(
                 0 => {
                     if is_resend(payload, *p, *offset, &event_ids) {
                         part.resends += 1;
+                    } else if request.group.is_some()
+                        && group_committed.is_none_or(|c| *offset >= c)
+                    {
+                        part.unconsumed += 1;
                     } else {
                         part.missing += 1;
                         if part.missing_offsets.len() < NAMED {
@@ -250,6 +269,32 @@ pub fn check_offsets(
         report.partitions.push(part);
     }
     Ok(report)
+}
+
+/// The group's committed offset per partition.
+fn group_committed(
+    request: &OffsetCheckRequest,
+    group: &str,
+    partitions: &[i32],
+) -> Result<HashMap<i32, i64>, OffsetCheckError> {
+    let mut client = request.client.clone();
+    client
+        .set("group.id", group)
+        .set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = client.create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition(&request.topic, *p);
+    }
+    let got = consumer.committed_offsets(tpl, Duration::from_secs(30))?;
+    Ok(got
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect())
 }
 
 /// Whether the message at `offset` is an event whose id and bytes are
