@@ -390,3 +390,46 @@ fn a_stricter_policy_shows_up_in_what_if() {
     assert_eq!(rule_b[0].current.verdict.status, "due");
     assert_eq!(rule_b[0].alternative.verdict.status, "overdue");
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// A copy is gone from its first deletion until something brings it
+    /// back: deleting it again right after (a cleanup job running twice)
+    /// never changes any item's deadline, verdict or violations, as of any
+    /// moment, whatever else happens later.
+    #[test]
+    fn deleting_a_copy_already_gone_changes_nothing(events in events(), pick in any::<proptest::sample::Index>()) {
+        let policy = Policy::parse(POLICY).unwrap();
+        let deletions: Vec<usize> = events
+            .iter()
+            .enumerate()
+            .filter(|(_, (v, _))| v["kind"]["type"] == "deleted")
+            .map(|(i, _)| i)
+            .collect();
+        prop_assume!(!deletions.is_empty());
+        let (original, chain) = events[deletions[pick.index(deletions.len())]].clone();
+        let mut again = original.clone();
+        let at: Timestamp = original["event_time"].as_str().unwrap().parse().unwrap();
+        // Half a second later: no generated event has a fractional time, so
+        // nothing happens to the copy in between.
+        let later = at.checked_add(jiff::SignedDuration::from_millis(500)).unwrap();
+        again["event_id"] = json!(format!("{}-again", original["event_id"].as_str().unwrap()));
+        again["event_time"] = json!(later.to_string());
+        let mut with_repeat = events.clone();
+        with_repeat.push((again, chain));
+        let fold = |evs: &[(Value, bool)]| {
+            let mut p = Projection::default();
+            for e in entries(evs) {
+                p.apply(&e).unwrap();
+            }
+            p
+        };
+        let without = fold(&events);
+        let with = fold(&with_repeat);
+        for day in [0i64, 90, 180, 200, 400, 700] {
+            let as_of = Timestamp::from_second(1_767_225_600 + day * 86_400).unwrap();
+            prop_assert_eq!(gist(&without, &policy, as_of), gist(&with, &policy, as_of));
+        }
+    }
+}

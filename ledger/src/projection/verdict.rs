@@ -12,7 +12,7 @@ use jiff::{SignedDuration, Timestamp};
 use lifeledger_schemas::Account;
 use serde::Serialize;
 
-use super::{AccountState, CopyId, EntryRef, HoldChange, ItemState};
+use super::{AccountState, CopyChange, CopyId, EntryRef, HoldChange, ItemState};
 use crate::deadline::{self, Deadline, DeadlineOutcome, Triggers};
 use crate::policy::Policy;
 
@@ -239,11 +239,21 @@ pub fn judge(
         }
     }
 
-    // Each copy's state: its last change by `as_of`.
+    // Each copy's state by `as_of`. A copy is gone from its first deletion
+    // until a later event brings it back: a deletion of a copy already gone
+    // (a cleanup job running again) changes nothing, so a gone copy is
+    // dated by the deletion that made it gone, not by the latest one.
     let mut copies = Vec::new();
     for (copy, changes) in &item.copies {
-        let Some(last) = changes.iter().rev().find(|c| by(&c.at)) else {
+        let known: Vec<&CopyChange> = changes.iter().filter(|c| by(&c.at)).collect();
+        let Some(latest) = known.last() else {
             continue;
+        };
+        let last: &CopyChange = if latest.present {
+            latest
+        } else {
+            let run_starts = known.iter().rposition(|c| c.present).map_or(0, |i| i + 1);
+            known.get(run_starts).copied().unwrap_or(latest)
         };
         if let Some(category) = category {
             if !category.stores.contains(&copy.store) {
