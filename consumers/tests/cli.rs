@@ -834,3 +834,44 @@ fn library_log_lines_go_through_the_binarys_filter_without_colour_on_a_pipe() {
         String::from_utf8_lossy(&quiet.stderr)
     );
 }
+
+#[test]
+fn empty_or_impossible_ranges_and_unknown_chains_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = tmp.path().join("ledger");
+    let file = write_lines(
+        tmp.path(),
+        "in.jsonl",
+        &[collected("e1", "i1"), stored("e2", "i1", "mysql")],
+    );
+    assert_eq!(
+        run(&ledger, &["ingest", file.to_str().unwrap()])
+            .status
+            .code(),
+        Some(0)
+    );
+    let out_file = tmp.path().join("x.bundle");
+    let out_file = out_file.to_str().unwrap();
+    for (args, says) in [
+        (
+            vec!["log", "--from", "10", "--to", "5"],
+            "--from 10 lies after --to 5",
+        ),
+        (vec!["log", "--chain", "nope"], "no chain \"nope\""),
+        (
+            vec!["export", "--out", out_file, "--chain", "nope"],
+            "no chain \"nope\"",
+        ),
+        (
+            vec![
+                "export", "--out", out_file, "--chain", "file", "--from", "10", "--to", "5",
+            ],
+            "--from 10 lies after --to 5",
+        ),
+    ] {
+        let out = run(&ledger, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}

@@ -109,6 +109,17 @@ pub fn checkpoint(dir: &Path, args: CheckpointArgs) -> anyhow::Result<Outcome> {
 
 pub fn export(dir: &Path, args: ExportArgs) -> anyhow::Result<Outcome> {
     let ledger = super::open_existing(dir, true)?;
+    if let Some(chain) = &args.chain {
+        let names = ledger.chain_names()?;
+        if !names.contains(chain) {
+            bail!("no chain {chain:?}; chains: {}", names.join(", "));
+        }
+    }
+    if let (Some(from), Some(to)) = (args.from, args.to) {
+        if from > to {
+            bail!("--from {from} lies after --to {to}: nothing to export");
+        }
+    }
     let scope = match (&args.chain, &args.account) {
         (Some(chain), _) => ExportScope::Range {
             chain: chain.clone(),

@@ -117,6 +117,9 @@ pub fn log(dir: &Path, args: LogArgs) -> anyhow::Result<Outcome> {
         Some(chain) => bail!("no chain {chain:?}; chains: {}", names.join(", ")),
         None => names,
     };
+    if let Some(to) = args.to.filter(|to| *to < args.from) {
+        bail!("--from {} lies after --to {to}: nothing to show", args.from);
+    }
     let to = args.to.unwrap_or(u64::MAX);
     if !args.json {
         out!(

@@ -649,7 +649,11 @@ pub fn run(
     let monitor_interval = Duration::from_millis(config.monitor_interval_ms);
     let mut last_monitor = Instant::now();
     let mut last_stall_check = Instant::now();
-    let stall_quiet = Duration::from_millis(500);
+    // A partition is suspected of being parked inside a record batch only
+    // when the whole member has received nothing for this long: while
+    // messages flow, a quiet partition is more likely waiting its turn.
+    let stall_quiet = Duration::from_millis(1000);
+    let mut last_any_message = Instant::now();
     loop {
         if shutdown.load(Ordering::Relaxed) {
             tracing::info!("shutting down: writing what is pending");
@@ -661,6 +665,7 @@ pub fn run(
         match consumer.poll(Duration::from_millis(20)) {
             Some(Ok(message)) => {
                 last_message = Some(Instant::now());
+                last_any_message = Instant::now();
                 let accepted = lock(&sink).accept(
                     message.topic(),
                     message.partition(),
@@ -724,7 +729,7 @@ pub fn run(
         if pending >= config.batch_size || age.is_some_and(|a| a >= max_latency) {
             consumer.context().write(&consumer, None, true)?;
         }
-        if last_stall_check.elapsed() >= stall_quiet {
+        if last_stall_check.elapsed() >= stall_quiet && last_any_message.elapsed() >= stall_quiet {
             last_stall_check = Instant::now();
             consumer.context().check_stalled(&consumer, stall_quiet);
         }
