@@ -875,3 +875,69 @@ fn empty_or_impossible_ranges_and_unknown_chains_are_refused() {
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_garbage_trusted_checkpoint_and_a_proof_without_checkpoint_are_usage_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = tmp.path().join("ledger");
+    let key = tmp.path().join("signer");
+    assert_eq!(
+        run(
+            &ledger,
+            &["keygen", "--name", "t", "--out", key.to_str().unwrap()]
+        )
+        .status
+        .code(),
+        Some(0)
+    );
+    let file = write_lines(
+        tmp.path(),
+        "in.jsonl",
+        &[collected("e1", "i1"), stored("e2", "i1", "mysql")],
+    );
+    assert_eq!(
+        run(&ledger, &["ingest", file.to_str().unwrap()])
+            .status
+            .code(),
+        Some(0)
+    );
+    let proof = tmp.path().join("i1.proof");
+    let out = run(&ledger, &["prove", "i1", "--out", proof.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no checkpoint to prove i1 against"),
+        "{stderr}"
+    );
+
+    let private = tmp.path().join("signer.key");
+    let public = tmp.path().join("signer.pub");
+    assert_eq!(
+        run(&ledger, &["checkpoint", "--key", private.to_str().unwrap()])
+            .status
+            .code(),
+        Some(0)
+    );
+    let bundle = tmp.path().join("all.bundle");
+    assert_eq!(
+        run(&ledger, &["export", "--out", bundle.to_str().unwrap()])
+            .status
+            .code(),
+        Some(0)
+    );
+    let garbage = write_lines(tmp.path(), "trusted.note", &["not a note".into()]);
+    let out = run(
+        &ledger,
+        &[
+            "verify",
+            bundle.to_str().unwrap(),
+            "--key",
+            public.to_str().unwrap(),
+            "--trusted-checkpoint",
+            garbage.to_str().unwrap(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not a checkpoint note"), "{stderr}");
+}

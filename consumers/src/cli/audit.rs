@@ -157,15 +157,25 @@ pub fn export(dir: &Path, args: ExportArgs) -> anyhow::Result<Outcome> {
 pub fn verify_offline(
     bundle: &Path,
     key: &Path,
-    trusted: Option<&Path>,
+    trusted_path: Option<&Path>,
     deep: bool,
     json: bool,
 ) -> anyhow::Result<Outcome> {
     let key = read_public_key(key)?;
     let bytes = std::fs::read(bundle).with_context(|| format!("reading {}", bundle.display()))?;
-    let trusted = trusted
+    let trusted = trusted_path
         .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
         .transpose()?;
+    // A file that is not a checkpoint note at all is a usage error, not a
+    // forged signature: say so (exit 2).
+    if let (Some(text), Some(path)) = (&trusted, trusted_path) {
+        if let Err(e) = lifeledger_ledger::checkpoint::read_unverified(text) {
+            bail!(
+                "--trusted-checkpoint {}: not a checkpoint note: {e}",
+                path.display()
+            );
+        }
+    }
     let bar = if std::io::stderr().is_terminal() && bytes.len() > 16 << 20 {
         ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
     } else {
@@ -256,6 +266,12 @@ pub struct VerifyProofArgs {
 
 pub fn prove(dir: &Path, args: ProveArgs) -> anyhow::Result<Outcome> {
     let mut ledger = super::open_existing_for_append(dir)?;
+    if ledger.checkpoints()?.is_empty() {
+        bail!(
+            "the ledger has no checkpoint to prove {} against; take one first with `lifeledger checkpoint --key KEY`",
+            args.item
+        );
+    }
     let mut projection = ledger.load_or_rebuild_projection(&mut |_| {})?;
     ledger.catch_up(&mut projection, &mut |_| {})?;
     let proof = ledger.prove_item(&args.item, &projection)?;
