@@ -120,6 +120,14 @@ pub fn export(dir: &Path, args: ExportArgs) -> anyhow::Result<Outcome> {
             bail!("--from {from} lies after --to {to}: nothing to export");
         }
     }
+    if let Some(account) = &args.account {
+        let well_formed = account
+            .split_once('/')
+            .is_some_and(|(app, uin)| !app.is_empty() && !uin.is_empty() && !uin.contains('/'));
+        if !well_formed {
+            bail!("--account {account:?}: write it as APPID/UIN");
+        }
+    }
     let scope = match (&args.chain, &args.account) {
         (Some(chain), _) => ExportScope::Range {
             chain: chain.clone(),
@@ -137,6 +145,14 @@ pub fn export(dir: &Path, args: ExportArgs) -> anyhow::Result<Outcome> {
     let file = std::fs::File::create(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let summary = ledger.export(&scope, std::io::BufWriter::new(file), Timestamp::now())?;
+    if scope != ExportScope::Full && summary.entries == 0 {
+        // An empty partial bundle would verify and prove nothing.
+        let _ = std::fs::remove_file(&args.out);
+        match &scope {
+            ExportScope::Account(a) => bail!("no entries about account {a}: nothing exported"),
+            _ => bail!("no entries in that range: nothing exported"),
+        }
+    }
     out!(
         "wrote {}: {} entries, {} checkpoints, {} policies",
         args.out.display(),
