@@ -262,6 +262,16 @@ pub(super) fn violation_line(v: &Violation) -> String {
                 at.seq
             )
         }
+        Violation::DeletedBeforeMinimum {
+            deleted_at,
+            minimum_until,
+            at,
+        } => {
+            format!(
+                "every copy was gone at {deleted_at} (seq {}), before the minimum retention until {minimum_until}; a later event brought a copy back",
+                at.seq
+            )
+        }
     }
 }
 

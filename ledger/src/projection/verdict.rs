@@ -98,6 +98,14 @@ pub enum Violation {
     UnknownCategory { category: String },
     /// The last copy was deleted while a legal hold was in force.
     DeletedUnderHold { hold_id: String, at: EntryRef },
+    /// Every copy was gone before the rule's minimum retention, and a later
+    /// event brought one back: the early deletion happened and stays a
+    /// finding, whatever the verdict is now.
+    DeletedBeforeMinimum {
+        deleted_at: Timestamp,
+        minimum_until: Timestamp,
+        at: EntryRef,
+    },
     /// The deadline passed with copies remaining, and a legal hold placed
     /// afterwards now forbids deleting them: the item is on hold, and the
     /// deadline was missed.
@@ -117,6 +125,7 @@ impl Violation {
             Violation::BelowAgeOfConsent { .. } => "below_age_of_consent",
             Violation::UnknownCategory { .. } => "unknown_category",
             Violation::DeletedUnderHold { .. } => "deleted_under_hold",
+            Violation::DeletedBeforeMinimum { .. } => "deleted_before_minimum",
             Violation::DeadlineMissedBeforeHold { .. } => "deadline_missed_before_hold",
         }
     }
@@ -308,6 +317,22 @@ pub fn judge(
         _ => None,
     };
     let mut reported_late = false;
+    let minimum_until = rule
+        .and_then(|(_, r)| r.minimum_days())
+        .zip(collection)
+        .and_then(|(days, c)| {
+            c.at.event_time
+                .checked_add(SignedDuration::from_hours(24 * i64::from(days)))
+                .ok()
+        });
+    // The first moment every copy was gone, if that was before the
+    // minimum: an early deletion, which stays a finding even when a later
+    // event brought a copy back (see below).
+    let early = minimum_until.and_then(|min| {
+        first_moment_all_gone(item, &by)
+            .filter(|(_, when)| *when < min)
+            .map(|(at, when)| (at, when, min))
+    });
 
     let status = if collection.is_none() {
         Status::Orphan
@@ -333,14 +358,6 @@ pub fn judge(
                 at: last.clone(),
             });
         }
-        let minimum_until = rule
-            .and_then(|(_, r)| r.minimum_days())
-            .zip(collection)
-            .and_then(|(days, c)| {
-                c.at.event_time
-                    .checked_add(SignedDuration::from_hours(24 * i64::from(days)))
-                    .ok()
-            });
         match (&deadline, minimum_until) {
             (_, Some(min)) if deleted_at < min => Status::EarlyDeletion {
                 deleted_at,
@@ -402,6 +419,15 @@ pub fn judge(
             },
         }
     };
+    if let Some((at, deleted_at, minimum_until)) = early {
+        if !matches!(status, Status::EarlyDeletion { .. }) {
+            violations.push(Violation::DeletedBeforeMinimum {
+                deleted_at,
+                minimum_until,
+                at,
+            });
+        }
+    }
 
     Some(ItemVerdict {
         item_id: item.item_id.clone(),
@@ -423,4 +449,27 @@ pub fn judge(
             })
             .collect(),
     })
+}
+
+/// The first moment (by event time, up to the judging moment) at which
+/// every copy the item had was gone, with the entry that made it so.
+fn first_moment_all_gone(
+    item: &ItemState,
+    by: &dyn Fn(&EntryRef) -> bool,
+) -> Option<(EntryRef, Timestamp)> {
+    let mut changes: Vec<(&CopyId, &CopyChange)> = item
+        .copies
+        .iter()
+        .flat_map(|(copy, changes)| changes.iter().map(move |c| (copy, c)))
+        .filter(|(_, c)| by(&c.at))
+        .collect();
+    changes.sort_by_key(|(_, c)| c.at.order_key());
+    let mut present: BTreeMap<&CopyId, bool> = BTreeMap::new();
+    for (copy, change) in changes {
+        present.insert(copy, change.present);
+        if !change.present && present.values().all(|p| !p) {
+            return Some((change.at.clone(), change.at.event_time));
+        }
+    }
+    None
 }
