@@ -218,7 +218,7 @@ impl LedgerContext {
             match staged {
                 Ok(Some(s)) => {
                     let f = fate(s.next_offset, Some(theirs), theirs).unwrap_or(Fate::NotLanded);
-                    if let Err(e) = self.settle(consumer, vec![(s, f)], false) {
+                    if let Err(e) = self.settle(vec![(s, f)]) {
                         self.fail(format!(
                             "settling the staged batch of {topic}/{partition}: {e}"
                         ));
@@ -273,7 +273,7 @@ impl LedgerContext {
             .map(|e| (e.topic().to_owned(), e.partition()))
             .collect();
         // What is dropped here is read again by the partitions' next owner.
-        if let Err(e) = self.write(consumer, Some(&partitions), false) {
+        if let Err(e) = self.write(consumer, Some(&partitions)) {
             self.fail(format!(
                 "writing the ledger before giving up partitions: {e}"
             ));
@@ -287,13 +287,10 @@ impl LedgerContext {
     /// A batch whose commit did not land is dropped and read again. So a
     /// crash at any point leaves each batch either in this ledger with the
     /// group past it, or in no ledger with the group before it.
-    /// `read_again`: seek a partition whose batch was dropped back to the
-    /// batch's start (not while giving the partition up).
     fn write(
         &self,
         consumer: &BaseConsumer<Self>,
         only: Option<&[(String, i32)]>,
-        read_again: bool,
     ) -> Result<(), ConsumeError> {
         let staged = lock(&self.sink).stage(only)?;
         if staged.is_empty() {
@@ -324,8 +321,43 @@ impl LedgerContext {
                 Err(e) => return Err(e.into()),
             }
         }
-        let landed = staged.into_iter().map(|s| (s, Fate::Landed)).collect();
-        self.settle(consumer, landed, read_again)
+        // The commit landed. Unless another member took the partition
+        // meanwhile (a broker may hand it over without this member's
+        // revocation, and accept commits from both): then the handover
+        // decides, as for a batch left staged, and this member stops
+        // reading the partition until the group gives it back.
+        self.custody.follow();
+        let mut taken = Vec::new();
+        let fates = staged
+            .into_iter()
+            .map(|s| {
+                let handover = BatchToken::parse(&s.token).and_then(|t| {
+                    self.custody
+                        .seen_after(t.custody_offset, &self.group, &s.topic, s.partition)
+                });
+                match handover {
+                    None => (s, Fate::Landed),
+                    Some(then) => {
+                        let f = fate(s.next_offset, Some(then), None).unwrap_or(Fate::NotLanded);
+                        tracing::warn!(
+                            "{}/{}: another member took the partition (resuming at {then:?}) while this one read offsets {}..{}: {}; this member stops reading it",
+                            s.topic,
+                            s.partition,
+                            s.first_offset,
+                            s.next_offset - 1,
+                            if f == Fate::Landed { "kept here" } else { "dropped here, the new owner reads them" }
+                        );
+                        taken.push((s.topic.clone(), s.partition));
+                        (s, f)
+                    }
+                }
+            })
+            .collect();
+        self.settle(fates)?;
+        if !taken.is_empty() {
+            lock(&self.sink).forget(&taken);
+        }
+        Ok(())
     }
 
     /// Decides what it can of the batches staged in the ledger (left by an
@@ -383,19 +415,14 @@ impl LedgerContext {
             );
         }
         if !decided.is_empty() {
-            self.settle(consumer, decided, false)?;
+            self.settle(decided)?;
         }
         Ok(waiting.len())
     }
 
-    /// Appends the batches whose commit landed, drops the others and reads
-    /// them again.
-    fn settle(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        fates: Vec<(StagedCommit, Fate)>,
-        read_again: bool,
-    ) -> Result<(), ConsumeError> {
+    /// Appends the batches whose commit landed and drops the others (whoever
+    /// holds their partition reads them again).
+    fn settle(&self, fates: Vec<(StagedCommit, Fate)>) -> Result<(), ConsumeError> {
         let mut keep = Vec::new();
         let mut drop = Vec::new();
         for (s, f) in fates {
@@ -408,7 +435,7 @@ impl LedgerContext {
                 Fate::NotLanded => {
                     Metrics::add(&self.metrics.staged_not_landed, 1);
                     tracing::info!(
-                        "{}/{}: the group never got the commit of offsets {}..{}; dropped here, to be read again",
+                        "{}/{}: offsets {}..{} are not this ledger's (the group did not hold their commit when the partition changed hands); dropped here, read again by its owner",
                         s.topic,
                         s.partition,
                         s.first_offset,
@@ -418,30 +445,12 @@ impl LedgerContext {
                 }
             }
         }
-        let (flushed, rewound) = {
+        let flushed = {
             let mut sink = lock(&self.sink);
             let flushed = sink.append_staged(&keep)?;
-            let rewound = sink.discard_staged(&drop)?;
-            let rewound: Vec<_> = rewound
-                .into_iter()
-                .filter(|(t, p, _)| {
-                    read_again && sink.is_assigned(t, *p) && sink.cursor_known(t, *p)
-                })
-                .collect();
-            (flushed, rewound)
+            sink.discard_staged(&drop)?;
+            flushed
         };
-        for (topic, partition, first) in rewound {
-            if let Err(e) = consumer.seek(
-                &topic,
-                partition,
-                Offset::Offset(first),
-                Duration::from_secs(10),
-            ) {
-                self.fail(format!(
-                    "seeking {topic}/{partition} back to {first} to read it again: {e}"
-                ));
-            }
-        }
         if let Some(out) = &self.dead_letters {
             out.send(&flushed.dead_letters, &self.metrics);
         }
@@ -544,7 +553,7 @@ impl ConsumerContext for LedgerContext {
                     .into_iter()
                     .map(|(t, p, _, _)| (t, p))
                     .collect();
-                if let Err(e) = self.write(consumer, None, false) {
+                if let Err(e) = self.write(consumer, None) {
                     self.fail(format!("writing the ledger after a rebalance error: {e}"));
                 }
                 lock(&self.sink).forget(&held);
@@ -727,7 +736,7 @@ pub fn run(
             (s.pending(), s.oldest_age())
         };
         if pending >= config.batch_size || age.is_some_and(|a| a >= max_latency) {
-            consumer.context().write(&consumer, None, true)?;
+            consumer.context().write(&consumer, None)?;
         }
         if last_stall_check.elapsed() >= stall_quiet && last_any_message.elapsed() >= stall_quiet {
             last_stall_check = Instant::now();
@@ -751,7 +760,7 @@ pub fn run(
             break;
         }
     }
-    consumer.context().write(&consumer, None, false)?;
+    consumer.context().write(&consumer, None)?;
     lock(&sink).maybe_checkpoint(true)?;
     consumer.unsubscribe();
     drop(consumer);

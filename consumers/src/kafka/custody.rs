@@ -41,10 +41,25 @@ impl ProducerContext for Delivered {
     }
 }
 
+/// A group's partition of a topic: (group, topic, partition).
+type Partition = (String, String, i32);
+
+/// A custody record as followed: its offset in the custody topic, and the
+/// offset the group had committed when the partition changed hands.
+type Handover = (i64, Option<i64>);
+
 /// The custody topic of a consumer.
 pub struct CustodyLog {
     producer: BaseProducer<Delivered>,
     reader: BaseConsumer,
+    /// Follows the topic as it grows, so that a member learns cheaply,
+    /// before appending a batch, whether another member has taken the
+    /// partition meanwhile (a broker that completes a rebalance without
+    /// it, as tansu can, leaves two members reading one partition).
+    tail: BaseConsumer,
+    /// Per (group, topic, partition): (custody offset, committed then),
+    /// in order, as read so far by `tail`.
+    seen: Mutex<HashMap<Partition, Vec<Handover>>>,
     topic: String,
 }
 
@@ -90,11 +105,60 @@ impl CustodyLog {
             .set("enable.idempotence", "true")
             .set("linger.ms", "0");
         let producer = producer_config.create_with_context(Delivered::default())?;
+        let tail: BaseConsumer = reader_config.create()?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, Offset::Beginning)?;
+        tail.assign(&tpl)?;
         Ok(CustodyLog {
             producer,
             reader,
+            tail,
+            seen: Mutex::new(HashMap::new()),
             topic: topic.to_owned(),
         })
+    }
+
+    /// Reads what the topic gained since the last call (never blocks
+    /// long).
+    pub fn follow(&self) {
+        let Ok(mut seen) = self.seen.lock() else {
+            return;
+        };
+        while let Some(result) = self.tail.poll(Duration::ZERO) {
+            match result {
+                Ok(m) => {
+                    if let Some(r) = m
+                        .payload()
+                        .and_then(|p| std::str::from_utf8(p).ok())
+                        .and_then(CustodyRecord::parse)
+                    {
+                        seen.entry((r.group, r.topic, r.partition))
+                            .or_default()
+                            .push((m.offset(), r.committed));
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!("following the custody topic: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The first handover of a partition after `after` that the follower
+    /// has seen: `Some(committed then)`.
+    pub fn seen_after(
+        &self,
+        after: i64,
+        group: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Option<Option<i64>> {
+        let seen = self.seen.lock().ok()?;
+        seen.get(&(group.to_owned(), topic.to_owned(), partition))?
+            .iter()
+            .find(|(offset, _)| *offset > after)
+            .map(|(_, committed)| *committed)
     }
 
     /// Appends records (all at once) and waits until the broker holds
