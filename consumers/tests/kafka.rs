@@ -863,3 +863,50 @@ fn the_monitor_alerts_once_per_change_across_restarts_and_a_crash() {
     assert_eq!(get("p3#1")["state"], "due_soon");
     assert_eq!(get("p3#1")["cause"]["by"], "clock");
 }
+
+#[test]
+fn check_offsets_names_the_ledger_that_holds_a_staged_batch() {
+    let broker = Broker::start();
+    create_topics(&broker, 2);
+    let s = stream("c", 40);
+    produce(&broker, &s.messages);
+    // A ledger whose member died between committing a batch and appending
+    // it: the batch of partition 0 is staged, in no chain.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ledger");
+    {
+        let mut ledger = Ledger::open(&dir, LedgerOptions::default()).unwrap();
+        ledger
+            .stage(&[lifeledger_ledger::StagedBatch {
+                chain: "kafka:lifecycle:0".into(),
+                token: "0-abc".into(),
+                first_offset: 0,
+                next_offset: 1_000_000,
+                inputs: Vec::new(),
+            }])
+            .unwrap();
+    }
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", broker.bootstrap());
+    let report = check_offsets(
+        &OffsetCheckRequest {
+            client,
+            topic: TOPIC.into(),
+            group: None,
+            quiet: Duration::from_secs(2),
+            timeout: Duration::from_secs(60),
+        },
+        std::slice::from_ref(&dir),
+    )
+    .unwrap();
+    assert!(!report.exact);
+    let p0 = &report.partitions[0];
+    assert!(p0.messages > 0);
+    assert_eq!(p0.staged, p0.messages);
+    assert_eq!(p0.missing, 0);
+    assert_eq!(p0.staged_in.len(), 1);
+    assert!(p0.staged_in[0].2.ends_with("ledger"));
+    let p1 = &report.partitions[1];
+    assert_eq!(p1.missing, p1.messages);
+    assert_eq!(p1.staged, 0);
+}

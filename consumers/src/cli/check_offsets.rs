@@ -119,6 +119,13 @@ pub fn run(dir: &Path, args: CheckOffsetsArgs) -> anyhow::Result<Outcome> {
                     p.missing_offsets
                 );
             }
+            for (first, next, ledger) in &p.staged_in {
+                out!(
+                    "partition {}: offsets {first}..{} are staged in {ledger} (its member stopped between the commit and the append): start it again to settle them",
+                    p.partition,
+                    next - 1
+                );
+            }
             for (offset, holders) in &p.duplicated_offsets {
                 out!(
                     "partition {}: offset {offset} recorded {} times: {}",
@@ -133,7 +140,7 @@ pub fn run(dir: &Path, args: CheckOffsetsArgs) -> anyhow::Result<Outcome> {
             if report.exact {
                 "exact: every offset holding a record is in exactly one ledger (or is a resend of a recorded event)"
             } else {
-                "NOT EXACT: offsets missing or recorded more than once"
+                "NOT EXACT: offsets missing, recorded more than once, or waiting in a staged batch"
             }
         );
     }

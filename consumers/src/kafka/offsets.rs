@@ -12,6 +12,9 @@
 //! * recorded nowhere: **missing**, unless the message is an event whose
 //!   id and bytes are recorded at another offset (a resend the ledger
 //!   skipped as a duplicate, by design: *resend*);
+//! * an offset in no chain but in a batch a ledger holds *staged* (its
+//!   member died between the offset commit and the append) is reported
+//!   with that ledger: starting its member again settles the batch;
 //! * with the consumer group named, an offset recorded nowhere at or past
 //!   the group's committed offset is *not consumed yet*, not missing;
 //! * an offset in the read range the broker delivered no record for is
@@ -66,6 +69,10 @@ pub struct PartitionOffsets {
     pub missing: u64,
     /// Recorded nowhere, at or past the group's committed offset.
     pub unconsumed: u64,
+    /// In no chain, but in a batch a ledger holds staged.
+    pub staged: u64,
+    /// The staged batches: (first offset, next offset, ledger).
+    pub staged_in: Vec<(i64, i64, String)>,
     /// The group's committed offset, when a group was named.
     pub group_committed: Option<i64>,
     pub duplicated: u64,
@@ -85,7 +92,7 @@ pub struct OffsetReport {
     pub topic: String,
     pub ledgers: Vec<String>,
     pub partitions: Vec<PartitionOffsets>,
-    /// No offset missing, none duplicated.
+    /// No offset missing, none duplicated, none waiting in a staged batch.
     pub exact: bool,
 }
 
@@ -142,6 +149,7 @@ pub fn check_offsets(
     // The ledgers' records by (partition, offset), and where each event id
     // was recorded (for resends).
     let mut records: HashMap<(i32, i64), Vec<Record>> = HashMap::new();
+    let mut staged: HashMap<i32, Vec<(i64, i64, usize)>> = HashMap::new();
     let mut event_ids: HashMap<String, Vec<(i32, i64, blake3::Hash)>> = HashMap::new();
     let mut names = Vec::new();
     for (index, path) in ledgers.iter().enumerate() {
@@ -151,6 +159,17 @@ pub fn check_offsets(
             source,
         };
         let ledger = ReadOnlyLedger::open(path).map_err(store)?;
+        for batch in ledger.ledger().staged_batches().map_err(store)? {
+            if let Some((t, p)) = super::parse_chain_name(&batch.chain) {
+                if t == request.topic {
+                    staged.entry(p).or_default().push((
+                        batch.first_offset,
+                        batch.next_offset,
+                        index,
+                    ));
+                }
+            }
+        }
         for p in &partitions {
             let chain = chain_name(&request.topic, *p);
             let Some(size) = ledger.head(&chain).map(|h| h.next_seq) else {
@@ -235,6 +254,11 @@ pub fn check_offsets(
                 0 => {
                     if is_resend(payload, *p, *offset, &event_ids) {
                         part.resends += 1;
+                    } else if staged
+                        .get(p)
+                        .is_some_and(|b| b.iter().any(|(f, n, _)| f <= offset && offset < n))
+                    {
+                        part.staged += 1;
                     } else if request.group.is_some()
                         && group_committed.is_none_or(|c| *offset >= c)
                     {
@@ -263,7 +287,15 @@ pub fn check_offsets(
             .keys()
             .filter(|(rp, o)| rp == p && !offsets.contains_key(o))
             .count() as u64;
-        if part.missing > 0 || part.duplicated > 0 {
+        part.staged_in = staged
+            .get(p)
+            .map(|b| {
+                b.iter()
+                    .map(|(f, n, l)| (*f, *n, report.ledgers[*l].clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if part.missing > 0 || part.duplicated > 0 || part.staged > 0 {
             report.exact = false;
         }
         report.partitions.push(part);
