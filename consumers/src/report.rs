@@ -568,7 +568,10 @@ pub fn render(data: &ReportData) -> String {
                 r.seq,
                 esc(&r.hash[..16.min(r.hash.len())]),
                 esc(&r.source),
-                esc(&r.kind),
+                esc(&match r.repeated_deletion_of_copy_gone_since {
+                    Some(t) => format!("{} (repeated: copy gone since {t})", r.kind),
+                    None => r.kind.clone(),
+                }),
                 esc(&then.join("; "))
             );
         }

@@ -441,8 +441,13 @@ pub fn timeline_of(dir: &Path, args: TimelineArgs) -> anyhow::Result<Outcome> {
     );
     for r in &rows {
         out!(
-            "\n{}  happened {}  received {}",
+            "\n{}{}  happened {}  received {}",
             r.kind,
+            r.repeated_deletion_of_copy_gone_since
+                .map(|t| format!(
+                    " (repeated: the copy was already gone since {t}; changes nothing)"
+                ))
+                .unwrap_or_default(),
             r.event_time,
             r.received_at
         );

@@ -433,3 +433,47 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_timeline_marks_a_deletion_of_a_copy_already_gone() {
+    let policy = Policy::parse(POLICY).unwrap();
+    let evs = vec![
+        (
+            to_json(
+                0,
+                1,
+                &Ev::Collected {
+                    item: 1,
+                    sensitive: false,
+                    region: 0,
+                },
+                0,
+            ),
+            false,
+        ),
+        (to_json(1, 1, &Ev::Stored { item: 1, store: 1 }, 0), false),
+        (to_json(2, 1, &Ev::Deleted { item: 1, store: 1 }, 10), false),
+        (to_json(3, 1, &Ev::Deleted { item: 1, store: 1 }, 20), false),
+        (to_json(4, 1, &Ev::Stored { item: 1, store: 1 }, 30), false),
+        (to_json(5, 1, &Ev::Deleted { item: 1, store: 1 }, 40), false),
+    ];
+    let steps: Vec<timeline::Step> = entries(&evs)
+        .into_iter()
+        .map(|entry| {
+            let event = entry_event(&entry).unwrap().unwrap();
+            let hash = entry.hash();
+            timeline::Step { entry, hash, event }
+        })
+        .collect();
+    let rows = timeline::timeline(steps, &replay::Scope::All, &policy, timeline::Order::Event);
+    let marks: Vec<Option<Timestamp>> = rows
+        .iter()
+        .map(|r| r.repeated_deletion_of_copy_gone_since)
+        .collect();
+    let first_deletion = rows[2].event_time;
+    assert_eq!(
+        marks,
+        vec![None, None, None, Some(first_deletion), None, None],
+        "only the second deletion, before the copy came back, is a repeat"
+    );
+}

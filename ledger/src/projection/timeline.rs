@@ -60,6 +60,9 @@ pub struct Row {
     pub received_at: Timestamp,
     /// The moment the step was judged at.
     pub judged_as_of: Timestamp,
+    /// A deletion of a copy that was already gone: when it went. Such a
+    /// step changes no deadline and no verdict.
+    pub repeated_deletion_of_copy_gone_since: Option<Timestamp>,
     /// The entry's own item, and every other item in scope whose verdict
     /// or deadline changed at this step.
     pub standings: Vec<ItemStanding>,
@@ -79,6 +82,7 @@ pub fn timeline(mut steps: Vec<Step>, scope: &Scope, policy: &Policy, order: Ord
     let mut rows = Vec::with_capacity(steps.len());
     for step in &steps {
         let as_of = moment(step);
+        let gone_since = already_gone(&projection, &step.event);
         projection.fold_event(&step.event, entry_ref(&step.entry, &step.event));
         let own_item = step.event.item().map(str::to_owned);
         let mut standings = Vec::new();
@@ -112,8 +116,33 @@ pub fn timeline(mut steps: Vec<Step>, scope: &Scope, policy: &Policy, order: Ord
             event_time: step.event.event_time,
             received_at: step.entry.received_at,
             judged_as_of: as_of,
+            repeated_deletion_of_copy_gone_since: gone_since,
             standings,
         });
     }
     rows
+}
+
+/// When a deleted copy had already gone, by what the projection held
+/// before this event (events at earlier event times).
+fn already_gone(projection: &Projection, event: &Event) -> Option<Timestamp> {
+    let lifeledger_schemas::Kind::Deleted(deleted) = &event.kind else {
+        return None;
+    };
+    let item = projection.items.get(event.item()?)?;
+    let copy = super::CopyId {
+        store: deleted.store.clone(),
+        backup_id: deleted.backup_id.clone(),
+    };
+    let before: Vec<&super::CopyChange> = item
+        .copies
+        .get(&copy)?
+        .iter()
+        .filter(|c| c.at.event_time < event.event_time)
+        .collect();
+    if before.last()?.present {
+        return None;
+    }
+    let run_starts = before.iter().rposition(|c| c.present).map_or(0, |i| i + 1);
+    before.get(run_starts).map(|c| c.at.event_time)
 }
