@@ -141,10 +141,14 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<Outcome> {
 
     let total = stream.messages.len() as u64;
     let consume_bar = bar(total, "consume");
+    // Done when every message is in the ledger (an event, a rejection or a
+    // skipped resend); `consumed` also counts messages read again.
     let stop = |m: &Metrics| {
-        let seen = m.consumed.load(Ordering::Relaxed);
-        consume_bar.set_position(seen);
-        seen >= total
+        let recorded = m.appended.load(Ordering::Relaxed)
+            + m.rejected.load(Ordering::Relaxed)
+            + m.duplicates.load(Ordering::Relaxed);
+        consume_bar.set_position(recorded);
+        recorded >= total
     };
     let started = Instant::now();
     let (summary, sink) = run(
