@@ -478,14 +478,7 @@ impl LedgerContext {
                     "{topic}/{partition}: nothing arrived at offset {} although the broker's high watermark is {high}: reading again from {target}",
                     cursor.unwrap_or_default()
                 );
-                if let Err(e) = consumer.seek(
-                    &topic,
-                    partition,
-                    Offset::Offset(target),
-                    Duration::from_secs(10),
-                ) {
-                    tracing::warn!("seeking {topic}/{partition} to {target}: {e}");
-                }
+                seek_logged(consumer, &topic, partition, target);
             }
         }
     }
@@ -560,6 +553,19 @@ impl ConsumerContext for LedgerContext {
                 let _ = consumer.unassign();
             }
         }
+    }
+}
+
+/// Seeks a held partition to read it again from `target`. A failed seek
+/// only delays: the gap or stall that asked for it asks again.
+fn seek_logged(consumer: &BaseConsumer<LedgerContext>, topic: &str, partition: i32, target: i64) {
+    if let Err(e) = consumer.seek(
+        topic,
+        partition,
+        Offset::Offset(target),
+        Duration::from_secs(10),
+    ) {
+        tracing::warn!("seeking {topic}/{partition} to {target}: {e}");
     }
 }
 
@@ -686,14 +692,7 @@ pub fn run(
                 if let Accepted::SeekTo(target) = accepted {
                     let (topic, partition) = (message.topic().to_owned(), message.partition());
                     drop(message);
-                    if let Err(e) = consumer.seek(
-                        &topic,
-                        partition,
-                        Offset::Offset(target),
-                        Duration::from_secs(10),
-                    ) {
-                        tracing::warn!("seeking {topic}/{partition} to {target}: {e}");
-                    }
+                    seek_logged(&consumer, &topic, partition, target);
                 }
             }
             Some(Err(e)) => {

@@ -33,6 +33,35 @@ pub fn chain_name(topic: &str, partition: i32) -> String {
     format!("kafka:{topic}:{partition}")
 }
 
+/// A consumer that reads by assignment only (no group membership, nothing
+/// committed), and the partitions of `topic` as the broker lists them
+/// (none: no such topic). `purpose` names its throwaway group id.
+pub fn topic_reader(
+    client: &rdkafka::ClientConfig,
+    purpose: &str,
+    topic: &str,
+) -> Result<(rdkafka::consumer::BaseConsumer, Vec<i32>), rdkafka::error::KafkaError> {
+    use rdkafka::consumer::Consumer;
+    let mut client = client.clone();
+    client
+        .set(
+            "group.id",
+            format!("lifeledger-{purpose}-{}", std::process::id()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("fetch.wait.max.ms", "10");
+    let consumer: rdkafka::consumer::BaseConsumer = client.create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), std::time::Duration::from_secs(10))?;
+    let partitions = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    Ok((consumer, partitions))
+}
+
 /// The topic and partition of a chain named by [`chain_name`].
 pub fn parse_chain_name(chain: &str) -> Option<(String, i32)> {
     let rest = chain.strip_prefix("kafka:")?;

@@ -120,24 +120,8 @@ pub fn check_offsets(
     request: &OffsetCheckRequest,
     ledgers: &[PathBuf],
 ) -> Result<OffsetReport, OffsetCheckError> {
-    let mut client = request.client.clone();
-    client
-        .set(
-            "group.id",
-            format!("lifeledger-check-offsets-{}", std::process::id()),
-        )
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("fetch.wait.max.ms", "10");
-    let consumer: BaseConsumer = client.create()?;
-    let timeout = Duration::from_secs(10);
-    let metadata = consumer.fetch_metadata(Some(&request.topic), timeout)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == request.topic)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
+    let (consumer, partitions) =
+        super::topic_reader(&request.client, "check-offsets", &request.topic)?;
     if partitions.is_empty() {
         return Err(OffsetCheckError::NoSuchTopic(request.topic.clone()));
     }

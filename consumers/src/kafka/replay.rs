@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use lifeledger_ledger::{Body, Entry, Ledger, LedgerOptions, ReadOnlyLedger, Source, StoreError};
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -206,24 +206,8 @@ pub fn replay_topic(
     scratch: &Path,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<ReplayKafkaReport, ReplayKafkaError> {
-    let mut client = request.client.clone();
-    client
-        .set(
-            "group.id",
-            format!("lifeledger-replay-{}", std::process::id()),
-        )
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("fetch.wait.max.ms", "10");
-    let consumer: BaseConsumer = client.create()?;
+    let (consumer, partitions) = super::topic_reader(&request.client, "replay", &request.topic)?;
     let timeout = Duration::from_secs(10);
-    let metadata = consumer.fetch_metadata(Some(&request.topic), timeout)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == request.topic)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
     if partitions.is_empty() {
         return Err(ReplayKafkaError::NoSuchTopic(request.topic.clone()));
     }

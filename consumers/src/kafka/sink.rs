@@ -31,11 +31,9 @@ pub struct DeadLetter {
     pub key: Option<Vec<u8>>,
 }
 
-/// What a flush made durable.
+/// What a flush made durable: the dead letters to produce.
 #[derive(Debug, Default)]
 pub struct Flushed {
-    /// (topic, partition, next offset) now in the chains.
-    pub commits: Vec<(String, i32, i64)>,
     pub dead_letters: Vec<DeadLetter>,
 }
 
@@ -69,7 +67,6 @@ pub enum Accepted {
 struct InFlight {
     keys: HashMap<i64, Vec<u8>>,
     timestamps: Vec<i64>,
-    first_offset: i64,
 }
 
 #[derive(Debug, Default)]
@@ -177,12 +174,6 @@ impl Sink {
     /// Whether some partition is being read again after a gap.
     pub fn rewinding(&self) -> bool {
         !self.rewinds.is_empty()
-    }
-
-    /// Whether the partition's cursor is known in memory (it was assigned
-    /// with a resume point, or took a message).
-    pub fn cursor_known(&self, topic: &str, partition: i32) -> bool {
-        self.cursors.contains_key(&(topic.to_owned(), partition))
     }
 
     pub fn is_assigned(&self, topic: &str, partition: i32) -> bool {
@@ -483,7 +474,6 @@ impl Sink {
                 InFlight {
                     keys: b.keys,
                     timestamps: b.timestamps,
-                    first_offset,
                 },
             );
             staged.push(StagedBatch {
@@ -557,13 +547,6 @@ impl Sink {
         for (chain, report) in reports {
             let in_flight = self.in_flight.remove(&chain).unwrap_or_default();
             timestamps.extend(in_flight.timestamps.iter().copied());
-            if let Some((topic, partition)) = super::parse_chain_name(&chain) {
-                flushed.commits.push((
-                    topic,
-                    partition,
-                    self.ledger.cursor(&chain)?.unwrap_or_default(),
-                ));
-            }
             self.account(&chain, report, &in_flight.keys, &mut flushed.dead_letters);
         }
         for chain in &chains {
@@ -573,33 +556,16 @@ impl Sink {
         Ok(flushed)
     }
 
-    /// Drops the staged batches of these partitions (Kafka never got their
-    /// commits: they will be read again) and moves their cursors back to
-    /// the batches' first offsets. Returns where each partition must be
-    /// read again from.
-    pub fn discard_staged(
-        &mut self,
-        partitions: &[(String, i32)],
-    ) -> Result<Vec<(String, i32, i64)>, StoreError> {
+    /// Drops the staged batches of these partitions: their commits did not
+    /// land before the partitions changed hands, so their owners read them
+    /// again. This member no longer holds them (or has not resumed them
+    /// yet), so no cursor moves.
+    pub fn discard_staged(&mut self, partitions: &[(String, i32)]) -> Result<(), StoreError> {
         let chains: Vec<String> = partitions.iter().map(|(t, p)| chain_name(t, *p)).collect();
-        let mut firsts = Vec::new();
-        for (chain, (topic, partition)) in chains.iter().zip(partitions) {
-            let first = match self.in_flight.remove(chain) {
-                Some(f) => Some(f.first_offset),
-                None => self.ledger.staged(chain)?.map(|b| b.first_offset),
-            };
-            if let Some(first) = first {
-                firsts.push((topic.clone(), *partition, first));
-            }
+        for chain in &chains {
+            self.in_flight.remove(chain);
         }
-        self.ledger.discard_staged(&chains)?;
-        for (topic, partition, first) in &firsts {
-            let key = (topic.clone(), *partition);
-            if self.cursors.contains_key(&key) {
-                self.cursors.insert(key, *first);
-            }
-        }
-        Ok(firsts)
+        self.ledger.discard_staged(&chains)
     }
 
     /// Counts one chain's append and collects its dead letters.
@@ -664,11 +630,9 @@ impl Sink {
         }
         let mut keys = HashMap::new();
         let mut timestamps = Vec::new();
-        let mut commits = Vec::new();
         let mut batches = Vec::new();
         for ((topic, partition), b) in taken {
             let chain = chain_name(&topic, partition);
-            commits.push((topic, partition, b.next_offset));
             keys.insert(chain.clone(), b.keys);
             timestamps.extend(b.timestamps);
             batches.push(ChainBatch {
@@ -686,10 +650,7 @@ impl Sink {
             self.account(chain, report, chain_keys, &mut dead_letters);
         }
         self.after_write(&timestamps, started)?;
-        Ok(Flushed {
-            commits,
-            dead_letters,
-        })
+        Ok(Flushed { dead_letters })
     }
 
     /// Takes a checkpoint if one is due, or if `force`d and the ledger grew.
