@@ -6,7 +6,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use lifeledger_tests::{collected, open_sled, stored, write_lines};
+use lifeledger_tests::segments::{cut_file, flip_byte, record_spans};
+use lifeledger_tests::{collected, stored, write_lines};
 
 fn run(ledger: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_lifeledger"))
@@ -93,20 +94,24 @@ fn verify_exit_codes_tell_intact_broken_and_unusable_apart() {
     );
     assert_eq!(run(&ledger, &["verify"]).status.code(), Some(0));
 
-    // Break the head: claim one more entry than exists.
+    // Cut the last acknowledged entry short, as a lost disk write would.
     {
-        let db = open_sled(&ledger);
-        let head = db.get("Hfile").unwrap().unwrap().to_vec();
-        let mut moved = 3u64.to_be_bytes().to_vec();
-        moved.extend_from_slice(&head[8..]);
-        db.insert("Hfile", moved).unwrap();
-        db.flush().unwrap();
+        let last = record_spans(&ledger, "file").pop().unwrap();
+        assert_eq!(last.seq, 1);
+        cut_file(&last.path, last.encoding_offset + 5);
     }
     let broken = run(&ledger, &["verify", "--json"]);
     assert_eq!(broken.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_str(&stdout(&broken)).unwrap();
     assert_eq!(report["intact"], false);
-    assert_eq!(report["findings"][0]["first_bad_seq"], 2);
+    assert_eq!(report["findings"][0]["first_bad_seq"], 1);
+    assert!(
+        report["findings"][0]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("acknowledged 2 entries"),
+        "{report}"
+    );
 }
 
 fn policy_file() -> std::path::PathBuf {
@@ -739,21 +744,15 @@ fn a_report_on_a_broken_ledger_says_so_and_shows_only_the_intact_part() {
         .code(),
         Some(0)
     );
-    // Flip one byte inside the first entry of the chain's last block.
+    // Flip one byte inside the first entry of the chain's last frame.
     let (damaged_from, block_count) = {
-        let db = open_sled(&ledger);
-        let mut prefix = vec![b'B'];
-        prefix.extend_from_slice(&4u16.to_be_bytes());
-        prefix.extend_from_slice(b"file");
-        let blocks: Vec<_> = db.scan_prefix(&prefix).map(|kv| kv.unwrap()).collect();
-        let (key, value) = blocks.last().unwrap().clone();
-        let first_seq = u64::from_be_bytes(key[key.len() - 8..].try_into().unwrap());
-        let mut value = value.to_vec();
-        // count (4), len (4), hash (32), then the encoding: flip a byte well inside it.
-        value[4 + 4 + 32 + 60] ^= 0x20;
-        db.insert(key, value).unwrap();
-        db.flush().unwrap();
-        (first_seq, blocks.len())
+        let spans = record_spans(&ledger, "file");
+        let last_frame = spans.last().unwrap().frame_offset;
+        let first = spans.iter().find(|s| s.frame_offset == last_frame).unwrap();
+        flip_byte(&first.path, first.encoding_offset + 60, 0x20);
+        let frames: std::collections::BTreeSet<u64> =
+            spans.iter().map(|s| s.frame_offset).collect();
+        (first.seq, frames.len())
     };
     assert!(block_count > 1);
     let page = tmp.path().join("report.html");
@@ -800,11 +799,13 @@ fn library_log_lines_go_through_the_binarys_filter_without_colour_on_a_pipe() {
             .code(),
         Some(0)
     );
-    let verify = |filter: &str| {
+    // `status` opens the index database (sled); `verify` reads only the
+    // segments.
+    let status = |filter: &str| {
         Command::new(env!("CARGO_BIN_EXE_lifeledger"))
             .arg("--ledger")
             .arg(&ledger)
-            .arg("verify")
+            .arg("status")
             .env("LIFELEDGER_LOG", filter)
             .env_remove("NO_COLOR")
             .output()
@@ -812,7 +813,7 @@ fn library_log_lines_go_through_the_binarys_filter_without_colour_on_a_pipe() {
     };
     // sled logs through the `log` crate; its lines reach stderr only
     // through the binary's subscriber, formatted and filtered by it.
-    let chatty = verify("sled=debug");
+    let chatty = status("sled=debug");
     let stderr = String::from_utf8_lossy(&chatty.stderr);
     let sled_lines: Vec<&str> = stderr.lines().filter(|l| l.contains(" sled::")).collect();
     assert!(!sled_lines.is_empty(), "no sled line at debug: {stderr}");
@@ -827,7 +828,7 @@ fn library_log_lines_go_through_the_binarys_filter_without_colour_on_a_pipe() {
         "colour codes on a pipe: {stderr:?}"
     );
     // The default filter keeps them out.
-    let quiet = verify("warn");
+    let quiet = status("warn");
     assert!(
         !String::from_utf8_lossy(&quiet.stderr).contains("sled::"),
         "{}",

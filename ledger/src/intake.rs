@@ -68,12 +68,38 @@ pub enum Admission {
 }
 
 fn rejection_key(source: &Source, raw: &[u8]) -> [u8; 32] {
+    rejection_key_of_hash(source, blake3::hash(raw).as_bytes())
+}
+
+fn rejection_key_of_hash(source: &Source, raw_hash: &[u8; 32]) -> [u8; 32] {
     let mut encoded = Vec::with_capacity(64);
     encode_source(source, &mut encoded);
     let mut hasher = blake3::Hasher::new_derive_key("lifeledger 2026-11 rejection key v1");
     hasher.update(&encoded);
-    hasher.update(blake3::hash(raw).as_bytes());
+    hasher.update(raw_hash);
     *hasher.finalize().as_bytes()
+}
+
+/// The duplicate key of a rejection as stored: the same key its input got
+/// when it was received. An oversize rejection keeps only the first bytes,
+/// so its key comes from the hash of the whole input its reason states.
+pub fn stored_rejection_key(
+    source: &Source,
+    raw: &[u8],
+    class: RejectClass,
+    reason: &str,
+) -> [u8; 32] {
+    if class == RejectClass::Oversize {
+        let stated = reason
+            .rsplit("blake3 of all: ")
+            .next()
+            .and_then(|h| hex::decode(h.trim()).ok())
+            .and_then(|v| <[u8; 32]>::try_from(v).ok());
+        if let Some(hash) = stated {
+            return rejection_key_of_hash(source, &hash);
+        }
+    }
+    rejection_key(source, raw)
 }
 
 fn rejected(source: Source, raw: Vec<u8>, class: RejectClass, reason: String) -> Classified {

@@ -6,8 +6,9 @@
 //! * [`intake`]: deciding what received bytes become: an event entry, a
 //!   rejected entry, or a skipped duplicate (pure).
 //! * [`verify`]: walking a chain and naming the first bad seq (pure).
-//! * [`store`]: the sled-backed store: atomic, fsynced batch appends, reads,
-//!   heads. The only module here that does I/O.
+//! * [`store`]: segment files and a manifest for the evidence, sled for
+//!   the indexes: fsynced batch appends, lock-free snapshot reads, heads.
+//!   The only module here that does I/O.
 //!
 //! `FORMAT.md` at the repository root specifies every byte that is hashed.
 
@@ -28,7 +29,7 @@ pub use chain::{ChainHead, SealedEntry};
 pub use entry::{Body, Entry, EntryHash, Source};
 pub use intake::Incoming;
 pub use store::{
-    AppendReport, ChainBatch, Ledger, LedgerOptions, ReadOnlyLedger, Rejection, StagedBatch,
-    StoreError, StoredRecord,
+    AppendReport, ChainBatch, Ledger, LedgerOptions, MigrationReport, ReadOnlyLedger, Rejection,
+    Snapshot, StagedBatch, StoreError, StoredRecord, migrate,
 };
 pub use verify::{Finding, Problem, VerifyReport};

@@ -18,6 +18,9 @@ use crate::entry::{BodyView, EntryHash, EntryView, GENESIS_PREV_HASH};
 pub enum Problem {
     /// The stored bytes are not an entry (or the block holding it is torn).
     Undecodable(String),
+    /// The stored bytes cannot be read back as acknowledged (a damaged or
+    /// missing segment, a cut file).
+    Unreadable(String),
     /// The entry's recomputed hash differs from the hash stored with it.
     HashMismatch {
         stored: EntryHash,
@@ -49,6 +52,7 @@ impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Problem::Undecodable(why) => write!(f, "stored bytes are not an entry: {why}"),
+            Problem::Unreadable(why) => write!(f, "acknowledged entries cannot be read: {why}"),
             Problem::HashMismatch { stored, computed } => {
                 write!(
                     f,

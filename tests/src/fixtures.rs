@@ -48,12 +48,22 @@ pub fn open(dir: &Path) -> Ledger {
     retry_locked(|| Ledger::open(dir, LedgerOptions::default()))
 }
 
-pub fn open_unchecked(dir: &Path) -> Ledger {
-    retry_locked(|| Ledger::open_unchecked(dir, LedgerOptions::default()))
+/// Opens a ledger whose segments are sealed at `segment_max_bytes`.
+pub fn open_with_segments(dir: &Path, segment_max_bytes: u64) -> Ledger {
+    retry_locked(|| {
+        Ledger::open(
+            dir,
+            LedgerOptions {
+                segment_max_bytes,
+                ..LedgerOptions::default()
+            },
+        )
+    })
 }
 
-pub fn open_sled(dir: &Path) -> sled::Db {
-    retry_locked(|| sled::open(dir))
+/// The ledger's index database (sled, under `index/`).
+pub fn open_index(dir: &Path) -> sled::Db {
+    retry_locked(|| sled::open(dir.join("index")))
 }
 
 pub fn clock() -> jiff::Timestamp {

@@ -6,5 +6,6 @@
 pub mod broker;
 pub mod corpus;
 mod fixtures;
+pub mod segments;
 
 pub use fixtures::*;

@@ -108,7 +108,7 @@ pub fn checkpoint(dir: &Path, args: CheckpointArgs) -> anyhow::Result<Outcome> {
 }
 
 pub fn export(dir: &Path, args: ExportArgs) -> anyhow::Result<Outcome> {
-    let ledger = super::open_existing(dir, true)?;
+    let ledger = super::open_existing_for_append(dir)?;
     if let Some(chain) = &args.chain {
         let names = ledger.chain_names()?;
         if !names.contains(chain) {

@@ -6,7 +6,7 @@ use anyhow::bail;
 use lifeledger_ledger::store::StoredRecord;
 use lifeledger_ledger::{Body, Entry, Source};
 
-use super::{Outcome, open_existing};
+use super::{Outcome, open_snapshot};
 
 #[derive(Debug, clap::Args)]
 pub struct LogArgs {
@@ -110,8 +110,8 @@ fn entry_line(record: &StoredRecord, entry: &Entry) -> String {
 }
 
 pub fn log(dir: &Path, args: LogArgs) -> anyhow::Result<Outcome> {
-    let ledger = open_existing(dir, false)?;
-    let names = ledger.chain_names()?;
+    let ledger = open_snapshot(dir)?;
+    let names = ledger.chain_names();
     let chains = match args.chain {
         Some(chain) if names.contains(&chain) => vec![chain],
         Some(chain) => bail!("no chain {chain:?}; chains: {}", names.join(", ")),
@@ -133,7 +133,7 @@ pub fn log(dir: &Path, args: LogArgs) -> anyhow::Result<Outcome> {
         if !args.json {
             out!("-- chain {chain:?}");
         }
-        for item in ledger.entries(&chain, args.from, to)? {
+        for item in ledger.entries(&chain, args.from, to) {
             let (record, entry) = item?;
             if args.json {
                 out!("{}", entry_json(&record, &entry));
@@ -146,7 +146,7 @@ pub fn log(dir: &Path, args: LogArgs) -> anyhow::Result<Outcome> {
 }
 
 pub fn head(dir: &Path, args: HeadArgs) -> anyhow::Result<Outcome> {
-    let ledger = open_existing(dir, false)?;
+    let ledger = open_snapshot(dir)?;
     let heads: Vec<_> = ledger.heads().collect();
     if args.json {
         let list: Vec<_> = heads

@@ -30,9 +30,9 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use lifeledger_ledger::{Ledger, LedgerOptions};
+use lifeledger_ledger::{Ledger, LedgerOptions, Snapshot};
 
 /// Exit codes: 0 done (or intact), 1 verification found the ledger
 /// broken, 2 unusable input (bad arguments, no ledger, I/O failure).
@@ -242,23 +242,18 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     }
 }
 
-/// Opens an existing ledger for writing (checkpoints, projections).
+/// Opens an existing ledger for writing (checkpoints, projections); never
+/// creates one.
 fn open_existing_for_append(dir: &Path) -> anyhow::Result<Ledger> {
-    open_existing(dir, true)
+    // Reading the manifest first gives the precise refusal (no ledger, an
+    // old format, foreign files) before anything is opened for writing.
+    open_snapshot(dir)?;
+    Ledger::open(dir, LedgerOptions::default())
+        .with_context(|| format!("opening the ledger at {}", dir.display()))
 }
 
-/// Opens an existing ledger; reading commands never create one.
-fn open_existing(dir: &Path, check_tails: bool) -> anyhow::Result<Ledger> {
-    if !dir.join("conf").is_file() {
-        bail!(
-            "no ledger at {} (give --ledger DIR or set LIFELEDGER_DIR)",
-            dir.display()
-        );
-    }
-    let ledger = if check_tails {
-        Ledger::open(dir, LedgerOptions::default())
-    } else {
-        Ledger::open_unchecked(dir, LedgerOptions::default())
-    };
-    ledger.with_context(|| format!("opening the ledger at {}", dir.display()))
+/// The evidence of an existing ledger as its manifest stands now: no lock,
+/// no write, beside a running writer.
+fn open_snapshot(dir: &Path) -> anyhow::Result<Snapshot> {
+    Snapshot::open(dir).with_context(|| format!("reading the ledger at {}", dir.display()))
 }

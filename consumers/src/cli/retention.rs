@@ -56,14 +56,7 @@ struct Judged {
 }
 
 fn prepare(dir: &Path, args: &JudgeArgs) -> anyhow::Result<Judged> {
-    if !dir.join("conf").is_file() {
-        bail!(
-            "no ledger at {} (give --ledger DIR or set LIFELEDGER_DIR)",
-            dir.display()
-        );
-    }
-    let mut ledger = Ledger::open(dir, LedgerOptions::default())
-        .with_context(|| format!("opening the ledger at {}", dir.display()))?;
+    let mut ledger = super::open_existing_for_append(dir)?;
     let mut projection = ledger.load_or_rebuild_projection(&mut |_| {})?;
     let pending: u64 = ledger
         .heads()

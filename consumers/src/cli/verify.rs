@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lifeledger_ledger::verify::Depth;
 
-use super::{Outcome, open_existing};
+use super::{Outcome, open_snapshot};
 
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
@@ -43,7 +43,7 @@ pub fn run(dir: &Path, args: VerifyArgs) -> anyhow::Result<Outcome> {
             args.json,
         );
     }
-    let ledger = open_existing(dir, false)?;
+    let ledger = open_snapshot(dir)?;
     let depth = if args.chain_only {
         Depth::Chain
     } else {

@@ -1,27 +1,26 @@
-//! How the ledger lays out its data in sled: keys and block framing.
+//! How the ledger lays out its index database (sled, under `index/`).
 //!
-//! One sled tree holds everything, so that a batch of entries, the head
-//! update and the index updates are one atomic `apply_batch`.
+//! Nothing here is evidence: every key but `M` and `S` can be dropped and
+//! derived again from the segments.
 //!
 //! | key | value |
 //! |---|---|
-//! | `M` `format` | store format version, ASCII |
-//! | `H` chain | head: next_seq u64 BE, last_hash 32 B |
-//! | `B` u16 BE len, chain, first_seq u64 BE | a block of consecutive records |
+//! | `M` `format` | index format version, ASCII `2` |
+//! | `H` chain | how far the chain's indexes go: next_seq u64 BE, last_hash 32 B |
 //! | `X` n (u64 BE) | the event ids one append recorded first: per id, u32 BE len, id, u16 BE len, chain, seq u64 BE, blake3(raw) 32 B |
-//! | `I` event_id | (read only, from older ledgers) one id's first record, as in `X` |
 //! | `R` rejection key (32 B) | u16 BE len, chain, seq u64 BE |
-//! | `C` chain | the chain source's cursor: i64 BE (Kafka: next offset) |
+//! | `N` … | Merkle subtrees (`tree.rs`) |
+//! | `S` chain | a staged batch (`staged.rs`) |
 //!
-//! A block is `count` u32 BE, then `count` records, each `len` u32 BE, the
-//! entry hash (32 B) and `len` bytes of entry encoding (FORMAT.md). Entries
-//! go into blocks so that one sled insert carries many entries.
+//! Format 1 kept the entries themselves in blocks (`B` keys: `count` u32
+//! BE, then per record `len` u32 BE, the entry hash, the encoding); those
+//! are read only by `migrate`.
 
 use crate::entry::EntryHash;
 use crate::intake::SeenEvent;
 
 pub const META_FORMAT_KEY: &[u8] = b"Mformat";
-pub const STORE_FORMAT: &[u8] = b"1";
+pub const STORE_FORMAT: &[u8] = b"2";
 
 pub fn head_key(chain: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + chain.len());
@@ -57,36 +56,6 @@ fn take_chain(value: &[u8]) -> Option<(String, &[u8])> {
     let len = u16::from_be_bytes(value.get(..2)?.try_into().ok()?) as usize;
     let name = value.get(2..2 + len)?;
     Some((String::from_utf8(name.to_vec()).ok()?, &value[2 + len..]))
-}
-
-/// The prefix shared by every block key of a chain.
-pub fn block_prefix(chain: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(3 + chain.len() + 8);
-    key.push(b'B');
-    put_chain(&mut key, chain);
-    key
-}
-
-pub fn block_key(chain: &str, first_seq: u64) -> Vec<u8> {
-    let mut key = block_prefix(chain);
-    key.extend_from_slice(&first_seq.to_be_bytes());
-    key
-}
-
-/// The chain and first seq of a block key.
-pub fn parse_block_key(key: &[u8]) -> Option<(String, u64)> {
-    let rest = key.strip_prefix(b"B")?;
-    let (chain, rest) = take_chain(rest)?;
-    let seq = u64::from_be_bytes(rest.try_into().ok()?);
-    Some((chain, seq))
-}
-
-/// Where a chain's source resumes: `C` + chain.
-pub fn cursor_key(chain: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(1 + chain.len());
-    key.push(b'C');
-    key.extend_from_slice(chain.as_bytes());
-    key
 }
 
 /// Key of the `n`th event index record: `X` + u64 BE.

@@ -1,58 +1,66 @@
-//! The sled-backed store: the edge where chains meet the disk.
+//! The store: the edge where chains meet the disk.
 //!
-//! Appends are batched: every entry of a batch, the chain head and the
-//! duplicate indexes are written in one atomic sled batch, then flushed and
-//! fsynced before [`Ledger::append`] returns. There is no call that
-//! overwrites or removes an entry.
+//! The evidence (every entry, each chain's acknowledged head and input
+//! cursor) lives in segment files and a manifest that the ledger owns
+//! (`evidence`, `segment`, `manifest`, `snapshot`); an append is
+//! acknowledged when the manifest naming its fsynced bytes has replaced
+//! the old one. sled, under `index/`, keeps only what can be derived from
+//! the evidence again (the event-id and rejection indexes, Merkle
+//! subtrees, the projection) and the ledger's own records (origin,
+//! checkpoints, staged batches, the monitor's outbox). There is no call
+//! that overwrites or removes an entry.
 
 mod checkpoints;
+mod derived;
 mod durability;
+mod evidence;
 mod export;
 mod layout;
+mod manifest;
+mod migrate;
 mod monitor;
 mod projection;
 mod read_only;
 mod replay;
+mod segment;
+mod snapshot;
 mod staged;
 mod tree;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
 use thiserror::Error;
 
 use crate::chain::{ChainHead, SealedEntry};
-use crate::entry::{Entry, EntryDecodeError};
+use crate::entry::Entry;
 use crate::intake::{self, Admission, Classified, Incoming, IntakeLimits, SeenEvent};
-use crate::verify::{ChainVerifier, Depth, Problem, VerifyReport};
+use crate::verify::{Depth, VerifyReport};
 
 pub use export::{ExportScope, ExportSummary};
 pub use layout::StoredRecord;
+pub use manifest::{ChainState, Manifest};
+pub use migrate::{MigrationReport, legacy, migrate};
 pub use monitor::{MonitorRecord, Outbox};
 pub use read_only::ReadOnlyLedger;
 pub use replay::{Replay, Visited};
+pub use snapshot::{Records, Snapshot};
 pub use staged::StagedBatch;
 
 /// Settings of a ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LedgerOptions {
     pub limits: IntakeLimits,
-    /// At most this many entries per stored block.
-    pub block_max_entries: usize,
-    /// A block is closed once its entries reach this many bytes. Small
-    /// blocks stay inline in sled's nodes and keep its copy-on-write of a
-    /// node cheap (measured: 48 KiB blocks gave the consumer 48.8k events/s,
-    /// 4 KiB blocks 66.4k).
-    pub block_max_bytes: usize,
+    /// A chain's open segment is sealed once it holds this many bytes.
+    pub segment_max_bytes: u64,
 }
 
 impl Default for LedgerOptions {
     fn default() -> Self {
         LedgerOptions {
             limits: IntakeLimits::default(),
-            block_max_entries: 256,
-            block_max_bytes: 4 * 1024,
+            segment_max_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -65,8 +73,21 @@ pub enum StoreError {
     Open { path: PathBuf, source: sled::Error },
     #[error("{path} holds store format {found:?}; this build reads format 1")]
     Format { path: PathBuf, found: String },
-    #[error("ledger storage failed: {0}")]
+    #[error("ledger index storage failed: {0}")]
     Sled(#[from] sled::Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the manifest {path} cannot be read: {detail}")]
+    Manifest { path: PathBuf, detail: String },
+    #[error(
+        "{path} holds a ledger of the earlier store format (entries inside sled); run `lifeledger migrate --ledger {path}` to convert it"
+    )]
+    NeedsMigration { path: PathBuf },
+    #[error("{path} is not a ledger directory (it holds {found}); refusing to read or write it")]
+    Foreign { path: PathBuf, found: String },
     #[error("could not make the ledger durable: fsync of {path} failed: {source}")]
     Sync {
         path: PathBuf,
@@ -82,6 +103,8 @@ pub enum StoreError {
     Damaged { key: String, detail: String },
     #[error("the ledger refuses writes after an earlier write could not be made durable")]
     Poisoned,
+    #[error("this ledger was opened for reading; it cannot append")]
+    ReadOnly,
     #[error("no ledger at {0} (give --ledger DIR or set LIFELEDGER_DIR)")]
     NotALedger(PathBuf),
     #[error("cannot copy the ledger at {path} for reading: {source}")]
@@ -138,11 +161,16 @@ pub struct Rejection {
 /// An open ledger directory.
 #[derive(Debug)]
 pub struct Ledger {
+    /// The index database: derived state and the ledger's own records.
     db: sled::Db,
     dir: PathBuf,
-    heads: BTreeMap<String, ChainHead>,
+    /// The evidence as last acknowledged.
+    evidence: Snapshot,
+    /// Present when this ledger may append (not in a read-only copy).
+    writer: Option<evidence::EvidenceWriter>,
     options: LedgerOptions,
     syncer: durability::Syncer,
+    index_dir: PathBuf,
     poisoned: bool,
     /// Each chain's Merkle tree edge, once computed.
     frontiers: HashMap<String, crate::merkle::CompactRange>,
@@ -152,6 +180,75 @@ pub struct Ledger {
     event_index: Option<HashMap<String, SeenEvent>>,
     /// The number of the next `X` record.
     next_index_record: u64,
+}
+
+/// The index database's directory inside a ledger directory.
+pub const INDEX_DIR: &str = "index";
+
+/// What a directory holds, as far as opening a ledger is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DirKind {
+    /// A ledger of this format.
+    Ledger,
+    /// Nothing yet (missing or empty): a new ledger may be made.
+    Empty,
+}
+
+/// Looks at a directory before anything is opened in it: a ledger, an
+/// empty place for one (only if `create`), or a refusal that says why.
+fn check_ledger_dir(dir: &Path, create: bool) -> Result<DirKind, StoreError> {
+    if dir.join(snapshot::MANIFEST).is_file() {
+        return Ok(DirKind::Ledger);
+    }
+    if dir.join("conf").is_file() && dir.join("db").is_file() {
+        return Err(StoreError::NeedsMigration {
+            path: dir.to_owned(),
+        });
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => return Ok(DirKind::Empty),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(StoreError::NotALedger(dir.to_owned()));
+        }
+        Err(source) => {
+            return Err(StoreError::Io {
+                path: dir.to_owned(),
+                source,
+            });
+        }
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| StoreError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // What a ledger's creation leaves before its first manifest.
+        let empty_dir = |p: &Path| std::fs::read_dir(p).is_ok_and(|mut d| d.next().is_none());
+        if (name == snapshot::SEGMENTS && empty_dir(&entry.path())) || name == "manifest.tmp" {
+            continue;
+        }
+        found.push(name);
+    }
+    if found.is_empty() {
+        return if create {
+            Ok(DirKind::Empty)
+        } else {
+            Err(StoreError::NotALedger(dir.to_owned()))
+        };
+    }
+    found.sort();
+    let shown: Vec<String> = found.iter().take(5).map(|n| format!("{n:?}")).collect();
+    Err(StoreError::Foreign {
+        path: dir.to_owned(),
+        found: format!(
+            "{}{} and no manifest",
+            shown.join(", "),
+            if found.len() > 5 { ", …" } else { "" }
+        ),
+    })
 }
 
 fn check_chain_name(chain: &str) -> Result<(), StoreError> {
@@ -175,80 +272,76 @@ fn damaged(key: &[u8], detail: impl Into<String>) -> StoreError {
 }
 
 impl Ledger {
-    /// Opens (or creates) a ledger for appending, and checks each chain's
-    /// tail against its stored head.
+    /// Opens (or creates) a ledger for appending: takes the index's lock,
+    /// recovers the evidence (see [`evidence::EvidenceWriter::recover`]),
+    /// checks each chain's tail against its acknowledged head and brings
+    /// the derived indexes up to the evidence.
     pub fn open(dir: impl AsRef<Path>, options: LedgerOptions) -> Result<Self, StoreError> {
-        let mut ledger = Self::open_unchecked(dir, options)?;
-        for head in ledger.heads.values() {
+        let dir = dir.as_ref();
+        let kind = check_ledger_dir(dir, true)?;
+        if kind == DirKind::Empty {
+            evidence::EvidenceWriter::create(dir)?;
+        }
+        let index_dir = dir.join(INDEX_DIR);
+        let db = open_index(&index_dir)?;
+        let (writer, snapshot) = evidence::EvidenceWriter::recover(dir, options.segment_max_bytes)?;
+        let mut ledger = Ledger::assemble(db, dir, index_dir, snapshot, Some(writer), options)?;
+        let heads: Vec<ChainHead> = ledger.heads().cloned().collect();
+        for head in &heads {
             ledger.check_tail(head)?;
         }
-        let chains: Vec<(String, u64)> = ledger
-            .heads
-            .values()
-            .map(|h| (h.chain.clone(), h.next_seq))
-            .collect();
-        for (chain, size) in chains {
-            if !tree::has_nodes(&ledger, &chain, size)? {
-                ledger.backfill_tree(&chain)?;
-            }
-        }
+        ledger.catch_up_derived()?;
         Ok(ledger)
     }
 
-    /// Opens a ledger without checking tails, for verification of a ledger
-    /// that may be damaged.
-    pub fn open_unchecked(
-        dir: impl AsRef<Path>,
-        options: LedgerOptions,
+    /// Opens a ledger whose index lives in `index_dir` (a private copy)
+    /// over the evidence of `snapshot`, for reading: it cannot append.
+    pub(super) fn open_for_reading(
+        index_dir: &Path,
+        snapshot: Snapshot,
     ) -> Result<Self, StoreError> {
-        Self::open_db(dir.as_ref(), options, true)
+        let db = open_index(index_dir)?;
+        let dir = snapshot.dir().to_owned();
+        let mut ledger = Ledger::assemble(
+            db,
+            &dir,
+            index_dir.to_owned(),
+            snapshot,
+            None,
+            LedgerOptions::default(),
+        )?;
+        ledger.catch_up_derived()?;
+        Ok(ledger)
     }
 
-    /// Opens the sled database; `create` allows a new, empty ledger.
-    fn open_db(dir: &Path, options: LedgerOptions, create: bool) -> Result<Self, StoreError> {
-        let dir = dir.to_owned();
-        let db = sled::Config::new()
-            .path(&dir)
-            .open()
-            .map_err(|source| StoreError::Open {
-                path: dir.clone(),
-                source,
-            })?;
+    fn assemble(
+        db: sled::Db,
+        dir: &Path,
+        index_dir: PathBuf,
+        evidence: Snapshot,
+        writer: Option<evidence::EvidenceWriter>,
+        options: LedgerOptions,
+    ) -> Result<Self, StoreError> {
         match db.get(layout::META_FORMAT_KEY)? {
-            None if !create => return Err(StoreError::NotALedger(dir)),
             None => {
                 db.insert(layout::META_FORMAT_KEY, layout::STORE_FORMAT)?;
             }
             Some(v) if v.as_ref() == layout::STORE_FORMAT => {}
             Some(v) => {
                 return Err(StoreError::Format {
-                    path: dir,
+                    path: index_dir,
                     found: String::from_utf8_lossy(&v).into_owned(),
                 });
             }
         }
-        let mut heads = BTreeMap::new();
-        for item in db.scan_prefix(b"H") {
-            let (key, value) = item?;
-            let chain = String::from_utf8(key[1..].to_vec())
-                .map_err(|_| damaged(&key, "chain name is not UTF-8"))?;
-            let (next_seq, last_hash) =
-                layout::decode_head(&value).ok_or_else(|| damaged(&key, "head is not 40 bytes"))?;
-            heads.insert(
-                chain.clone(),
-                ChainHead {
-                    chain,
-                    next_seq,
-                    last_hash,
-                },
-            );
-        }
         Ok(Ledger {
             db,
-            dir,
-            heads,
+            dir: dir.to_owned(),
+            evidence,
+            writer,
             options,
             syncer: durability::Syncer::default(),
+            index_dir,
             poisoned: false,
             frontiers: HashMap::new(),
             event_index: None,
@@ -258,6 +351,11 @@ impl Ledger {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The evidence as this ledger last acknowledged it.
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.evidence
     }
 
     /// A sled tree if it exists: `open_tree` would create it, a write a
@@ -275,48 +373,34 @@ impl Ledger {
         }
     }
 
-    /// The head of every chain, by chain name.
+    /// The acknowledged head of every chain, by chain name.
     pub fn heads(&self) -> impl Iterator<Item = &ChainHead> {
-        self.heads.values()
+        self.evidence.heads()
     }
 
     pub fn head(&self, chain: &str) -> Option<&ChainHead> {
-        self.heads.get(chain)
+        self.evidence.head(chain)
     }
 
+    /// Checks that a chain's last acknowledged entry reads back and is the
+    /// head the manifest records: the store never appends on top of
+    /// damage.
     fn check_tail(&self, head: &ChainHead) -> Result<(), StoreError> {
         let mismatch = |detail: String| StoreError::TailMismatch {
             chain: head.chain.clone(),
             detail,
         };
-        let last = match self
-            .db
-            .scan_prefix(layout::block_prefix(&head.chain))
-            .next_back()
-        {
-            None if head.next_seq == 0 => return Ok(()),
-            None => {
-                return Err(mismatch(format!(
-                    "head is at seq {} but no entries are stored",
-                    head.next_seq
-                )));
-            }
-            Some(item) => item?,
+        let Some(last_seq) = head.next_seq.checked_sub(1) else {
+            return Ok(());
         };
-        let (key, value) = last;
-        let (_, first_seq) =
-            layout::parse_block_key(&key).ok_or_else(|| damaged(&key, "bad block key"))?;
-        let (records, damage) = layout::decode_block(first_seq, &value);
-        if let Some(damage) = damage {
-            return Err(mismatch(format!("last block is damaged: {damage}")));
-        }
-        let Some(record) = records.last() else {
-            return Err(mismatch("last block is empty".to_owned()));
+        let record = match self.evidence.records(&head.chain, last_seq).next() {
+            Some(Ok(record)) => record,
+            Some(Err(e)) => return Err(mismatch(format!("last entry unreadable: {e}"))),
+            None => return Err(mismatch(format!("seq {last_seq} is not stored"))),
         };
         let entry = Entry::decode(&record.encoding)
             .map_err(|e| mismatch(format!("last entry does not decode: {e}")))?;
-        let expected_seq = head.next_seq.checked_sub(1);
-        if Some(record.position) != expected_seq || Some(entry.seq) != expected_seq {
+        if record.position != last_seq || entry.seq != last_seq || entry.chain != head.chain {
             return Err(mismatch(format!(
                 "last stored entry is seq {}, head says {}",
                 entry.seq, head.next_seq
@@ -428,7 +512,7 @@ impl Ledger {
         let mut batch_events: HashMap<String, SeenEvent> = HashMap::new();
         let mut batch_rejections: HashSet<[u8; 32]> = HashSet::new();
         let mut reports = Vec::with_capacity(batches.len());
-        let mut new_heads = Vec::new();
+        let mut new_heads: Vec<(ChainHead, Vec<SealedEntry>, Option<i64>)> = Vec::new();
         let mut wrote = !removals.is_empty();
         for key in removals {
             batch.remove(key);
@@ -440,11 +524,13 @@ impl Ledger {
         } in batches
         {
             let chain = chain.as_str();
-            let mut head = self
-                .heads
-                .get(chain)
-                .cloned()
-                .unwrap_or_else(|| ChainHead::empty(chain));
+            let mut head = match new_heads.iter().rev().find(|(h, _, _)| h.chain == chain) {
+                Some((h, _, _)) => h.clone(),
+                None => self
+                    .head(chain)
+                    .cloned()
+                    .unwrap_or_else(|| ChainHead::empty(chain)),
+            };
             let mut report = AppendReport::default();
             let mut sealed: Vec<SealedEntry> = Vec::with_capacity(inputs.len());
             for classified in intake::classify_all(inputs, &self.options.limits) {
@@ -515,20 +601,19 @@ impl Ledger {
                 }
             }
             report.next_seq = head.next_seq;
-            if let Some(cursor) = cursor {
-                batch.insert(layout::cursor_key(chain), cursor.to_be_bytes().to_vec());
+            if cursor.is_some() {
                 wrote = true;
             }
             if !sealed.is_empty() {
-                self.put_blocks(&mut batch, chain, &sealed);
                 let tree = self.extend_tree(chain, sealed.iter().map(|e| e.hash), &mut batch)?;
                 batch.insert(
                     layout::head_key(chain),
                     layout::encode_head(head.next_seq, &head.last_hash),
                 );
-                new_heads.push((head, tree));
+                self.frontiers.insert(chain.to_owned(), tree);
                 wrote = true;
             }
+            new_heads.push((head, sealed, cursor));
             reports.push(report);
         }
         if !new_index.is_empty() {
@@ -540,8 +625,36 @@ impl Ledger {
         if !wrote {
             return Ok(reports);
         }
-        self.db.apply_batch(batch)?;
-        self.make_durable()?;
+        let writes: Vec<evidence::ChainWrite<'_>> = new_heads
+            .iter()
+            .map(|(head, sealed, cursor)| evidence::ChainWrite {
+                chain: &head.chain,
+                entries: sealed,
+                cursor: *cursor,
+            })
+            .collect();
+        let Some(writer) = self.writer.as_mut() else {
+            return Err(StoreError::ReadOnly);
+        };
+        let written = writer.append(self.evidence.manifest(), &writes);
+        let manifest = match written {
+            Ok(manifest) => manifest,
+            Err(e) => {
+                // Frames may be on disk past the acknowledged lengths; the
+                // next writer drops them. Nothing more is acknowledged here.
+                self.poisoned = true;
+                self.frontiers.clear();
+                return Err(e);
+            }
+        };
+        self.evidence = Snapshot::of(self.dir.clone(), manifest);
+        // The derived indexes follow the evidence; if this write is lost,
+        // the next open derives it again from the segments.
+        let indexed = self.db.apply_batch(batch).and_then(|_| self.db.flush());
+        if let Err(e) = indexed {
+            self.poisoned = true;
+            return Err(e.into());
+        }
         if !new_index.is_empty() {
             self.next_index_record += 1;
             if let Some(index) = self.event_index.as_mut() {
@@ -550,81 +663,34 @@ impl Ledger {
                 }
             }
         }
-        for (head, tree) in new_heads {
-            self.frontiers.insert(head.chain.clone(), tree);
-            self.heads.insert(head.chain.clone(), head);
-        }
         Ok(reports)
     }
 
     /// The input cursor of a chain: where its source should resume (for a
-    /// Kafka partition, the next offset to read), as last written by
+    /// Kafka partition, the next offset to read), as last acknowledged by
     /// [`Ledger::append_many`].
     pub fn cursor(&self, chain: &str) -> Result<Option<i64>, StoreError> {
-        let key = layout::cursor_key(chain);
-        match self.db.get(&key)? {
-            None => Ok(None),
-            Some(v) => <[u8; 8]>::try_from(v.as_ref())
-                .map(|b| Some(i64::from_be_bytes(b)))
-                .map_err(|_| damaged(&key, "cursor is not 8 bytes")),
-        }
+        Ok(self.evidence.cursor(chain))
     }
 
-    fn put_blocks(&self, batch: &mut sled::Batch, chain: &str, sealed: &[SealedEntry]) {
-        let mut start = 0;
-        while start < sealed.len() {
-            let mut end = start;
-            let mut bytes = 0;
-            while end < sealed.len()
-                && end - start < self.options.block_max_entries
-                && (end == start
-                    || bytes + sealed[end].encoding.len() <= self.options.block_max_bytes)
-            {
-                bytes += sealed[end].encoding.len();
-                end += 1;
-            }
-            let block = &sealed[start..end];
-            let value =
-                layout::encode_block(block.iter().map(|e| (&e.hash, e.encoding.as_slice())));
-            batch.insert(layout::block_key(chain, block[0].seq), value);
-            start = end;
-        }
-    }
-
+    /// fsyncs the index database: for the ledger's own records (origin,
+    /// checkpoints, staged batches, outbox) that the evidence does not hold.
     fn make_durable(&mut self) -> Result<(), StoreError> {
         let flushed = self.db.flush().map_err(StoreError::from);
         let synced = flushed.and_then(|_| {
             self.syncer
-                .sync(&self.dir)
+                .sync(&self.index_dir)
                 .map_err(|(path, source)| StoreError::Sync { path, source })
         });
         if synced.is_err() {
-            // The batch is applied in memory but may not be on disk; nothing
-            // more may be acknowledged on top of it.
             self.poisoned = true;
         }
         synced
     }
 
-    /// Stored records of a chain from `from_seq` on, in order.
+    /// Acknowledged records of a chain from `from_seq` on, in order.
     pub fn records(&self, chain: &str, from_seq: u64) -> Result<Records, StoreError> {
-        let prefix = layout::block_prefix(chain);
-        let start = match self
-            .db
-            .range(prefix.clone()..=layout::block_key(chain, from_seq))
-            .next_back()
-        {
-            Some(item) => item?.0.to_vec(),
-            None => layout::block_key(chain, 0),
-        };
-        let end = layout::block_key(chain, u64::MAX);
-        Ok(Records {
-            blocks: self.db.range(start..=end),
-            pending: VecDeque::new(),
-            deferred: None,
-            from_seq,
-            done: false,
-        })
+        Ok(self.evidence.records(chain, from_seq))
     }
 
     /// Decoded entries of a chain with seq in `from..=to`.
@@ -635,138 +701,31 @@ impl Ledger {
         to: u64,
     ) -> Result<impl Iterator<Item = Result<(StoredRecord, Entry), StoreError>> + use<>, StoreError>
     {
-        let records = self.records(chain, from)?;
-        Ok(records
-            .take_while(move |r| !matches!(r, Ok(rec) if rec.position > to))
-            .map(|r| {
-                let rec = r?;
-                let entry = Entry::decode(&rec.encoding).map_err(|e: EntryDecodeError| {
-                    damaged(format!("seq {}", rec.position).as_bytes(), e.to_string())
-                })?;
-                Ok((rec, entry))
-            }))
+        Ok(self.evidence.entries(chain, from, to))
     }
 
-    /// Every chain that has a head or stored entries.
+    /// Every chain that has entries.
     pub fn chain_names(&self) -> Result<Vec<String>, StoreError> {
-        let mut names: Vec<String> = self.heads.keys().cloned().collect();
-        let mut cursor = b"B".to_vec();
-        while let Some(item) = self.db.range(cursor.clone()..).next() {
-            let (key, _) = item?;
-            if key.first() != Some(&b'B') {
-                break;
-            }
-            let (chain, _) =
-                layout::parse_block_key(&key).ok_or_else(|| damaged(&key, "bad block key"))?;
-            cursor = layout::block_key(&chain, u64::MAX);
-            cursor.push(0);
-            names.push(chain);
-        }
-        names.sort();
-        names.dedup();
-        Ok(names)
+        Ok(self.evidence.chain_names())
     }
 
-    /// Walks every chain from seq 0 and checks it against its head.
-    /// `progress` is called with the number of entries checked so far.
+    /// Walks every chain from seq 0 and checks it against its acknowledged
+    /// head (the evidence only: no index is trusted).
     pub fn verify(
         &self,
         depth: Depth,
         progress: &mut dyn FnMut(u64),
     ) -> Result<VerifyReport, StoreError> {
-        let mut report = VerifyReport::default();
-        let mut checked = 0u64;
-        for chain in self.chain_names()? {
-            let mut verifier = ChainVerifier::new(&chain, depth);
-            let mut finding = None;
-            for record in self.records(&chain, 0)? {
-                let outcome = match record {
-                    Ok(record) => verifier.check(&record.hash, &record.encoding),
-                    Err(StoreError::Damaged { detail, .. }) => {
-                        Err(verifier.finding(Problem::Undecodable(detail)))
-                    }
-                    Err(e) => return Err(e),
-                };
-                if let Err(f) = outcome {
-                    finding = Some(f);
-                    break;
-                }
-                checked += 1;
-                if checked % 4096 == 0 {
-                    progress(checked);
-                }
-            }
-            match finding {
-                Some(f) => report.findings.push(f),
-                None => match verifier.finish(self.heads.get(&chain)) {
-                    Ok(summary) => report.chains.push(summary),
-                    Err(f) => report.findings.push(f),
-                },
-            }
-        }
-        progress(checked);
-        Ok(report)
+        self.evidence.verify(depth, progress)
     }
 }
 
-/// Iterator over stored records, block by block. Damage to a block ends
-/// the walk with a [`StoreError::Damaged`] after the records framed before it.
-pub struct Records {
-    blocks: sled::Iter,
-    pending: VecDeque<StoredRecord>,
-    deferred: Option<StoreError>,
-    from_seq: u64,
-    done: bool,
-}
-
-impl std::fmt::Debug for Records {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Records")
-            .field("pending", &self.pending.len())
-            .field("from_seq", &self.from_seq)
-            .field("done", &self.done)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Iterator for Records {
-    type Item = Result<StoredRecord, StoreError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some(record) = self.pending.pop_front() {
-                if record.position < self.from_seq {
-                    continue;
-                }
-                return Some(Ok(record));
-            }
-            if let Some(err) = self.deferred.take() {
-                return Some(Err(err));
-            }
-            if self.done {
-                return None;
-            }
-            let (key, value) = match self.blocks.next()? {
-                Ok(kv) => kv,
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(e.into()));
-                }
-            };
-            let Some((_, first_seq)) = layout::parse_block_key(&key) else {
-                self.done = true;
-                return Some(Err(damaged(&key, "bad block key")));
-            };
-            let (records, damage) = layout::decode_block(first_seq, &value);
-            if let Some(detail) = damage {
-                let at = first_seq + records.len() as u64;
-                self.deferred = Some(damaged(
-                    format!("block record at seq {at}").as_bytes(),
-                    detail,
-                ));
-                self.done = true;
-            }
-            self.pending = records.into();
-        }
-    }
+fn open_index(index_dir: &Path) -> Result<sled::Db, StoreError> {
+    sled::Config::new()
+        .path(index_dir)
+        .open()
+        .map_err(|source| StoreError::Open {
+            path: index_dir.to_owned(),
+            source,
+        })
 }

@@ -1,44 +1,34 @@
-//! Opening a ledger for reading only: the replay and report commands
-//! must never change the live store.
+//! Opening a ledger for reading only: reading commands never change the
+//! ledger directory and never stand in the writer's way.
 //!
-//! sled has no read-only mode: opening a database may write to it even
-//! when nothing is changed (its recovery zeroes the unused tail of the
-//! last log segment; seen here as changed bytes in `db` after a read-only
-//! command), and it locks the database file for the process that opens
-//! it. A `ReadOnlyLedger` therefore always opens a private copy of the
-//! directory, made in a temporary directory and deleted on drop: the live
-//! store's bytes never change, and a running consumer does not stand in
-//! the way. A copy taken while the consumer writes may end inside its last
-//! batch, as after a crash: sled recovers it to a batch boundary, and
-//! replays check the chain links they read. The copy costs a read and a
-//! write of the directory (3.2 s for a 1M-entry ledger here; `cargo bench
-//! --bench projection`), less where the file system shares extents.
+//! The evidence is read in place through a [`Snapshot`] (no lock, no
+//! copy). The index database cannot be shared: sled has no read-only mode
+//! (opening a database may write to it, and locks it). A reader therefore
+//! works on a private copy of `index/` in a temporary directory, deleted on
+//! drop, taken *before* the manifest is read, so the copy never covers
+//! more than the snapshot; whatever the copy lacks is derived from the
+//! segments, as after a crash. A copy taken while the writer writes can
+//! be torn; if sled cannot open it, the reader derives every index from
+//! the segments into an empty database instead.
 
 use std::path::{Path, PathBuf};
 
-use super::{Ledger, LedgerOptions, StoreError};
+use super::{INDEX_DIR, Ledger, Snapshot, StoreError};
 
-/// A ledger that is only read, through a private copy.
+/// A ledger that is only read: live evidence, private index copy.
 #[derive(Debug)]
 pub struct ReadOnlyLedger {
     ledger: Ledger,
     live_dir: PathBuf,
-    /// The copy, removed when this is dropped.
+    /// The index copy, removed when this is dropped.
     _copy: tempfile::TempDir,
 }
 
 impl ReadOnlyLedger {
-    /// Opens a private copy of an existing ledger; never creates one.
+    /// Opens an existing ledger for reading; never creates one.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
         let dir = dir.as_ref();
-        if !dir.join("conf").is_file() || !dir.join("db").is_file() {
-            return Err(StoreError::NotALedger(dir.to_owned()));
-        }
-        Self::open_copy(dir)
-    }
-
-    /// Opens a private copy of `dir`.
-    pub fn open_copy(dir: &Path) -> Result<Self, StoreError> {
+        super::check_ledger_dir(dir, false)?;
         let copy_error = |source| StoreError::Copy {
             path: dir.to_owned(),
             source,
@@ -47,8 +37,22 @@ impl ReadOnlyLedger {
             .prefix("lifeledger-read-")
             .tempdir()
             .map_err(copy_error)?;
-        copy_tree(dir, copy.path()).map_err(copy_error)?;
-        let ledger = Ledger::open_db(copy.path(), LedgerOptions::default(), false)?;
+        let index = copy.path().join(INDEX_DIR);
+        let live_index = dir.join(INDEX_DIR);
+        if live_index.is_dir() {
+            copy_tree(&live_index, &index).map_err(copy_error)?;
+        }
+        let snapshot = Snapshot::open(dir)?;
+        let ledger = match Ledger::open_for_reading(&index, snapshot.clone()) {
+            Ok(ledger) => ledger,
+            Err(e) => {
+                tracing::info!(
+                    "the index copy cannot be used ({e}); deriving the indexes from the segments"
+                );
+                let fresh = copy.path().join("derived");
+                Ledger::open_for_reading(&fresh, snapshot)?
+            }
+        };
         Ok(ReadOnlyLedger {
             ledger,
             live_dir: dir.to_owned(),
@@ -66,9 +70,15 @@ impl ReadOnlyLedger {
     }
 
     /// Where an event id was first recorded. Loads the in-memory index;
-    /// writes nothing.
+    /// writes nothing in the ledger directory.
     pub fn find_event(&mut self, event_id: &str) -> Result<Option<(String, u64)>, StoreError> {
         self.ledger.find_event(event_id)
+    }
+
+    /// The copy's ledger, for work that writes derived state (a projection
+    /// caught up) into the private copy only.
+    pub fn ledger_mut(&mut self) -> &mut Ledger {
+        &mut self.ledger
     }
 }
 
@@ -81,14 +91,19 @@ impl std::ops::Deref for ReadOnlyLedger {
 }
 
 fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
         let target = to.join(entry.file_name());
         if entry.file_type()?.is_dir() {
-            std::fs::create_dir_all(&target)?;
             copy_tree(&entry.path(), &target)?;
         } else {
-            std::fs::copy(entry.path(), &target)?;
+            match std::fs::copy(entry.path(), &target) {
+                Ok(_) => {}
+                // sled removes old snapshots and blobs as it goes.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
     }
     Ok(())

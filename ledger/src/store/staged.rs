@@ -191,9 +191,9 @@ impl Ledger {
     /// Appends the staged batches of these chains (their source has
     /// acknowledged them) and removes them, in one atomic write with their
     /// chains' cursors. A chain whose cursor already reaches the staged
-    /// batch's end had it appended before (a crash between that write and
-    /// a later one cannot happen, as both are one write, but an older
-    /// ledger might hold such a record): the record is only removed.
+    /// batch's end had it appended before (the removal is written after
+    /// the evidence acknowledges the append, so a crash can leave the
+    /// record behind): the record is only removed.
     /// Returns a report per chain that had a staged batch, in order.
     pub fn append_staged(
         &mut self,
@@ -219,6 +219,28 @@ impl Ledger {
         let names: Vec<String> = batches.iter().map(|b| b.chain.clone()).collect();
         let reports = self.append_and_remove(batches, received_at, removals)?;
         Ok(names.into_iter().zip(reports).collect())
+    }
+
+    /// Removes staged batches whose inputs the evidence already holds (the
+    /// chain's acknowledged cursor reaches their end): the append landed,
+    /// and only the removal, an index write, was lost.
+    pub(super) fn settle_landed_staged(&mut self) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut any = false;
+        for staged in self.staged_batches()? {
+            if self
+                .cursor(&staged.chain)?
+                .is_some_and(|c| c >= staged.next_offset)
+            {
+                batch.remove(staged_key(&staged.chain));
+                any = true;
+            }
+        }
+        if any {
+            self.db.apply_batch(batch)?;
+            self.db.flush()?;
+        }
+        Ok(())
     }
 
     /// Drops the staged batches of these chains (their source never

@@ -65,7 +65,7 @@ impl Ledger {
     /// then kept current by appends.
     pub(super) fn frontier(&mut self, chain: &str) -> Result<&mut CompactRange, StoreError> {
         if !self.frontiers.contains_key(chain) {
-            let size = self.heads.get(chain).map_or(0, |h| h.next_seq);
+            let size = self.head(chain).map_or(0, |h| h.next_seq);
             let range = CompactRange::of(
                 &StoredTree {
                     ledger: self,
@@ -150,33 +150,4 @@ impl Ledger {
             new_size,
         )
     }
-
-    /// Writes every stored node of a chain from its entries, for ledgers
-    /// written before trees were kept. Idempotent.
-    pub fn backfill_tree(&mut self, chain: &str) -> Result<(), StoreError> {
-        let mut range = CompactRange::default();
-        let mut batch = sled::Batch::default();
-        for record in self.records(chain, 0)? {
-            for (level, index, node) in range.push(merkle::leaf_hash(&record?.hash)) {
-                if level >= STORED_LEVEL {
-                    batch.insert(node_key(chain, level, index), node.to_vec());
-                }
-            }
-        }
-        self.db.apply_batch(batch)?;
-        self.make_durable()?;
-        self.frontiers.insert(chain.to_owned(), range);
-        Ok(())
-    }
-}
-
-/// Whether a block key's chain has the stored nodes its size needs.
-pub fn has_nodes(ledger: &Ledger, chain: &str, size: u64) -> Result<bool, StoreError> {
-    if size < (1 << STORED_LEVEL) {
-        return Ok(true);
-    }
-    let last = (size >> STORED_LEVEL) - 1;
-    Ok(ledger
-        .db
-        .contains_key(node_key(chain, STORED_LEVEL, last))?)
 }

@@ -1,104 +1,71 @@
-//! Tampering with the stored bytes behind the store's back (the sled
-//! layout documented in ARCHITECTURE.md) is found by `verify`, at the
-//! right seq, and refused by `Ledger::open`.
+//! Damage to the evidence behind the store's back (segment files and the
+//! manifest, FORMAT.md sections 15 and 16) is found by `verify` at the
+//! right seq and refused by `Ledger::open`; what was never acknowledged is
+//! dropped and nothing else.
 
 use std::path::Path;
 
 use lifeledger::file::ingest_file;
 use lifeledger_ledger::verify::{Depth, Finding, Problem};
-use lifeledger_ledger::{Ledger, LedgerOptions, StoreError};
+use lifeledger_ledger::{Ledger, LedgerOptions, Snapshot, StoreError};
 
-use lifeledger_tests::{clock, open, open_sled, open_unchecked, retry_locked, stored, write_lines};
+use lifeledger_tests::segments::{cut_file, flip_byte, record_spans, segment_files};
+use lifeledger_tests::{clock, open, open_with_segments, retry_locked, stored, write_lines};
 
 const CHAIN: &str = "file";
 
-fn block_prefix() -> Vec<u8> {
-    let mut key = vec![b'B'];
-    key.extend_from_slice(&(CHAIN.len() as u16).to_be_bytes());
-    key.extend_from_slice(CHAIN.as_bytes());
-    key
-}
-
-/// (first seq, key) of every block of the chain.
-fn blocks(db: &sled::Db) -> Vec<(u64, Vec<u8>)> {
-    db.scan_prefix(block_prefix())
-        .map(|kv| {
-            let (key, _) = kv.unwrap();
-            let seq = u64::from_be_bytes(key[key.len() - 8..].try_into().unwrap());
-            (seq, key.to_vec())
-        })
-        .collect()
-}
-
-/// Offsets of each record's encoding within a block value.
-fn record_offsets(value: &[u8]) -> Vec<(usize, usize)> {
-    let count = u32::from_be_bytes(value[..4].try_into().unwrap());
-    let mut pos = 4;
-    let mut out = Vec::new();
-    for _ in 0..count {
-        let len = u32::from_be_bytes(value[pos..pos + 4].try_into().unwrap()) as usize;
-        out.push((pos + 36, len));
-        pos += 36 + len;
-    }
-    out
-}
-
-/// A ledger of `n` events in batches of 100, closed.
-fn build(dir: &Path, n: usize) {
+/// A ledger of `n` events in batches of 100, segments sealed at
+/// `segment_bytes`, closed.
+fn build_with(dir: &Path, n: usize, segment_bytes: u64) {
     let tmp = tempfile::tempdir().unwrap();
     let lines: Vec<String> = (0..n)
         .map(|i| stored(&format!("e{i}"), "i", "mysql"))
         .collect();
     let file = write_lines(tmp.path(), "in.jsonl", &lines);
-    let mut ledger = open(dir);
+    let mut ledger = open_with_segments(dir, segment_bytes);
     ingest_file(&mut ledger, CHAIN, &file, 100, clock, |_| {}, |_| Ok(())).unwrap();
 }
 
-fn tamper(dir: &Path, f: impl FnOnce(&sled::Db)) {
-    let db = open_sled(dir);
-    f(&db);
-    db.flush().unwrap();
+fn build(dir: &Path, n: usize) {
+    build_with(dir, n, 64 << 20);
 }
 
+/// What `verify` finds, from the evidence alone.
 fn verify(dir: &Path) -> Vec<Finding> {
-    let ledger = open_unchecked(dir);
-    ledger.verify(Depth::Events, &mut |_| {}).unwrap().findings
-}
-
-/// Flips one byte of the encoding of entry `seq`, `at` bytes in.
-fn flip(dir: &Path, seq: u64, at: usize) {
-    tamper(dir, |db| {
-        let (first, key) = blocks(db)
-            .into_iter()
-            .rev()
-            .find(|(first, _)| *first <= seq)
-            .unwrap();
-        let mut value = db.get(&key).unwrap().unwrap().to_vec();
-        let (start, len) = record_offsets(&value)[(seq - first) as usize];
-        value[start + at % len] ^= 0x20;
-        db.insert(key, value).unwrap();
-    });
+    Snapshot::open(dir)
+        .unwrap()
+        .verify(Depth::Events, &mut |_| {})
+        .unwrap()
+        .findings
 }
 
 /// Opening for appends must fail; the error it fails with.
 fn open_for_append(dir: &Path) -> StoreError {
     retry_locked(|| match Ledger::open(dir, LedgerOptions::default()) {
-        Ok(_) => panic!("a tampered ledger opened for appends"),
+        Ok(_) => panic!("a damaged ledger opened for appends"),
         Err(StoreError::Open { source, path }) => Err(StoreError::Open { source, path }),
         Err(other) => Ok(other),
     })
+}
+
+fn span(dir: &Path, seq: u64) -> lifeledger_tests::segments::RecordSpan {
+    record_spans(dir, CHAIN)
+        .into_iter()
+        .find(|s| s.seq == seq)
+        .unwrap()
 }
 
 #[test]
 fn a_changed_byte_in_the_middle_is_found_at_its_seq() {
     let tmp = tempfile::tempdir().unwrap();
     build(tmp.path(), 700);
-    flip(tmp.path(), 333, 200);
+    let s = span(tmp.path(), 333);
+    flip_byte(&s.path, s.encoding_offset + 200, 0x20);
     let findings = verify(tmp.path());
     assert_eq!(findings.len(), 1);
     assert_eq!(findings[0].seq, 333, "{}", findings[0]);
     assert!(
-        matches!(findings[0].problem, Problem::HashMismatch { .. }),
+        matches!(&findings[0].problem, Problem::Unreadable(d) if d.contains("acknowledged 700 entries")),
         "{}",
         findings[0]
     );
@@ -108,7 +75,8 @@ fn a_changed_byte_in_the_middle_is_found_at_its_seq() {
 fn a_changed_last_entry_stops_the_ledger_from_opening_for_appends() {
     let tmp = tempfile::tempdir().unwrap();
     build(tmp.path(), 300);
-    flip(tmp.path(), 299, 60);
+    let s = span(tmp.path(), 299);
+    flip_byte(&s.path, s.encoding_offset + 60, 0x20);
     assert!(matches!(
         open_for_append(tmp.path()),
         StoreError::TailMismatch { .. }
@@ -117,64 +85,176 @@ fn a_changed_last_entry_stops_the_ledger_from_opening_for_appends() {
 }
 
 #[test]
-fn a_removed_block_is_found_where_the_gap_starts() {
+fn a_deleted_sealed_segment_is_found_where_the_gap_starts_and_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    build(tmp.path(), 1000);
-    let mut removed = 0;
-    tamper(tmp.path(), |db| {
-        let all = blocks(db);
-        let (first, key) = &all[all.len() / 2];
-        removed = *first;
-        db.remove(key).unwrap();
-    });
+    build_with(tmp.path(), 1000, 16 * 1024);
+    let files = segment_files(tmp.path(), CHAIN);
+    assert!(files.len() > 3, "{files:?}");
+    let victim = &files[files.len() / 2];
+    let first: u64 = victim.file_name().unwrap().to_str().unwrap()[..20]
+        .parse()
+        .unwrap();
+    std::fs::remove_file(victim).unwrap();
     let findings = verify(tmp.path());
-    assert_eq!(findings[0].seq, removed, "{}", findings[0]);
-    assert!(matches!(findings[0].problem, Problem::SeqMismatch { .. }));
+    assert_eq!(findings[0].seq, first, "{}", findings[0]);
+    assert!(
+        findings[0].to_string().contains("missing"),
+        "{}",
+        findings[0]
+    );
+    assert!(matches!(
+        open_for_append(tmp.path()),
+        StoreError::Broken { seq, .. } if seq == first
+    ));
 }
 
 #[test]
-fn a_head_moved_back_is_found_and_refused() {
+fn a_changed_sealed_segment_is_found_even_where_its_frames_check_out() {
     let tmp = tempfile::tempdir().unwrap();
-    build(tmp.path(), 250);
-    // Move the head back to entry 199, with that entry's real hash.
-    tamper(tmp.path(), |db| {
-        let (first, key) = blocks(db)
-            .into_iter()
-            .rev()
-            .find(|(first, _)| *first <= 199)
-            .unwrap();
-        let value = db.get(&key).unwrap().unwrap();
-        let (start, _) = record_offsets(&value)[(199 - first) as usize];
-        let hash = &value[start - 32..start];
-        let mut head = 200u64.to_be_bytes().to_vec();
-        head.extend_from_slice(hash);
-        db.insert(format!("H{CHAIN}"), head).unwrap();
-    });
+    build_with(tmp.path(), 600, 16 * 1024);
+    let files = segment_files(tmp.path(), CHAIN);
+    // Append a valid-looking byte to a sealed file: every frame still
+    // checks out, but the file is not the one that was sealed.
+    let mut bytes = std::fs::read(&files[0]).unwrap();
+    bytes.push(0);
+    std::fs::write(&files[0], bytes).unwrap();
+    let findings = verify(tmp.path());
+    assert_eq!(findings[0].seq, 0, "{}", findings[0]);
+}
+
+#[test]
+fn a_cut_open_segment_is_found_at_the_record_it_cuts_and_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    build(tmp.path(), 300);
+    let s = span(tmp.path(), 205);
+    cut_file(&s.path, s.encoding_offset + 10);
+    let findings = verify(tmp.path());
+    assert_eq!(findings[0].seq, 205, "{}", findings[0]);
+    assert!(matches!(findings[0].problem, Problem::Unreadable(_)));
     assert!(matches!(
         open_for_append(tmp.path()),
-        StoreError::TailMismatch { .. }
+        StoreError::Broken { .. }
     ));
-    let findings = verify(tmp.path());
-    assert_eq!(findings[0].seq, 200);
+    // Refusing changed nothing: the cut file is as it was.
     assert_eq!(
-        findings[0].problem,
-        Problem::BeyondHead { head_next_seq: 200 }
+        std::fs::metadata(&s.path).unwrap().len(),
+        s.encoding_offset + 10
     );
 }
 
 #[test]
-fn a_torn_block_is_found_at_the_record_it_tears() {
+fn any_flipped_acknowledged_byte_is_found_and_nothing_panics() {
     let tmp = tempfile::tempdir().unwrap();
-    build(tmp.path(), 300);
-    tamper(tmp.path(), |db| {
-        let (first, key) = blocks(db)[0].clone();
-        assert_eq!(first, 0);
-        let value = db.get(&key).unwrap().unwrap().to_vec();
-        let (start, _) = record_offsets(&value)[5];
-        // Cut the block inside record 5.
-        db.insert(key, &value[..start + 10]).unwrap();
-    });
-    let findings = verify(tmp.path());
-    assert_eq!(findings[0].seq, 5, "{}", findings[0]);
-    assert!(matches!(findings[0].problem, Problem::Undecodable(_)));
+    build_with(tmp.path(), 120, 8 * 1024);
+    let clean = tmp.path().join("clean");
+    let ledger = tmp.path().join("ledger");
+    std::fs::rename(tmp.path().join("segments"), tmp.path().join("s")).unwrap();
+    // Keep a pristine copy and damage a fresh copy per offset.
+    std::fs::create_dir_all(&clean).unwrap();
+    std::fs::rename(tmp.path().join("s"), clean.join("segments")).unwrap();
+    std::fs::rename(tmp.path().join("manifest"), clean.join("manifest")).unwrap();
+    let files: Vec<_> = segment_files(&clean, CHAIN);
+    for (n, file) in files.iter().enumerate() {
+        let len = std::fs::metadata(file).unwrap().len();
+        for offset in (0..len).step_by(41) {
+            let _ = std::fs::remove_dir_all(&ledger);
+            copy_dir(&clean, &ledger);
+            let target = segment_files(&ledger, CHAIN)[n].clone();
+            flip_byte(&target, offset, 0x01);
+            let findings = verify(&ledger);
+            assert!(
+                !findings.is_empty(),
+                "flip at byte {offset} of {} passed verify",
+                target.display()
+            );
+        }
+    }
+    // And the manifest: any flip makes it unreadable, never a shorter ledger.
+    let len = std::fs::metadata(clean.join("manifest")).unwrap().len();
+    for offset in 0..len {
+        let _ = std::fs::remove_dir_all(&ledger);
+        copy_dir(&clean, &ledger);
+        flip_byte(&ledger.join("manifest"), offset, 0x01);
+        assert!(
+            matches!(Snapshot::open(&ledger), Err(StoreError::Manifest { .. })),
+            "flip at manifest byte {offset} passed"
+        );
+    }
+}
+
+#[test]
+fn a_rolled_back_manifest_is_refused_by_the_writer() {
+    let tmp = tempfile::tempdir().unwrap();
+    build(tmp.path(), 100);
+    let old = std::fs::read(tmp.path().join("manifest")).unwrap();
+    build(tmp.path(), 150);
+    // An older manifest, intact on its own, put back.
+    std::fs::write(tmp.path().join("manifest"), &old).unwrap();
+    let err = open_for_append(tmp.path());
+    assert!(err.to_string().contains("older than its indexes"), "{err}");
+}
+
+#[test]
+fn bytes_past_the_acknowledged_end_are_dropped_and_nothing_else() {
+    let tmp = tempfile::tempdir().unwrap();
+    build(tmp.path(), 250);
+    let spans = record_spans(tmp.path(), CHAIN);
+    let open_file = spans.last().unwrap().path.clone();
+    let acknowledged = std::fs::metadata(&open_file).unwrap().len();
+    // A crash inside the next append: half a frame, and a temporary
+    // manifest that never replaced the real one.
+    let frame_start = spans.last().unwrap().frame_offset;
+    let frame = std::fs::read(&open_file).unwrap()[frame_start as usize..].to_vec();
+    let mut torn = std::fs::read(&open_file).unwrap();
+    torn.extend_from_slice(&frame[..frame.len() / 2]);
+    std::fs::write(&open_file, torn).unwrap();
+    std::fs::write(tmp.path().join("manifest.tmp"), b"half a manif").unwrap();
+    // Readers stop at the acknowledged end.
+    assert!(verify(tmp.path()).is_empty());
+    let mut ledger = open(tmp.path());
+    assert_eq!(ledger.head(CHAIN).unwrap().next_seq, 250);
+    assert_eq!(std::fs::metadata(&open_file).unwrap().len(), acknowledged);
+    assert!(!tmp.path().join("manifest.tmp").exists());
+    let more = tempfile::tempdir().unwrap();
+    let file = write_lines(more.path(), "more.jsonl", &[stored("x1", "i", "mysql")]);
+    ingest_file(&mut ledger, CHAIN, &file, 100, clock, |_| {}, |_| Ok(())).unwrap();
+    assert_eq!(ledger.head(CHAIN).unwrap().next_seq, 251);
+    drop(ledger);
+    assert!(verify(tmp.path()).is_empty());
+}
+
+#[test]
+fn a_directory_that_is_not_a_ledger_is_refused_and_left_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("conf"), b"someone else's").unwrap();
+    std::fs::write(tmp.path().join("notes.txt"), b"keep me").unwrap();
+    let err = open_for_append(tmp.path());
+    assert!(matches!(err, StoreError::Foreign { .. }), "{err}");
+    assert!(matches!(
+        Snapshot::open(tmp.path()),
+        Err(StoreError::Foreign { .. })
+    ));
+    let mut names: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["conf", "notes.txt"]);
+    assert_eq!(
+        std::fs::read(tmp.path().join("conf")).unwrap(),
+        b"someone else's"
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
 }

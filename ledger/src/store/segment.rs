@@ -1,0 +1,337 @@
+//! Segment files: the ledger's own framing of a chain's entries (pure).
+//!
+//! A segment holds consecutive entries of one chain. It starts with a
+//! header naming the chain and the first seq, then one frame per append:
+//! the records of that append and a BLAKE3 checksum over the frame. A
+//! frame is written whole and fsynced before the manifest acknowledges it,
+//! so a torn write can only leave bytes past the acknowledged length.
+//! FORMAT.md section 15 specifies the bytes.
+
+use crate::entry::EntryHash;
+
+use super::layout::StoredRecord;
+
+/// The first 8 bytes of every segment file.
+pub const MAGIC: [u8; 8] = *b"LLSEG\0\0\x01";
+/// `u32` body length, `u8` codec, `u64` first seq, `u32` record count.
+pub const FRAME_HEADER_LEN: usize = 17;
+pub const CHECKSUM_LEN: usize = 32;
+/// Records stored as they are.
+pub const CODEC_NONE: u8 = 0;
+
+/// What a segment header says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentHeader {
+    pub chain: String,
+    pub first_seq: u64,
+}
+
+/// A segment's header bytes: magic, `u16` chain length, chain, `u64`
+/// first seq, and the BLAKE3 hash of all of that.
+pub fn encode_header(chain: &str, first_seq: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + 2 + chain.len() + 8 + 32);
+    out.extend_from_slice(&MAGIC);
+    // Chain names are at most 200 bytes (checked before they get here).
+    let len = u16::try_from(chain.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(chain.as_bytes());
+    out.extend_from_slice(&first_seq.to_be_bytes());
+    let sum = blake3::hash(&out);
+    out.extend_from_slice(sum.as_bytes());
+    out
+}
+
+/// The length of a header for `chain`.
+pub fn header_len(chain: &str) -> usize {
+    8 + 2 + chain.len() + 8 + 32
+}
+
+/// Reads a header off the front of `bytes`: the header and its length.
+pub fn decode_header(bytes: &[u8]) -> Result<(SegmentHeader, usize), String> {
+    if bytes.get(..8) != Some(&MAGIC[..]) {
+        return Err("does not start with the segment magic".to_owned());
+    }
+    let len = bytes
+        .get(8..10)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+        .ok_or("ends inside the header")?;
+    let end = 10 + len + 8;
+    let (Some(chain), Some(seq), Some(sum)) = (
+        bytes.get(10..10 + len),
+        bytes.get(10 + len..end),
+        bytes.get(end..end + 32),
+    ) else {
+        return Err("ends inside the header".to_owned());
+    };
+    if blake3::hash(&bytes[..end]).as_bytes() != sum {
+        return Err("header checksum does not match".to_owned());
+    }
+    let chain = String::from_utf8(chain.to_vec()).map_err(|_| "chain name is not UTF-8")?;
+    let first_seq = u64::from_be_bytes(seq.try_into().map_err(|_| "bad first seq")?);
+    Ok((SegmentHeader { chain, first_seq }, end + 32))
+}
+
+/// A frame's fixed-size header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    pub body_len: u32,
+    pub codec: u8,
+    pub first_seq: u64,
+    pub count: u32,
+}
+
+impl FrameHeader {
+    pub fn decode(bytes: &[u8; FRAME_HEADER_LEN]) -> Self {
+        let u32_at =
+            |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(&bytes[5..13]);
+        FrameHeader {
+            body_len: u32_at(0),
+            codec: bytes[4],
+            first_seq: u64::from_be_bytes(seq),
+            count: u32_at(13),
+        }
+    }
+
+    pub fn encode(&self) -> [u8; FRAME_HEADER_LEN] {
+        let mut out = [0u8; FRAME_HEADER_LEN];
+        out[..4].copy_from_slice(&self.body_len.to_be_bytes());
+        out[4] = self.codec;
+        out[5..13].copy_from_slice(&self.first_seq.to_be_bytes());
+        out[13..].copy_from_slice(&self.count.to_be_bytes());
+        out
+    }
+
+    /// Bytes the whole frame takes: header, body, checksum.
+    pub fn frame_len(&self) -> u64 {
+        (FRAME_HEADER_LEN + CHECKSUM_LEN) as u64 + u64::from(self.body_len)
+    }
+}
+
+/// One frame: records `first_seq..first_seq + records.len()`, each as
+/// `u32` length, 32-byte entry hash, entry encoding; then the BLAKE3 hash of
+/// the frame header and body.
+pub fn encode_frame<'a>(
+    first_seq: u64,
+    records: impl ExactSizeIterator<Item = (&'a EntryHash, &'a [u8])>,
+) -> Vec<u8> {
+    let count = u32::try_from(records.len()).unwrap_or(u32::MAX);
+    let mut body = Vec::new();
+    for (hash, encoding) in records.take(count as usize) {
+        let len = u32::try_from(encoding.len()).unwrap_or(u32::MAX);
+        body.extend_from_slice(&len.to_be_bytes());
+        body.extend_from_slice(&hash.0);
+        body.extend_from_slice(encoding);
+    }
+    let header = FrameHeader {
+        body_len: u32::try_from(body.len()).unwrap_or(u32::MAX),
+        codec: CODEC_NONE,
+        first_seq,
+        count,
+    }
+    .encode();
+    let mut out = Vec::with_capacity(header.len() + body.len() + CHECKSUM_LEN);
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&body);
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&header);
+    hasher.update(&body);
+    out.extend_from_slice(hasher.finalize().as_bytes());
+    out
+}
+
+/// A frame that does not check out: the records before the damage that
+/// still match their own hashes, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameDamage {
+    pub intact: Vec<StoredRecord>,
+    pub detail: String,
+}
+
+/// Checks a frame's checksum and splits its body into records.
+pub fn decode_frame(
+    header: &FrameHeader,
+    body: &[u8],
+    checksum: &[u8],
+) -> Result<Vec<StoredRecord>, FrameDamage> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&header.encode());
+    hasher.update(body);
+    if hasher.finalize().as_bytes() != checksum {
+        return Err(salvage(
+            header,
+            body,
+            "frame checksum does not match its bytes",
+        ));
+    }
+    if header.codec != CODEC_NONE {
+        return Err(FrameDamage {
+            intact: Vec::new(),
+            detail: format!("frame codec {} is not known", header.codec),
+        });
+    }
+    split_records(header, body).map_err(|detail| FrameDamage {
+        intact: Vec::new(),
+        detail,
+    })
+}
+
+/// The leading records of a damaged or cut frame body that still match
+/// their own stored hashes, so that damage is named at the first record it
+/// touches rather than at the frame.
+pub fn salvage(header: &FrameHeader, body: &[u8], why: &str) -> FrameDamage {
+    let mut intact = Vec::new();
+    let mut pos = 0usize;
+    let mut seq = header.first_seq;
+    while intact.len() < header.count as usize {
+        let Some(len) = body
+            .get(pos..pos + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        else {
+            break;
+        };
+        let (Some(hash), Some(encoding)) = (
+            body.get(pos + 4..pos + 36),
+            body.get(pos + 36..pos.saturating_add(36).saturating_add(len)),
+        ) else {
+            break;
+        };
+        if EntryHash::of_encoding(encoding).0 != hash {
+            break;
+        }
+        let mut h = [0u8; 32];
+        h.copy_from_slice(hash);
+        intact.push(StoredRecord {
+            position: seq,
+            hash: EntryHash(h),
+            encoding: encoding.to_vec(),
+        });
+        pos += 36 + len;
+        seq += 1;
+    }
+    if intact.len() == header.count as usize {
+        // Every record checks out: the damage is in the frame's own bytes
+        // (its checksum), and no record of it can be vouched for.
+        intact.clear();
+    }
+    FrameDamage {
+        intact,
+        detail: why.to_owned(),
+    }
+}
+
+fn split_records(header: &FrameHeader, body: &[u8]) -> Result<Vec<StoredRecord>, String> {
+    let mut records = Vec::with_capacity(header.count as usize);
+    let mut pos = 0usize;
+    for i in 0..u64::from(header.count) {
+        let Some(len) = body
+            .get(pos..pos + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        else {
+            return Err(format!("frame ends inside the length of record {i}"));
+        };
+        let (Some(hash), Some(encoding)) = (
+            body.get(pos + 4..pos + 36),
+            body.get(pos + 36..pos + 36 + len),
+        ) else {
+            return Err(format!("frame ends inside record {i}"));
+        };
+        let mut h = [0u8; 32];
+        h.copy_from_slice(hash);
+        records.push(StoredRecord {
+            position: header.first_seq + i,
+            hash: EntryHash(h),
+            encoding: encoding.to_vec(),
+        });
+        pos += 36 + len;
+    }
+    if pos != body.len() {
+        return Err(format!(
+            "{} bytes follow the last record of the frame",
+            body.len() - pos
+        ));
+    }
+    Ok(records)
+}
+
+/// The file name of a chain's directory under `segments/`: `c-` and the
+/// chain name with `/` written `%2F` (no chain name holds `%`).
+pub fn chain_dir_name(chain: &str) -> String {
+    format!("c-{}", chain.replace('/', "%2F"))
+}
+
+/// An open (growing) segment's file name.
+pub fn open_name(first_seq: u64) -> String {
+    format!("{first_seq:020}.open")
+}
+
+/// A sealed segment's file name: first seq, next seq and the BLAKE3 hash
+/// of the whole file.
+pub fn sealed_name(first_seq: u64, next_seq: u64, hash: &[u8; 32]) -> String {
+    format!("{first_seq:020}-{next_seq:020}-{}.seg", hex::encode(hash))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_header_round_trips_and_a_flip_is_caught() {
+        let bytes = encode_header("kafka:t/x:0", 42);
+        assert_eq!(bytes.len(), header_len("kafka:t/x:0"));
+        let (header, len) = decode_header(&bytes).unwrap();
+        assert_eq!(len, bytes.len());
+        assert_eq!(header.chain, "kafka:t/x:0");
+        assert_eq!(header.first_seq, 42);
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x10;
+            assert!(decode_header(&bad).is_err(), "flip at {i} passed");
+        }
+    }
+
+    #[test]
+    fn chain_dir_names_are_single_safe_components() {
+        for chain in ["file", "kafka:a/b:3", "..", "x%"] {
+            let name = chain_dir_name(chain);
+            assert!(!name.contains('/'));
+            assert_ne!(name, "..");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn frames_round_trip_and_any_flip_is_caught(
+            first in 0u64..1_000_000,
+            encodings in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 1..6),
+            flip in any::<prop::sample::Index>(),
+        ) {
+            let hashes: Vec<EntryHash> = encodings.iter().map(|e| EntryHash::of_encoding(e)).collect();
+            let frame = encode_frame(first, hashes.iter().zip(encodings.iter().map(Vec::as_slice)));
+            let head: [u8; FRAME_HEADER_LEN] = frame[..FRAME_HEADER_LEN].try_into().unwrap();
+            let header = FrameHeader::decode(&head);
+            prop_assert_eq!(header.frame_len(), frame.len() as u64);
+            let body_end = FRAME_HEADER_LEN + header.body_len as usize;
+            let records = decode_frame(&header, &frame[FRAME_HEADER_LEN..body_end], &frame[body_end..]).unwrap();
+            prop_assert_eq!(records.len(), encodings.len());
+            for (i, r) in records.iter().enumerate() {
+                prop_assert_eq!(r.position, first + i as u64);
+                prop_assert_eq!(&r.encoding, &encodings[i]);
+                prop_assert_eq!(r.hash, hashes[i]);
+            }
+            let mut bad = frame.clone();
+            let at = flip.index(bad.len());
+            bad[at] ^= 0x01;
+            let head: [u8; FRAME_HEADER_LEN] = bad[..FRAME_HEADER_LEN].try_into().unwrap();
+            let header = FrameHeader::decode(&head);
+            let body_end = FRAME_HEADER_LEN + header.body_len as usize;
+            let caught = match (bad.get(FRAME_HEADER_LEN..body_end), bad.get(body_end..)) {
+                (Some(body), Some(sum)) if sum.len() == CHECKSUM_LEN => decode_frame(&header, body, sum).is_err(),
+                _ => true,
+            };
+            prop_assert!(caught, "flip at {} passed", at);
+        }
+    }
+}

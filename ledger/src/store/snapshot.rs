@@ -1,0 +1,536 @@
+//! A consistent, read-only view of a ledger's evidence: the manifest as it
+//! stood when it was read, and the segment bytes it acknowledges.
+//!
+//! Sealed segments never change and an open segment only grows, so the
+//! bytes a manifest acknowledges stay readable while a writer goes on
+//! appending: a snapshot needs no lock and no copy, and writes nothing.
+//! Reading never goes past an acknowledged length, so a reader never sees
+//! a half-written frame.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::StoreError;
+use super::layout::StoredRecord;
+use super::manifest::{ChainState, Manifest};
+use super::segment::{self, CHECKSUM_LEN, FRAME_HEADER_LEN, FrameHeader};
+use crate::chain::ChainHead;
+use crate::entry::{Entry, EntryDecodeError};
+use crate::verify::{ChainVerifier, Depth, Problem, VerifyReport};
+
+/// The manifest's file name in a ledger directory.
+pub const MANIFEST: &str = "manifest";
+/// The directory holding one directory of segment files per chain.
+pub const SEGMENTS: &str = "segments";
+
+/// The evidence of a ledger as one manifest acknowledges it.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    dir: PathBuf,
+    manifest: Manifest,
+    heads: BTreeMap<String, ChainHead>,
+}
+
+fn io_error(path: &Path, source: io::Error) -> StoreError {
+    StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl Snapshot {
+    /// Reads the manifest of the ledger at `dir`. Writes nothing and takes
+    /// no lock.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let dir = dir.as_ref();
+        super::check_ledger_dir(dir, false)?;
+        let path = dir.join(MANIFEST);
+        let bytes = std::fs::read(&path).map_err(|e| io_error(&path, e))?;
+        let manifest = Manifest::decode(&bytes).map_err(|detail| StoreError::Manifest {
+            path: path.clone(),
+            detail,
+        })?;
+        Ok(Self::of(dir.to_owned(), manifest))
+    }
+
+    pub(super) fn of(dir: PathBuf, manifest: Manifest) -> Self {
+        let heads = manifest
+            .chains
+            .iter()
+            .filter(|(_, c)| c.next_seq > 0)
+            .map(|(name, c)| {
+                (
+                    name.clone(),
+                    ChainHead {
+                        chain: name.clone(),
+                        next_seq: c.next_seq,
+                        last_hash: c.last_hash,
+                    },
+                )
+            })
+            .collect();
+        Snapshot {
+            dir,
+            manifest,
+            heads,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The acknowledged head of every chain that has entries.
+    pub fn heads(&self) -> impl Iterator<Item = &ChainHead> {
+        self.heads.values()
+    }
+
+    pub fn head(&self, chain: &str) -> Option<&ChainHead> {
+        self.heads.get(chain)
+    }
+
+    /// Every chain with entries, by name.
+    pub fn chain_names(&self) -> Vec<String> {
+        self.heads.keys().cloned().collect()
+    }
+
+    /// The input cursor of a chain as acknowledged.
+    pub fn cursor(&self, chain: &str) -> Option<i64> {
+        self.manifest.chains.get(chain).and_then(|c| c.cursor)
+    }
+
+    /// The directory of a chain's segments.
+    pub fn chain_dir(&self, chain: &str) -> PathBuf {
+        self.dir.join(SEGMENTS).join(segment::chain_dir_name(chain))
+    }
+
+    /// Acknowledged records of a chain from `from_seq` on, in order. Ends
+    /// with a [`StoreError::Damaged`] naming the seq where the acknowledged
+    /// bytes stop being readable, if they do.
+    pub fn records(&self, chain: &str, from_seq: u64) -> Records {
+        let state = self
+            .manifest
+            .chains
+            .get(chain)
+            .cloned()
+            .unwrap_or_else(ChainState::empty);
+        let chain_dir = self.chain_dir(chain);
+        let mut segments = VecDeque::new();
+        for s in &state.sealed {
+            if s.next_seq > from_seq {
+                segments.push_back(SegmentRef {
+                    names: vec![
+                        segment::sealed_name(s.first_seq, s.next_seq, &s.hash),
+                        segment::open_name(s.first_seq),
+                    ],
+                    first_seq: s.first_seq,
+                    bytes: s.bytes,
+                });
+            }
+        }
+        if let Some(open) = state.open {
+            segments.push_back(SegmentRef {
+                names: vec![segment::open_name(open.first_seq)],
+                first_seq: open.first_seq,
+                bytes: open.bytes,
+            });
+        }
+        let next_unread = segments.front().map_or(0, |s| s.first_seq);
+        Records {
+            chain: chain.to_owned(),
+            chain_dir,
+            next_unread,
+            segments,
+            current: None,
+            pending: VecDeque::new(),
+            from_seq,
+            end_seq: state.next_seq,
+            deferred: None,
+            done: state.next_seq <= from_seq,
+        }
+    }
+
+    /// Decoded entries of a chain with seq in `from..=to`.
+    pub fn entries(
+        &self,
+        chain: &str,
+        from: u64,
+        to: u64,
+    ) -> impl Iterator<Item = Result<(StoredRecord, Entry), StoreError>> + use<> {
+        let chain_name = chain.to_owned();
+        self.records(chain, from)
+            .take_while(move |r| !matches!(r, Ok(rec) if rec.position > to))
+            .map(move |r| {
+                let rec = r?;
+                let entry = Entry::decode(&rec.encoding).map_err(|e: EntryDecodeError| {
+                    StoreError::Broken {
+                        chain: chain_name.clone(),
+                        seq: rec.position,
+                        detail: format!("stored bytes are not an entry: {e}"),
+                    }
+                })?;
+                Ok((rec, entry))
+            })
+    }
+
+    /// Checks every sealed segment's size and hash against the manifest.
+    /// Returns, per damaged segment, its chain, first seq and what is wrong.
+    pub fn check_sealed(&self) -> Vec<(String, u64, String)> {
+        let mut damage = Vec::new();
+        for (chain, state) in &self.manifest.chains {
+            let dir = self.chain_dir(chain);
+            for s in &state.sealed {
+                let names = [
+                    segment::sealed_name(s.first_seq, s.next_seq, &s.hash),
+                    segment::open_name(s.first_seq),
+                ];
+                let found = names.iter().map(|n| dir.join(n)).find(|p| p.is_file());
+                let Some(path) = found else {
+                    damage.push((
+                        chain.clone(),
+                        s.first_seq,
+                        format!("sealed segment {} is missing", names[0]),
+                    ));
+                    continue;
+                };
+                match hash_file(&path) {
+                    Ok((len, _)) if len != s.bytes => damage.push((
+                        chain.clone(),
+                        s.first_seq,
+                        format!(
+                            "sealed segment {} holds {len} bytes, the manifest acknowledged {}",
+                            path.display(),
+                            s.bytes
+                        ),
+                    )),
+                    Ok((_, hash)) if hash != s.hash => damage.push((
+                        chain.clone(),
+                        s.first_seq,
+                        format!(
+                            "sealed segment {} does not hash to the value the manifest acknowledged",
+                            path.display()
+                        ),
+                    )),
+                    Ok(_) => {}
+                    Err(e) => damage.push((
+                        chain.clone(),
+                        s.first_seq,
+                        format!("cannot read sealed segment {}: {e}", path.display()),
+                    )),
+                }
+            }
+        }
+        damage
+    }
+
+    /// Walks every chain from seq 0 and checks it against its acknowledged
+    /// head; also checks each sealed segment's hash. `progress` is called
+    /// with the number of entries checked so far.
+    pub fn verify(
+        &self,
+        depth: Depth,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<VerifyReport, StoreError> {
+        let mut report = VerifyReport::default();
+        let mut checked = 0u64;
+        let sealed_damage = self.check_sealed();
+        for chain in self.chain_names() {
+            let mut verifier = ChainVerifier::new(&chain, depth);
+            let mut finding = None;
+            for record in self.records(&chain, 0) {
+                let outcome = match record {
+                    Ok(record) => verifier.check(&record.hash, &record.encoding),
+                    Err(StoreError::Damaged { detail, .. }) => {
+                        Err(verifier.finding(Problem::Unreadable(detail)))
+                    }
+                    Err(e) => return Err(e),
+                };
+                if let Err(f) = outcome {
+                    finding = Some(f);
+                    break;
+                }
+                checked += 1;
+                if checked % 4096 == 0 {
+                    progress(checked);
+                }
+            }
+            // A sealed segment whose bytes differ from what was sealed is
+            // damage even where its frames still check out on their own.
+            let sealed = sealed_damage.iter().find(|(c, _, _)| *c == chain);
+            match (finding, sealed) {
+                (Some(f), Some((_, seq, _))) if f.seq < *seq => report.findings.push(f),
+                (_, Some((_, seq, detail))) => report.findings.push(crate::verify::Finding {
+                    chain: chain.clone(),
+                    seq: *seq,
+                    problem: Problem::Unreadable(detail.clone()),
+                }),
+                (Some(f), None) => report.findings.push(f),
+                (None, None) => match verifier.finish(self.heads.get(&chain)) {
+                    Ok(summary) => report.chains.push(summary),
+                    Err(f) => report.findings.push(f),
+                },
+            }
+        }
+        progress(checked);
+        Ok(report)
+    }
+}
+
+/// The size and BLAKE3 hash of a file.
+pub(super) fn hash_file(path: &Path) -> io::Result<(u64, [u8; 32])> {
+    let mut hasher = blake3::Hasher::new();
+    let mut file = File::open(path)?;
+    let len = io::copy(&mut file, &mut hasher)?;
+    Ok((len, *hasher.finalize().as_bytes()))
+}
+
+#[derive(Debug)]
+struct SegmentRef {
+    /// File names to try, in order: a segment sealed by the manifest may
+    /// still carry its open name if the writer stopped before renaming it.
+    names: Vec<String>,
+    first_seq: u64,
+    /// Acknowledged length: nothing past it is read.
+    bytes: u64,
+}
+
+#[derive(Debug)]
+struct OpenedSegment {
+    file: File,
+    path: PathBuf,
+    offset: u64,
+    bytes: u64,
+}
+
+/// Iterator over a snapshot's records of one chain.
+#[derive(Debug)]
+pub struct Records {
+    chain: String,
+    chain_dir: PathBuf,
+    segments: VecDeque<SegmentRef>,
+    current: Option<OpenedSegment>,
+    pending: VecDeque<StoredRecord>,
+    from_seq: u64,
+    /// The seq of the next record not yet read from disk.
+    next_unread: u64,
+    /// The acknowledged next seq: every seq below it must be read.
+    end_seq: u64,
+    /// Damage found, reported once the records before it are delivered.
+    deferred: Option<StoreError>,
+    done: bool,
+}
+
+impl Records {
+    /// The seq the next record read from disk must carry.
+    fn expected(&self) -> u64 {
+        self.next_unread
+    }
+
+    fn damage(&mut self, seq: u64, detail: String) -> StoreError {
+        self.done = true;
+        self.pending.clear();
+        StoreError::Damaged {
+            key: format!("chain {} seq {seq}", self.chain),
+            detail: format!(
+                "acknowledged {} entries; unreadable from seq {seq}: {detail}",
+                self.end_seq
+            ),
+        }
+    }
+
+    fn open_next(&mut self) -> Result<bool, StoreError> {
+        let Some(seg) = self.segments.pop_front() else {
+            return Ok(false);
+        };
+        let seq = seg.first_seq;
+        if seq != self.next_unread {
+            let detail = format!("the segment before {} ends early", seg.names[0]);
+            return Err(self.damage(self.next_unread, detail));
+        }
+        // The first name that opens: a writer may rename an open segment
+        // to its sealed name between two tries.
+        let mut opened = None;
+        let mut failure = None;
+        for name in &seg.names {
+            let path = self.chain_dir.join(name);
+            match File::open(&path) {
+                Ok(file) => {
+                    opened = Some((file, path));
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => failure = Some(format!("cannot open {}: {e}", path.display())),
+            }
+        }
+        let Some((file, path)) = opened else {
+            let detail =
+                failure.unwrap_or_else(|| format!("segment file {} is missing", seg.names[0]));
+            return Err(self.damage(seq, detail));
+        };
+        let mut head = vec![0u8; segment::header_len(&self.chain)];
+        if let Err(e) = file.read_exact_at(&mut head, 0) {
+            return Err(self.damage(seq, format!("{}: header unreadable: {e}", path.display())));
+        }
+        match segment::decode_header(&head) {
+            Ok((h, _)) if h.chain == self.chain && h.first_seq == seg.first_seq => {}
+            Ok((h, _)) => {
+                let detail = format!(
+                    "{} belongs to chain {:?} from seq {}",
+                    path.display(),
+                    h.chain,
+                    h.first_seq
+                );
+                return Err(self.damage(seq, detail));
+            }
+            Err(e) => return Err(self.damage(seq, format!("{}: {e}", path.display()))),
+        }
+        self.current = Some(OpenedSegment {
+            file,
+            path,
+            offset: head.len() as u64,
+            bytes: seg.bytes,
+        });
+        Ok(true)
+    }
+
+    /// Reads the next frame of the current segment into `pending`, or
+    /// closes the segment at its acknowledged end.
+    fn read_frame(&mut self) -> Result<(), StoreError> {
+        let expected = self.expected();
+        let Some(seg) = self.current.as_mut() else {
+            return Ok(());
+        };
+        if seg.offset >= seg.bytes {
+            self.current = None;
+            return Ok(());
+        }
+        let mut head = [0u8; FRAME_HEADER_LEN];
+        let at = seg.offset;
+        let path = seg.path.clone();
+        if let Err(e) = seg.file.read_exact_at(&mut head, at) {
+            let detail = format!("{} at byte {at}: frame unreadable: {e}", path.display());
+            return Err(self.damage(expected, detail));
+        }
+        let header = FrameHeader::decode(&head);
+        let end = at + header.frame_len();
+        if end > seg.bytes || header.first_seq != expected {
+            let detail = format!(
+                "{} at byte {at}: frame header is damaged (says seq {}, {} bytes)",
+                path.display(),
+                header.first_seq,
+                header.frame_len()
+            );
+            return Err(self.damage(expected, detail));
+        }
+        seg.offset = end;
+        // A frame wholly before the first seq wanted is skipped unread.
+        if header.first_seq + u64::from(header.count) <= self.from_seq {
+            self.next_unread = header.first_seq + u64::from(header.count);
+            return Ok(());
+        }
+        let mut rest = vec![0u8; header.body_len as usize + CHECKSUM_LEN];
+        let read = read_up_to(&seg.file, &mut rest, at + FRAME_HEADER_LEN as u64);
+        let outcome = match read {
+            Ok(n) if n == rest.len() => {
+                let (body, sum) = rest.split_at(header.body_len as usize);
+                segment::decode_frame(&header, body, sum)
+            }
+            Ok(n) => {
+                let cut = &rest[..n.min(header.body_len as usize)];
+                Err(segment::salvage(
+                    &header,
+                    cut,
+                    "the file ends inside the frame",
+                ))
+            }
+            Err(e) => Err(segment::FrameDamage {
+                intact: Vec::new(),
+                detail: format!("frame unreadable: {e}"),
+            }),
+        };
+        match outcome {
+            Ok(records) => {
+                self.next_unread = header.first_seq + records.len() as u64;
+                self.pending.extend(records);
+                Ok(())
+            }
+            Err(damage) => {
+                let at_seq = header.first_seq + damage.intact.len() as u64;
+                let detail = format!("{} at byte {at}: {}", path.display(), damage.detail);
+                let error = self.damage(at_seq, detail);
+                // The records before the damage are still delivered, then
+                // the error.
+                self.pending.extend(damage.intact);
+                self.deferred = Some(error);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Reads as many bytes as the file has, up to `buf.len()`, at `offset`.
+fn read_up_to(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+impl Iterator for Records {
+    type Item = Result<StoredRecord, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(record) = self.pending.pop_front() {
+                if record.position >= self.end_seq {
+                    self.done = true;
+                    self.pending.clear();
+                    return None;
+                }
+                if record.position < self.from_seq {
+                    continue;
+                }
+                return Some(Ok(record));
+            }
+            if let Some(error) = self.deferred.take() {
+                return Some(Err(error));
+            }
+            if self.done {
+                return None;
+            }
+            let step = if self.current.is_some() {
+                self.read_frame()
+            } else {
+                match self.open_next() {
+                    Ok(true) => Ok(()),
+                    Ok(false) => {
+                        self.done = true;
+                        let next = self.next_unread;
+                        if next < self.end_seq {
+                            let detail = "the segments end early".to_owned();
+                            return Some(Err(self.damage(next, detail)));
+                        }
+                        return None;
+                    }
+                    Err(e) => Err(e),
+                }
+            };
+            if let Err(e) = step {
+                return Some(Err(e));
+            }
+        }
+    }
+}
