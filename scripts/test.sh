@@ -29,5 +29,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo clippy -p lifeledger --no-default-features --all-targets --locked -- -D warnings
 cargo test --workspace --locked
 python3 scripts/check-vectors.py ledger/testdata/entry-vectors.json ledger/testdata/audit-vectors.json
+# A ledger directory verified from FORMAT.md alone agrees with `verify`.
+python3 scripts/ledger-dir-agreement.py target/debug/lifeledger
 # Benchmarks must keep compiling even when nobody runs them.
 cargo bench --workspace --locked --no-run

@@ -24,6 +24,7 @@ mod replay;
 mod replay_kafka;
 mod report;
 mod retention;
+mod store;
 mod verify;
 
 use std::io::IsTerminal;
@@ -103,6 +104,12 @@ pub enum Command {
     Item(retention::ItemArgs),
     /// Every non-compliant item, and why.
     Findings(retention::JudgeArgs),
+    /// Drop the derived indexes (event ids, rejections, Merkle subtrees)
+    /// and derive them again from the segments.
+    RebuildIndex,
+    /// Convert a ledger of the earlier store format (entries inside sled)
+    /// to segment files; verified before and after, the old one kept.
+    Migrate,
     /// Rebuild the projection from the chains.
     RebuildProjection,
     /// The retention state as the ledger knew it at a point, replayed from
@@ -213,6 +220,8 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         Command::Item(a) => retention::item(dir, a),
         Command::Findings(a) => retention::findings(dir, a),
         Command::RebuildProjection => retention::rebuild(dir),
+        Command::RebuildIndex => store::rebuild_index(dir),
+        Command::Migrate => store::run_migrate(dir),
         Command::Replay(a) => replay::replay(dir, a),
         Command::Diff(a) => replay::diff_points(dir, a),
         Command::Timeline(a) => replay::timeline_of(dir, a),

@@ -6,5 +6,6 @@
 mod corpus;
 mod ingest;
 mod merkle;
+mod migrate;
 mod projection;
 mod tamper;
