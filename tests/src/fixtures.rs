@@ -97,3 +97,26 @@ pub fn publish_policy(ledger: &mut Ledger) {
         )
         .unwrap();
 }
+
+/// Every file under `dir` with its size, modification time and BLAKE3
+/// hash: two listings are equal only if no byte and no file changed.
+pub fn dir_listing(
+    dir: &Path,
+) -> std::collections::BTreeMap<PathBuf, (u64, std::time::SystemTime, String)> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                let bytes = std::fs::read(entry.path()).unwrap();
+                let hash = blake3::hash(&bytes).to_hex().to_string();
+                out.insert(entry.path(), (meta.len(), meta.modified().unwrap(), hash));
+            }
+        }
+    }
+    out
+}

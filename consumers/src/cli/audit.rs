@@ -108,7 +108,7 @@ pub fn checkpoint(dir: &Path, args: CheckpointArgs) -> anyhow::Result<Outcome> {
 }
 
 pub fn export(dir: &Path, args: ExportArgs) -> anyhow::Result<Outcome> {
-    let ledger = super::open_existing_for_append(dir)?;
+    let ledger = super::open_for_reading(dir)?;
     if let Some(chain) = &args.chain {
         let names = ledger.chain_names()?;
         if !names.contains(chain) {
@@ -281,7 +281,8 @@ pub struct VerifyProofArgs {
 }
 
 pub fn prove(dir: &Path, args: ProveArgs) -> anyhow::Result<Outcome> {
-    let mut ledger = super::open_existing_for_append(dir)?;
+    let mut reading = super::open_for_reading(dir)?;
+    let ledger = reading.ledger_mut();
     if ledger.checkpoints()?.is_empty() {
         bail!(
             "the ledger has no checkpoint to prove {} against; take one first with `lifeledger checkpoint --key KEY`",

@@ -33,7 +33,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use lifeledger_ledger::{Ledger, LedgerOptions, Snapshot};
+use lifeledger_ledger::{Ledger, LedgerOptions, ReadOnlyLedger, Snapshot};
 
 /// Exit codes: 0 done (or intact), 1 verification found the ledger
 /// broken, 2 unusable input (bad arguments, no ledger, I/O failure).
@@ -259,6 +259,12 @@ fn open_existing_for_append(dir: &Path) -> anyhow::Result<Ledger> {
     open_snapshot(dir)?;
     Ledger::open(dir, LedgerOptions::default())
         .with_context(|| format!("opening the ledger at {}", dir.display()))
+}
+
+/// An existing ledger for a reading command: the evidence in place, a
+/// private copy of the indexes; nothing in the directory changes.
+fn open_for_reading(dir: &Path) -> anyhow::Result<ReadOnlyLedger> {
+    ReadOnlyLedger::open(dir).with_context(|| format!("reading the ledger at {}", dir.display()))
 }
 
 /// The evidence of an existing ledger as its manifest stands now: no lock,

@@ -11,7 +11,7 @@ use lifeledger_ledger::projection::replay::parse_moment;
 use lifeledger_ledger::projection::report::{StatusReport, judge_all, summarize};
 use lifeledger_ledger::projection::verdict::{ItemVerdict, Status, Violation, judge};
 use lifeledger_ledger::projection::{Projection, PublishedPolicy, account_key};
-use lifeledger_ledger::{Body, Ledger, LedgerOptions};
+use lifeledger_ledger::{Body, Ledger, LedgerOptions, ReadOnlyLedger};
 
 use super::Outcome;
 
@@ -49,14 +49,17 @@ pub struct ItemArgs {
 
 /// The ledger, its projection brought up to date, and the policy to judge by.
 struct Judged {
-    ledger: Ledger,
+    ledger: ReadOnlyLedger,
     projection: Projection,
     policy: Policy,
     as_of: Timestamp,
 }
 
 fn prepare(dir: &Path, args: &JudgeArgs) -> anyhow::Result<Judged> {
-    let mut ledger = super::open_existing_for_append(dir)?;
+    // The projection is caught up in the private copy only: judging
+    // writes nothing in the ledger directory.
+    let mut reading = super::open_for_reading(dir)?;
+    let ledger = reading.ledger_mut();
     let mut projection = ledger.load_or_rebuild_projection(&mut |_| {})?;
     let pending: u64 = ledger
         .heads()
@@ -75,9 +78,9 @@ fn prepare(dir: &Path, args: &JudgeArgs) -> anyhow::Result<Judged> {
     );
     ledger.catch_up(&mut projection, &mut |n| bar.set_position(n))?;
     bar.finish_and_clear();
-    let policy = choose_policy(&ledger, &projection.policies, args.policy.as_deref())?;
+    let policy = choose_policy(ledger, &projection.policies, args.policy.as_deref())?;
     Ok(Judged {
-        ledger,
+        ledger: reading,
         projection,
         policy,
         as_of: args.as_of.unwrap_or_else(Timestamp::now),
