@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 mod corpus;
+mod crash;
 mod ingest;
 mod merkle;
 mod migrate;
