@@ -86,7 +86,7 @@ proptest! {
             let first = name.to_str().unwrap()[..20].to_owned();
             let open_name = format!("{first}.open");
             let old_len = std::fs::metadata(segment_dir(&old).join(&open_name)).map_or(0, |m| m.len()) as usize;
-            let target = if manifest_renamed { name.clone().into() } else { std::ffi::OsString::from(open_name.clone()) };
+            let target = if manifest_renamed { name.clone() } else { std::ffi::OsString::from(open_name.clone()) };
             let keep = if manifest_renamed {
                 bytes.len()
             } else {
