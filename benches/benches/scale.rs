@@ -1,0 +1,210 @@
+//! How the ledger behaves as it grows: a ledger filled with the demo
+//! stream (not through Kafka: straight into `ingest`, in ten chunks), then
+//! each command run on it as a user would, under `/usr/bin/time`.
+//!
+//! Prints, per size: bytes on disk per event (evidence and index apart),
+//! append throughput of the first and the last chunk, and for `ingest`,
+//! `verify`, `status`, `item`, `timeline --item`, `prove`,
+//! `rebuild-projection` and `rebuild-index` the wall time and peak RSS.
+//!
+//! `cargo bench -p lifeledger-benches --bench scale` (sizes from
+//! `LIFELEDGER_SCALE_SIZES`, default `1000000`; e.g. `1000000,10000000`).
+//! Builds the release binary first. Needs `/usr/bin/time` (Debian `time`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use lifeledger::kafka::demo::synthetic_stream;
+
+const CHUNKS: usize = 10;
+
+fn binary() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "lifeledger",
+            "--bin",
+            "lifeledger",
+        ])
+        .status()
+        .expect("cargo build");
+    assert!(status.success(), "building the release binary failed");
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/lifeledger")
+}
+
+/// Wall seconds and peak RSS (MiB) of one command, and its stdout.
+fn measure(bin: &Path, ledger: &Path, args: &[&str]) -> (f64, f64, String) {
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "%e %M"])
+        .arg(bin)
+        .arg("--ledger")
+        .arg(ledger)
+        .args(args)
+        .output()
+        .expect("/usr/bin/time");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    let mut fields = last.split_whitespace();
+    let wall: f64 = fields
+        .next()
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(f64::NAN);
+    let kib: f64 = fields
+        .next()
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(f64::NAN);
+    if !out.status.success() {
+        println!(
+            "  ({} exited {:?}: {})",
+            args[0],
+            out.status.code(),
+            stderr.trim()
+        );
+    }
+    (
+        wall,
+        kib / 1024.0,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn du(path: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(entries) = std::fs::read_dir(path) {
+        for entry in entries.flatten() {
+            let meta = entry.metadata().expect("metadata");
+            total += if meta.is_dir() {
+                du(&entry.path())
+            } else {
+                meta.len()
+            };
+        }
+    }
+    total
+}
+
+/// Writes chunk `k` of the stream: `per_chunk` events, ids made distinct
+/// per chunk. Returns the file and its line count.
+fn write_chunk(dir: &Path, k: usize, per_chunk: usize) -> (PathBuf, usize) {
+    use std::io::Write;
+    let stream = synthetic_stream(per_chunk, 7 + k as u64);
+    let path = dir.join(format!("chunk-{k}.jsonl"));
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&path).expect("chunk file"));
+    for (_, payload) in &stream.messages {
+        let text = String::from_utf8_lossy(payload)
+            .replace("\"event_id\":\"", &format!("\"event_id\":\"c{k}-"))
+            .replace("\"item_id\":\"", &format!("\"item_id\":\"c{k}-"));
+        out.write_all(text.as_bytes()).expect("write");
+        out.write_all(b"\n").expect("write");
+    }
+    out.flush().expect("flush");
+    (path, stream.messages.len())
+}
+
+fn run_size(bin: &Path, size: usize) {
+    println!("\n== {size} events ==");
+    let work = tempfile::Builder::new()
+        .prefix("lifeledger-scale-")
+        .tempdir()
+        .expect("tempdir");
+    let ledger = work.path().join("ledger");
+    let key = work.path().join("key");
+    let per_chunk = size / CHUNKS;
+    let policy =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../ledger/policies/retention-2026-11.toml");
+    let (_, _, _) = measure(
+        bin,
+        &ledger,
+        &["policy", "publish", policy.to_str().unwrap_or_default()],
+    );
+    let mut lines_total = 0;
+    let mut ingest_rss: f64 = 0.0;
+    let mut rates = Vec::new();
+    let mut an_item = None;
+    for k in 0..CHUNKS {
+        let (file, lines) = write_chunk(work.path(), k, per_chunk);
+        if an_item.is_none() {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            an_item = text
+                .split("\"item_id\":\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .map(str::to_owned);
+        }
+        let start = Instant::now();
+        let (_, rss, _) = measure(
+            bin,
+            &ledger,
+            &[
+                "ingest",
+                file.to_str().unwrap_or_default(),
+                "--batch-size",
+                "5000",
+            ],
+        );
+        let secs = start.elapsed().as_secs_f64();
+        ingest_rss = ingest_rss.max(rss);
+        rates.push(lines as f64 / secs);
+        lines_total += lines;
+        let _ = std::fs::remove_file(&file);
+        println!(
+            "  chunk {k}: {lines} lines in {secs:.1} s ({:.0} lines/s), ingest peak RSS {rss:.0} MiB",
+            lines as f64 / secs
+        );
+    }
+    let evidence = du(&ledger.join("segments")) + du(&ledger.join("manifest"));
+    let index = du(&ledger.join("index"));
+    println!(
+        "  on disk: evidence {:.0} bytes/event, index {:.0} bytes/event ({lines_total} lines)",
+        evidence as f64 / lines_total as f64,
+        index as f64 / lines_total as f64
+    );
+    println!(
+        "  append throughput: first chunk {:.0} lines/s, last chunk {:.0} lines/s (ratio {:.2}); ingest peak RSS {ingest_rss:.0} MiB",
+        rates[0],
+        rates[CHUNKS - 1],
+        rates[CHUNKS - 1] / rates[0]
+    );
+    let item = an_item.unwrap_or_default();
+    let _ = Command::new(bin)
+        .args(["keygen", "--out"])
+        .arg(&key)
+        .output();
+    let key_file = format!("{}.key", key.display());
+    let proof = work.path().join("proof");
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["verify", "--chain-only"],
+        vec!["verify"],
+        vec!["status", "--json"],
+        vec!["item", &item, "--json"],
+        vec!["timeline", "--item", &item, "--json"],
+        vec!["checkpoint", "--key", &key_file],
+        vec!["prove", &item, "--out", proof.to_str().unwrap_or_default()],
+        vec!["rebuild-projection"],
+        vec!["rebuild-index"],
+    ];
+    for args in commands {
+        let (wall, rss, _) = measure(bin, &ledger, &args);
+        println!(
+            "  {:<40} {wall:>7.2} s  peak RSS {rss:>7.0} MiB",
+            args.join(" ")
+        );
+    }
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::var("LIFELEDGER_SCALE_SIZES")
+        .unwrap_or_else(|_| "1000000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let bin = binary();
+    for size in sizes {
+        run_size(&bin, size);
+    }
+}
