@@ -1,30 +1,26 @@
-//! Signed checkpoints kept beside the chains, and the ledger's origin.
+//! Signed checkpoints kept beside the chains, and the ledger's origin
+//! (files of `own_records`).
 
 use jiff::Timestamp;
 
+use super::own_records::{self, ORIGIN, SIGNER};
 use super::{Ledger, StoreError, damaged};
 use crate::checkpoint::{ChainRoot, Checkpoint, PrivateKey, PublicKey};
 
-const TREE: &str = "checkpoints";
-const ORIGIN_KEY: &[u8] = b"Morigin";
-const PUBLIC_KEY: &[u8] = b"Mpublic-key";
+const ORIGIN_KEY: &[u8] = b"origin";
 
 impl Ledger {
     /// The name checkpoints carry as their origin. Set once, when the
     /// ledger is first given one (or on first use, from random bytes).
     pub fn origin(&self) -> Result<String, StoreError> {
-        match self.db.get(ORIGIN_KEY)? {
-            Some(v) => String::from_utf8(v.to_vec())
-                .map_err(|_| damaged(ORIGIN_KEY, "origin is not UTF-8")),
-            None => Err(damaged(ORIGIN_KEY, "no origin recorded")),
-        }
+        own_records::read_text(&self.dir.join(ORIGIN))?
+            .ok_or_else(|| damaged(ORIGIN_KEY, "no origin recorded"))
     }
 
     /// Gives the ledger its origin if it has none; returns the origin.
     pub fn ensure_origin(&mut self, wanted: Option<&str>) -> Result<String, StoreError> {
-        if let Some(v) = self.db.get(ORIGIN_KEY)? {
-            return String::from_utf8(v.to_vec())
-                .map_err(|_| damaged(ORIGIN_KEY, "origin is not UTF-8"));
+        if let Some(origin) = own_records::read_text(&self.dir.join(ORIGIN))? {
+            return Ok(origin);
         }
         let origin = match wanted {
             Some(o) => o.to_owned(),
@@ -34,8 +30,8 @@ impl Ledger {
                 format!("lifeledger.invalid/{}", hex::encode(id))
             }
         };
-        self.db.insert(ORIGIN_KEY, origin.as_bytes())?;
-        self.make_durable()?;
+        self.writable()?;
+        own_records::write_durably(&self.dir.join(ORIGIN), origin.as_bytes())?;
         Ok(origin)
     }
 
@@ -57,44 +53,34 @@ impl Ledger {
     /// Takes, signs and keeps a checkpoint covering every chain head.
     /// Returns the signed note.
     pub fn checkpoint(&mut self, key: &PrivateKey, time: Timestamp) -> Result<String, StoreError> {
+        self.writable()?;
         let checkpoint = self.current_checkpoint(time)?;
         let note = key.sign(&checkpoint);
-        let tree = self.db.open_tree(TREE)?;
-        let next = tree.last()?.map_or(0, |(k, _)| {
-            u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0xff; 8])).wrapping_add(1)
-        });
-        tree.insert(next.to_be_bytes(), note.as_bytes())?;
-        self.db
-            .insert(PUBLIC_KEY, key.public().to_string().as_bytes())?;
-        self.make_durable()?;
+        let next = own_records::checkpoint_files(&self.dir)?.len() as u64;
+        own_records::write_durably(&self.dir.join(SIGNER), key.public().to_string().as_bytes())?;
+        own_records::write_durably(
+            &own_records::checkpoint_path(&self.dir, next),
+            note.as_bytes(),
+        )?;
         Ok(note)
     }
 
     /// Every checkpoint taken, oldest first.
     pub fn checkpoints(&self) -> Result<Vec<String>, StoreError> {
-        let Some(tree) = self.existing_tree(TREE)? else {
-            return Ok(Vec::new());
-        };
-        tree.iter()
-            .values()
-            .map(|v| {
-                let v = v?;
-                String::from_utf8(v.to_vec())
-                    .map_err(|_| damaged(b"checkpoint", "note is not UTF-8"))
-            })
-            .collect()
+        let mut notes = Vec::new();
+        for path in own_records::checkpoint_files(&self.dir)? {
+            notes.extend(own_records::read_text(&path)?);
+        }
+        Ok(notes)
     }
 
     /// The public key of the last checkpoint signer, if any.
     pub fn signer(&self) -> Result<Option<PublicKey>, StoreError> {
-        match self.db.get(PUBLIC_KEY)? {
+        match own_records::read_text(&self.dir.join(SIGNER))? {
             None => Ok(None),
-            Some(v) => {
-                let text = String::from_utf8_lossy(&v).into_owned();
-                PublicKey::parse(&text)
-                    .map(Some)
-                    .map_err(|e| damaged(PUBLIC_KEY, e.to_string()))
-            }
+            Some(text) => PublicKey::parse(&text)
+                .map(Some)
+                .map_err(|e| damaged(SIGNER.as_bytes(), e.to_string())),
         }
     }
 

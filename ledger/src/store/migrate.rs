@@ -28,12 +28,20 @@ pub struct MigrationReport {
 }
 
 /// Keys of the old default tree that the new store derives or keeps in
-/// the evidence instead: blocks, heads, cursors, indexes, nodes, format.
+/// files instead: blocks, heads, cursors, indexes, nodes, format, origin,
+/// signer.
 fn derived_or_moved(key: &[u8]) -> bool {
     matches!(
         key.first(),
         Some(b'B' | b'H' | b'C' | b'X' | b'I' | b'R' | b'N')
     ) || key == layout::META_FORMAT_KEY
+        || key == b"Morigin"
+        || key == b"Mpublic-key"
+}
+
+/// Trees of the old database kept in files instead.
+fn moved_tree(name: &[u8]) -> bool {
+    name == b"__sled__default" || name == b"checkpoints" || name == b"policy-texts"
 }
 
 fn sibling(dir: &Path, suffix: &str) -> PathBuf {
@@ -181,7 +189,7 @@ pub fn migrate(dir: &Path) -> Result<MigrationReport, StoreError> {
         }
     }
     for name in old.tree_names() {
-        if name.as_ref() == b"__sled__default" {
+        if moved_tree(&name) {
             continue;
         }
         let from = old.open_tree(&name)?;
@@ -193,6 +201,7 @@ pub fn migrate(dir: &Path) -> Result<MigrationReport, StoreError> {
     }
     index.flush()?;
     drop(index);
+    copy_own_records(&old, &building)?;
     drop(old);
 
     let mut ledger = Ledger::open(&building, LedgerOptions::default())?;
@@ -217,6 +226,41 @@ pub fn migrate(dir: &Path) -> Result<MigrationReport, StoreError> {
     std::fs::rename(dir, &kept_at).map_err(io_error(dir))?;
     std::fs::rename(&building, dir).map_err(io_error(&building))?;
     Ok(MigrationReport { heads, kept_at })
+}
+
+/// Writes the old ledger's origin, signer key, checkpoints and policy
+/// texts as the files the segment store keeps them in.
+fn copy_own_records(old: &sled::Db, dir: &Path) -> Result<(), StoreError> {
+    use super::own_records::{self, ORIGIN, SIGNER};
+    if let Some(origin) = old.get(b"Morigin")? {
+        own_records::write_durably(&dir.join(ORIGIN), &origin)?;
+    }
+    if let Some(key) = old.get(b"Mpublic-key")? {
+        own_records::write_durably(&dir.join(SIGNER), &key)?;
+    }
+    if old
+        .tree_names()
+        .iter()
+        .any(|n| n.as_ref() == b"checkpoints")
+    {
+        for (n, note) in old.open_tree("checkpoints")?.iter().values().enumerate() {
+            own_records::write_durably(&own_records::checkpoint_path(dir, n as u64), &note?)?;
+        }
+    }
+    if old
+        .tree_names()
+        .iter()
+        .any(|n| n.as_ref() == b"policy-texts")
+    {
+        for item in old.open_tree("policy-texts")?.iter() {
+            let (hash, text) = item?;
+            let hash = String::from_utf8_lossy(&hash).into_owned();
+            if blake3::hash(&text).to_hex().as_str() == hash {
+                own_records::write_durably(&own_records::policy_path(dir, &hash), &text)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn refused(chain: &str, seq: u64, detail: &str) -> StoreError {

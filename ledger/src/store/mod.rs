@@ -19,6 +19,7 @@ mod layout;
 mod manifest;
 mod migrate;
 mod monitor;
+mod own_records;
 mod projection;
 mod read_only;
 mod replay;
@@ -351,6 +352,18 @@ impl Ledger {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Refuses writes from a ledger opened for reading, or after a write
+    /// that could not be made durable.
+    fn writable(&self) -> Result<(), StoreError> {
+        if self.writer.is_none() {
+            return Err(StoreError::ReadOnly);
+        }
+        if self.poisoned {
+            return Err(StoreError::Poisoned);
+        }
+        Ok(())
     }
 
     /// The evidence as this ledger last acknowledged it.

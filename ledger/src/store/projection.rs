@@ -10,7 +10,6 @@ use crate::policy::Policy;
 use crate::projection::{Projection, ProjectionError, PublishedPolicy};
 
 const TREE: &str = "projection";
-const POLICY_TREE: &str = "policy-texts";
 /// Entries folded between two saves while catching up.
 const SAVE_EVERY: u64 = 50_000;
 
@@ -165,19 +164,31 @@ impl Ledger {
     /// Keeps a policy file's text, addressed by its BLAKE3 hash, so that
     /// verdicts can be judged again under the version that was published.
     pub fn store_policy_text(&mut self, hash: &str, text: &str) -> Result<(), StoreError> {
-        self.db
-            .open_tree(POLICY_TREE)?
-            .insert(hash.as_bytes(), text.as_bytes())?;
-        self.make_durable()
+        self.writable()?;
+        if blake3::hash(text.as_bytes()).to_hex().as_str() != hash {
+            return Err(codec_error(
+                hash.as_bytes(),
+                "policy text does not match its hash",
+            ));
+        }
+        let path = super::own_records::policy_path(&self.dir, hash);
+        if path.is_file() {
+            return Ok(());
+        }
+        super::own_records::write_durably(&path, text.as_bytes())
     }
 
     /// A stored policy text by hash, checked against the hash.
     pub fn policy_text(&self, hash: &str) -> Result<Option<String>, StoreError> {
-        let Some(tree) = self.existing_tree(POLICY_TREE)? else {
+        // Hashes are hex; anything else cannot name a file of ours.
+        if hash.is_empty() || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Ok(None);
-        };
-        let Some(bytes) = tree.get(hash.as_bytes())? else {
-            return Ok(None);
+        }
+        let path = super::own_records::policy_path(&self.dir, hash);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(StoreError::Io { path, source }),
         };
         if blake3::hash(&bytes).to_hex().as_str() != hash {
             return Err(codec_error(

@@ -66,6 +66,7 @@ fn an_old_ledger_is_refused_then_migrated_with_the_same_heads() {
     let mut ledger = open(&old);
     assert_eq!(ledger.head("file").unwrap().next_seq, 300);
     assert_eq!(ledger.origin().unwrap(), "example.com/old");
+    assert_eq!(ledger.checkpoints().unwrap(), ["a signed note"]);
     // The indexes were derived: a known event is a duplicate.
     assert_eq!(
         ledger.find_event("e17").unwrap(),
