@@ -104,7 +104,11 @@ def check_chain(ledger, name, state):
             frame_ok = blake3.blake3(data[pos : pos + 17] + body).digest() == digest
             r = 0
             for _ in range(count):
+                if r + 36 > body_len:
+                    raise Bad(name, expected, "record framed past the end of its frame")
                 (length,) = struct.unpack(">I", body[r : r + 4])
+                if r + 36 + length > body_len:
+                    raise Bad(name, expected, "record framed past the end of its frame")
                 stored = body[r + 4 : r + 36]
                 encoding = body[r + 36 : r + 36 + length]
                 if blake3.blake3(encoding, derive_key_context=ENTRY_CONTEXT).digest() != stored:

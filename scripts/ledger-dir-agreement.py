@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,29 @@ def verify_script(ledger):
     return out.returncode, seqs
 
 
+def offsets_to_flip(path, size):
+    """Bytes spread over the whole file, and every byte of the framing
+    (frame headers, record lengths and stored hashes) of one frame in the
+    middle, where a lenient parser and a strict one would part ways."""
+    offsets = set(range(0, size, max(1, size // 150)))
+    data = open(path, "rb").read()
+    (n,) = struct.unpack(">H", data[8:10])
+    pos, frames = 8 + 2 + n + 8 + 32, []
+    while pos + 17 <= size:
+        body_len, _, _, count = struct.unpack(">IBQI", data[pos : pos + 17])
+        frames.append((pos, count))
+        pos += 17 + body_len + 32
+    start, count = frames[len(frames) // 2]
+    offsets.update(range(start, start + 17))
+    r = start + 17
+    for _ in range(count):
+        (length,) = struct.unpack(">I", data[r : r + 4])
+        offsets.update(range(r, r + 36))
+        r += 36 + length
+    offsets.update(range(r, r + 32))
+    return sorted(offsets)
+
+
 def main():
     work = tempfile.mkdtemp(prefix="ledger-agreement-")
     try:
@@ -46,7 +70,7 @@ def main():
         (segment,) = os.listdir(folder)
         size = os.path.getsize(os.path.join(folder, segment))
         checked = 0
-        for offset in range(0, size, max(1, size // 60)):
+        for offset in offsets_to_flip(os.path.join(folder, segment), size):
             ledger = os.path.join(work, "damaged")
             shutil.rmtree(ledger, ignore_errors=True)
             shutil.copytree(clean, ledger)
