@@ -80,12 +80,23 @@ impl Ledger {
             },
             from,
         )?;
-        let mut records = self.records(chain, from)?.peekable();
-        while records.peek().is_some() {
+        let mut records = self.evidence.records(chain, from);
+        loop {
+            let chunk: Vec<_> = records.by_ref().take(CHUNK).collect();
+            if chunk.is_empty() {
+                break;
+            }
             let mut batch = sled::Batch::default();
+            for frame in records.take_frames() {
+                batch.insert(
+                    layout::frame_key(chain, frame.first_seq),
+                    layout::encode_frame_position(frame.segment, frame.offset),
+                );
+            }
             let mut new_index: Vec<(String, SeenEvent)> = Vec::new();
+            let mut new_ids: std::collections::HashSet<String> = Default::default();
             let mut last = None;
-            for record in records.by_ref().take(CHUNK) {
+            for record in chunk {
                 let record = record?;
                 let entry = Entry::decode(&record.encoding).map_err(|e| {
                     damaged(
@@ -95,12 +106,10 @@ impl Ledger {
                 })?;
                 match &entry.body {
                     Body::Event { raw, event_id, .. } => {
-                        let known = self
-                            .event_index
-                            .as_ref()
-                            .is_some_and(|index| index.contains_key(event_id))
-                            || new_index.iter().any(|(id, _)| id == event_id);
+                        let known = new_ids.contains(event_id.as_str())
+                            || self.seen_event(event_id)?.is_some();
                         if !known {
+                            new_ids.insert(event_id.clone());
                             new_index.push((
                                 event_id.clone(),
                                 SeenEvent {
@@ -140,7 +149,7 @@ impl Ledger {
                 self.next_index_record += 1;
                 if let Some(index) = self.event_index.as_mut() {
                     for (id, seen) in new_index {
-                        index.entry(id).or_insert(seen);
+                        index.insert(&id, &seen.chain, seen.seq);
                     }
                 }
             }
@@ -153,13 +162,13 @@ impl Ledger {
     /// Drops every index and derives them again from the evidence.
     pub fn rebuild_indexes(&mut self) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        for prefix in [&b"H"[..], b"X", b"I", b"R", b"N"] {
+        for prefix in [&b"H"[..], b"X", b"I", b"R", b"N", b"F"] {
             for item in self.db.scan_prefix(prefix) {
                 batch.remove(item?.0);
             }
         }
         self.db.apply_batch(batch)?;
-        self.event_index = Some(Default::default());
+        self.event_index = Some(super::event_index::EventIndex::default());
         self.next_index_record = 0;
         self.frontiers.clear();
         self.catch_up_derived()?;

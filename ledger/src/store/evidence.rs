@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use super::StoreError;
 use super::manifest::{ChainState, Manifest, OpenSegment, SealedSegment};
 use super::segment;
-use super::snapshot::{self, MANIFEST, SEGMENTS, Snapshot};
+use super::snapshot::{self, FramePosition, MANIFEST, SEGMENTS, Snapshot};
 use crate::chain::SealedEntry;
 
 const MANIFEST_TMP: &str = "manifest.tmp";
@@ -174,13 +174,15 @@ impl EvidenceWriter {
     }
 
     /// Writes the entries and cursors of one append, durably, and returns
-    /// the manifest that acknowledges them (already written).
+    /// the manifest that acknowledges them (already written) and where
+    /// each new frame starts.
     pub fn append(
         &mut self,
         current: &Manifest,
         writes: &[ChainWrite<'_>],
-    ) -> Result<Manifest, StoreError> {
+    ) -> Result<(Manifest, Vec<(String, FramePosition)>), StoreError> {
         let mut manifest = current.clone();
+        let mut frames = Vec::new();
         let mut touched: Vec<String> = Vec::new();
         let mut new_dirs: HashSet<PathBuf> = HashSet::new();
         let mut to_seal: Vec<String> = Vec::new();
@@ -251,6 +253,14 @@ impl EvidenceWriter {
             let path = chain_dir.join(segment::open_name(open.first_seq));
             file.write_all_at(&frame, open.bytes)
                 .map_err(io_error(&path))?;
+            frames.push((
+                write.chain.to_owned(),
+                FramePosition {
+                    first_seq: first.seq,
+                    segment: open.first_seq,
+                    offset: open.bytes,
+                },
+            ));
             let bytes = open.bytes + frame.len() as u64;
             state.open = Some(OpenSegment {
                 first_seq: open.first_seq,
@@ -264,7 +274,7 @@ impl EvidenceWriter {
             }
         }
         if manifest == *current {
-            return Ok(manifest);
+            return Ok((manifest, frames));
         }
         for chain in &touched {
             if let Some(file) = self.files.get(chain) {
@@ -292,7 +302,7 @@ impl EvidenceWriter {
                 sync_dir(parent)?;
             }
         }
-        Ok(manifest)
+        Ok((manifest, frames))
     }
 
     /// Turns a chain's open segment into a sealed one in `manifest`; returns

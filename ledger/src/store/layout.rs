@@ -10,6 +10,7 @@
 //! | `X` n (u64 BE) | the event ids one append recorded first: per id, u32 BE len, id, u16 BE len, chain, seq u64 BE, blake3(raw) 32 B |
 //! | `R` rejection key (32 B) | u16 BE len, chain, seq u64 BE |
 //! | `N` … | Merkle subtrees (`tree.rs`) |
+//! | `F` u16 BE len, chain, first_seq u64 BE | where a frame starts: segment first seq u64 BE, byte offset u64 BE |
 //! | `S` chain | a staged batch (`staged.rs`) |
 //!
 //! Format 1 kept the entries themselves in blocks (`B` keys: `count` u32
@@ -218,4 +219,34 @@ pub fn decode_block(first_seq: u64, value: &[u8]) -> (Vec<StoredRecord>, Option<
         );
     }
     (records, None)
+}
+
+/// The prefix of every frame position key of a chain.
+pub fn frame_prefix(chain: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(3 + chain.len() + 8);
+    key.push(b'F');
+    put_chain(&mut key, chain);
+    key
+}
+
+/// Key of the position of the frame of `chain` that starts at `first_seq`.
+pub fn frame_key(chain: &str, first_seq: u64) -> Vec<u8> {
+    let mut key = frame_prefix(chain);
+    key.extend_from_slice(&first_seq.to_be_bytes());
+    key
+}
+
+pub fn encode_frame_position(segment: u64, offset: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16);
+    out.extend_from_slice(&segment.to_be_bytes());
+    out.extend_from_slice(&offset.to_be_bytes());
+    out
+}
+
+/// (frame first seq, segment first seq, offset) from a frame key and value.
+pub fn decode_frame_position(key: &[u8], value: &[u8]) -> Option<(u64, u64, u64)> {
+    let seq = u64::from_be_bytes(key.get(key.len().checked_sub(8)?..)?.try_into().ok()?);
+    let segment = u64::from_be_bytes(value.get(..8)?.try_into().ok()?);
+    let offset = u64::from_be_bytes(value.get(8..16)?.try_into().ok()?);
+    Some((seq, segment, offset))
 }

@@ -33,7 +33,7 @@ pub struct MigrationReport {
 fn derived_or_moved(key: &[u8]) -> bool {
     matches!(
         key.first(),
-        Some(b'B' | b'H' | b'C' | b'X' | b'I' | b'R' | b'N')
+        Some(b'B' | b'H' | b'C' | b'X' | b'I' | b'R' | b'N' | b'F')
     ) || key == layout::META_FORMAT_KEY
         || key == b"Morigin"
         || key == b"Mpublic-key"
@@ -135,7 +135,7 @@ pub fn migrate(dir: &Path) -> Result<MigrationReport, StoreError> {
                         entries: &chunk,
                         cursor: None,
                     };
-                    manifest = writer.append(&manifest, &[write])?;
+                    manifest = writer.append(&manifest, &[write])?.0;
                     chunk.clear();
                     chunk_bytes = 0;
                 }
@@ -157,7 +157,7 @@ pub fn migrate(dir: &Path) -> Result<MigrationReport, StoreError> {
             entries: &chunk,
             cursor,
         };
-        manifest = writer.append(&manifest, &[write])?;
+        manifest = writer.append(&manifest, &[write])?.0;
     }
     // Cursors of chains without entries (a partition read but all skipped).
     for item in old.scan_prefix(b"C") {
@@ -170,7 +170,7 @@ pub fn migrate(dir: &Path) -> Result<MigrationReport, StoreError> {
                 entries: &[],
                 cursor,
             };
-            manifest = writer.append(&manifest, &[write])?;
+            manifest = writer.append(&manifest, &[write])?.0;
         }
     }
     drop(writer);

@@ -13,6 +13,7 @@
 mod checkpoints;
 mod derived;
 mod durability;
+mod event_index;
 mod evidence;
 mod export;
 mod layout;
@@ -178,7 +179,7 @@ pub struct Ledger {
     /// Where each event id was first recorded, loaded on first use. Kept in
     /// memory and written one record per append (key `X`), not one sled
     /// insert per event: that insert alone capped appends near 90k/s.
-    event_index: Option<HashMap<String, SeenEvent>>,
+    event_index: Option<event_index::EventIndex>,
     /// The number of the next `X` record.
     next_index_record: u64,
 }
@@ -432,29 +433,55 @@ impl Ledger {
     /// Where an event id was first recorded, if it was.
     pub fn find_event(&mut self, event_id: &str) -> Result<Option<(String, u64)>, StoreError> {
         self.load_event_index()?;
-        Ok(self.seen_event(event_id).map(|s| (s.chain.clone(), s.seq)))
+        Ok(self.seen_event(event_id)?.map(|s| (s.chain, s.seq)))
     }
 
-    fn seen_event(&self, event_id: &str) -> Option<&SeenEvent> {
-        self.event_index
+    /// The first record of an event id: the index's candidate, confirmed by
+    /// reading the entry there (the index keeps fingerprints, not ids).
+    fn seen_event(&self, event_id: &str) -> Result<Option<SeenEvent>, StoreError> {
+        let Some((chain, seq)) = self
+            .event_index
             .as_ref()
-            .and_then(|index| index.get(event_id))
+            .and_then(|index| index.candidate(event_id))
+        else {
+            return Ok(None);
+        };
+        let Some(record) = self.records(chain, seq)?.next().transpose()? else {
+            return Ok(None);
+        };
+        let entry = Entry::decode(&record.encoding).map_err(|e| StoreError::Broken {
+            chain: chain.to_owned(),
+            seq,
+            detail: format!("stored bytes are not an entry: {e}"),
+        })?;
+        match entry.body {
+            crate::entry::Body::Event {
+                event_id: recorded,
+                raw,
+                ..
+            } if recorded == event_id && record.position == seq => Ok(Some(SeenEvent {
+                chain: chain.to_owned(),
+                seq,
+                raw_hash: *blake3::hash(&raw).as_bytes(),
+            })),
+            _ => Ok(None),
+        }
     }
 
-    /// Reads the event index: `X` records (one per append) and any `I`
-    /// records of ledgers written before them.
+    /// Reads the event index: `X` records (one per append, each id's first
+    /// record in order) and any `I` records of ledgers written before them.
     fn load_event_index(&mut self) -> Result<(), StoreError> {
         if self.event_index.is_some() {
             return Ok(());
         }
-        let mut index = HashMap::new();
+        let mut index = event_index::EventIndex::default();
         for item in self.db.scan_prefix(b"I") {
             let (key, value) = item?;
             let id = String::from_utf8(key[1..].to_vec())
                 .map_err(|_| damaged(&key, "event id is not UTF-8"))?;
             let seen = layout::decode_seen_event(&value)
                 .ok_or_else(|| damaged(&key, "event index record is malformed"))?;
-            index.insert(id, seen);
+            index.insert(&id, &seen.chain, seen.seq);
         }
         let mut next = 0;
         for item in self.db.scan_prefix(b"X") {
@@ -462,7 +489,7 @@ impl Ledger {
             let records = layout::decode_index_record(&value)
                 .ok_or_else(|| damaged(&key, "event index record is malformed"))?;
             for (id, seen) in records {
-                index.entry(id).or_insert(seen);
+                index.insert(&id, &seen.chain, seen.seq);
             }
             next = layout::index_record_number(&key).map_or(next, |n| n + 1);
         }
@@ -550,7 +577,7 @@ impl Ledger {
                 let seen = match &classified {
                     Classified::Event { event_id, .. } => match batch_events.get(event_id) {
                         Some(seen) => Some(seen.clone()),
-                        None => self.seen_event(event_id).cloned(),
+                        None => self.seen_event(event_id)?,
                     },
                     Classified::Rejected { .. } => None,
                 };
@@ -651,7 +678,15 @@ impl Ledger {
         };
         let written = writer.append(self.evidence.manifest(), &writes);
         let manifest = match written {
-            Ok(manifest) => manifest,
+            Ok((manifest, frames)) => {
+                for (chain, f) in frames {
+                    batch.insert(
+                        layout::frame_key(&chain, f.first_seq),
+                        layout::encode_frame_position(f.segment, f.offset),
+                    );
+                }
+                manifest
+            }
             Err(e) => {
                 // Frames may be on disk past the acknowledged lengths; the
                 // next writer drops them. Nothing more is acknowledged here.
@@ -672,7 +707,7 @@ impl Ledger {
             self.next_index_record += 1;
             if let Some(index) = self.event_index.as_mut() {
                 for (id, seen) in new_index {
-                    index.entry(id).or_insert(seen);
+                    index.insert(&id, &seen.chain, seen.seq);
                 }
             }
         }
@@ -701,9 +736,45 @@ impl Ledger {
         synced
     }
 
-    /// Acknowledged records of a chain from `from_seq` on, in order.
+    /// Acknowledged records of a chain from `from_seq` on, in order;
+    /// started at the frame the index says holds `from_seq`, so that a
+    /// read costs O(log n) index lookups rather than a segment scan.
     pub fn records(&self, chain: &str, from_seq: u64) -> Result<Records, StoreError> {
-        Ok(self.evidence.records(chain, from_seq))
+        let prefix = layout::frame_prefix(chain);
+        let hint = match self
+            .db
+            .range(prefix.clone()..=layout::frame_key(chain, from_seq))
+            .next_back()
+        {
+            Some(item) => {
+                let (key, value) = item?;
+                layout::decode_frame_position(&key, &value).map(|(first_seq, segment, offset)| {
+                    snapshot::FramePosition {
+                        first_seq,
+                        segment,
+                        offset,
+                    }
+                })
+            }
+            None => None,
+        };
+        if hint.is_none() {
+            return Ok(self.evidence.records(chain, from_seq));
+        }
+        // The index is not trusted: a hint that does not read back is
+        // ignored, and the chain is read from its segment's start.
+        let mut hinted = self.evidence.records_from(chain, from_seq, hint);
+        match hinted.next() {
+            Some(Ok(record)) => {
+                hinted.unread(record);
+                Ok(hinted)
+            }
+            None => Ok(hinted),
+            Some(Err(e)) => {
+                tracing::debug!(chain, from_seq, "frame hint not used: {e}");
+                Ok(self.evidence.records(chain, from_seq))
+            }
+        }
     }
 
     /// Decoded entries of a chain with seq in `from..=to`.

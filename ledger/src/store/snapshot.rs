@@ -26,6 +26,18 @@ pub const MANIFEST: &str = "manifest";
 /// The directory holding one directory of segment files per chain.
 pub const SEGMENTS: &str = "segments";
 
+/// Where a frame starts: the hint the index keeps so that a read can start
+/// at a frame instead of at its segment's first one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FramePosition {
+    /// The seq of the frame's first record.
+    pub first_seq: u64,
+    /// The first seq of the segment holding the frame.
+    pub segment: u64,
+    /// The frame's byte offset in that segment.
+    pub offset: u64,
+}
+
 /// The evidence of a ledger as one manifest acknowledges it.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -115,6 +127,13 @@ impl Snapshot {
     /// with a [`StoreError::Damaged`] naming the seq where the acknowledged
     /// bytes stop being readable, if they do.
     pub fn records(&self, chain: &str, from_seq: u64) -> Records {
+        self.records_from(chain, from_seq, None)
+    }
+
+    /// [`Snapshot::records`], starting at the frame `hint` names (the last
+    /// frame starting at or before `from_seq`). A wrong hint reads as
+    /// damage; the caller then reads again without it.
+    pub fn records_from(&self, chain: &str, from_seq: u64, hint: Option<FramePosition>) -> Records {
         let state = self
             .manifest
             .chains
@@ -142,8 +161,16 @@ impl Snapshot {
                 bytes: open.bytes,
             });
         }
+        if let Some(h) = hint {
+            while segments.len() > 1 && segments.front().is_some_and(|s| s.first_seq < h.segment) {
+                segments.pop_front();
+            }
+        }
+        let start = hint.filter(|h| segments.front().is_some_and(|s| s.first_seq == h.segment));
         let next_unread = segments.front().map_or(0, |s| s.first_seq);
         Records {
+            start,
+            frames: Vec::new(),
             chain: chain.to_owned(),
             chain_dir,
             next_unread,
@@ -307,6 +334,7 @@ struct OpenedSegment {
     path: PathBuf,
     offset: u64,
     bytes: u64,
+    first_seq: u64,
 }
 
 /// Iterator over a snapshot's records of one chain.
@@ -324,10 +352,24 @@ pub struct Records {
     end_seq: u64,
     /// Damage found, reported once the records before it are delivered.
     deferred: Option<StoreError>,
+    /// Where in the first segment to start, if not at its first frame.
+    start: Option<FramePosition>,
+    /// Frames read so far, for the index to keep.
+    frames: Vec<FramePosition>,
     done: bool,
 }
 
 impl Records {
+    /// The frames read so far (each once), for the index.
+    pub fn take_frames(&mut self) -> Vec<FramePosition> {
+        std::mem::take(&mut self.frames)
+    }
+
+    /// Puts a record taken from this iterator back in front.
+    pub fn unread(&mut self, record: StoredRecord) {
+        self.pending.push_front(record);
+    }
+
     /// The seq the next record read from disk must carry.
     fn expected(&self) -> u64 {
         self.next_unread
@@ -391,11 +433,17 @@ impl Records {
             }
             Err(e) => return Err(self.damage(seq, format!("{}: {e}", path.display()))),
         }
+        let mut offset = head.len() as u64;
+        if let Some(start) = self.start.take().filter(|h| h.segment == seg.first_seq) {
+            offset = start.offset;
+            self.next_unread = start.first_seq;
+        }
         self.current = Some(OpenedSegment {
             file,
             path,
-            offset: head.len() as u64,
+            offset,
             bytes: seg.bytes,
+            first_seq: seg.first_seq,
         });
         Ok(true)
     }
@@ -430,6 +478,11 @@ impl Records {
             return Err(self.damage(expected, detail));
         }
         seg.offset = end;
+        let position = FramePosition {
+            first_seq: header.first_seq,
+            segment: seg.first_seq,
+            offset: at,
+        };
         // A frame wholly before the first seq wanted is skipped unread.
         if header.first_seq + u64::from(header.count) <= self.from_seq {
             self.next_unread = header.first_seq + u64::from(header.count);
@@ -459,6 +512,7 @@ impl Records {
             Ok(records) => {
                 self.next_unread = header.first_seq + records.len() as u64;
                 self.pending.extend(records);
+                self.frames.push(position);
                 Ok(())
             }
             Err(damage) => {

@@ -258,3 +258,32 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn frame_positions_in_the_index_are_hints_a_wrong_one_is_not_trusted() {
+    let tmp = tempfile::tempdir().unwrap();
+    build(tmp.path(), 700);
+    {
+        let db = lifeledger_tests::open_index(tmp.path());
+        let frames: Vec<_> = db.scan_prefix(b"F").keys().map(|k| k.unwrap()).collect();
+        assert!(
+            frames.len() >= 7,
+            "one position per frame: {}",
+            frames.len()
+        );
+        for key in frames {
+            // Every hint now points into the middle of the first frame.
+            let mut wrong = 0u64.to_be_bytes().to_vec();
+            wrong.extend_from_slice(&100u64.to_be_bytes());
+            db.insert(key, wrong).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let mut ledger = open(tmp.path());
+    let record = ledger.records(CHAIN, 333).unwrap().next().unwrap().unwrap();
+    assert_eq!(record.position, 333);
+    assert_eq!(
+        ledger.find_event("e333").unwrap(),
+        Some((CHAIN.to_owned(), 333))
+    );
+}
