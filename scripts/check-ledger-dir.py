@@ -6,7 +6,7 @@ reads the manifest, walks every chain's segment files up to the
 acknowledged lengths, checks every header, frame, record hash and chain
 link, and every sealed segment's size and hash. Prints one line per chain;
 exits 1 naming the chain and first bad seq if anything fails, 0 if the
-directory is intact. Needs the `blake3` package from PyPI.
+directory is intact. Needs the `blake3` and `zstandard` packages from PyPI.
 
 usage: check-ledger-dir.py LEDGER_DIR
 """
@@ -15,6 +15,7 @@ import struct
 import sys
 
 import blake3
+import zstandard
 
 ENTRY_CONTEXT = "lifeledger 2026-11 entry v1"
 MAGIC = b"LLSEG\x00\x00\x01"
@@ -99,9 +100,18 @@ def check_chain(ledger, name, state):
             body_len, codec, ffirst, count = struct.unpack(">IBQI", data[pos : pos + 17])
             body = data[pos + 17 : pos + 17 + body_len]
             digest = data[pos + 17 + body_len : pos + 17 + body_len + 32]
-            if codec != 0 or ffirst != expected or len(body) != body_len or len(digest) != 32:
+            if codec not in (0, 1) or ffirst != expected or len(body) != body_len or len(digest) != 32:
                 raise Bad(name, expected, "bad frame header")
             frame_ok = blake3.blake3(data[pos : pos + 17] + body).digest() == digest
+            if codec == 1:
+                # A damaged compressed frame vouches for none of its records.
+                if not frame_ok:
+                    raise Bad(name, ffirst, "frame hash does not match its bytes")
+                try:
+                    body = zstandard.ZstdDecompressor().decompress(body, max_output_size=1 << 30)
+                except zstandard.ZstdError as e:
+                    raise Bad(name, ffirst, f"frame does not decompress: {e}")
+                body_len = len(body)
             r = 0
             for _ in range(count):
                 if r + 36 > body_len:
@@ -119,7 +129,7 @@ def check_chain(ledger, name, state):
                 prev, expected, r = stored, expected + 1, r + 36 + length
             if r != body_len or not frame_ok:
                 raise Bad(name, ffirst, "frame hash does not match its bytes")
-            pos += 17 + body_len + 32
+            pos += 17 + struct.unpack(">I", data[pos : pos + 4])[0] + 32
     if expected != state["next"] or prev.hex() != state["head"]:
         raise Bad(name, expected, f"acknowledged {state['next']} entries, {expected} readable")
     return expected

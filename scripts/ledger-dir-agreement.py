@@ -36,24 +36,30 @@ def verify_script(ledger):
 
 
 def offsets_to_flip(path, size):
-    """Bytes spread over the whole file, and every byte of the framing
-    (frame headers, record lengths and stored hashes) of one frame in the
-    middle, where a lenient parser and a strict one would part ways."""
+    """Bytes spread over the whole file, and every byte of the framing of
+    one frame in the middle (its header and checksum; record lengths and
+    stored hashes if it is stored as is, every 7th byte if compressed),
+    where a lenient parser and a strict one would part ways."""
     offsets = set(range(0, size, max(1, size // 150)))
     data = open(path, "rb").read()
     (n,) = struct.unpack(">H", data[8:10])
     pos, frames = 8 + 2 + n + 8 + 32, []
     while pos + 17 <= size:
-        body_len, _, _, count = struct.unpack(">IBQI", data[pos : pos + 17])
-        frames.append((pos, count))
+        body_len, codec, _, count = struct.unpack(">IBQI", data[pos : pos + 17])
+        frames.append((pos, codec, count))
         pos += 17 + body_len + 32
-    start, count = frames[len(frames) // 2]
+    start, codec, count = frames[len(frames) // 2]
     offsets.update(range(start, start + 17))
+    (body_len,) = struct.unpack(">I", data[start : start + 4])
     r = start + 17
-    for _ in range(count):
-        (length,) = struct.unpack(">I", data[r : r + 4])
-        offsets.update(range(r, r + 36))
-        r += 36 + length
+    if codec == 0:
+        for _ in range(count):
+            (length,) = struct.unpack(">I", data[r : r + 4])
+            offsets.update(range(r, r + 36))
+            r += 36 + length
+    else:
+        offsets.update(range(r, r + body_len, 7))
+        r += body_len
     offsets.update(range(r, r + 32))
     return sorted(offsets)
 

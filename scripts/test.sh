@@ -4,10 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The independent vector check needs Python's blake3 package.
-if ! python3 -c 'import blake3' 2>/dev/null; then
-  echo "installing the Python blake3 package for scripts/check-vectors.py"
-  python3 -m pip install --quiet --disable-pip-version-check blake3
+# The independent checks (scripts/check-vectors.py, check-ledger-dir.py)
+# need Python's blake3 and zstandard packages.
+if ! python3 -c 'import blake3, zstandard' 2>/dev/null; then
+  echo "installing the Python blake3 and zstandard packages for the independent checks"
+  python3 -m pip install --quiet --disable-pip-version-check blake3 zstandard
 fi
 
 # The report test renders the HTML report in Debian's headless chromium.

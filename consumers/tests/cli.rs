@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use lifeledger_tests::segments::{cut_file, flip_byte, record_spans};
+use lifeledger_tests::segments::{cut_file, flip_byte, frame_spans};
 use lifeledger_tests::{collected, stored, write_lines};
 
 fn run(ledger: &Path, args: &[&str]) -> Output {
@@ -94,17 +94,17 @@ fn verify_exit_codes_tell_intact_broken_and_unusable_apart() {
     );
     assert_eq!(run(&ledger, &["verify"]).status.code(), Some(0));
 
-    // Cut the last acknowledged entry short, as a lost disk write would.
+    // Cut the last acknowledged frame short, as a lost disk write would.
     {
-        let last = record_spans(&ledger, "file").pop().unwrap();
-        assert_eq!(last.seq, 1);
-        cut_file(&last.path, last.encoding_offset + 5);
+        let last = frame_spans(&ledger, "file").pop().unwrap();
+        assert_eq!((last.first_seq, last.count), (0, 2));
+        cut_file(&last.path, last.offset + last.len - 5);
     }
     let broken = run(&ledger, &["verify", "--json"]);
     assert_eq!(broken.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_str(&stdout(&broken)).unwrap();
     assert_eq!(report["intact"], false);
-    assert_eq!(report["findings"][0]["first_bad_seq"], 1);
+    assert_eq!(report["findings"][0]["first_bad_seq"], 0);
     assert!(
         report["findings"][0]["problem"]
             .as_str()
@@ -751,15 +751,13 @@ fn a_report_on_a_broken_ledger_says_so_and_shows_only_the_intact_part() {
         .code(),
         Some(0)
     );
-    // Flip one byte inside the first entry of the chain's last frame.
+    // Flip one byte inside the chain's last frame (compressed: the whole
+    // frame is then unreadable, from its first seq).
     let (damaged_from, block_count) = {
-        let spans = record_spans(&ledger, "file");
-        let last_frame = spans.last().unwrap().frame_offset;
-        let first = spans.iter().find(|s| s.frame_offset == last_frame).unwrap();
-        flip_byte(&first.path, first.encoding_offset + 60, 0x20);
-        let frames: std::collections::BTreeSet<u64> =
-            spans.iter().map(|s| s.frame_offset).collect();
-        (first.seq, frames.len())
+        let frames = frame_spans(&ledger, "file");
+        let last = frames.last().unwrap();
+        flip_byte(&last.path, last.offset + last.len / 2, 0x20);
+        (last.first_seq, frames.len())
     };
     assert!(block_count > 1);
     let page = tmp.path().join("report.html");

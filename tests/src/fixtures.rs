@@ -48,13 +48,16 @@ pub fn open(dir: &Path) -> Ledger {
     retry_locked(|| Ledger::open(dir, LedgerOptions::default()))
 }
 
-/// Opens a ledger whose segments are sealed at `segment_max_bytes`.
+/// Opens a ledger whose segments are sealed at `segment_max_bytes` and
+/// whose frames are not compressed, so that a test can reach each record's
+/// bytes (`segments::record_spans`).
 pub fn open_with_segments(dir: &Path, segment_max_bytes: u64) -> Ledger {
     retry_locked(|| {
         Ledger::open(
             dir,
             LedgerOptions {
                 segment_max_bytes,
+                compress_frames: false,
                 ..LedgerOptions::default()
             },
         )

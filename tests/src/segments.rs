@@ -30,7 +30,47 @@ pub fn segment_files(ledger: &Path, chain: &str) -> Vec<PathBuf> {
     files
 }
 
-/// Every complete record of a chain's segment files, in order.
+/// Where one frame's bytes sit in a segment file.
+#[derive(Debug, Clone)]
+pub struct FrameSpan {
+    pub first_seq: u64,
+    pub count: u32,
+    pub codec: u8,
+    pub path: PathBuf,
+    pub offset: u64,
+    /// Header, body and checksum.
+    pub len: u64,
+}
+
+/// Every complete frame of a chain's segment files, in order.
+pub fn frame_spans(ledger: &Path, chain: &str) -> Vec<FrameSpan> {
+    let mut out = Vec::new();
+    for path in segment_files(ledger, chain) {
+        let bytes = std::fs::read(&path).unwrap();
+        let name_len = u16::from_be_bytes([bytes[8], bytes[9]]) as usize;
+        let mut pos = 8 + 2 + name_len + 8 + 32;
+        while pos + 17 <= bytes.len() {
+            let body_len = u32::from_be_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+            let end = pos + 17 + body_len + 32;
+            if end > bytes.len() {
+                break;
+            }
+            out.push(FrameSpan {
+                first_seq: u64::from_be_bytes(bytes[pos + 5..pos + 13].try_into().unwrap()),
+                count: u32::from_be_bytes(bytes[pos + 13..pos + 17].try_into().unwrap()),
+                codec: bytes[pos + 4],
+                path: path.clone(),
+                offset: pos as u64,
+                len: (end - pos) as u64,
+            });
+            pos = end;
+        }
+    }
+    out
+}
+
+/// Every complete record of a chain's segment files, in order (frames
+/// stored uncompressed only: codec 0).
 pub fn record_spans(ledger: &Path, chain: &str) -> Vec<RecordSpan> {
     let mut out = Vec::new();
     for path in segment_files(ledger, chain) {
@@ -41,6 +81,11 @@ pub fn record_spans(ledger: &Path, chain: &str) -> Vec<RecordSpan> {
             let body_len = u32::from_be_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
             let first = u64::from_be_bytes(bytes[pos + 5..pos + 13].try_into().unwrap());
             let count = u32::from_be_bytes(bytes[pos + 13..pos + 17].try_into().unwrap());
+            assert_eq!(
+                bytes[pos + 4],
+                0,
+                "record_spans reads uncompressed frames only"
+            );
             let end = pos + 17 + body_len + 32;
             if end > bytes.len() {
                 break;

@@ -41,6 +41,7 @@ pub struct EvidenceWriter {
     /// Open segment files, by chain.
     files: HashMap<String, File>,
     segment_max_bytes: u64,
+    compress: bool,
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -92,6 +93,7 @@ impl EvidenceWriter {
     pub fn recover(
         dir: &Path,
         segment_max_bytes: u64,
+        compress: bool,
     ) -> Result<(EvidenceWriter, Snapshot), StoreError> {
         let tmp = dir.join(MANIFEST_TMP);
         if tmp.exists() {
@@ -102,6 +104,7 @@ impl EvidenceWriter {
             dir: dir.to_owned(),
             files: HashMap::new(),
             segment_max_bytes,
+            compress,
         };
         for (chain, state) in &snapshot.manifest().chains {
             let chain_dir = snapshot.chain_dir(chain);
@@ -241,6 +244,7 @@ impl EvidenceWriter {
                     .entries
                     .iter()
                     .map(|e| (&e.hash, e.encoding.as_slice())),
+                self.compress,
             );
             let file = self
                 .files

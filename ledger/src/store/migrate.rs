@@ -106,8 +106,11 @@ pub fn migrate(dir: &Path) -> Result<MigrationReport, StoreError> {
     let heads = old_heads(&old)?;
 
     EvidenceWriter::create(&building)?;
-    let (mut writer, snapshot) =
-        EvidenceWriter::recover(&building, LedgerOptions::default().segment_max_bytes)?;
+    let (mut writer, snapshot) = EvidenceWriter::recover(
+        &building,
+        LedgerOptions::default().segment_max_bytes,
+        LedgerOptions::default().compress_frames,
+    )?;
     let mut manifest = snapshot.manifest().clone();
     for (chain, next_seq, last_hash) in &heads {
         let mut verifier = ChainVerifier::new(chain, Depth::Chain);

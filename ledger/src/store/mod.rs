@@ -56,6 +56,9 @@ pub struct LedgerOptions {
     pub limits: IntakeLimits,
     /// A chain's open segment is sealed once it holds this many bytes.
     pub segment_max_bytes: u64,
+    /// Frames are written zstd-compressed (FORMAT.md 15). Without it,
+    /// damage is named at the record it touches rather than at its frame.
+    pub compress_frames: bool,
 }
 
 impl Default for LedgerOptions {
@@ -63,6 +66,7 @@ impl Default for LedgerOptions {
         LedgerOptions {
             limits: IntakeLimits::default(),
             segment_max_bytes: 64 * 1024 * 1024,
+            compress_frames: true,
         }
     }
 }
@@ -286,7 +290,11 @@ impl Ledger {
         }
         let index_dir = dir.join(INDEX_DIR);
         let db = open_index(&index_dir)?;
-        let (writer, snapshot) = evidence::EvidenceWriter::recover(dir, options.segment_max_bytes)?;
+        let (writer, snapshot) = evidence::EvidenceWriter::recover(
+            dir,
+            options.segment_max_bytes,
+            options.compress_frames,
+        )?;
         let mut ledger = Ledger::assemble(db, dir, index_dir, snapshot, Some(writer), options)?;
         let heads: Vec<ChainHead> = ledger.heads().cloned().collect();
         for head in &heads {

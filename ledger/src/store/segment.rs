@@ -18,6 +18,15 @@ pub const FRAME_HEADER_LEN: usize = 17;
 pub const CHECKSUM_LEN: usize = 32;
 /// Records stored as they are.
 pub const CODEC_NONE: u8 = 0;
+/// Records compressed as one zstd frame (RFC 8878) with its content size
+/// and content checksum.
+pub const CODEC_ZSTD: u8 = 1;
+/// A frame never holds more than this many bytes of records once
+/// decompressed (a damaged or hostile size cannot make a reader allocate
+/// more).
+pub const MAX_RECORDS_BYTES: usize = 1 << 30;
+/// The zstd level frames are written at: fast, and most of the gain.
+const ZSTD_LEVEL: i32 = 1;
 
 /// What a segment header says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,11 +119,13 @@ impl FrameHeader {
 }
 
 /// One frame: records `first_seq..first_seq + records.len()`, each as
-/// `u32` length, 32-byte entry hash, entry encoding; then the BLAKE3 hash of
-/// the frame header and body.
+/// `u32` length, 32-byte entry hash, entry encoding, stored as they are
+/// (`compress` false) or as one zstd frame; then the BLAKE3 hash of the
+/// frame header and body.
 pub fn encode_frame<'a>(
     first_seq: u64,
     records: impl ExactSizeIterator<Item = (&'a EntryHash, &'a [u8])>,
+    compress: bool,
 ) -> Vec<u8> {
     let count = u32::try_from(records.len()).unwrap_or(u32::MAX);
     let mut body = Vec::new();
@@ -124,9 +135,13 @@ pub fn encode_frame<'a>(
         body.extend_from_slice(&hash.0);
         body.extend_from_slice(encoding);
     }
+    let (codec, body) = match compress.then(|| zstd_compress(&body)).flatten() {
+        Some(compressed) => (CODEC_ZSTD, compressed),
+        None => (CODEC_NONE, body),
+    };
     let header = FrameHeader {
         body_len: u32::try_from(body.len()).unwrap_or(u32::MAX),
-        codec: CODEC_NONE,
+        codec,
         first_seq,
         count,
     }
@@ -165,16 +180,28 @@ pub fn decode_frame(
             "frame checksum does not match its bytes",
         ));
     }
-    if header.codec != CODEC_NONE {
-        return Err(FrameDamage {
-            intact: Vec::new(),
-            detail: format!("frame codec {} is not known", header.codec),
-        });
-    }
-    split_records(header, body).map_err(|detail| FrameDamage {
+    let no_records = |detail: String| FrameDamage {
         intact: Vec::new(),
         detail,
-    })
+    };
+    match header.codec {
+        CODEC_NONE => split_records(header, body).map_err(no_records),
+        CODEC_ZSTD => {
+            let plain = zstd::bulk::decompress(body, MAX_RECORDS_BYTES)
+                .map_err(|e| no_records(format!("frame does not decompress: {e}")))?;
+            split_records(header, &plain).map_err(no_records)
+        }
+        other => Err(no_records(format!("frame codec {other} is not known"))),
+    }
+}
+
+/// The records body as one zstd frame with content size and checksum;
+/// `None` if compressing failed (the frame is then stored as it is).
+fn zstd_compress(body: &[u8]) -> Option<Vec<u8>> {
+    let mut compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok()?;
+    compressor.include_checksum(true).ok()?;
+    compressor.include_contentsize(true).ok()?;
+    compressor.compress(body).ok()
 }
 
 /// The leading records of a damaged or cut frame body that still match
@@ -182,6 +209,13 @@ pub fn decode_frame(
 /// touches rather than at the frame.
 pub fn salvage(header: &FrameHeader, body: &[u8], why: &str) -> FrameDamage {
     let mut intact = Vec::new();
+    if header.codec != CODEC_NONE {
+        // A damaged compressed body vouches for none of its records.
+        return FrameDamage {
+            intact,
+            detail: why.to_owned(),
+        };
+    }
     let mut pos = 0usize;
     let mut seq = header.first_seq;
     while intact.len() < header.count as usize {
@@ -307,9 +341,10 @@ mod tests {
             first in 0u64..1_000_000,
             encodings in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 1..6),
             flip in any::<prop::sample::Index>(),
+            compress in any::<bool>(),
         ) {
             let hashes: Vec<EntryHash> = encodings.iter().map(|e| EntryHash::of_encoding(e)).collect();
-            let frame = encode_frame(first, hashes.iter().zip(encodings.iter().map(Vec::as_slice)));
+            let frame = encode_frame(first, hashes.iter().zip(encodings.iter().map(Vec::as_slice)), compress);
             let head: [u8; FRAME_HEADER_LEN] = frame[..FRAME_HEADER_LEN].try_into().unwrap();
             let header = FrameHeader::decode(&head);
             prop_assert_eq!(header.frame_len(), frame.len() as u64);

@@ -287,3 +287,37 @@ fn frame_positions_in_the_index_are_hints_a_wrong_one_is_not_trusted() {
         Some((CHAIN.to_owned(), 333))
     );
 }
+
+#[test]
+fn damage_in_a_compressed_frame_is_named_at_the_frame_and_nothing_after_it_is_vouched_for() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..700)
+        .map(|i| stored(&format!("e{i}"), "i", "mysql"))
+        .collect();
+    let file = write_lines(tmp.path(), "in.jsonl", &lines);
+    let dir = tmp.path().join("ledger");
+    {
+        let mut ledger = open(&dir);
+        ingest_file(&mut ledger, CHAIN, &file, 100, clock, |_| {}, |_| Ok(())).unwrap();
+    }
+    let frames = lifeledger_tests::segments::frame_spans(&dir, CHAIN);
+    assert!(frames.iter().all(|f| f.codec == 1), "{frames:?}");
+    let victim = &frames[3];
+    flip_byte(&victim.path, victim.offset + victim.len / 2, 0x01);
+    let findings = verify(&dir);
+    assert_eq!(findings.len(), 1);
+    assert_eq!(findings[0].seq, victim.first_seq, "{}", findings[0]);
+    // Compressed, the frames before the damage take far fewer bytes than
+    // the entries they hold.
+    let stored_bytes: u64 = frames[..3].iter().map(|f| f.len).sum();
+    let entry_bytes: usize = Snapshot::open(&dir)
+        .unwrap()
+        .records(CHAIN, 0)
+        .take(victim.first_seq as usize)
+        .map(|r| r.unwrap().encoding.len())
+        .sum();
+    assert!(
+        stored_bytes * 2 < entry_bytes as u64,
+        "{stored_bytes} bytes stored for {entry_bytes} bytes of entries"
+    );
+}
