@@ -947,3 +947,82 @@ fn a_garbage_trusted_checkpoint_and_a_proof_without_checkpoint_are_usage_errors(
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("not a checkpoint note"), "{stderr}");
 }
+
+#[test]
+fn entries_after_the_newest_checkpoint_fail_a_bundle_unless_accepted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = tmp.path().join("ledger");
+    let key = tmp.path().join("signer");
+    assert!(
+        run(&ledger, &["keygen", "--out", key.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let first = write_lines(tmp.path(), "a.jsonl", &[collected("e1", "i1")]);
+    assert!(
+        run(&ledger, &["ingest", first.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let private = tmp.path().join("signer.key");
+    let public = tmp.path().join("signer.pub");
+    assert!(
+        run(&ledger, &["checkpoint", "--key", private.to_str().unwrap()])
+            .status
+            .success()
+    );
+    // Appended after the checkpoint: linked, hashed, signed by nobody.
+    let later = write_lines(
+        tmp.path(),
+        "b.jsonl",
+        &[stored("e2", "i1", "mysql"), stored("e3", "i1", "cos")],
+    );
+    assert!(
+        run(&ledger, &["ingest", later.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let bundle = tmp.path().join("bundle");
+    assert!(
+        run(&ledger, &["export", "--out", bundle.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let verify = |extra: &[&str]| {
+        let mut args = vec![
+            "verify",
+            bundle.to_str().unwrap(),
+            "--key",
+            public.to_str().unwrap(),
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        run(&ledger, &args)
+    };
+    let strict = verify(&[]);
+    assert_eq!(strict.status.code(), Some(1), "{}", stdout(&strict));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&strict)).unwrap();
+    let finding = &json["report"]["findings"][0];
+    assert_eq!(finding["class"], "unvouched_tail", "{json}");
+    assert_eq!(finding["chain"], "file");
+    assert_eq!(finding["first_bad_seq"], 1);
+    assert!(finding["detail"].as_str().unwrap().contains("2 entries"));
+
+    let accepted = verify(&["--accept-unvouched-tail"]);
+    assert_eq!(accepted.status.code(), Some(0), "{}", stdout(&accepted));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&accepted)).unwrap();
+    assert_eq!(json["unvouched_accepted"][0]["first_bad_seq"], 1);
+
+    // A checkpoint after the last entry vouches for all of it.
+    assert!(
+        run(&ledger, &["checkpoint", "--key", private.to_str().unwrap()])
+            .status
+            .success()
+    );
+    assert!(
+        run(&ledger, &["export", "--out", bundle.to_str().unwrap()])
+            .status
+            .success()
+    );
+    assert_eq!(verify(&[]).status.code(), Some(0));
+}

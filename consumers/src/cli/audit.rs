@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, anyhow, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use jiff::Timestamp;
-use lifeledger_ledger::bundle::verify::verify_bundle;
+use lifeledger_ledger::bundle::verify::{TamperClass, verify_bundle};
 use lifeledger_ledger::checkpoint::{PrivateKey, PublicKey};
 use lifeledger_ledger::store::ExportScope;
 use lifeledger_ledger::verify::Depth;
@@ -175,6 +175,7 @@ pub fn verify_offline(
     key: &Path,
     trusted_path: Option<&Path>,
     deep: bool,
+    accept_unvouched_tail: bool,
     json: bool,
 ) -> anyhow::Result<Outcome> {
     let key = read_public_key(key)?;
@@ -207,12 +208,24 @@ pub fn verify_offline(
     })
     .map_err(|e| anyhow!("{}: {e}", bundle.display()))?;
     bar.finish_and_clear();
+    let mut report = report;
+    let mut unvouched = Vec::new();
+    if accept_unvouched_tail {
+        report.findings.retain(|f| {
+            let tail = f.class == TamperClass::UnvouchedTail;
+            if tail {
+                unvouched.push(f.clone());
+            }
+            !tail
+        });
+    }
     if json {
         out!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "intact": report.is_intact(),
                 "report": report,
+                "unvouched_accepted": unvouched,
             }))?
         );
     } else {
@@ -230,6 +243,14 @@ pub fn verify_offline(
                 c.chain,
                 c.entries,
                 c.vouched
+            );
+        }
+        for f in &unvouched {
+            out!(
+                "  UNVOUCHED (accepted) chain {:?} from seq {}: {}",
+                f.chain.as_deref().unwrap_or_default(),
+                f.first_bad_seq.unwrap_or_default(),
+                f.detail
             );
         }
         if report.is_intact() {

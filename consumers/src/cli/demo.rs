@@ -180,6 +180,7 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<Outcome> {
             trusted_checkpoint: None,
             deep: false,
             chain_only: false,
+            accept_unvouched_tail: false,
             json: false,
         },
     )?;

@@ -18,13 +18,19 @@ pub struct VerifyArgs {
     /// A checkpoint note you already trust: the bundle must extend it.
     #[arg(long, requires = "bundle")]
     pub trusted_checkpoint: Option<PathBuf>,
-    /// With a bundle: also re-decode every event from its received bytes.
-    #[arg(long, requires = "bundle")]
+    /// Re-decode every event from its received bytes: the default; kept so
+    /// that scripts which pass it keep working.
+    #[arg(long, conflicts_with = "chain_only")]
     pub deep: bool,
     /// Check hashes, links, seqs and heads only; skip re-decoding each
-    /// event from its received bytes.
+    /// event from its received bytes (the recorded event id and canonical
+    /// form are then not checked against them).
     #[arg(long)]
     pub chain_only: bool,
+    /// With a bundle: accept entries after the newest checkpoint (they are
+    /// then reported as unvouched, with their count, instead of failing).
+    #[arg(long, requires = "bundle")]
+    pub accept_unvouched_tail: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -39,7 +45,8 @@ pub fn run(dir: &Path, args: VerifyArgs) -> anyhow::Result<Outcome> {
             bundle,
             key,
             args.trusted_checkpoint.as_deref(),
-            args.deep,
+            !args.chain_only,
+            args.accept_unvouched_tail,
             args.json,
         );
     }

@@ -45,6 +45,10 @@ pub enum TamperClass {
     BadProof,
     /// Nothing in the bundle is vouched for by a valid checkpoint.
     NoCheckpoint,
+    /// Entries after the newest checkpoint: linked and hashed, but vouched
+    /// for by no signature. A failure unless the auditor accepts them
+    /// explicitly (then they are only counted).
+    UnvouchedTail,
 }
 
 /// One finding.
@@ -398,6 +402,20 @@ pub fn verify_bundle(
                     ),
                 ));
             }
+        }
+        let chain_sound = !findings
+            .iter()
+            .any(|f| f.chain.as_deref() == Some(name.as_str()));
+        if chain_sound && latest.is_some() && present > latest_size {
+            findings.push(finding(
+                TamperClass::UnvouchedTail,
+                Some(name),
+                Some(latest_size),
+                format!(
+                    "{} entries of chain {name:?} from seq {latest_size} on come after the newest checkpoint: no signature vouches for them",
+                    present - latest_size
+                ),
+            ));
         }
         audits.push(ChainAudit {
             chain: name.clone(),
