@@ -404,6 +404,36 @@ fn checkpoint_export_verify_prove_and_exit_codes() {
     let checked: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(checked["valid"], true);
     assert_eq!(checked["report"]["verdict"]["status"]["status"], "retained");
+
+    // The same proof with its entries repeated or out of order is refused,
+    // though each entry's own inclusion proof still verifies.
+    let original: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&proof).unwrap()).unwrap();
+    let entries = original["entries"].as_array().unwrap().clone();
+    assert!(entries.len() >= 2, "{original}");
+    let mut duplicated = original.clone();
+    duplicated["entries"]
+        .as_array_mut()
+        .unwrap()
+        .push(entries[0].clone());
+    let mut swapped = original.clone();
+    swapped["entries"].as_array_mut().unwrap().swap(0, 1);
+    for (name, tampered) in [("duplicated", duplicated), ("swapped", swapped)] {
+        let path = tmp.path().join(format!("{name}.proof.json"));
+        std::fs::write(&path, serde_json::to_vec(&tampered).unwrap()).unwrap();
+        let out = run(
+            &ledger,
+            &[
+                "verify-proof",
+                path.to_str().unwrap(),
+                "--key",
+                public.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", stdout(&out));
+        let said = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+        assert!(said.contains("(chain, seq) order"), "{name}: {said}");
+    }
 }
 
 #[test]

@@ -162,6 +162,28 @@ pub fn verify_item_proof(
         )));
     }
 
+    // The entries come once each, in ledger order (chain name, then seq):
+    // a file with an entry repeated or moved is not the one the prover
+    // wrote, whatever each entry's own proof says.
+    for pair in proof.entries.windows(2) {
+        if (pair[0].chain.as_str(), pair[0].seq) >= (pair[1].chain.as_str(), pair[1].seq) {
+            return Err(ProofError::Entry {
+                chain: pair[1].chain.clone(),
+                seq: pair[1].seq,
+                why: format!(
+                    "entries must come once each in (chain, seq) order; it follows chain {:?} seq {}",
+                    pair[0].chain, pair[0].seq
+                ),
+            });
+        }
+    }
+    if policy_entry.chain != "policy" {
+        return Err(ProofError::Policy(format!(
+            "the publication is on chain {:?}; only chain \"policy\" publishes policies",
+            policy_entry.chain
+        )));
+    }
+
     let mut projection = Projection::default();
     for e in &proof.entries {
         let entry = check_entry(e, &roots)?;
