@@ -57,26 +57,14 @@ fn main() {
     let mut ledger = Ledger::open(tmp.path(), LedgerOptions::default()).unwrap();
     let key = PrivateKey::from_seed("bench", [3; 32]).unwrap();
     let policy = lifeledger_ledger::policy::Policy::parse(POLICY).unwrap();
-    ledger.store_policy_text(&policy.hash, POLICY).unwrap();
-    let publish = format!(
-        r#"{{"schema_version":1,"event_id":"policy-1","event_time":"2026-01-01T00:00:00Z","kind":{{"type":"policy_published","policy_version":"{}","policy_hash":"{}"}}}}"#,
-        policy.version, policy.hash
-    );
+    ledger
+        .publish_policy(&policy, POLICY, "policy", Timestamp::now())
+        .unwrap();
     let src = |i: u64| Source::Kafka {
         topic: "lifecycle".into(),
         partition: 0,
         offset: i as i64,
     };
-    ledger
-        .append(
-            "policy",
-            vec![Incoming {
-                source: src(0),
-                raw: publish.into_bytes(),
-            }],
-            Timestamp::now(),
-        )
-        .unwrap();
     let t = Instant::now();
     let mut batch = Vec::with_capacity(1000);
     for i in 0..ENTRIES {

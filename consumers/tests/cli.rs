@@ -1056,3 +1056,49 @@ fn entries_after_the_newest_checkpoint_fail_a_bundle_unless_accepted() {
     );
     assert_eq!(verify(&[]).status.code(), Some(0));
 }
+
+#[test]
+fn only_policy_publish_writes_policy_publications() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = tmp.path().join("ledger");
+    let policy = policy_file();
+    let out = run(&ledger, &["policy", "publish", policy.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    // A forged publication naming another hash, sent as an ordinary event
+    // to chain `policy` and to chain `file`: both kept as rejections.
+    let forged = r#"{"schema_version":1,"event_id":"policy-forged","event_time":"2026-01-02T00:00:00Z","kind":{"type":"policy_published","policy_version":"2020-01","policy_hash":"00000000000000000000000000000000000000000000000000000000000000aa"}}"#;
+    for chain in ["policy", "file"] {
+        // One file per chain: the same line of the same file again would be
+        // a duplicate of its first rejection.
+        let file = write_lines(
+            tmp.path(),
+            &format!("forged-{chain}.jsonl"),
+            &[forged.to_owned(), collected("e1", "i1")],
+        );
+        let out = run(
+            &ledger,
+            &["ingest", file.to_str().unwrap(), "--chain", chain, "--json"],
+        );
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        let summary: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let expected_rejected = if chain == "policy" { 2 } else { 1 };
+        assert_eq!(summary["rejected"], expected_rejected, "{chain}: {summary}");
+    }
+    let log = run(&ledger, &["log", "--chain", "policy", "--json"]);
+    let reasons: Vec<String> = stdout(&log)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|e| e["body"]["reason"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("only from `lifeledger policy publish`")),
+        "{reasons:?}"
+    );
+    // The published policy still governs.
+    let status = run(&ledger, &["status", "--json"]);
+    assert_eq!(status.status.code(), Some(0), "{status:?}");
+    let json: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();
+    assert_eq!(json["policy_version"], "2026-11.1", "{json}");
+}

@@ -181,6 +181,58 @@ pub fn classify(incoming: Incoming, limits: &IntakeLimits) -> Classified {
     }
 }
 
+/// Keeps chain `policy` and `policy_published` events to `lifeledger policy
+/// publish` (`publishing`): anything else sent to chain `policy`, and a
+/// `policy_published` event sent anywhere else, becomes a rejection that
+/// says so (class schema). Otherwise a publication could be forged by any
+/// producer, naming an older, laxer policy.
+pub fn guard_policy_chain(classified: Classified, chain: &str, publishing: bool) -> Classified {
+    let on_policy_chain = chain == crate::projection::POLICY_CHAIN;
+    match classified {
+        Classified::Event {
+            raw,
+            source,
+            canonical,
+            event_id,
+            raw_hash,
+        } => {
+            let publication = is_policy_publication(&canonical);
+            let reason = match (publication, on_policy_chain, publishing) {
+                (true, true, true) => None,
+                (true, _, _) => Some(
+                    "a policy_published event is accepted only from `lifeledger policy publish`, \
+                     on chain \"policy\"",
+                ),
+                (false, true, _) => Some(
+                    "chain \"policy\" holds only policy publications, written by `lifeledger policy publish`",
+                ),
+                (false, false, _) => None,
+            };
+            match reason {
+                Some(reason) => rejected(source, raw, RejectClass::Schema, reason.to_owned()),
+                None => Classified::Event {
+                    raw,
+                    source,
+                    canonical,
+                    event_id,
+                    raw_hash,
+                },
+            }
+        }
+        rejected_input => rejected_input,
+    }
+}
+
+/// Whether canonical event JSON is of kind `policy_published`.
+fn is_policy_publication(canonical: &[u8]) -> bool {
+    const NEEDLE: &[u8] = b"policy_published";
+    if !canonical.windows(NEEDLE.len()).any(|w| w == NEEDLE) {
+        return false;
+    }
+    serde_json::from_slice::<serde_json::Value>(canonical)
+        .is_ok_and(|v| v["kind"]["type"] == "policy_published")
+}
+
 /// Decides on classified input, given what the ledger has seen before.
 ///
 /// `seen_event` is the earlier record of the event's id, if any. An id seen

@@ -79,25 +79,8 @@ pub fn clock() -> jiff::Timestamp {
 pub fn publish_policy(ledger: &mut Ledger) {
     let text = include_str!("../../ledger/policies/retention-2026-11.toml");
     let policy = lifeledger_ledger::policy::Policy::parse(text).unwrap();
-    ledger.store_policy_text(&policy.hash, text).unwrap();
-    let event = format!(
-        r#"{{"schema_version":1,"event_id":"policy-{}","event_time":"2026-01-01T00:00:00Z","kind":{{"type":"policy_published","policy_version":"{}","policy_hash":"{}"}}}}"#,
-        &policy.hash[..32],
-        policy.version,
-        policy.hash
-    );
     ledger
-        .append(
-            "policy",
-            vec![lifeledger_ledger::Incoming {
-                source: lifeledger_ledger::Source::File {
-                    path: "policy".into(),
-                    line: 1,
-                },
-                raw: event.into_bytes(),
-            }],
-            jiff::Timestamp::now(),
-        )
+        .publish_policy(&policy, text, "policy", jiff::Timestamp::now())
         .unwrap();
 }
 

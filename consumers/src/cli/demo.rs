@@ -14,7 +14,6 @@ use lifeledger::kafka::demo::synthetic_stream;
 use lifeledger::kafka::metrics::Metrics;
 use lifeledger::kafka::send_waiting;
 use lifeledger_ledger::policy::Policy;
-use lifeledger_ledger::{Incoming, Source};
 use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -120,22 +119,10 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<Outcome> {
     let metrics = Arc::new(Metrics::default());
     let mut sink = super::consume::open_sink(&config, &metrics)?;
     let policy = Policy::parse(POLICY).map_err(|e| anyhow!("the shipped policy: {e}"))?;
-    sink.ledger_mut().store_policy_text(&policy.hash, POLICY)?;
-    let publish = serde_json::json!({
-        "schema_version": 1,
-        "event_id": format!("policy-{}", &policy.hash[..32]),
-        "event_time": Timestamp::now().to_string(),
-        "kind": {"type": "policy_published", "policy_version": policy.version, "policy_hash": policy.hash},
-    });
-    sink.ledger_mut().append(
-        super::policy::POLICY_CHAIN,
-        vec![Incoming {
-            source: Source::File {
-                path: "ledger/policies/retention-2026-11.toml".into(),
-                line: 0,
-            },
-            raw: serde_json::to_vec(&publish)?,
-        }],
+    sink.ledger_mut().publish_policy(
+        &policy,
+        POLICY,
+        "ledger/policies/retention-2026-11.toml",
         Timestamp::now(),
     )?;
 

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, anyhow};
 use jiff::Timestamp;
 use lifeledger_ledger::policy::Policy;
-use lifeledger_ledger::{Incoming, Ledger, LedgerOptions, Source};
+use lifeledger_ledger::store::Publication;
+use lifeledger_ledger::{Ledger, LedgerOptions};
 
 use super::Outcome;
 
@@ -48,43 +49,24 @@ pub fn run(dir: &Path, command: PolicyCommand) -> anyhow::Result<Outcome> {
             let (text, policy) = read_policy(&file)?;
             let mut ledger = Ledger::open(dir, LedgerOptions::default())
                 .with_context(|| format!("opening the ledger at {}", dir.display()))?;
-            ledger.store_policy_text(&policy.hash, &text)?;
-            // The id is the hash, so publishing the same file twice is
-            // recognised rather than recorded as a conflict.
-            let event_id = format!("policy-{}", &policy.hash[..32]);
-            if let Some((chain, seq)) = ledger.find_event(&event_id)? {
-                out!(
-                    "policy {} (blake3 {}) was already published at chain {chain:?} seq {seq}",
-                    policy.version,
-                    policy.hash
-                );
-                return Ok(Outcome::Ok);
-            }
-            let now = Timestamp::now();
-            let raw = serde_json::json!({
-                "schema_version": 1,
-                "event_id": event_id,
-                "event_time": now.to_string(),
-                "kind": {
-                    "type": "policy_published",
-                    "policy_version": policy.version,
-                    "policy_hash": policy.hash,
-                },
-            });
             let path = std::fs::canonicalize(&file)?.to_string_lossy().into_owned();
-            let input = Incoming {
-                // Line 0: the whole file.
-                source: Source::File { path, line: 0 },
-                raw: serde_json::to_vec(&raw)?,
+            let seq = match ledger.publish_policy(&policy, &text, &path, Timestamp::now())? {
+                Publication::AlreadyPublished { chain, seq } => {
+                    out!(
+                        "policy {} (blake3 {}) was already published at chain {chain:?} seq {seq}",
+                        policy.version,
+                        policy.hash
+                    );
+                    return Ok(Outcome::Ok);
+                }
+                Publication::Published { seq } => seq,
             };
-            let report = ledger.append(POLICY_CHAIN, vec![input], now)?;
             let mut projection = ledger.load_or_rebuild_projection(&mut |_| {})?;
             ledger.catch_up(&mut projection, &mut |_| {})?;
             out!(
-                "published policy {} (blake3 {}) at chain {POLICY_CHAIN:?} seq {}",
+                "published policy {} (blake3 {}) at chain {POLICY_CHAIN:?} seq {seq}",
                 policy.version,
-                policy.hash,
-                report.next_seq.saturating_sub(1)
+                policy.hash
             );
             Ok(Outcome::Ok)
         }

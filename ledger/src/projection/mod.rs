@@ -23,6 +23,10 @@ use thiserror::Error;
 
 use crate::entry::{Body, Entry};
 
+/// The chain that policy publications are written to, and the only one
+/// whose `policy_published` entries govern verdicts.
+pub const POLICY_CHAIN: &str = "policy";
+
 /// A pointer to the entry an event came from, with both of its times.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct EntryRef {
@@ -330,6 +334,11 @@ impl Projection {
 
     fn fold_event(&mut self, event: &Event, at: EntryRef) {
         if let Kind::PolicyPublished(p) = &event.kind {
+            // Only chain `policy` publishes policies (the store rejects a
+            // publication anywhere else; an older ledger may hold one).
+            if at.chain != POLICY_CHAIN {
+                return;
+            }
             self.policies.push(PublishedPolicy {
                 version: p.policy_version.clone(),
                 hash: p.policy_hash.clone(),

@@ -45,6 +45,7 @@ pub use layout::StoredRecord;
 pub use manifest::{ChainState, Manifest};
 pub use migrate::{MigrationReport, legacy, migrate};
 pub use monitor::{MonitorRecord, Outbox};
+pub use projection::Publication;
 pub use read_only::ReadOnlyLedger;
 pub use replay::{Replay, Visited};
 pub use snapshot::{Records, Snapshot};
@@ -186,6 +187,9 @@ pub struct Ledger {
     event_index: Option<event_index::EventIndex>,
     /// The number of the next `X` record.
     next_index_record: u64,
+    /// Set only while [`Ledger::publish_policy`] appends: the one writer
+    /// of chain `policy` and of `policy_published` events.
+    publishing: bool,
 }
 
 /// The index database's directory inside a ledger directory.
@@ -356,6 +360,7 @@ impl Ledger {
             frontiers: HashMap::new(),
             event_index: None,
             next_index_record: 0,
+            publishing: false,
         })
     }
 
@@ -581,7 +586,11 @@ impl Ledger {
             };
             let mut report = AppendReport::default();
             let mut sealed: Vec<SealedEntry> = Vec::with_capacity(inputs.len());
-            for classified in intake::classify_all(inputs, &self.options.limits) {
+            let publishing = self.publishing;
+            let classified_inputs = intake::classify_all(inputs, &self.options.limits)
+                .into_iter()
+                .map(|c| intake::guard_policy_chain(c, chain, publishing));
+            for classified in classified_inputs {
                 let seen = match &classified {
                     Classified::Event { event_id, .. } => match batch_events.get(event_id) {
                         Some(seen) => Some(seen.clone()),

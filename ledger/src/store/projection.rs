@@ -178,6 +178,50 @@ impl Ledger {
         super::own_records::write_durably(&path, text.as_bytes())
     }
 
+    /// Publishes a policy: keeps its text (by hash) and appends its
+    /// `policy_published` event to chain `policy`, the only way either gets
+    /// there. The event id is `policy-` and the first 32 hex digits of the
+    /// hash, so publishing the same text again finds the first publication
+    /// instead. `source_path` is the policy file as resolved (line 0: the
+    /// whole file).
+    pub fn publish_policy(
+        &mut self,
+        policy: &Policy,
+        text: &str,
+        source_path: &str,
+        now: jiff::Timestamp,
+    ) -> Result<Publication, StoreError> {
+        self.store_policy_text(&policy.hash, text)?;
+        let event_id = format!("policy-{}", &policy.hash[..32.min(policy.hash.len())]);
+        if let Some((chain, seq)) = self.find_event(&event_id)? {
+            return Ok(Publication::AlreadyPublished { chain, seq });
+        }
+        let raw = serde_json::json!({
+            "schema_version": 1,
+            "event_id": event_id,
+            "event_time": now.to_string(),
+            "kind": {
+                "type": "policy_published",
+                "policy_version": policy.version,
+                "policy_hash": policy.hash,
+            },
+        });
+        let input = crate::intake::Incoming {
+            source: crate::entry::Source::File {
+                path: source_path.to_owned(),
+                line: 0,
+            },
+            raw: serde_json::to_vec(&raw).map_err(|e| codec_error(b"policy", e))?,
+        };
+        self.publishing = true;
+        let appended = self.append(crate::projection::POLICY_CHAIN, vec![input], now);
+        self.publishing = false;
+        let report = appended?;
+        Ok(Publication::Published {
+            seq: report.next_seq.saturating_sub(1),
+        })
+    }
+
     /// A stored policy text by hash, checked against the hash.
     pub fn policy_text(&self, hash: &str) -> Result<Option<String>, StoreError> {
         // Hashes are hex; anything else cannot name a file of ours.
@@ -228,4 +272,13 @@ impl Ledger {
         }
         Ok(None)
     }
+}
+
+/// What [`Ledger::publish_policy`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Publication {
+    /// Appended to chain `policy` at this seq.
+    Published { seq: u64 },
+    /// The same text was published before, there.
+    AlreadyPublished { chain: String, seq: u64 },
 }
