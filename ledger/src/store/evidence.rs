@@ -25,6 +25,28 @@ use crate::chain::SealedEntry;
 
 const MANIFEST_TMP: &str = "manifest.tmp";
 
+/// A frame holds entries up to this many bytes (at least one entry).
+const FRAME_BYTES: usize = 256 * 1024;
+
+/// Splits an append's entries into frames of at most [`FRAME_BYTES`].
+fn frame_groups(entries: &[SealedEntry]) -> Vec<&[SealedEntry]> {
+    let mut groups = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, entry) in entries.iter().enumerate() {
+        if i > start && bytes + entry.encoding.len() > FRAME_BYTES {
+            groups.push(&entries[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += entry.encoding.len();
+    }
+    if start < entries.len() {
+        groups.push(&entries[start..]);
+    }
+    groups
+}
+
 /// One chain's part of an append.
 #[derive(Debug)]
 pub struct ChainWrite<'a> {
@@ -238,14 +260,6 @@ impl EvidenceWriter {
                     }
                 }
             };
-            let frame = segment::encode_frame(
-                first.seq,
-                write
-                    .entries
-                    .iter()
-                    .map(|e| (&e.hash, e.encoding.as_slice())),
-                self.compress,
-            );
             let file = self
                 .files
                 .get(write.chain)
@@ -255,17 +269,27 @@ impl EvidenceWriter {
                     detail: "the open segment is not open".to_owned(),
                 })?;
             let path = chain_dir.join(segment::open_name(open.first_seq));
-            file.write_all_at(&frame, open.bytes)
-                .map_err(io_error(&path))?;
-            frames.push((
-                write.chain.to_owned(),
-                FramePosition {
-                    first_seq: first.seq,
-                    segment: open.first_seq,
-                    offset: open.bytes,
-                },
-            ));
-            let bytes = open.bytes + frame.len() as u64;
+            // Frames of at most FRAME_BYTES of entries: reading one entry
+            // (a proof, an index hit) decompresses one frame, not a batch.
+            let mut at = open.bytes;
+            for group in frame_groups(write.entries) {
+                let frame = segment::encode_frame(
+                    group[0].seq,
+                    group.iter().map(|e| (&e.hash, e.encoding.as_slice())),
+                    self.compress,
+                );
+                file.write_all_at(&frame, at).map_err(io_error(&path))?;
+                frames.push((
+                    write.chain.to_owned(),
+                    FramePosition {
+                        first_seq: group[0].seq,
+                        segment: open.first_seq,
+                        offset: at,
+                    },
+                ));
+                at += frame.len() as u64;
+            }
+            let bytes = at;
             state.open = Some(OpenSegment {
                 first_seq: open.first_seq,
                 bytes,
@@ -353,5 +377,33 @@ impl EvidenceWriter {
         self.files.remove(chain);
         let to = chain_dir.join(segment::sealed_name(open.first_seq, state.next_seq, &hash));
         Ok((from, to))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::EntryHash;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn frames_keep_every_entry_in_order_and_stay_under_the_cap(
+            sizes in proptest::collection::vec(1usize..400_000, 0..40),
+        ) {
+            let entries: Vec<SealedEntry> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| SealedEntry { seq: i as u64, hash: EntryHash([0; 32]), encoding: vec![0; *n] })
+                .collect();
+            let groups = frame_groups(&entries);
+            let seqs: Vec<u64> = groups.iter().flat_map(|g| g.iter().map(|e| e.seq)).collect();
+            prop_assert_eq!(seqs, (0..entries.len() as u64).collect::<Vec<_>>());
+            for g in &groups {
+                prop_assert!(!g.is_empty());
+                let bytes: usize = g.iter().map(|e| e.encoding.len()).sum();
+                prop_assert!(g.len() == 1 || bytes <= FRAME_BYTES, "{} entries, {} bytes", g.len(), bytes);
+            }
+        }
     }
 }
