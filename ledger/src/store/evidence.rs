@@ -13,16 +13,16 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::StoreError;
 use super::manifest::{ChainState, Manifest, OpenSegment, SealedSegment};
 use super::segment;
 use super::snapshot::{self, FramePosition, MANIFEST, SEGMENTS, Snapshot};
+use super::{StoreError, io_error};
 use crate::chain::SealedEntry;
 
+/// The name `own_records::write_durably` gives the manifest while writing it.
 const MANIFEST_TMP: &str = "manifest.tmp";
 
 /// A frame holds entries up to this many bytes (at least one entry).
@@ -66,13 +66,6 @@ pub struct EvidenceWriter {
     compress: bool,
 }
 
-fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
-        path: path.to_owned(),
-        source,
-    }
-}
-
 fn sync_dir(path: &Path) -> Result<(), StoreError> {
     File::open(path)
         .and_then(|f| f.sync_all())
@@ -84,18 +77,7 @@ fn sync_dir(path: &Path) -> Result<(), StoreError> {
 
 /// Writes `manifest` durably and atomically in `dir`.
 pub fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<(), StoreError> {
-    let tmp = dir.join(MANIFEST_TMP);
-    let bytes = manifest.encode();
-    let written = File::create(&tmp).and_then(|f| {
-        f.write_all_at(&bytes, 0)?;
-        f.sync_all()
-    });
-    written.map_err(|source| StoreError::Sync {
-        path: tmp.clone(),
-        source,
-    })?;
-    fs::rename(&tmp, dir.join(MANIFEST)).map_err(io_error(&tmp))?;
-    sync_dir(dir)
+    super::own_records::write_durably(&dir.join(MANIFEST), &manifest.encode())
 }
 
 impl EvidenceWriter {

@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use super::evidence::{ChainWrite, EvidenceWriter};
-use super::{INDEX_DIR, Ledger, LedgerOptions, StoreError, damaged, layout};
+use super::{INDEX_DIR, Ledger, LedgerOptions, StoreError, damaged, io_error, layout};
 use crate::chain::SealedEntry;
 use crate::entry::EntryHash;
 use crate::verify::{ChainVerifier, Depth};
@@ -48,13 +48,6 @@ fn sibling(dir: &Path, suffix: &str) -> PathBuf {
     let mut name = dir.file_name().unwrap_or_default().to_os_string();
     name.push(suffix);
     dir.with_file_name(name)
-}
-
-fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
-        path: path.to_owned(),
-        source,
-    }
 }
 
 /// Converts the format-1 ledger at `dir` in place (see the module doc).

@@ -274,6 +274,14 @@ fn check_chain_name(chain: &str) -> Result<(), StoreError> {
     }
 }
 
+/// Maps an I/O error on `path` to [`StoreError::Io`].
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
 fn damaged(key: &[u8], detail: impl Into<String>) -> StoreError {
     StoreError::Damaged {
         key: String::from_utf8_lossy(key).into_owned(),

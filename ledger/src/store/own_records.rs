@@ -20,19 +20,12 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::StoreError;
+use super::{StoreError, io_error};
 
 pub const ORIGIN: &str = "origin";
 pub const SIGNER: &str = "signer.pub";
 pub const CHECKPOINTS: &str = "checkpoints";
 pub const POLICIES: &str = "policies";
-
-fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
-        path: path.to_owned(),
-        source,
-    }
-}
 
 /// Writes `bytes` to `path` durably: temporary file, fsync, rename, fsync
 /// of the directory.

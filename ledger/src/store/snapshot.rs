@@ -13,10 +13,10 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::StoreError;
 use super::layout::StoredRecord;
 use super::manifest::{ChainState, Manifest};
 use super::segment::{self, CHECKSUM_LEN, FRAME_HEADER_LEN, FrameHeader};
+use super::{StoreError, io_error};
 use crate::chain::ChainHead;
 use crate::entry::{Entry, EntryDecodeError};
 use crate::verify::{ChainVerifier, Depth, Problem, VerifyReport};
@@ -46,13 +46,6 @@ pub struct Snapshot {
     heads: BTreeMap<String, ChainHead>,
 }
 
-fn io_error(path: &Path, source: io::Error) -> StoreError {
-    StoreError::Io {
-        path: path.to_owned(),
-        source,
-    }
-}
-
 impl Snapshot {
     /// Reads the manifest of the ledger at `dir`. Writes nothing and takes
     /// no lock.
@@ -60,7 +53,7 @@ impl Snapshot {
         let dir = dir.as_ref();
         super::check_ledger_dir(dir, false)?;
         let path = dir.join(MANIFEST);
-        let bytes = std::fs::read(&path).map_err(|e| io_error(&path, e))?;
+        let bytes = std::fs::read(&path).map_err(io_error(&path))?;
         let manifest = Manifest::decode(&bytes).map_err(|detail| StoreError::Manifest {
             path: path.clone(),
             detail,

@@ -13,7 +13,7 @@ use lifeledger_ledger::verify::Depth;
 use lifeledger_ledger::{Incoming, Snapshot, Source};
 use proptest::prelude::*;
 
-use lifeledger_tests::{clock, open_with_segments, stored};
+use lifeledger_tests::{clock, copy_dir, open_with_segments, stored};
 
 const SEGMENT: u64 = 6 * 1024;
 
@@ -27,19 +27,6 @@ fn batch(from: usize, n: usize) -> Vec<Incoming> {
             raw: stored(&format!("e{i}"), "i", "mysql").into_bytes(),
         })
         .collect()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 fn segment_dir(dir: &Path) -> std::path::PathBuf {

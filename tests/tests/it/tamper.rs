@@ -10,7 +10,9 @@ use lifeledger_ledger::verify::{Depth, Finding, Problem};
 use lifeledger_ledger::{Ledger, LedgerOptions, Snapshot, StoreError};
 
 use lifeledger_tests::segments::{cut_file, flip_byte, record_spans, segment_files};
-use lifeledger_tests::{clock, open, open_with_segments, retry_locked, stored, write_lines};
+use lifeledger_tests::{
+    clock, copy_dir, open, open_with_segments, retry_locked, stored, write_lines,
+};
 
 const CHAIN: &str = "file";
 
@@ -244,19 +246,6 @@ fn a_directory_that_is_not_a_ledger_is_refused_and_left_alone() {
         std::fs::read(tmp.path().join("conf")).unwrap(),
         b"someone else's"
     );
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 #[test]
