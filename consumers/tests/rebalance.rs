@@ -164,19 +164,22 @@ fn member(
         .unwrap()
 }
 
-fn terminate(child: &mut Child) {
+/// SIGTERM, then waits up to 60 s for the member to finish; false if it
+/// did not.
+#[must_use]
+fn terminate(child: &mut Child) -> bool {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
     let began = Instant::now();
     loop {
         if let Ok(Some(_)) = child.try_wait() {
-            return;
+            return true;
         }
-        assert!(
-            began.elapsed() < Duration::from_secs(60),
-            "a member did not finish within 60 s of SIGTERM"
-        );
+        if began.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -295,7 +298,10 @@ fn torture(variant: Variant, churn: Duration, seed: u64) {
                 child.wait().unwrap();
                 kills += 1;
             } else {
-                terminate(&mut child);
+                if !terminate(&mut child) {
+                    let kept = tmp.keep();
+                    panic!("member {slot} did not finish within 60 s of SIGTERM; logs in {kept:?}");
+                }
                 leaves += 1;
             }
         }
@@ -305,29 +311,47 @@ fn torture(variant: Variant, churn: Duration, seed: u64) {
     }
     stop.store(true, Ordering::Relaxed);
     produce.join().unwrap();
-    for child in running.iter_mut().filter_map(Option::take) {
-        let mut child = child;
-        terminate(&mut child);
+    for (slot, child) in running.iter_mut().enumerate() {
+        if let Some(mut child) = child.take() {
+            if !terminate(&mut child) {
+                let kept = tmp.keep();
+                panic!("member {slot} did not finish within 60 s of SIGTERM; logs in {kept:?}");
+            }
+        }
     }
     // Machines come back: every ledger's member runs once more, settles
-    // what its last run left staged, and helps drain the topic.
-    let mut finals: Vec<Child> = (0..SLOTS)
-        .filter(|s| ledgers[*s].exists())
-        .map(|s| member(&broker, &ledgers[s], s, variant, 10_000, &logs[s]))
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(240);
-    for child in &mut finals {
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                assert!(status.success(), "a final member failed: {status}");
-                break;
+    // what its last run left staged, and helps drain the topic. Members
+    // stop after 10 s without a message; tansu sometimes leaves a partition
+    // with no reader for longer during a rebalance, so they come back
+    // (up to three rounds) while some offset of the topic is in no ledger.
+    let deadline = Instant::now() + Duration::from_secs(360);
+    for round in 0..3 {
+        let mut finals: Vec<Child> = (0..SLOTS)
+            .filter(|s| ledgers[*s].exists())
+            .map(|s| member(&broker, &ledgers[s], s, variant, 10_000, &logs[s]))
+            .collect();
+        for child in &mut finals {
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    assert!(status.success(), "a final member failed: {status}");
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the final members did not finish"
+                );
+                std::thread::sleep(Duration::from_millis(100));
             }
-            assert!(
-                Instant::now() < deadline,
-                "the final members did not finish"
-            );
-            std::thread::sleep(Duration::from_millis(100));
         }
+        let recorded = ledger_records(&ledgers);
+        let unread = read_topic(&broker)
+            .keys()
+            .filter(|k| !recorded.contains_key(k))
+            .count();
+        if unread == 0 {
+            break;
+        }
+        eprintln!("final round {round}: {unread} offsets in no ledger yet; the members run again");
     }
     let logs_tail = || {
         logs.iter()

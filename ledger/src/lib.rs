@@ -12,6 +12,7 @@
 //!
 //! `FORMAT.md` at the repository root specifies every byte that is hashed.
 
+pub mod archive;
 pub mod bundle;
 pub mod chain;
 pub mod checkpoint;

@@ -163,6 +163,7 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<Outcome> {
         &dir,
         super::verify::VerifyArgs {
             bundle: None,
+            from_archive: None,
             key: None,
             trusted_checkpoint: None,
             deep: false,

@@ -8,6 +8,7 @@ macro_rules! out {
     };
 }
 
+mod archive;
 mod audit;
 #[cfg(feature = "kafka")]
 mod check_offsets;
@@ -136,6 +137,12 @@ pub enum Command {
     Monitor(monitor::MonitorArgs),
     /// Write the retention report: one self-contained HTML file.
     Report(report::ReportArgs),
+    /// Copy the sealed segments, checkpoints and policy texts to the
+    /// write-once archive (sealing the open segments first).
+    Archive(archive::ArchiveArgs),
+    /// Rebuild a ledger directory (segments, indexes, projection) from the
+    /// archive alone, and verify it against its newest checkpoint.
+    Restore(archive::RestoreArgs),
     /// Make an Ed25519 key pair for signing checkpoints.
     Keygen(audit::KeygenArgs),
     /// Take a signed checkpoint covering every chain head.
@@ -232,6 +239,8 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         Command::CheckOffsets(a) => check_offsets::run(dir, a),
         Command::Monitor(a) => monitor::run(dir, a),
         Command::Report(a) => report::run(dir, a),
+        Command::Archive(a) => archive::upload(dir, a),
+        Command::Restore(a) => archive::restore(dir, a),
         Command::Keygen(a) => audit::keygen(a),
         Command::Checkpoint(a) => audit::checkpoint(dir, a),
         Command::Export(a) => audit::export(dir, a),

@@ -12,8 +12,14 @@ use super::{Outcome, open_snapshot};
 pub struct VerifyArgs {
     /// An export bundle to verify offline (instead of the ledger directory).
     pub bundle: Option<PathBuf>,
-    /// The signer's public key (required with a bundle).
-    #[arg(long, requires = "bundle")]
+    /// Verify the archive at this URL (s3://BUCKET/PREFIX, file:///PATH or
+    /// a plain path) instead of the ledger directory: every chain, every
+    /// checkpoint, and no object the archive does not write.
+    #[arg(long, conflicts_with = "bundle")]
+    pub from_archive: Option<String>,
+    /// The signer's public key (required with a bundle; with an archive,
+    /// checkpoints are otherwise checked against the key it holds).
+    #[arg(long)]
     pub key: Option<PathBuf>,
     /// A checkpoint note you already trust: the bundle must extend it.
     #[arg(long, requires = "bundle")]
@@ -37,6 +43,17 @@ pub struct VerifyArgs {
 }
 
 pub fn run(dir: &Path, args: VerifyArgs) -> anyhow::Result<Outcome> {
+    let depth = if args.chain_only {
+        Depth::Chain
+    } else {
+        Depth::Events
+    };
+    if let Some(url) = &args.from_archive {
+        return super::archive::verify(url, args.key.as_deref(), depth);
+    }
+    if args.key.is_some() && args.bundle.is_none() {
+        anyhow::bail!("--key checks a bundle or an archive: give BUNDLE or --from-archive URL");
+    }
     if let Some(bundle) = &args.bundle {
         let key = args.key.as_deref().ok_or_else(|| {
             anyhow::anyhow!("verifying a bundle needs the signer's public key: --key FILE")
@@ -51,11 +68,6 @@ pub fn run(dir: &Path, args: VerifyArgs) -> anyhow::Result<Outcome> {
         );
     }
     let ledger = open_snapshot(dir)?;
-    let depth = if args.chain_only {
-        Depth::Chain
-    } else {
-        Depth::Events
-    };
     let total: u64 = ledger.heads().map(|h| h.next_seq).sum();
     let bar = if std::io::stderr().is_terminal() {
         ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())

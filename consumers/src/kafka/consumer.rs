@@ -1,7 +1,7 @@
 //! The Kafka side: a group member that writes to the ledger exactly once.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use thiserror::Error;
 
 use super::config::ConsumerConfig;
 use super::custody::CustodyLog;
-use super::handover::{BatchToken, CustodyRecord, Fate, fate};
+use super::handover::{BatchToken, CustodyRecord, Fate, SinceClaim, Step, fate};
 use super::metrics::Metrics;
 use super::sink::{Accepted, DeadLetter, Sink, StagedCommit};
 use lifeledger_ledger::{Source, StoreError};
@@ -115,6 +115,11 @@ impl DeadLetterOut {
 pub struct LedgerContext {
     sink: Arc<Mutex<Sink>>,
     custody: CustodyLog,
+    /// Per held partition: the offset of this member's claim on it.
+    claims: Mutex<HashMap<(String, i32), i64>>,
+    /// Batches a write left staged, waiting for another member's resume
+    /// record; the run loop settles them.
+    left_waiting: AtomicUsize,
     group: String,
     metrics: Arc<Metrics>,
     dead_letters: Option<DeadLetterOut>,
@@ -170,15 +175,38 @@ impl LedgerContext {
         Ok(out)
     }
 
-    /// Records the custody of each newly assigned partition, then seeks it
-    /// to the later of the ledger's cursor and the group's committed
-    /// offset.
+    /// Claims each newly assigned partition in the custody topic, then
+    /// reads what the group has committed, records that (the resume
+    /// record), and seeks the partition to the later of the ledger's cursor
+    /// and the group's committed offset.
     fn on_assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
         let assigned: Vec<(String, i32)> = tpl
             .elements()
             .iter()
             .map(|e| (e.topic().to_owned(), e.partition()))
             .collect();
+        let record = |step: &dyn Fn(&str, i32) -> Step| -> Vec<CustodyRecord> {
+            assigned
+                .iter()
+                .map(|(topic, partition)| CustodyRecord {
+                    group: self.group.clone(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                    step: step(topic, *partition),
+                })
+                .collect()
+        };
+        // The claims first: a member that committed a batch of one of these
+        // partitions before a claim landed has its commit in what is read
+        // next; one that looks after its commit sees the claim (see
+        // `handover`).
+        let claim_offsets = match self.custody.record(&record(&|_, _| Step::Claim)) {
+            Ok(o) => o,
+            Err(e) => {
+                self.fail(format!("claiming the assigned partitions: {e}"));
+                return;
+            }
+        };
         let committed = match self.committed(consumer, &assigned) {
             Ok(c) => c,
             Err(e) => {
@@ -190,18 +218,12 @@ impl LedgerContext {
                 return;
             }
         };
-        // Before reading anything, and all at once: each partition's custody
-        // record, with what the group held at this moment.
-        let records: Vec<CustodyRecord> = assigned
-            .iter()
-            .map(|(topic, partition)| CustodyRecord {
-                group: self.group.clone(),
-                topic: topic.clone(),
-                partition: *partition,
-                committed: committed.get(&(topic.clone(), *partition)).copied(),
-            })
-            .collect();
-        let custody_offsets = match self.custody.record(&records) {
+        // Before reading anything: each partition's resume record, with
+        // what the group held once the claim had landed.
+        let resumes = record(&|topic, partition| {
+            Step::Resume(committed.get(&(topic.to_owned(), partition)).copied())
+        });
+        let custody_offsets = match self.custody.record(&resumes) {
             Ok(o) => o,
             Err(e) => {
                 self.fail(format!(
@@ -210,6 +232,11 @@ impl LedgerContext {
                 return;
             }
         };
+        if let Ok(mut claims) = self.claims.lock() {
+            for (at, claim) in assigned.iter().zip(&claim_offsets) {
+                claims.insert(at.clone(), *claim);
+            }
+        }
         for ((topic, partition), custody_offset) in assigned.into_iter().zip(custody_offsets) {
             let theirs = committed.get(&(topic.clone(), partition)).copied();
             // A batch this ledger left staged on the partition is decided by
@@ -296,6 +323,40 @@ impl LedgerContext {
         if staged.is_empty() {
             return Ok(());
         }
+        // Before committing: a partition that another member has claimed
+        // since this one did is not committed here at all. Its batch never
+        // landed, so it is dropped and read again by the new owner; and no
+        // late commit of this member's moves the group's offset under the
+        // new owner's feet (tansu accepts commits from both).
+        self.custody.catch_up()?;
+        let (staged, disturbed): (Vec<StagedCommit>, Vec<StagedCommit>) = staged
+            .into_iter()
+            .partition(|s| self.since_claim_of(s) == SinceClaim::Undisturbed);
+        if !disturbed.is_empty() {
+            let taken: Vec<(String, i32)> = disturbed
+                .iter()
+                .map(|s| (s.topic.clone(), s.partition))
+                .collect();
+            for s in &disturbed {
+                tracing::warn!(
+                    "{}/{}: another member claimed the partition while this one read offsets {}..{}: not committed, dropped here, the new owner reads them; this member stops reading it",
+                    s.topic,
+                    s.partition,
+                    s.first_offset,
+                    s.next_offset - 1
+                );
+            }
+            self.settle(
+                disturbed
+                    .into_iter()
+                    .map(|s| (s, Fate::NotLanded))
+                    .collect(),
+            )?;
+            lock(&self.sink).forget(&taken);
+        }
+        if staged.is_empty() {
+            return Ok(());
+        }
         let mut tpl = TopicPartitionList::new();
         for s in &staged {
             tpl.add_partition_offset(&s.topic, s.partition, Offset::Offset(s.next_offset))?;
@@ -321,43 +382,73 @@ impl LedgerContext {
                 Err(e) => return Err(e.into()),
             }
         }
-        // The commit landed. Unless another member took the partition
-        // meanwhile (a broker may hand it over without this member's
-        // revocation, and accept commits from both): then the handover
-        // decides, as for a batch left staged, and this member stops
-        // reading the partition until the group gives it back.
-        self.custody.follow();
+        // The commit landed. Unless another member claimed the partition
+        // since this one did (a broker may hand it over without this
+        // member's revocation, and accept commits from both): then the
+        // handover decides, as for a batch left staged, and this member
+        // stops reading the partition until the group gives it back. The
+        // custody topic is read up to its end for this.
+        self.custody.catch_up()?;
         let mut taken = Vec::new();
-        let fates = staged
-            .into_iter()
-            .map(|s| {
-                let handover = BatchToken::parse(&s.token).and_then(|t| {
-                    self.custody
-                        .seen_after(t.custody_offset, &self.group, &s.topic, s.partition)
-                });
-                match handover {
-                    None => (s, Fate::Landed),
-                    Some(then) => {
-                        let f = fate(s.next_offset, Some(then), None).unwrap_or(Fate::NotLanded);
-                        tracing::warn!(
-                            "{}/{}: another member took the partition (resuming at {then:?}) while this one read offsets {}..{}: {}; this member stops reading it",
-                            s.topic,
-                            s.partition,
-                            s.first_offset,
-                            s.next_offset - 1,
-                            if f == Fate::Landed { "kept here" } else { "dropped here, the new owner reads them" }
-                        );
-                        taken.push((s.topic.clone(), s.partition));
-                        (s, f)
-                    }
+        let mut fates = Vec::new();
+        for s in staged {
+            let at = (s.topic.clone(), s.partition);
+            let since = self.since_claim_of(&s);
+            match since {
+                SinceClaim::Undisturbed => fates.push((s, Fate::Landed)),
+                SinceClaim::Resumed(then) => {
+                    let f = fate(s.next_offset, Some(then), None).unwrap_or(Fate::NotLanded);
+                    tracing::warn!(
+                        "{}/{}: another member took the partition (resuming at {then:?}) while this one read offsets {}..{}: {}; this member stops reading it",
+                        s.topic,
+                        s.partition,
+                        s.first_offset,
+                        s.next_offset - 1,
+                        if f == Fate::Landed {
+                            "kept here"
+                        } else {
+                            "dropped here, the new owner reads them"
+                        }
+                    );
+                    taken.push(at);
+                    fates.push((s, f));
                 }
-            })
-            .collect();
+                SinceClaim::Claimed => {
+                    tracing::warn!(
+                        "{}/{}: another member is taking the partition while this one read offsets {}..{}: they stay staged until its resume record shows whether their commit landed; this member stops reading it",
+                        s.topic,
+                        s.partition,
+                        s.first_offset,
+                        s.next_offset - 1
+                    );
+                    self.left_waiting.fetch_add(1, Ordering::Relaxed);
+                    taken.push(at);
+                }
+            }
+        }
         self.settle(fates)?;
         if !taken.is_empty() {
             lock(&self.sink).forget(&taken);
         }
         Ok(())
+    }
+
+    /// What the custody topic, as last caught up, says of a staged batch's
+    /// partition since this member claimed it.
+    fn since_claim_of(&self, s: &StagedCommit) -> SinceClaim {
+        let at = (s.topic.clone(), s.partition);
+        let claim = self.claims.lock().ok().and_then(|c| c.get(&at).copied());
+        match (BatchToken::parse(&s.token), claim) {
+            (Some(t), Some(claim)) => self.custody.since_claim(
+                claim,
+                t.custody_offset,
+                &self.group,
+                &s.topic,
+                s.partition,
+            ),
+            // Not held any more: its fate waits for the custody log.
+            _ => SinceClaim::Claimed,
+        }
     }
 
     /// Decides what it can of the batches staged in the ledger (left by an
@@ -379,10 +470,12 @@ impl LedgerContext {
         for s in staged {
             let now = committed.get(&(s.topic.clone(), s.partition)).copied();
             let handover = match BatchToken::parse(&s.token) {
-                Some(token) => self
-                    .custody
-                    .next_after(token.custody_offset, &self.group, &s.topic, s.partition)?
-                    .map(|r| r.committed),
+                Some(token) => self.custody.next_after(
+                    token.custody_offset,
+                    &self.group,
+                    &s.topic,
+                    s.partition,
+                )?,
                 None => {
                     tracing::warn!(
                         "{}/{}: staged batch token {:?} names no custody record; judging by the committed offset alone",
@@ -527,6 +620,12 @@ impl ConsumerContext for LedgerContext {
                         "the group took these partitions away (session lost): what is pending is written only if its commit still lands"
                     );
                 }
+                let revoked: Vec<String> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| format!("{}/{}", e.topic(), e.partition()))
+                    .collect();
+                tracing::info!("revoked: {}", revoked.join(", "));
                 self.on_revoke(consumer, tpl);
                 let unassigned = if cooperative {
                     consumer.incremental_unassign(tpl)
@@ -639,6 +738,8 @@ pub fn run(
     let context = LedgerContext {
         sink: Arc::clone(&sink),
         custody,
+        claims: Mutex::new(HashMap::new()),
+        left_waiting: AtomicUsize::new(0),
         group: config.group.clone(),
         metrics: Arc::clone(&metrics),
         dead_letters,
@@ -741,6 +842,7 @@ pub fn run(
             last_stall_check = Instant::now();
             consumer.context().check_stalled(&consumer, stall_quiet);
         }
+        waiting += consumer.context().left_waiting.swap(0, Ordering::Relaxed);
         if waiting > 0 && last_settle.elapsed() >= Duration::from_secs(2) {
             last_settle = Instant::now();
             waiting = consumer.context().settle_staged(&consumer)?;

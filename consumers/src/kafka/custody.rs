@@ -19,7 +19,7 @@ use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::handover::CustodyRecord;
+use super::handover::{CustodyRecord, SinceClaim, Step, since_claim};
 
 /// Remembers where each record sent went, by its number in the send.
 #[derive(Debug, Default)]
@@ -44,9 +44,18 @@ impl ProducerContext for Delivered {
 /// A group's partition of a topic: (group, topic, partition).
 type Partition = (String, String, i32);
 
-/// A custody record as followed: its offset in the custody topic, and the
-/// offset the group had committed when the partition changed hands.
-type Handover = (i64, Option<i64>);
+/// A custody record as followed: its offset in the custody topic, and its
+/// step.
+type Handover = (i64, Step);
+
+/// What `tail` has read so far.
+#[derive(Debug, Default)]
+struct Followed {
+    /// Per (group, topic, partition), in order.
+    records: HashMap<Partition, Vec<Handover>>,
+    /// The highest offset read.
+    last: Option<i64>,
+}
 
 /// The custody topic of a consumer.
 pub struct CustodyLog {
@@ -57,9 +66,8 @@ pub struct CustodyLog {
     /// partition meanwhile (a broker that completes a rebalance without
     /// it, as tansu can, leaves two members reading one partition).
     tail: BaseConsumer,
-    /// Per (group, topic, partition): (custody offset, committed then),
-    /// in order, as read so far by `tail`.
-    seen: Mutex<HashMap<Partition, Vec<Handover>>>,
+    /// The records read so far by `tail`.
+    seen: Mutex<Followed>,
     topic: String,
 }
 
@@ -113,28 +121,26 @@ impl CustodyLog {
             producer,
             reader,
             tail,
-            seen: Mutex::new(HashMap::new()),
+            seen: Mutex::new(Followed::default()),
             topic: topic.to_owned(),
         })
     }
 
-    /// Reads what the topic gained since the last call (never blocks
-    /// long).
-    pub fn follow(&self) {
-        let Ok(mut seen) = self.seen.lock() else {
-            return;
-        };
+    /// Reads what the topic gained since the last call (never blocks).
+    fn follow(&self, seen: &mut Followed) {
         while let Some(result) = self.tail.poll(Duration::ZERO) {
             match result {
                 Ok(m) => {
+                    seen.last = Some(seen.last.map_or(m.offset(), |l| l.max(m.offset())));
                     if let Some(r) = m
                         .payload()
                         .and_then(|p| std::str::from_utf8(p).ok())
                         .and_then(CustodyRecord::parse)
                     {
-                        seen.entry((r.group, r.topic, r.partition))
+                        seen.records
+                            .entry((r.group, r.topic, r.partition))
                             .or_default()
-                            .push((m.offset(), r.committed));
+                            .push((m.offset(), r.step));
                     }
                 }
                 Err(e) => {
@@ -145,82 +151,102 @@ impl CustodyLog {
         }
     }
 
-    /// The first handover of a partition after `after` that the follower
-    /// has seen: `Some(committed then)`.
-    pub fn seen_after(
+    /// Reads the topic up to its end as the broker tells it now, so that
+    /// every record written before this call is seen by `since_claim`.
+    /// Every record is sent on its own (see `record`), so the high
+    /// watermark is exact.
+    pub fn catch_up(&self) -> Result<(), KafkaError> {
+        let mut seen = self
+            .seen
+            .lock()
+            .map_err(|_| KafkaError::Flush(RDKafkaErrorCode::Fail))?;
+        let (_, high) = self.tail.fetch_watermarks(&self.topic, 0, TIMEOUT)?;
+        let began = Instant::now();
+        loop {
+            self.follow(&mut seen);
+            if high <= 0 || seen.last.is_some_and(|l| l >= high - 1) {
+                return Ok(());
+            }
+            if began.elapsed() > TIMEOUT {
+                return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// What the topic, as read by the last `catch_up`, says of a partition
+    /// since this member claimed it (see
+    /// [`super::handover::since_claim`]).
+    pub fn since_claim(
         &self,
-        after: i64,
+        claim: i64,
+        resumed: i64,
         group: &str,
         topic: &str,
         partition: i32,
-    ) -> Option<Option<i64>> {
-        let seen = self.seen.lock().ok()?;
-        seen.get(&(group.to_owned(), topic.to_owned(), partition))?
-            .iter()
-            .find(|(offset, _)| *offset > after)
-            .map(|(_, committed)| *committed)
+    ) -> SinceClaim {
+        let Ok(seen) = self.seen.lock() else {
+            return SinceClaim::Claimed;
+        };
+        let records = seen
+            .records
+            .get(&(group.to_owned(), topic.to_owned(), partition))
+            .map_or(&[][..], Vec::as_slice);
+        since_claim(records, claim, resumed)
     }
 
-    /// Appends records (all at once) and waits until the broker holds
-    /// them; returns their offsets, in order.
+    /// Appends records, one at a time, each once the broker holds the one
+    /// before (so that each is a record batch of its own: tansu reports a
+    /// short high watermark for a batch of several); returns their
+    /// offsets, in order.
     pub fn record(&self, records: &[CustodyRecord]) -> Result<Vec<i64>, KafkaError> {
+        records.iter().map(|r| self.record_one(r)).collect()
+    }
+
+    fn record_one(&self, record: &CustodyRecord) -> Result<i64, KafkaError> {
         if let Ok(mut slots) = self.producer.context().0.lock() {
             slots.clear();
         }
-        for (number, record) in records.iter().enumerate() {
-            let key = record.key();
-            let value = record.encode();
-            let mut pending = Some(
-                BaseRecord::with_opaque_to(&self.topic, Box::new(number))
-                    .key(&key)
-                    .payload(&value),
-            );
-            while let Some(r) = pending.take() {
-                match self.producer.send(r) {
-                    Ok(()) => {}
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        self.producer.poll(Duration::from_millis(10));
-                        pending = Some(back);
-                    }
-                    Err((e, _)) => return Err(e),
+        let key = record.key();
+        let value = record.encode();
+        let mut pending = Some(
+            BaseRecord::with_opaque_to(&self.topic, Box::new(0))
+                .key(&key)
+                .payload(&value),
+        );
+        while let Some(r) = pending.take() {
+            match self.producer.send(r) {
+                Ok(()) => {}
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    self.producer.poll(Duration::from_millis(10));
+                    pending = Some(back);
                 }
+                Err((e, _)) => return Err(e),
             }
         }
         self.producer.flush(TIMEOUT)?;
         let began = Instant::now();
         loop {
-            let done = self
+            let delivered = self
                 .producer
                 .context()
                 .0
                 .lock()
-                .map(|slots| slots.len() >= records.len())
-                .unwrap_or(false);
-            if done {
-                break;
+                .map_err(|_| KafkaError::Flush(RDKafkaErrorCode::Fail))?
+                .remove(&0);
+            if let Some(outcome) = delivered {
+                return outcome;
             }
             if began.elapsed() > TIMEOUT {
                 return Err(KafkaError::Flush(RDKafkaErrorCode::MessageTimedOut));
             }
             self.producer.poll(Duration::from_millis(5));
         }
-        let mut slots = self
-            .producer
-            .context()
-            .0
-            .lock()
-            .map_err(|_| KafkaError::Flush(RDKafkaErrorCode::Fail))?;
-        (0..records.len())
-            .map(|n| {
-                slots
-                    .remove(&n)
-                    .unwrap_or(Err(KafkaError::Flush(RDKafkaErrorCode::MessageTimedOut)))
-            })
-            .collect()
     }
 
-    /// The first record of the same group, topic and partition after
-    /// `after` (an offset in the custody topic), if any.
+    /// The first resume record of the same group, topic and partition
+    /// after `after` (an offset in the custody topic), if any: what the
+    /// group had committed then.
     ///
     /// The topic is read from its start: a fetch from inside a record
     /// batch is not to be trusted (tansu skips to the next batch), and a
@@ -234,7 +260,7 @@ impl CustodyLog {
         group: &str,
         topic: &str,
         partition: i32,
-    ) -> Result<Option<CustodyRecord>, KafkaError> {
+    ) -> Result<Option<Option<i64>>, KafkaError> {
         let (_, high) = self.reader.fetch_watermarks(&self.topic, 0, TIMEOUT)?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.topic, 0, Offset::Beginning)?;
@@ -267,8 +293,10 @@ impl CustodyLog {
                     else {
                         continue;
                     };
-                    if r.group == group && r.topic == topic && r.partition == partition {
-                        break Some(r);
+                    if let Step::Resume(committed) = r.step {
+                        if r.group == group && r.topic == topic && r.partition == partition {
+                            break Some(committed);
+                        }
                     }
                 }
                 Some(Err(e)) => {

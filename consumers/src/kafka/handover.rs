@@ -10,17 +10,31 @@
 //!
 //! The group's committed offset alone cannot tell once later owners have
 //! committed past the batch. So every member, when a partition is assigned
-//! to it, appends a *custody record* to the custody topic (one partition,
-//! totally ordered) before reading it: the partition, and the offset the
-//! group had committed when the member took it, which is where it resumes.
-//! A staged batch's token names the custody record under which it was
-//! staged. Its fate is read from the first custody record of the same
-//! partition after that one: the next owner resumed past the batch, or
-//! read it again. Without a later record, a committed offset at or past
-//! the batch's end means the commit landed (nobody else can have moved the
-//! group there without taking the partition, which writes a record first);
-//! one before it decides nothing yet, since a dead member's last commit may
-//! still be on its way: the batch waits, staged, for the next handover.
+//! to it, appends to the custody topic (one partition, totally ordered),
+//! before reading the partition, first a *claim* and then, once the claim
+//! is in the topic, a *resume record*: the offset the group had committed
+//! when the member took the partition, read after the claim landed, which
+//! is where it resumes. A staged batch's token names the resume record
+//! under which it was staged. Its fate is read from the first resume record
+//! of the same partition after that one: the next owner resumed past the
+//! batch, or read it again. Without a later record, a committed offset at
+//! or past the batch's end means the commit landed (nobody else can have
+//! moved the group there without taking the partition, which writes a
+//! record first); one before it decides nothing yet, since a dead member's
+//! last commit may still be on its way: the batch waits, staged, for the
+//! next handover.
+//!
+//! Why a claim first: a member that has committed a batch looks at the
+//! custody topic, up to its end, before appending the batch. Any record of
+//! the partition there after its own claim (other than its own resume
+//! record) means another member is taking the partition, and the handover
+//! decides. A claim that lands after that look was written after the
+//! commit landed, so the committed offset its member reads next is already
+//! past the batch: the new owner does not read the batch again. Were the
+//! committed offset read before the record was written, a commit could
+//! land in between, unseen by both members, and the batch be recorded
+//! twice.
+//!
 //! This needs nothing of the broker but a topic: no commit metadata (tansu
 //! 0.6 returns none), no generation fencing (tansu 0.6 has none).
 
@@ -54,14 +68,24 @@ impl BatchToken {
     }
 }
 
-/// One custody record: a member took a partition of a group's topic when
-/// the group had committed `committed` (`None`: nothing yet).
+/// What a custody record says a member did with a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// It is taking the partition; its resume record follows.
+    Claim,
+    /// It took the partition when the group had committed this (`None`:
+    /// nothing yet), and resumes there.
+    Resume(Option<i64>),
+}
+
+/// One custody record: a step a member took with a partition of a group's
+/// topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CustodyRecord {
     pub group: String,
     pub topic: String,
     pub partition: i32,
-    pub committed: Option<i64>,
+    pub step: Step,
 }
 
 const PREFIX: &str = "lifeledger-custody/1";
@@ -72,15 +96,17 @@ impl CustodyRecord {
         format!("{}/{}/{}", self.group, self.topic, self.partition)
     }
 
+    /// `lifeledger-custody/1 group=G topic=T partition=P claim`, or
     /// `lifeledger-custody/1 group=G topic=T partition=P committed=N|none`.
     pub fn encode(&self) -> String {
+        let step = match self.step {
+            Step::Claim => "claim".to_owned(),
+            Step::Resume(None) => "committed=none".to_owned(),
+            Step::Resume(Some(c)) => format!("committed={c}"),
+        };
         format!(
-            "{PREFIX} group={} topic={} partition={} committed={}",
-            self.group,
-            self.topic,
-            self.partition,
-            self.committed
-                .map_or_else(|| "none".to_owned(), |c| c.to_string())
+            "{PREFIX} group={} topic={} partition={} {step}",
+            self.group, self.topic, self.partition
         )
     }
 
@@ -92,9 +118,12 @@ impl CustodyRecord {
         let group = words.next()?.strip_prefix("group=")?;
         let topic = words.next()?.strip_prefix("topic=")?;
         let partition = words.next()?.strip_prefix("partition=")?.parse().ok()?;
-        let committed = match words.next()?.strip_prefix("committed=")? {
-            "none" => None,
-            n => Some(n.parse().ok()?),
+        let step = match words.next()? {
+            "claim" => Step::Claim,
+            word => Step::Resume(match word.strip_prefix("committed=")? {
+                "none" => None,
+                n => Some(n.parse().ok()?),
+            }),
         };
         if words.next().is_some() || group.is_empty() || topic.is_empty() {
             return None;
@@ -103,7 +132,7 @@ impl CustodyRecord {
             group: group.to_owned(),
             topic: topic.to_owned(),
             partition,
-            committed,
+            step,
         })
     }
 }
@@ -136,6 +165,52 @@ pub fn fate(
     }
 }
 
+/// What the custody topic, read to its end, says of a partition since
+/// this member claimed it (its claim at `claim`, its resume record, the
+/// batch token's, at `resumed`), from the partition's records in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinceClaim {
+    /// Nobody else has claimed the partition: a batch whose commit landed
+    /// is this member's to append.
+    Undisturbed,
+    /// Another member is taking it and has not yet said where it resumes:
+    /// the batch waits.
+    Claimed,
+    /// Another member took it, when the group had committed this: it
+    /// decides the batch, as for a batch left staged.
+    Resumed(Option<i64>),
+}
+
+pub fn since_claim(records: &[(i64, Step)], claim: i64, resumed: i64) -> SinceClaim {
+    // The first resume record after ours decides (the last member to write
+    // its resume record holds the partition).
+    if let Some((_, Step::Resume(c))) = records
+        .iter()
+        .find(|(o, s)| *o > resumed && matches!(s, Step::Resume(_)))
+    {
+        return SinceClaim::Resumed(*c);
+    }
+    // Claims of others after ours that no resume record followed before
+    // ours: their member read, or will read, the committed offset after
+    // our claim, and may resume before our batch.
+    let mut pending = 0usize;
+    for (offset, step) in records {
+        if *offset <= claim || *offset == resumed {
+            continue;
+        }
+        match step {
+            Step::Claim => pending += 1,
+            Step::Resume(_) if *offset < resumed => pending = pending.saturating_sub(1),
+            Step::Resume(_) => {}
+        }
+    }
+    if pending > 0 {
+        SinceClaim::Claimed
+    } else {
+        SinceClaim::Undisturbed
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,9 +222,10 @@ mod tests {
             group in "[a-z][a-z0-9._-]{0,20}",
             topic in "[a-z][a-z0-9._-]{0,20}",
             partition in 0i32..1000,
-            committed in proptest::option::of(0i64..i64::MAX),
+            committed in proptest::option::of(proptest::option::of(0i64..i64::MAX)),
         ) {
-            let r = CustodyRecord { group, topic, partition, committed };
+            let step = committed.map_or(Step::Claim, Step::Resume);
+            let r = CustodyRecord { group, topic, partition, step };
             prop_assert_eq!(CustodyRecord::parse(&r.encode()), Some(r));
         }
 
@@ -248,5 +324,43 @@ mod tests {
         assert_eq!(fate(10, Some(Some(6)), Some(40)), Some(Fate::NotLanded));
         assert_eq!(fate(10, Some(Some(10)), Some(40)), Some(Fate::Landed));
         assert_eq!(fate(10, Some(None), Some(40)), Some(Fate::NotLanded));
+    }
+
+    #[test]
+    fn after_a_claim_only_another_members_records_disturb() {
+        use Step::{Claim, Resume};
+        // Ours only: claim at 3, resume at 5.
+        let ours = [(3, Claim), (5, Resume(Some(10)))];
+        assert_eq!(since_claim(&ours, 3, 5), SinceClaim::Undisturbed);
+        // Records before our claim do not count.
+        let before = [
+            (1, Claim),
+            (2, Resume(Some(4))),
+            (3, Claim),
+            (5, Resume(Some(10))),
+        ];
+        assert_eq!(since_claim(&before, 3, 5), SinceClaim::Undisturbed);
+        // Another member claimed after us and has not resumed: wait.
+        let claimed = [(3, Claim), (4, Claim), (5, Resume(Some(10)))];
+        assert_eq!(since_claim(&claimed, 3, 5), SinceClaim::Claimed);
+        let claimed_late = [(3, Claim), (5, Resume(Some(10))), (9, Claim)];
+        assert_eq!(since_claim(&claimed_late, 3, 5), SinceClaim::Claimed);
+        // ... and then resumed: its resume record decides.
+        let resumed = [
+            (3, Claim),
+            (4, Claim),
+            (5, Resume(Some(10))),
+            (6, Resume(Some(12))),
+        ];
+        assert_eq!(since_claim(&resumed, 3, 5), SinceClaim::Resumed(Some(12)));
+        // A member that claimed and resumed between our claim and our
+        // resume record holds the partition less recently than we do.
+        let overtaken = [
+            (3, Claim),
+            (4, Claim),
+            (5, Resume(Some(9))),
+            (6, Resume(Some(10))),
+        ];
+        assert_eq!(since_claim(&overtaken, 3, 6), SinceClaim::Undisturbed);
     }
 }

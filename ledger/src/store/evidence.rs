@@ -315,6 +315,40 @@ impl EvidenceWriter {
         Ok((manifest, frames))
     }
 
+    /// Seals the open segments of these chains (those that have one) and
+    /// writes the manifest that says so; returns it. Used to bound how
+    /// long entries wait for the archive, which takes sealed segments only.
+    pub fn seal_chains(
+        &mut self,
+        current: &Manifest,
+        chains: &[String],
+    ) -> Result<Manifest, StoreError> {
+        let mut manifest = current.clone();
+        let mut renames = Vec::new();
+        for chain in chains {
+            let has_entries = manifest
+                .chains
+                .get(chain)
+                .and_then(|state| state.open.map(|open| state.next_seq > open.first_seq))
+                .unwrap_or(false);
+            if has_entries {
+                renames.push(self.seal(&mut manifest, chain)?);
+            }
+        }
+        if renames.is_empty() {
+            return Ok(manifest);
+        }
+        manifest.generation += 1;
+        write_manifest(&self.dir, &manifest)?;
+        for (from, to) in renames {
+            fs::rename(&from, &to).map_err(io_error(&from))?;
+            if let Some(parent) = to.parent() {
+                sync_dir(parent)?;
+            }
+        }
+        Ok(manifest)
+    }
+
     /// Turns a chain's open segment into a sealed one in `manifest`; returns
     /// the rename to make once the manifest is written.
     fn seal(

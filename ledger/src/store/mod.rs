@@ -14,20 +14,21 @@ mod checkpoints;
 mod derived;
 mod durability;
 mod event_index;
-mod evidence;
+pub(crate) mod evidence;
 mod export;
 mod layout;
-mod manifest;
+pub(crate) mod manifest;
 mod migrate;
 mod monitor;
-mod own_records;
+pub(crate) mod own_records;
 mod projection;
 mod read_only;
 mod replay;
-mod segment;
-mod snapshot;
+pub(crate) mod segment;
+pub(crate) mod snapshot;
 mod staged;
 mod tree;
+mod vouch;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -50,6 +51,7 @@ pub use read_only::ReadOnlyLedger;
 pub use replay::{Replay, Visited};
 pub use snapshot::{Records, Snapshot};
 pub use staged::StagedBatch;
+pub use vouch::Vouched;
 
 /// Settings of a ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -737,6 +739,36 @@ impl Ledger {
             }
         }
         Ok(reports)
+    }
+
+    /// Seals the open segments of these chains (of every chain: `None`)
+    /// that hold entries, so that an archive, which takes sealed segments
+    /// only, can take them now.
+    pub fn seal_open_segments(&mut self, chains: Option<&[String]>) -> Result<(), StoreError> {
+        if self.poisoned {
+            return Err(StoreError::Poisoned);
+        }
+        let all;
+        let chains = match chains {
+            Some(c) => c,
+            None => {
+                all = self.evidence.chain_names();
+                &all
+            }
+        };
+        let Some(writer) = self.writer.as_mut() else {
+            return Err(StoreError::ReadOnly);
+        };
+        match writer.seal_chains(self.evidence.manifest(), chains) {
+            Ok(manifest) => {
+                self.evidence = Snapshot::of(self.dir.clone(), manifest);
+                Ok(())
+            }
+            Err(e) => {
+                self.poisoned = true;
+                Err(e)
+            }
+        }
     }
 
     /// The input cursor of a chain: where its source should resume (for a

@@ -289,6 +289,66 @@ fn split_records(header: &FrameHeader, body: &[u8]) -> Result<Vec<StoredRecord>,
     Ok(records)
 }
 
+/// What a whole segment holds, every frame of it checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentSummary {
+    pub chain: String,
+    pub first_seq: u64,
+    /// The seq after its last record.
+    pub next_seq: u64,
+    /// Its last record, if it holds any.
+    pub last: Option<StoredRecord>,
+}
+
+/// Reads a whole segment's bytes: the header, then frames that follow each
+/// other without gap up to the last byte. Any damage is an error naming
+/// the byte offset and the first seq it touches.
+pub fn summarize(bytes: &[u8]) -> Result<SegmentSummary, String> {
+    let (header, mut pos) = decode_header(bytes)?;
+    let mut next_seq = header.first_seq;
+    let mut last = None;
+    while pos < bytes.len() {
+        let Some(head) = bytes
+            .get(pos..pos + FRAME_HEADER_LEN)
+            .and_then(|h| <&[u8; FRAME_HEADER_LEN]>::try_from(h).ok())
+        else {
+            return Err(format!(
+                "at byte {pos} (seq {next_seq}): ends inside a frame header"
+            ));
+        };
+        let frame = FrameHeader::decode(head);
+        if frame.first_seq != next_seq {
+            return Err(format!(
+                "at byte {pos}: a frame starts at seq {} where seq {next_seq} belongs",
+                frame.first_seq
+            ));
+        }
+        let body_start = pos + FRAME_HEADER_LEN;
+        let body_end = body_start.saturating_add(frame.body_len as usize);
+        let (Some(body), Some(sum)) = (
+            bytes.get(body_start..body_end),
+            bytes.get(body_end..body_end.saturating_add(CHECKSUM_LEN)),
+        ) else {
+            return Err(format!(
+                "at byte {pos} (seq {next_seq}): ends inside a frame"
+            ));
+        };
+        let mut records = decode_frame(&frame, body, sum)
+            .map_err(|d| format!("at byte {pos} (seq {next_seq}): {}", d.detail))?;
+        next_seq += u64::from(frame.count);
+        if let Some(r) = records.pop() {
+            last = Some(r);
+        }
+        pos = body_end + CHECKSUM_LEN;
+    }
+    Ok(SegmentSummary {
+        chain: header.chain,
+        first_seq: header.first_seq,
+        next_seq,
+        last,
+    })
+}
+
 /// The file name of a chain's directory under `segments/`: `c-` and the
 /// chain name with `/` written `%2F` (no chain name holds `%`).
 pub fn chain_dir_name(chain: &str) -> String {
@@ -323,6 +383,35 @@ mod tests {
             let mut bad = bytes.clone();
             bad[i] ^= 0x10;
             assert!(decode_header(&bad).is_err(), "flip at {i} passed");
+        }
+    }
+
+    #[test]
+    fn a_segment_summary_names_its_range_and_last_record_and_any_cut_is_refused() {
+        let mut bytes = encode_header("file", 10);
+        let hashes: Vec<EntryHash> = (0u8..5).map(|i| EntryHash::of_encoding(&[i])).collect();
+        let encodings: Vec<Vec<u8>> = (0u8..5).map(|i| vec![i]).collect();
+        for (at, n) in [(0usize, 2usize), (2, 3)] {
+            bytes.extend(encode_frame(
+                10 + at as u64,
+                hashes[at..at + n]
+                    .iter()
+                    .zip(encodings[at..at + n].iter().map(Vec::as_slice)),
+                at == 0,
+            ));
+        }
+        let summary = summarize(&bytes).unwrap();
+        assert_eq!(
+            (summary.chain.as_str(), summary.first_seq, summary.next_seq),
+            ("file", 10, 15)
+        );
+        assert_eq!(summary.last.map(|r| r.encoding), Some(vec![4]));
+        for cut in 0..bytes.len() {
+            if cut != header_len("file") && summarize(&bytes[..cut]).is_ok() {
+                let s = summarize(&bytes[..cut]).unwrap();
+                // Only a cut exactly between frames reads, as fewer entries.
+                assert!(s.next_seq == 12, "cut at {cut} read as {s:?}");
+            }
         }
     }
 

@@ -1,0 +1,254 @@
+//! The archive: a second, write-once home for the evidence on object
+//! storage (S3 or any S3-compatible server; a local directory as the
+//! embedded default).
+//!
+//! Sealed segments, checkpoints, policy texts, signer keys and the origin
+//! are copied there as immutable objects (`layout`), each written with a
+//! conditional put that never overwrites (`If-None-Match: *` on S3), so an
+//! upload is idempotent: a second put of the same bytes finds them there,
+//! and a put of other bytes under a taken name is refused and reported.
+//! `upload` copies what a ledger directory has and the archive lacks;
+//! `restore` rebuilds a ledger directory from the archive alone.
+//!
+//! The object store client is async; the archive drives it on a runtime of
+//! its own, so that callers (the consumer's loop, the CLI) stay
+//! synchronous.
+
+pub mod layout;
+mod restore;
+mod upload;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+use crate::store::StoreError;
+
+pub use restore::{RestoreReport, restore};
+pub use upload::{ArchiveProgress, Uploader};
+
+/// What went wrong with the archive.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("archive URL {url:?}: {detail}")]
+    Url { url: String, detail: String },
+    #[error("archive {location}: {source}")]
+    Store {
+        location: String,
+        source: object_store::Error,
+    },
+    /// A name the archive already holds with other bytes: someone else
+    /// wrote there (another writer extending the same chain, or a ledger
+    /// that is not this one).
+    #[error(
+        "archive object {location} already holds other bytes than this ledger's ({detail}); nothing was overwritten"
+    )]
+    Conflict { location: String, detail: String },
+    /// An archived object that does not read as what its name says.
+    #[error("archive object {location}: {detail}")]
+    Damaged { location: String, detail: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Ledger(#[from] StoreError),
+}
+
+/// The outcome of a write-once put.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Put {
+    /// The object did not exist; it does now.
+    Created,
+    /// The object existed with the same bytes (an earlier upload got
+    /// there first): nothing to do.
+    AlreadyThere,
+}
+
+/// An archive: an object store and the prefix the ledger's objects live
+/// under.
+pub struct Archive {
+    store: Arc<dyn ObjectStore>,
+    prefix: ObjectPath,
+    /// For messages: the URL the archive was opened with.
+    url: String,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl std::fmt::Debug for Archive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Archive").field("url", &self.url).finish()
+    }
+}
+
+impl Archive {
+    /// Opens the archive at `url`: `s3://BUCKET/PREFIX` (credentials,
+    /// region and endpoint from the usual `AWS_*` environment variables,
+    /// e.g. `AWS_ENDPOINT` and `AWS_ALLOW_HTTP=true` for a local server),
+    /// or `file:///PATH` or a plain path (a local directory, created if
+    /// missing).
+    pub fn open(url: &str) -> Result<Archive, ArchiveError> {
+        let bad = |detail: String| ArchiveError::Url {
+            url: url.to_owned(),
+            detail,
+        };
+        let (store, prefix): (Arc<dyn ObjectStore>, String) = if let Some(rest) =
+            url.strip_prefix("s3://")
+        {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(bad("names no bucket".to_owned()));
+            }
+            let s3 = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_checksum_algorithm(object_store::aws::Checksum::SHA256)
+                .build()
+                .map_err(|e| bad(e.to_string()))?;
+            (Arc::new(s3), prefix.trim_matches('/').to_owned())
+        } else {
+            let path = match url.strip_prefix("file://") {
+                Some(p) => PathBuf::from(p),
+                None if url.contains("://") => {
+                    return Err(bad(
+                        "only s3:// and file:// archives (or a plain path) are known".to_owned(),
+                    ));
+                }
+                None => PathBuf::from(url),
+            };
+            std::fs::create_dir_all(&path).map_err(|source| ArchiveError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let local = LocalFileSystem::new_with_prefix(&path).map_err(|e| bad(e.to_string()))?;
+            (Arc::new(local), String::new())
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| ArchiveError::Io {
+                path: PathBuf::from(url),
+                source,
+            })?;
+        Ok(Archive {
+            store,
+            prefix: ObjectPath::from(prefix),
+            url: url.to_owned(),
+            runtime,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn path(&self, name: &str) -> ObjectPath {
+        if self.prefix.as_ref().is_empty() {
+            ObjectPath::from(name)
+        } else {
+            ObjectPath::from(format!("{}/{name}", self.prefix))
+        }
+    }
+
+    fn store_error(&self, name: &str, source: object_store::Error) -> ArchiveError {
+        ArchiveError::Store {
+            location: format!("{}/{name}", self.url.trim_end_matches('/')),
+            source,
+        }
+    }
+
+    /// Writes `bytes` as `name` if no object has that name. If one has,
+    /// reads it: the same bytes are [`Put::AlreadyThere`], other bytes a
+    /// [`ArchiveError::Conflict`]. Never overwrites.
+    pub fn put_new(&self, name: &str, bytes: Bytes) -> Result<Put, ArchiveError> {
+        let path = self.path(name);
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        let put = self.runtime.block_on(self.store.put_opts(
+            &path,
+            PutPayload::from_bytes(bytes.clone()),
+            options,
+        ));
+        match put {
+            Ok(_) => Ok(Put::Created),
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => match self.get(name)? {
+                Some(there) if there == bytes => Ok(Put::AlreadyThere),
+                Some(there) => Err(ArchiveError::Conflict {
+                    location: format!("{}/{name}", self.url.trim_end_matches('/')),
+                    detail: format!(
+                        "{} bytes there, BLAKE3 {}; {} bytes here, BLAKE3 {}",
+                        there.len(),
+                        blake3::hash(&there).to_hex(),
+                        bytes.len(),
+                        blake3::hash(&bytes).to_hex()
+                    ),
+                }),
+                None => Err(ArchiveError::Conflict {
+                    location: format!("{}/{name}", self.url.trim_end_matches('/')),
+                    detail:
+                        "the server refused the put as if the object existed, but it cannot be read"
+                            .to_owned(),
+                }),
+            },
+            Err(e) => Err(self.store_error(name, e)),
+        }
+    }
+
+    /// The bytes of object `name`, or `None` if there is none.
+    pub fn get(&self, name: &str) -> Result<Option<Bytes>, ArchiveError> {
+        let path = self.path(name);
+        let got = self.runtime.block_on(async {
+            let result = self.store.get(&path).await?;
+            result.bytes().await
+        });
+        match got {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.store_error(name, e)),
+        }
+    }
+
+    /// Every object under `dir` (a name relative to the prefix, or "" for
+    /// all), as (name relative to the prefix, size), sorted by name.
+    pub fn list(&self, dir: &str) -> Result<Vec<(String, u64)>, ArchiveError> {
+        let under = if dir.is_empty() {
+            self.prefix.clone()
+        } else {
+            self.path(dir)
+        };
+        let prefix_len = if self.prefix.as_ref().is_empty() {
+            0
+        } else {
+            self.prefix.as_ref().len() + 1
+        };
+        let listed: Result<Vec<_>, _> = self
+            .runtime
+            .block_on(self.store.list(Some(&under)).try_collect::<Vec<_>>());
+        let mut out: Vec<(String, u64)> = listed
+            .map_err(|e| self.store_error(dir, e))?
+            .into_iter()
+            .filter_map(|meta| {
+                let name = meta.location.as_ref().get(prefix_len..)?.to_owned();
+                Some((name, meta.size))
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError + '_ {
+    move |source| ArchiveError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}

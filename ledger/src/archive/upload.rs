@@ -1,0 +1,276 @@
+//! Copying a ledger directory's evidence into the archive.
+//!
+//! Idempotent and resumable: what the archive already holds is learned by
+//! listing it once, and every put is write-once, so an upload cut short by
+//! a crash is simply run again. Per chain, sealed segments go up in seq
+//! order and never past a gap, so the archive holds each chain as a prefix
+//! (`ArchiveProgress::archived`). A checkpoint goes up only once every
+//! entry it covers is archived: what the archive's checkpoints sign, the
+//! archive holds.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use super::layout::{self, Object};
+use super::{Archive, ArchiveError, Put, io_error};
+use crate::checkpoint::{PublicKey, read_unverified};
+use crate::store::Snapshot;
+use crate::store::manifest::SealedSegment;
+use crate::store::own_records::{self, ORIGIN, POLICIES, SIGNER};
+use crate::store::segment;
+
+/// How far the archive holds a ledger.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArchiveProgress {
+    /// Per chain: the seq after the last archived entry (every entry
+    /// before it is archived).
+    pub archived: BTreeMap<String, u64>,
+    /// Entries acknowledged in the ledger directory and not yet archived.
+    pub lag_entries: u64,
+    /// How many of the ledger's checkpoints (the oldest) are archived.
+    pub checkpoints: u64,
+    /// What this uploader has put so far (not what was already there).
+    pub segments_uploaded: u64,
+    pub bytes_uploaded: u64,
+}
+
+/// Uploads a ledger directory's evidence to an archive, step by step.
+#[derive(Debug)]
+pub struct Uploader {
+    archive: Archive,
+    dir: PathBuf,
+    /// Per chain: the archived segments, first seq to size, as listed or
+    /// put.
+    segments: BTreeMap<String, BTreeMap<u64, u64>>,
+    /// Sizes of the archived checkpoints, by number, as listed.
+    listed_checkpoints: BTreeMap<u64, u64>,
+    /// Records put (or found there) by this uploader.
+    done: BTreeSet<String>,
+    progress: ArchiveProgress,
+}
+
+impl Uploader {
+    /// Learns what the archive holds (one listing).
+    pub fn new(archive: Archive, dir: &Path) -> Result<Uploader, ArchiveError> {
+        let mut segments: BTreeMap<String, BTreeMap<u64, u64>> = BTreeMap::new();
+        let mut listed_checkpoints = BTreeMap::new();
+        for (name, size) in archive.list("")? {
+            match layout::parse(&name) {
+                Some(Object::Segment { chain, first_seq }) => {
+                    segments.entry(chain).or_default().insert(first_seq, size);
+                }
+                Some(Object::Checkpoint(n)) => {
+                    listed_checkpoints.insert(n, size);
+                }
+                _ => {}
+            }
+        }
+        Ok(Uploader {
+            archive,
+            dir: dir.to_owned(),
+            segments,
+            listed_checkpoints,
+            done: BTreeSet::new(),
+            progress: ArchiveProgress::default(),
+        })
+    }
+
+    pub fn archive(&self) -> &Archive {
+        &self.archive
+    }
+
+    pub fn progress(&self) -> &ArchiveProgress {
+        &self.progress
+    }
+
+    /// Puts a small record once per uploader (the archive keeps it).
+    fn put_record_once(&mut self, name: &str, bytes: Vec<u8>) -> Result<(), ArchiveError> {
+        if self.done.contains(name) {
+            return Ok(());
+        }
+        self.archive.put_new(name, Bytes::from(bytes))?;
+        self.done.insert(name.to_owned());
+        Ok(())
+    }
+
+    /// Uploads what the ledger directory has and the archive lacks, as of
+    /// the manifest now: sealed segments, the origin, policy texts, the
+    /// signer's key and the checkpoints the archive covers. Returns the
+    /// progress.
+    pub fn step(&mut self) -> Result<&ArchiveProgress, ArchiveError> {
+        self.put_record_once(layout::MARKER, layout::MARKER_TEXT.as_bytes().to_vec())?;
+        if let Some(origin) = own_records::read_text(&self.dir.join(ORIGIN))? {
+            self.put_record_once(layout::ORIGIN, origin.into_bytes())?;
+        }
+        let snapshot = Snapshot::open(&self.dir)?;
+        let mut lag = 0u64;
+        for (chain, state) in &snapshot.manifest().chains {
+            let archived = self.upload_chain(&snapshot, chain, &state.sealed)?;
+            lag += state.next_seq.saturating_sub(archived);
+            self.progress.archived.insert(chain.clone(), archived);
+        }
+        self.progress.lag_entries = lag;
+        self.upload_policies()?;
+        self.upload_signer()?;
+        self.upload_checkpoints()?;
+        Ok(&self.progress)
+    }
+
+    /// Uploads a chain's sealed segments in order; returns the seq up to
+    /// which the archive holds the chain.
+    fn upload_chain(
+        &mut self,
+        snapshot: &Snapshot,
+        chain: &str,
+        sealed: &[SealedSegment],
+    ) -> Result<u64, ArchiveError> {
+        let mut archived = 0u64;
+        for s in sealed {
+            if s.first_seq != archived {
+                break;
+            }
+            let name = layout::segment_key(chain, s.first_seq);
+            match self.segments.get(chain).and_then(|m| m.get(&s.first_seq)) {
+                Some(size) if *size == s.bytes => {}
+                Some(size) => {
+                    return Err(ArchiveError::Conflict {
+                        location: format!("{}/{name}", self.archive.url().trim_end_matches('/')),
+                        detail: format!(
+                            "{size} bytes there, while this ledger's segment {}..{} is {} bytes: another writer extended chain {chain} from seq {}",
+                            s.first_seq, s.next_seq, s.bytes, s.first_seq
+                        ),
+                    });
+                }
+                None => {
+                    let bytes = read_sealed(snapshot, chain, s)?;
+                    let put = self.archive.put_new(&name, Bytes::from(bytes))?;
+                    if put == Put::Created {
+                        self.progress.segments_uploaded += 1;
+                        self.progress.bytes_uploaded += s.bytes;
+                    }
+                    self.segments
+                        .entry(chain.to_owned())
+                        .or_default()
+                        .insert(s.first_seq, s.bytes);
+                }
+            }
+            archived = s.next_seq;
+        }
+        Ok(archived)
+    }
+
+    fn upload_policies(&mut self) -> Result<(), ArchiveError> {
+        let folder = self.dir.join(POLICIES);
+        let entries = match std::fs::read_dir(&folder) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_error(&folder)(e)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let path = entry.map_err(io_error(&folder))?.path();
+            let Some(hash) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".toml"))
+            else {
+                continue;
+            };
+            names.push((hash.to_owned(), path));
+        }
+        names.sort();
+        for (hash, path) in names {
+            let name = layout::policy_key(&hash);
+            if self.done.contains(&name) {
+                continue;
+            }
+            let bytes = std::fs::read(&path).map_err(io_error(&path))?;
+            self.put_record_once(&name, bytes)?;
+        }
+        Ok(())
+    }
+
+    fn upload_signer(&mut self) -> Result<(), ArchiveError> {
+        let Some(text) = own_records::read_text(&self.dir.join(SIGNER))? else {
+            return Ok(());
+        };
+        let key = PublicKey::parse(text.trim_end()).map_err(|e| ArchiveError::Damaged {
+            location: self.dir.join(SIGNER).display().to_string(),
+            detail: e.to_string(),
+        })?;
+        self.put_record_once(&layout::key_key(key.id()), text.into_bytes())
+    }
+
+    /// Uploads the ledger's checkpoints in order, each once every entry it
+    /// covers is archived; stops at the first that is not yet covered.
+    fn upload_checkpoints(&mut self) -> Result<(), ArchiveError> {
+        let files = own_records::checkpoint_files(&self.dir)?;
+        for (n, path) in files
+            .iter()
+            .enumerate()
+            .skip(self.progress.checkpoints as usize)
+        {
+            let n = n as u64;
+            let note = std::fs::read(path).map_err(io_error(path))?;
+            let text = String::from_utf8_lossy(&note);
+            let checkpoint = read_unverified(&text).map_err(|e| ArchiveError::Damaged {
+                location: path.display().to_string(),
+                detail: e.to_string(),
+            })?;
+            let covered = checkpoint.chains.iter().all(|c| {
+                self.progress
+                    .archived
+                    .get(&c.chain)
+                    .is_some_and(|a| *a >= c.size)
+                    || c.size == 0
+            });
+            if !covered {
+                break;
+            }
+            let name = layout::checkpoint_key(n);
+            match self.listed_checkpoints.get(&n) {
+                Some(size) if *size == note.len() as u64 => {}
+                Some(_) => {
+                    self.archive.put_new(&name, Bytes::from(note))?;
+                }
+                None => {
+                    self.archive.put_new(&name, Bytes::from(note))?;
+                }
+            }
+            self.progress.checkpoints = n + 1;
+        }
+        Ok(())
+    }
+}
+
+/// A sealed segment's bytes, checked against the manifest's size and hash
+/// (under its sealed name, or its open name if the writer stopped before
+/// renaming it).
+fn read_sealed(
+    snapshot: &Snapshot,
+    chain: &str,
+    s: &SealedSegment,
+) -> Result<Vec<u8>, ArchiveError> {
+    let dir = snapshot.chain_dir(chain);
+    let sealed = dir.join(segment::sealed_name(s.first_seq, s.next_seq, &s.hash));
+    let bytes = match std::fs::read(&sealed) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let open = dir.join(segment::open_name(s.first_seq));
+            std::fs::read(&open).map_err(io_error(&open))?
+        }
+        Err(e) => return Err(io_error(&sealed)(e)),
+    };
+    if bytes.len() as u64 != s.bytes || blake3::hash(&bytes).as_bytes() != &s.hash {
+        return Err(ArchiveError::Damaged {
+            location: sealed.display().to_string(),
+            detail: format!(
+                "the sealed segment {}..{} of chain {chain} does not match the manifest's size and hash; nothing of it was archived",
+                s.first_seq, s.next_seq
+            ),
+        });
+    }
+    Ok(bytes)
+}
