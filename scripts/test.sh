@@ -24,6 +24,10 @@ fi
 # free port each); build tansu once into ~/.cargo/bin if it is not there.
 bash scripts/broker.sh install
 
+# The archive tests start their own S3-compatible servers (moto, from
+# PyPI); install it once if it is not there.
+bash scripts/s3-server.sh install
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The auditor's side must build without librdkafka.

@@ -6,6 +6,7 @@
 pub mod broker;
 pub mod corpus;
 mod fixtures;
+pub mod s3;
 pub mod segments;
 
 pub use fixtures::*;

@@ -106,11 +106,25 @@ impl Archive {
             if bucket.is_empty() {
                 return Err(bad("names no bucket".to_owned()));
             }
-            let s3 = AmazonS3Builder::from_env()
+            let mut s3 = AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
-                .with_checksum_algorithm(object_store::aws::Checksum::SHA256)
-                .build()
-                .map_err(|e| bad(e.to_string()))?;
+                .with_checksum_algorithm(object_store::aws::Checksum::SHA256);
+            if object_lock_headers() {
+                let mut headers = http::HeaderMap::new();
+                headers.insert(
+                    "x-amz-sdk-checksum-algorithm",
+                    http::HeaderValue::from_static("SHA256"),
+                );
+                // These options replace those `from_env` read; of them,
+                // only AWS_ALLOW_HTTP matters here.
+                let allow_http = std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v == "true");
+                s3 = s3.with_client_options(
+                    object_store::ClientOptions::new()
+                        .with_allow_http(allow_http)
+                        .with_default_headers(headers),
+                );
+            }
+            let s3 = s3.build().map_err(|e| bad(e.to_string()))?;
             (Arc::new(s3), prefix.trim_matches('/').to_owned())
         } else {
             let path = match url.strip_prefix("file://") {
@@ -244,6 +258,16 @@ impl Archive {
         out.sort();
         Ok(out)
     }
+}
+
+/// Whether puts carry `x-amz-sdk-checksum-algorithm` (beside the SHA-256
+/// checksum they always carry), which a bucket with Object Lock default
+/// retention demands of every upload (`LIFELEDGER_ARCHIVE_OBJECT_LOCK=true`).
+/// The client sends it as a default header, outside the request
+/// signature, so it is off unless asked for.
+fn object_lock_headers() -> bool {
+    std::env::var("LIFELEDGER_ARCHIVE_OBJECT_LOCK")
+        .is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "yes"))
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError + '_ {
