@@ -1,6 +1,7 @@
 //! When to sign a checkpoint while appending: every so many entries or
 //! seconds, and once more at the end if anything changed.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -15,7 +16,14 @@ pub struct CheckpointSchedule {
     every: Duration,
     entries_at_last: u64,
     last: Instant,
+    /// With an archive: how far it holds each chain. A checkpoint then
+    /// covers only that (what is signed is what is archived).
+    archived: Option<ArchivedHeads>,
 }
+
+/// Per chain, the seq up to which the archive holds it (`None` until the
+/// archive was first reached).
+pub type ArchivedHeads = std::sync::Arc<std::sync::Mutex<Option<BTreeMap<String, u64>>>>;
 
 impl CheckpointSchedule {
     /// A schedule for `ledger` as it stands now: growth from here counts.
@@ -31,19 +39,46 @@ impl CheckpointSchedule {
             every,
             entries_at_last: ledger.heads().map(|h| h.next_seq).sum(),
             last: Instant::now(),
+            archived: None,
         }
+    }
+
+    /// Checkpoints from now on cover only what the archive holds.
+    pub fn within_archive(&mut self, archived: ArchivedHeads) {
+        self.archived = Some(archived);
     }
 
     /// Takes a checkpoint if one is due (or `force`d) and the ledger grew
     /// since the last one.
     pub fn maybe(&mut self, ledger: &mut Ledger, force: bool) -> Result<(), StoreError> {
         let Some(key) = &self.key else { return Ok(()) };
-        let total: u64 = ledger.heads().map(|h| h.next_seq).sum();
+        let limits = match &self.archived {
+            None => None,
+            Some(a) => match a.lock().ok().and_then(|a| a.clone()) {
+                Some(limits) => Some(limits),
+                // The archive not reached yet: nothing can be signed.
+                None => return Ok(()),
+            },
+        };
+        let total: u64 = ledger
+            .heads()
+            .map(|h| match &limits {
+                None => h.next_seq,
+                Some(l) => l.get(&h.chain).copied().unwrap_or(0).min(h.next_seq),
+            })
+            .sum();
         let grown = total.saturating_sub(self.entries_at_last);
         let due = grown >= self.every_entries
             || (grown > 0 && (force || self.last.elapsed() >= self.every));
         if due {
-            ledger.checkpoint(key, Timestamp::now())?;
+            match &limits {
+                None => {
+                    ledger.checkpoint(key, Timestamp::now())?;
+                }
+                Some(l) => {
+                    ledger.checkpoint_within(key, Timestamp::now(), l)?;
+                }
+            }
             self.entries_at_last = total;
             self.last = Instant::now();
         }

@@ -26,6 +26,12 @@ impl S3Server {
             .local_addr()
             .unwrap()
             .port();
+        S3Server::start_on(port)
+    }
+
+    /// Starts the server on this port (for a test that needs to know the
+    /// port before the server is up).
+    pub fn start_on(port: u16) -> S3Server {
         let child = Command::new("python3")
             .args([
                 "-m",

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use jiff::SignedDuration;
 use lifeledger::kafka::alerts::KafkaAlertOut;
+use lifeledger::kafka::archiver::{ArchiveRunner, ArchiveSettings};
 use lifeledger::kafka::config::ConsumerConfig;
 use lifeledger::kafka::consumer::{client_config, run};
 use lifeledger::kafka::metrics::{Metrics, serve};
@@ -55,6 +56,14 @@ pub struct ConsumeArgs {
     /// Do not fold batches into the retention projection as they land.
     #[arg(long)]
     pub no_projection: bool,
+    /// Copy sealed segments, checkpoints and policy texts to this
+    /// write-once archive (s3://BUCKET/PREFIX, file:///PATH or a path).
+    #[arg(long, env = "LIFELEDGER_ARCHIVE")]
+    pub archive: Option<String>,
+    /// Seal open segments this often (seconds), so that the archive lags
+    /// by about this much.
+    #[arg(long)]
+    pub archive_seal_after_secs: Option<u64>,
     /// A librdkafka setting, KEY=VALUE (repeatable).
     #[arg(long = "set", value_parser = parse_setting)]
     pub settings: Vec<(String, String)>,
@@ -114,6 +123,12 @@ pub fn resolve(
     }
     if let Some(d) = args.alert_horizon_days {
         c.alert_horizon_days = d;
+    }
+    if args.archive.is_some() {
+        c.archive = args.archive.clone();
+    }
+    if let Some(v) = args.archive_seal_after_secs {
+        c.archive_seal_after_secs = v;
     }
     for (k, v) in &args.settings {
         c.librdkafka.insert(k.clone(), v.clone());
@@ -183,7 +198,44 @@ pub fn consume(dir: &Path, ledger_given: bool, args: ConsumeArgs) -> anyhow::Res
         config.group,
         config.ledger.display()
     );
-    let (summary, _sink) = run(&config, sink, metrics, shutdown, None)?;
+    let archiver = config.archive.as_ref().map(|url| {
+        tracing::info!(
+            "archiving to {url}: open segments sealed every {} s, uploads every {} s",
+            config.archive_seal_after_secs,
+            config.archive_interval_secs
+        );
+        ArchiveRunner::start(
+            &config.ledger,
+            ArchiveSettings {
+                url: url.clone(),
+                interval: Duration::from_secs(config.archive_interval_secs.max(1)),
+                lag_alert_entries: config.archive_lag_alert_entries,
+            },
+            Arc::clone(&metrics),
+        )
+    });
+    if let Some(a) = &archiver {
+        sink.within_archive(a.archived());
+    }
+    let (summary, mut sink) = run(&config, sink, Arc::clone(&metrics), shutdown, None)?;
+    if let Some(a) = &archiver {
+        // A graceful stop leaves nothing behind: every entry sealed and
+        // archived, and a checkpoint covering it.
+        sink.seal_open_segments(None)?;
+        if a.flush(Duration::from_secs(120)) {
+            sink.maybe_checkpoint(true)?;
+            if !a.flush(Duration::from_secs(60)) {
+                tracing::warn!("the last checkpoint is not archived yet; the next run uploads it");
+            }
+        } else {
+            tracing::warn!(
+                "the archive did not take everything before stopping ({} entries not archived); the next run uploads them",
+                metrics
+                    .archive_lag_entries
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            );
+        }
+    }
     out!(
         "consumed {} messages: {} appended, {} rejected, {} duplicates, {} redeliveries skipped",
         summary.consumed,

@@ -46,6 +46,16 @@ pub struct ConsumerConfig {
     /// created if missing): how a batch a dead member left staged is
     /// judged.
     pub custody_topic: String,
+    /// The write-once archive (s3://BUCKET/PREFIX, file:///PATH or a
+    /// path); none: the ledger stays on this disk only.
+    pub archive: Option<String>,
+    /// How often sealed segments are uploaded.
+    pub archive_interval_secs: u64,
+    /// Open segments holding entries are sealed this often, so that the
+    /// archive (which takes sealed segments only) lags by about this much.
+    pub archive_seal_after_secs: u64,
+    /// Archive lag (entries) past which the alert fires.
+    pub archive_lag_alert_entries: u64,
     /// librdkafka settings passed through as they are.
     pub librdkafka: BTreeMap<String, String>,
 }
@@ -71,6 +81,10 @@ impl Default for ConsumerConfig {
             alert_horizon_days: 7,
             monitor_interval_ms: 1_000,
             custody_topic: "lifeledger.custody".into(),
+            archive: None,
+            archive_interval_secs: 5,
+            archive_seal_after_secs: 60,
+            archive_lag_alert_entries: 1_000_000,
             librdkafka: BTreeMap::new(),
         }
     }

@@ -120,6 +120,9 @@ pub struct LedgerContext {
     /// Batches a write left staged, waiting for another member's resume
     /// record; the run loop settles them.
     left_waiting: AtomicUsize,
+    /// With an archive: revoked partitions' chains are sealed, so that the
+    /// archive can take their tails at once.
+    seal_on_revoke: bool,
     group: String,
     metrics: Arc<Metrics>,
     dead_letters: Option<DeadLetterOut>,
@@ -304,6 +307,15 @@ impl LedgerContext {
             self.fail(format!(
                 "writing the ledger before giving up partitions: {e}"
             ));
+        }
+        if self.seal_on_revoke {
+            let chains: Vec<String> = partitions
+                .iter()
+                .map(|(t, p)| super::chain_name(t, *p))
+                .collect();
+            if let Err(e) = lock(&self.sink).seal_open_segments(Some(&chains)) {
+                self.fail(format!("sealing the revoked partitions' segments: {e}"));
+            }
         }
         lock(&self.sink).forget(&partitions);
     }
@@ -740,6 +752,7 @@ pub fn run(
         custody,
         claims: Mutex::new(HashMap::new()),
         left_waiting: AtomicUsize::new(0),
+        seal_on_revoke: config.archive.is_some(),
         group: config.group.clone(),
         metrics: Arc::clone(&metrics),
         dead_letters,
@@ -770,7 +783,18 @@ pub fn run(
     // messages flow, a quiet partition is more likely waiting its turn.
     let stall_quiet = Duration::from_millis(1000);
     let mut last_any_message = Instant::now();
+    // With an archive, open segments are sealed this often: the archive
+    // takes sealed segments only.
+    let seal_every = config
+        .archive
+        .as_ref()
+        .map(|_| Duration::from_secs(config.archive_seal_after_secs.max(1)));
+    let mut last_seal = Instant::now();
     loop {
+        if seal_every.is_some_and(|every| last_seal.elapsed() >= every) {
+            last_seal = Instant::now();
+            lock(&sink).seal_open_segments(None)?;
+        }
         if shutdown.load(Ordering::Relaxed) {
             tracing::info!("shutting down: writing what is pending");
             break;

@@ -45,6 +45,13 @@ pub struct Metrics {
     heads: Mutex<BTreeMap<String, u64>>,
     /// Alert deliveries that failed (and are retried).
     pub alert_failures: AtomicU64,
+    /// Entries acknowledged locally and not yet in the archive.
+    pub archive_lag_entries: AtomicU64,
+    /// 1 while the archive lag is past its alert threshold.
+    pub archive_lag_alert: AtomicU64,
+    pub archive_segments: AtomicU64,
+    pub archive_bytes: AtomicU64,
+    pub archive_errors: AtomicU64,
     monitor: Mutex<Option<std::sync::Arc<crate::monitor::MonitorGauges>>>,
 }
 
@@ -301,6 +308,43 @@ impl Metrics {
             "lifeledger_alert_failures_total",
             "Alert deliveries that failed and are retried from the outbox.",
             &self.alert_failures,
+        );
+        let gauge = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        };
+        gauge(
+            &mut out,
+            "lifeledger_archive_lag_entries",
+            "Entries acknowledged locally and not yet archived.",
+            &self.archive_lag_entries,
+        );
+        gauge(
+            &mut out,
+            "lifeledger_archive_lag_alert",
+            "1 while the archive lag is past its alert threshold.",
+            &self.archive_lag_alert,
+        );
+        counter(
+            &mut out,
+            "lifeledger_archive_segments_total",
+            "Sealed segments uploaded to the archive.",
+            &self.archive_segments,
+        );
+        counter(
+            &mut out,
+            "lifeledger_archive_bytes_total",
+            "Bytes of sealed segments uploaded to the archive.",
+            &self.archive_bytes,
+        );
+        counter(
+            &mut out,
+            "lifeledger_archive_errors_total",
+            "Archive steps that failed (and are retried).",
+            &self.archive_errors,
         );
         if let Ok(Some(gauges)) = self.monitor.lock().map(|m| m.clone()) {
             out.push_str(&gauges.render());

@@ -17,6 +17,7 @@
 //! Kafka offsets are committed only once the ledger is durable.
 
 pub mod alerts;
+pub mod archiver;
 pub mod config;
 pub mod consumer;
 pub mod custody;

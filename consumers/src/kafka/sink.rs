@@ -653,6 +653,17 @@ impl Sink {
         Ok(Flushed { dead_letters })
     }
 
+    /// Seals the open segments of these chains (all: `None`) so that the
+    /// archive can take them.
+    pub fn seal_open_segments(&mut self, chains: Option<&[String]>) -> Result<(), StoreError> {
+        self.ledger.seal_open_segments(chains)
+    }
+
+    /// Checkpoints from now on cover only what the archive holds.
+    pub fn within_archive(&mut self, archived: crate::schedule::ArchivedHeads) {
+        self.checkpoints.within_archive(archived);
+    }
+
     /// Takes a checkpoint if one is due, or if `force`d and the ledger grew.
     pub fn maybe_checkpoint(&mut self, force: bool) -> Result<(), StoreError> {
         self.checkpoints.maybe(&mut self.ledger, force)

@@ -31,7 +31,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 use crate::store::StoreError;
 
 pub use restore::{RestoreReport, restore};
-pub use upload::{ArchiveProgress, Uploader};
+pub use upload::{ArchiveProgress, Uploader, unarchived};
 
 /// What went wrong with the archive.
 #[derive(Debug, thiserror::Error)]

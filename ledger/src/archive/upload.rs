@@ -85,6 +85,13 @@ impl Uploader {
         &self.progress
     }
 
+    /// Entries the ledger directory acknowledges beyond what the archive
+    /// was last seen to hold (read from the manifest; no archive access:
+    /// it holds while the archive is unreachable).
+    pub fn lag_now(&self) -> Result<u64, ArchiveError> {
+        unarchived(&self.dir, &self.progress.archived)
+    }
+
     /// Puts a small record once per uploader (the archive keeps it).
     fn put_record_once(&mut self, name: &str, bytes: Vec<u8>) -> Result<(), ArchiveError> {
         if self.done.contains(name) {
@@ -243,6 +250,21 @@ impl Uploader {
         }
         Ok(())
     }
+}
+
+/// Entries the ledger directory at `dir` acknowledges beyond `archived`
+/// (per chain, the seq up to which the archive holds it).
+pub fn unarchived(dir: &Path, archived: &BTreeMap<String, u64>) -> Result<u64, ArchiveError> {
+    let snapshot = Snapshot::open(dir)?;
+    Ok(snapshot
+        .manifest()
+        .chains
+        .iter()
+        .map(|(chain, state)| {
+            let archived = archived.get(chain).copied().unwrap_or(0);
+            state.next_seq.saturating_sub(archived)
+        })
+        .sum())
 }
 
 /// A sealed segment's bytes, checked against the manifest's size and hash

@@ -55,7 +55,55 @@ impl Ledger {
     pub fn checkpoint(&mut self, key: &PrivateKey, time: Timestamp) -> Result<String, StoreError> {
         self.writable()?;
         let checkpoint = self.current_checkpoint(time)?;
-        let note = key.sign(&checkpoint);
+        self.keep_checkpoint(key, &checkpoint)
+    }
+
+    /// Takes, signs and keeps a checkpoint covering each chain only up to
+    /// `limits` (a chain not named there: not at all), e.g. what the
+    /// archive holds. `None` when it would cover nothing.
+    pub fn checkpoint_within(
+        &mut self,
+        key: &PrivateKey,
+        time: Timestamp,
+        limits: &std::collections::BTreeMap<String, u64>,
+    ) -> Result<Option<String>, StoreError> {
+        self.writable()?;
+        let origin = self.ensure_origin(None)?;
+        let mut chains = Vec::new();
+        for chain in self.chain_names()? {
+            let (size, root) = self.tree_head(&chain)?;
+            let limit = limits.get(&chain).copied().unwrap_or(0).min(size);
+            if limit == 0 {
+                continue;
+            }
+            let root = if limit == size {
+                root
+            } else {
+                self.tree_root_at(&chain, limit)?
+            };
+            chains.push(ChainRoot {
+                chain,
+                size: limit,
+                root,
+            });
+        }
+        if chains.is_empty() {
+            return Ok(None);
+        }
+        let checkpoint = Checkpoint {
+            origin,
+            time,
+            chains,
+        };
+        self.keep_checkpoint(key, &checkpoint).map(Some)
+    }
+
+    fn keep_checkpoint(
+        &mut self,
+        key: &PrivateKey,
+        checkpoint: &Checkpoint,
+    ) -> Result<String, StoreError> {
+        let note = key.sign(checkpoint);
         let next = own_records::checkpoint_files(&self.dir)?.len() as u64;
         own_records::write_durably(&self.dir.join(SIGNER), key.public().to_string().as_bytes())?;
         own_records::write_durably(

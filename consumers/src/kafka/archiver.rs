@@ -1,0 +1,169 @@
+//! The consumer's archive uploader: a thread of its own that copies what
+//! the ledger seals to the archive, so that consumption never waits for
+//! object storage. It keeps the archive lag (entries acknowledged locally
+//! and not yet archived) in the metrics, raises an alert past a threshold,
+//! and tells the checkpoint schedule how far the archive holds each chain.
+//! An unreachable archive is retried every interval; consumption goes on.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use lifeledger_ledger::archive::{Archive, ArchiveError, Uploader, unarchived};
+
+use super::metrics::Metrics;
+use crate::schedule::ArchivedHeads;
+
+/// Settings of the archive uploader.
+#[derive(Debug, Clone)]
+pub struct ArchiveSettings {
+    pub url: String,
+    /// How often it uploads what was sealed.
+    pub interval: Duration,
+    /// Lag (entries) past which the alert fires.
+    pub lag_alert_entries: u64,
+}
+
+/// A running uploader.
+#[derive(Debug)]
+pub struct ArchiveRunner {
+    archived: ArchivedHeads,
+    requests: Sender<Sender<bool>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ArchiveRunner {
+    pub fn start(dir: &Path, settings: ArchiveSettings, metrics: Arc<Metrics>) -> ArchiveRunner {
+        let archived: ArchivedHeads = Arc::new(Mutex::new(None));
+        let (requests, inbox) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (dir, archived, stop) = (dir.to_owned(), Arc::clone(&archived), Arc::clone(&stop));
+            std::thread::spawn(move || run(&dir, &settings, &metrics, &archived, &inbox, &stop))
+        };
+        ArchiveRunner {
+            archived,
+            requests,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// How far the archive holds each chain, for the checkpoint schedule.
+    pub fn archived(&self) -> ArchivedHeads {
+        Arc::clone(&self.archived)
+    }
+
+    /// Uploads what is sealed now, waiting up to `timeout`; true if every
+    /// sealed segment is archived.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let (reply, answer) = mpsc::channel();
+        if self.requests.send(reply).is_err() {
+            return false;
+        }
+        answer.recv_timeout(timeout).unwrap_or(false)
+    }
+}
+
+impl Drop for ArchiveRunner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let (reply, _) = mpsc::channel();
+        let _ = self.requests.send(reply);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(
+    dir: &Path,
+    settings: &ArchiveSettings,
+    metrics: &Metrics,
+    archived: &ArchivedHeads,
+    inbox: &Receiver<Sender<bool>>,
+    stop: &AtomicBool,
+) {
+    let mut uploader: Option<Uploader> = None;
+    let mut alerting = false;
+    let mut last_error: Option<String> = None;
+    loop {
+        let reply = match inbox.recv_timeout(settings.interval) {
+            Ok(reply) => Some(reply),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let stepped = step(dir, &settings.url, &mut uploader);
+        let lag = match (&stepped, &uploader) {
+            (Ok(lag), _) => Some(*lag),
+            (Err(_), Some(u)) => u.lag_now().ok(),
+            (Err(_), None) => unarchived(dir, &Default::default()).ok(),
+        };
+        match &stepped {
+            Ok(_) => {
+                if last_error.take().is_some() {
+                    tracing::info!("the archive {} is reachable again", settings.url);
+                }
+            }
+            Err(e) => {
+                Metrics::add(&metrics.archive_errors, 1);
+                let text = e.to_string();
+                if last_error.as_deref() != Some(&text) {
+                    tracing::warn!("archive: {text}; retrying every {:?}", settings.interval);
+                }
+                last_error = Some(text);
+            }
+        }
+        if let Some(u) = &uploader {
+            let p = u.progress();
+            metrics
+                .archive_segments
+                .store(p.segments_uploaded, Ordering::Relaxed);
+            metrics
+                .archive_bytes
+                .store(p.bytes_uploaded, Ordering::Relaxed);
+            if stepped.is_ok() {
+                if let Ok(mut a) = archived.lock() {
+                    *a = Some(p.archived.clone());
+                }
+            }
+        }
+        if let Some(lag) = lag {
+            metrics.archive_lag_entries.store(lag, Ordering::Relaxed);
+            let over = lag > settings.lag_alert_entries;
+            if over && !alerting {
+                tracing::warn!(
+                    "ALERT archive lag: {lag} entries acknowledged locally are not archived (threshold {})",
+                    settings.lag_alert_entries
+                );
+            } else if !over && alerting {
+                tracing::info!("archive lag back to {lag} entries");
+            }
+            alerting = over;
+            metrics
+                .archive_lag_alert
+                .store(u64::from(alerting), Ordering::Relaxed);
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(stepped.is_ok());
+        }
+    }
+}
+
+/// One upload step; returns the lag after it.
+fn step(dir: &Path, url: &str, uploader: &mut Option<Uploader>) -> Result<u64, ArchiveError> {
+    if uploader.is_none() {
+        *uploader = Some(Uploader::new(Archive::open(url)?, dir)?);
+    }
+    let Some(u) = uploader.as_mut() else {
+        return Ok(0);
+    };
+    Ok(u.step()?.lag_entries)
+}
