@@ -56,6 +56,18 @@ pub fn upload(dir: &Path, args: ArchiveArgs) -> anyhow::Result<Outcome> {
         progress.checkpoints,
         progress.lag_entries
     );
+    if !progress.conflicts.is_empty() {
+        let details: Vec<String> = progress
+            .conflicts
+            .iter()
+            .map(|(chain, detail)| format!("chain {chain:?}: {detail}"))
+            .collect();
+        anyhow::bail!(
+            "{} chains not archived, another ledger extended them: {}",
+            details.len(),
+            details.join("; ")
+        );
+    }
     Ok(Outcome::Ok)
 }
 
@@ -104,15 +116,52 @@ pub fn verify(url: &str, key: Option<&Path>, depth: Depth) -> anyhow::Result<Out
         .collect();
     let scratch = tempfile::tempdir().context("making a temporary directory")?;
     let dir = scratch.path().join("ledger");
-    match archive::restore(&archive, &dir) {
-        Ok(_) => {}
+    let restored = match archive::restore(&archive, &dir) {
+        Ok(r) => r,
         Err(e @ (ArchiveError::Damaged { .. } | ArchiveError::Conflict { .. })) => {
             out!("archive {url}: BROKEN: {e}");
             return Ok(Outcome::VerificationFailed);
         }
         Err(e) => return Err(e).context(format!("reading the archive {url}")),
-    }
+    };
     let mut checked = check_dir(&dir, key, depth)?;
+    // The other ledgers that wrote to this archive (a group's members):
+    // their checkpoints too must hold against the archived chains.
+    let snapshot = Snapshot::open(&dir)?;
+    let keys: Vec<PublicKey> = match key {
+        Some(path) => vec![read_key(path)?],
+        None => archived_keys(&archive)?,
+    };
+    for (ledger, notes) in archive::ledger_checkpoints(&archive)? {
+        if restored.ledger.as_deref() == Some(ledger.as_str()) {
+            continue;
+        }
+        let mut best: Option<Vec<String>> = None;
+        for k in &keys {
+            let problems: Vec<String> = snapshot
+                .vouch(&notes, k)?
+                .into_iter()
+                .filter_map(|v| v.problem.map(|p| format!("checkpoint {}: {p}", v.number)))
+                .collect();
+            if best.as_ref().is_none_or(|b| problems.len() < b.len()) {
+                best = Some(problems);
+            }
+        }
+        match best {
+            Some(problems) if problems.is_empty() => checked.lines.push(format!(
+                "ledger {ledger}: {} checkpoints verified",
+                notes.len()
+            )),
+            Some(problems) => {
+                for p in problems {
+                    checked.problems.push(format!("ledger {ledger}: {p}"));
+                }
+            }
+            None => checked.problems.push(format!(
+                "ledger {ledger}: no key to check its checkpoints with"
+            )),
+        }
+    }
     for name in strays {
         checked.problems.push(format!(
             "object {name:?} is not one the archive writes (a stray, or a renamed object)"
@@ -168,11 +217,7 @@ fn check_dir(dir: &Path, key: Option<&Path>, depth: Depth) -> anyhow::Result<Che
         ));
     }
     let key = match key {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading the key {}", path.display()))?;
-            Some(PublicKey::parse(text.trim()).with_context(|| format!("{}", path.display()))?)
-        }
+        Some(path) => Some(read_key(path)?),
         None => {
             let held = std::fs::read_to_string(dir.join("signer.pub")).ok();
             if held.is_some() {
@@ -213,6 +258,25 @@ fn check_dir(dir: &Path, key: Option<&Path>, depth: Depth) -> anyhow::Result<Che
         }
     }
     Ok(checked)
+}
+
+fn read_key(path: &Path) -> anyhow::Result<PublicKey> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the key {}", path.display()))?;
+    PublicKey::parse(text.trim()).with_context(|| format!("{}", path.display()))
+}
+
+/// The signer keys the archive holds.
+fn archived_keys(archive: &Archive) -> anyhow::Result<Vec<PublicKey>> {
+    let mut keys = Vec::new();
+    for (name, _) in archive.list(layout::KEYS)? {
+        if let Some(text) = archive.get(&name)? {
+            if let Ok(k) = PublicKey::parse(String::from_utf8_lossy(&text).trim()) {
+                keys.push(k);
+            }
+        }
+    }
+    Ok(keys)
 }
 
 fn read_checkpoints(dir: &Path) -> anyhow::Result<Vec<String>> {

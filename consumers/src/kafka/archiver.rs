@@ -27,10 +27,14 @@ pub struct ArchiveSettings {
     pub lag_alert_entries: u64,
 }
 
+/// Chains another ledger extended in the archive: not to be extended here.
+pub type Conflicts = Arc<Mutex<std::collections::BTreeSet<String>>>;
+
 /// A running uploader.
 #[derive(Debug)]
 pub struct ArchiveRunner {
     archived: ArchivedHeads,
+    conflicts: Conflicts,
     requests: Sender<Sender<bool>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -39,14 +43,25 @@ pub struct ArchiveRunner {
 impl ArchiveRunner {
     pub fn start(dir: &Path, settings: ArchiveSettings, metrics: Arc<Metrics>) -> ArchiveRunner {
         let archived: ArchivedHeads = Arc::new(Mutex::new(None));
+        let conflicts: Conflicts = Arc::new(Mutex::new(std::collections::BTreeSet::new()));
         let (requests, inbox) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (dir, archived, stop) = (dir.to_owned(), Arc::clone(&archived), Arc::clone(&stop));
-            std::thread::spawn(move || run(&dir, &settings, &metrics, &archived, &inbox, &stop))
+            let (dir, archived, conflicts, stop) = (
+                dir.to_owned(),
+                Arc::clone(&archived),
+                Arc::clone(&conflicts),
+                Arc::clone(&stop),
+            );
+            std::thread::spawn(move || {
+                run(
+                    &dir, &settings, &metrics, &archived, &conflicts, &inbox, &stop,
+                );
+            })
         };
         ArchiveRunner {
             archived,
+            conflicts,
             requests,
             stop,
             thread: Some(thread),
@@ -56,6 +71,11 @@ impl ArchiveRunner {
     /// How far the archive holds each chain, for the checkpoint schedule.
     pub fn archived(&self) -> ArchivedHeads {
         Arc::clone(&self.archived)
+    }
+
+    /// Chains another ledger extended in the archive.
+    pub fn conflicts(&self) -> Conflicts {
+        Arc::clone(&self.conflicts)
     }
 
     /// Uploads what is sealed now, waiting up to `timeout`; true if every
@@ -85,10 +105,12 @@ fn run(
     settings: &ArchiveSettings,
     metrics: &Metrics,
     archived: &ArchivedHeads,
+    conflicts: &Conflicts,
     inbox: &Receiver<Sender<bool>>,
     stop: &AtomicBool,
 ) {
     let mut uploader: Option<Uploader> = None;
+    let mut reported = std::collections::BTreeSet::new();
     let mut alerting = false;
     let mut last_error: Option<String> = None;
     loop {
@@ -123,6 +145,17 @@ fn run(
         }
         if let Some(u) = &uploader {
             let p = u.progress();
+            for (chain, detail) in &p.conflicts {
+                if reported.insert(chain.clone()) {
+                    Metrics::add(&metrics.archive_conflicts, 1);
+                    tracing::error!(
+                        "archive: chain {chain} was extended by another ledger; this ledger's entries from there are not archived and the chain is not extended here ({detail})"
+                    );
+                }
+            }
+            if let Ok(mut c) = conflicts.lock() {
+                c.clone_from(&p.conflicts.keys().cloned().collect());
+            }
             metrics
                 .archive_segments
                 .store(p.segments_uploaded, Ordering::Relaxed);

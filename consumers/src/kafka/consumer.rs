@@ -20,6 +20,7 @@ use super::custody::CustodyLog;
 use super::handover::{BatchToken, CustodyRecord, Fate, SinceClaim, Step, fate};
 use super::metrics::Metrics;
 use super::sink::{Accepted, DeadLetter, Sink, StagedCommit};
+use lifeledger_ledger::archive::{Archive, Continuation};
 use lifeledger_ledger::{Source, StoreError};
 
 #[derive(Debug, Error)]
@@ -123,6 +124,9 @@ pub struct LedgerContext {
     /// With an archive: revoked partitions' chains are sealed, so that the
     /// archive can take their tails at once.
     seal_on_revoke: bool,
+    /// With an archive: where an assigned partition's chain is continued
+    /// from (the chain of record, whichever member extended it last).
+    archive: Option<Archive>,
     group: String,
     metrics: Arc<Metrics>,
     dead_letters: Option<DeadLetterOut>,
@@ -241,7 +245,7 @@ impl LedgerContext {
             }
         }
         for ((topic, partition), custody_offset) in assigned.into_iter().zip(custody_offsets) {
-            let theirs = committed.get(&(topic.clone(), partition)).copied();
+            let mut theirs = committed.get(&(topic.clone(), partition)).copied();
             // A batch this ledger left staged on the partition is decided by
             // what the group held just now, where this member resumes.
             let staged = lock(&self.sink).staged_commit(&topic, partition);
@@ -264,6 +268,42 @@ impl LedgerContext {
                 }
             }
             let mut sink = lock(&self.sink);
+            if let Some(archive) = &self.archive {
+                // The archive holds the chain of record: continue it from
+                // there, and resume where it (or this ledger, if it holds
+                // more not yet archived) ends, whatever the group
+                // committed (a member may have committed offsets whose
+                // entries never reached the archive).
+                let chain = super::chain_name(&topic, partition);
+                match sink.continue_from_archive(archive, &chain) {
+                    Ok(Continuation::NotArchived) => {}
+                    Ok(Continuation::Holds { next_seq, ahead }) => {
+                        tracing::info!(
+                            "assigned {topic}/{partition}: this ledger holds the archived chain {chain} ({next_seq} entries, {ahead} not archived yet)"
+                        );
+                        theirs = None;
+                    }
+                    Ok(Continuation::Adopted { from, next_seq }) => {
+                        Metrics::add(&self.metrics.archive_adopted, 1);
+                        tracing::info!(
+                            "assigned {topic}/{partition}: continued chain {chain} from the archive (seqs {from}..{next_seq} fetched)"
+                        );
+                        theirs = None;
+                    }
+                    Ok(Continuation::Diverged { seq, detail }) => {
+                        Metrics::add(&self.metrics.archive_diverged, 1);
+                        tracing::error!(
+                            "assigned {topic}/{partition}: chain {chain} in this ledger differs from the archive's from seq {seq} ({detail}); another member extended it. Not read here: this ledger must not fork it (restore this member's ledger from the archive, or give it a new directory)"
+                        );
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            "assigned {topic}/{partition}: the archive cannot tell how far chain {chain} goes ({e}); resuming from this ledger and the group, and uploads will refuse any fork"
+                        );
+                    }
+                }
+            }
             let ours = match sink.cursor(&topic, partition) {
                 Ok(c) => c,
                 Err(err) => {
@@ -753,6 +793,13 @@ pub fn run(
         claims: Mutex::new(HashMap::new()),
         left_waiting: AtomicUsize::new(0),
         seal_on_revoke: config.archive.is_some(),
+        archive: match &config.archive {
+            Some(url) => match Archive::open(url) {
+                Ok(a) => Some(a),
+                Err(e) => return Err(ConsumeError::Rebalance(format!("opening the archive: {e}"))),
+            },
+            None => None,
+        },
         group: config.group.clone(),
         metrics: Arc::clone(&metrics),
         dead_letters,
@@ -794,6 +841,17 @@ pub fn run(
         if seal_every.is_some_and(|every| last_seal.elapsed() >= every) {
             last_seal = Instant::now();
             lock(&sink).seal_open_segments(None)?;
+            // A chain another member extended in the archive first is not
+            // extended here any more.
+            let conflicted = lock(&sink).conflicted();
+            if !conflicted.is_empty() {
+                for (t, p) in &conflicted {
+                    tracing::error!(
+                        "{t}/{p}: another member extended this partition's chain in the archive; this member stops reading it"
+                    );
+                }
+                lock(&sink).forget(&conflicted);
+            }
         }
         if shutdown.load(Ordering::Relaxed) {
             tracing::info!("shutting down: writing what is pending");

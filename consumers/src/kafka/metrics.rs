@@ -52,6 +52,11 @@ pub struct Metrics {
     pub archive_segments: AtomicU64,
     pub archive_bytes: AtomicU64,
     pub archive_errors: AtomicU64,
+    /// Chains found extended by another ledger in the archive.
+    pub archive_conflicts: AtomicU64,
+    /// Chains taken over from the archive, and those that could not be.
+    pub archive_adopted: AtomicU64,
+    pub archive_diverged: AtomicU64,
     monitor: Mutex<Option<std::sync::Arc<crate::monitor::MonitorGauges>>>,
 }
 
@@ -345,6 +350,24 @@ impl Metrics {
             "lifeledger_archive_errors_total",
             "Archive steps that failed (and are retried).",
             &self.archive_errors,
+        );
+        counter(
+            &mut out,
+            "lifeledger_archive_conflicts_total",
+            "Chains another ledger extended in the archive first: not archived from there.",
+            &self.archive_conflicts,
+        );
+        counter(
+            &mut out,
+            "lifeledger_archive_adopted_total",
+            "Assigned partitions whose chain was continued from the archive.",
+            &self.archive_adopted,
+        );
+        counter(
+            &mut out,
+            "lifeledger_archive_diverged_total",
+            "Assigned partitions whose local chain differs from the archive's: not read here.",
+            &self.archive_diverged,
         );
         if let Ok(Some(gauges)) = self.monitor.lock().map(|m| m.clone()) {
             out.push_str(&gauges.render());

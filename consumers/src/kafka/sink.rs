@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use jiff::Timestamp;
+use lifeledger_ledger::archive::{Archive, ArchiveError, Continuation, continue_chain};
 use lifeledger_ledger::checkpoint::PrivateKey;
 use lifeledger_ledger::projection::Projection;
 use lifeledger_ledger::{
@@ -98,6 +99,8 @@ pub struct Sink {
     /// `handover`), named by the tokens of the batches staged under it.
     custody: HashMap<(String, i32), i64>,
     rewinds: HashMap<(String, i32), Rewind>,
+    /// With an archive: chains another ledger extended there.
+    archive_conflicts: Option<super::archiver::Conflicts>,
     in_flight: HashMap<String, InFlight>,
     last_message: HashMap<(String, i32), Instant>,
     /// When the oldest input of the staged batches arrived.
@@ -138,6 +141,7 @@ impl Sink {
             assigned: None,
             custody: HashMap::new(),
             rewinds: HashMap::new(),
+            archive_conflicts: None,
             in_flight: HashMap::new(),
             last_message: HashMap::new(),
             oldest_staged: None,
@@ -659,9 +663,39 @@ impl Sink {
         self.ledger.seal_open_segments(chains)
     }
 
-    /// Checkpoints from now on cover only what the archive holds.
-    pub fn within_archive(&mut self, archived: crate::schedule::ArchivedHeads) {
+    /// Checkpoints from now on cover only what the archive holds; chains
+    /// the archive holds another ledger's continuation of are not read.
+    pub fn within_archive(
+        &mut self,
+        archived: crate::schedule::ArchivedHeads,
+        conflicts: super::archiver::Conflicts,
+    ) {
         self.checkpoints.within_archive(archived);
+        self.archive_conflicts = Some(conflicts);
+    }
+
+    /// Brings a partition's chain up to the archive's (sealing its open
+    /// segment first): see [`continue_chain`].
+    pub fn continue_from_archive(
+        &mut self,
+        archive: &Archive,
+        chain: &str,
+    ) -> Result<Continuation, ArchiveError> {
+        self.ledger.seal_open_segments(Some(&[chain.to_owned()]))?;
+        continue_chain(&mut self.ledger, archive, chain)
+    }
+
+    /// Held partitions whose chain the archive holds another ledger's
+    /// continuation of.
+    pub fn conflicted(&self) -> Vec<(String, i32)> {
+        let Some(conflicts) = self.archive_conflicts.as_ref().and_then(|c| c.lock().ok()) else {
+            return Vec::new();
+        };
+        self.assigned_cursors()
+            .into_iter()
+            .filter(|(t, p, _, _)| conflicts.contains(&chain_name(t, *p)))
+            .map(|(t, p, _, _)| (t, p))
+            .collect()
     }
 
     /// Takes a checkpoint if one is due, or if `force`d and the ledger grew.

@@ -11,8 +11,7 @@ use crate::store::segment::chain_dir_name;
 /// The object that marks a prefix as a Lifeledger archive, and its bytes.
 pub const MARKER: &str = "lifeledger-archive";
 pub const MARKER_TEXT: &str = "lifeledger-archive/1\n";
-/// The ledger's origin line (FORMAT.md 16.1), as in `DIR/origin`.
-pub const ORIGIN: &str = "origin";
+pub const LEDGERS: &str = "ledgers";
 pub const SEGMENTS: &str = "segments";
 pub const CHECKPOINTS: &str = "checkpoints";
 pub const POLICIES: &str = "policies";
@@ -24,9 +23,22 @@ pub fn segment_key(chain: &str, first_seq: u64) -> String {
     format!("{SEGMENTS}/{}/{first_seq:020}.seg", chain_dir_name(chain))
 }
 
-/// `checkpoints/N.note`: the ledger's `N`-th checkpoint.
-pub fn checkpoint_key(n: u64) -> String {
-    format!("{CHECKPOINTS}/{n:020}.note")
+/// The name under which a ledger's own records are archived: the first 16
+/// hex digits of the BLAKE3 hash of its origin line. Several ledgers (the
+/// members of a consumer group) share one archive: their chains meet in
+/// `segments/`, their origins and checkpoints stay apart.
+pub fn ledger_id(origin: &str) -> String {
+    blake3::hash(origin.as_bytes()).to_hex()[..16].to_owned()
+}
+
+/// `ledgers/ID/origin`: a ledger's origin line (FORMAT.md 16.1).
+pub fn origin_key(ledger: &str) -> String {
+    format!("{LEDGERS}/{ledger}/origin")
+}
+
+/// `ledgers/ID/checkpoints/N.note`: a ledger's `N`-th checkpoint.
+pub fn checkpoint_key(ledger: &str, n: u64) -> String {
+    format!("{LEDGERS}/{ledger}/{CHECKPOINTS}/{n:020}.note")
 }
 
 /// `policies/HASH.toml`: a published policy text.
@@ -44,9 +56,9 @@ pub fn key_key(key_id: [u8; 4]) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Object {
     Marker,
-    Origin,
+    Origin(String),
     Segment { chain: String, first_seq: u64 },
-    Checkpoint(u64),
+    Checkpoint(String, u64),
     Policy(String),
     Key([u8; 4]),
 }
@@ -62,11 +74,11 @@ fn twenty_digits(s: &str) -> Option<u64> {
 /// Reads an object name (relative to the prefix); `None` for a name that
 /// is none of the archive's (a stray object, reported by `verify`).
 pub fn parse(name: &str) -> Option<Object> {
-    match name {
-        MARKER => return Some(Object::Marker),
-        ORIGIN => return Some(Object::Origin),
-        _ => {}
+    if name == MARKER {
+        return Some(Object::Marker);
     }
+    let is_id =
+        |id: &str| id.len() == 16 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     let parts: Vec<&str> = name.split('/').collect();
     match parts.as_slice() {
         [SEGMENTS, dir, file] => {
@@ -74,9 +86,11 @@ pub fn parse(name: &str) -> Option<Object> {
             let first_seq = twenty_digits(file.strip_suffix(".seg")?)?;
             (segment_key(&chain, first_seq) == name).then_some(Object::Segment { chain, first_seq })
         }
-        [CHECKPOINTS, file] => Some(Object::Checkpoint(twenty_digits(
-            file.strip_suffix(".note")?,
-        )?)),
+        [LEDGERS, id, "origin"] if is_id(id) => Some(Object::Origin((*id).to_owned())),
+        [LEDGERS, id, CHECKPOINTS, file] if is_id(id) => Some(Object::Checkpoint(
+            (*id).to_owned(),
+            twenty_digits(file.strip_suffix(".note")?)?,
+        )),
         [POLICIES, file] => {
             let hash = file.strip_suffix(".toml")?;
             (hash.len() == 64 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
@@ -106,7 +120,9 @@ mod tests {
         ) {
             prop_assume!(!chain.contains("%2F"));
             prop_assert_eq!(parse(&segment_key(&chain, seq)), Some(Object::Segment { chain: chain.clone(), first_seq: seq }));
-            prop_assert_eq!(parse(&checkpoint_key(seq)), Some(Object::Checkpoint(seq)));
+            let ledger = ledger_id(&chain);
+            prop_assert_eq!(parse(&checkpoint_key(&ledger, seq)), Some(Object::Checkpoint(ledger.clone(), seq)));
+            prop_assert_eq!(parse(&origin_key(&ledger)), Some(Object::Origin(ledger.clone())));
             prop_assert_eq!(parse(&policy_key(&hash)), Some(Object::Policy(hash.clone())));
             prop_assert_eq!(parse(&key_key(id)), Some(Object::Key(id)));
         }
@@ -118,10 +134,12 @@ mod tests {
             "segments/c-file/1.seg",
             "segments/file/00000000000000000000.seg",
             "segments/c-file/00000000000000000000.open",
-            "checkpoints/0.note",
+            "checkpoints/00000000000000000000.note",
+            "ledgers/xyz/origin",
+            "ledgers/0123456789abcdef/checkpoints/0.note",
             "policies/ABC.toml",
             "keys/xyz.pub",
-            "origin.tmp",
+            "origin",
             "segments/c-a/b/00000000000000000000.seg",
         ] {
             assert_eq!(parse(name), None, "{name}");

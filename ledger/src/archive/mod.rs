@@ -14,6 +14,7 @@
 //! its own, so that callers (the consumer's loop, the CLI) stay
 //! synchronous.
 
+mod continuation;
 pub mod layout;
 mod restore;
 mod upload;
@@ -30,7 +31,8 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 
 use crate::store::StoreError;
 
-pub use restore::{RestoreReport, restore};
+pub use continuation::{Continuation, continue_chain};
+pub use restore::{RestoreReport, ledger_checkpoints, restore};
 pub use upload::{ArchiveProgress, Uploader, unarchived};
 
 /// What went wrong with the archive.

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use super::layout::{self, Object};
 use super::{Archive, ArchiveError, io_error};
-use crate::checkpoint::PublicKey;
+use crate::checkpoint::{PublicKey, read_unverified};
 use crate::entry::{Entry, Source};
 use crate::store::manifest::{ChainState, Manifest, SealedSegment};
 use crate::store::own_records::{self, ORIGIN, SIGNER};
@@ -28,6 +28,55 @@ pub struct RestoreReport {
     pub bytes: u64,
     pub checkpoints: u64,
     pub policies: u64,
+    /// The ledger (archive name, `layout::ledger_id`) whose origin and
+    /// checkpoints were restored.
+    pub ledger: Option<String>,
+}
+
+/// A ledger's archived checkpoints `0..`, in order; a gap is damage.
+fn fetch_checkpoints(
+    archive: &Archive,
+    ledger: &str,
+    numbers: &mut [u64],
+) -> Result<Vec<bytes::Bytes>, ArchiveError> {
+    numbers.sort_unstable();
+    let mut notes = Vec::new();
+    for (expected, n) in numbers.iter().enumerate() {
+        let name = layout::checkpoint_key(ledger, expected as u64);
+        if *n != expected as u64 {
+            return Err(ArchiveError::Damaged {
+                location: name,
+                detail: format!("missing, while checkpoint {n} of the same ledger is archived"),
+            });
+        }
+        notes.push(archive.get(&name)?.ok_or_else(|| ArchiveError::Damaged {
+            location: name.clone(),
+            detail: "listed, but gone when fetched".to_owned(),
+        })?);
+    }
+    Ok(notes)
+}
+
+/// Every ledger's archived checkpoints (by `layout::ledger_id`), each in
+/// order.
+pub fn ledger_checkpoints(
+    archive: &Archive,
+) -> Result<BTreeMap<String, Vec<String>>, ArchiveError> {
+    let mut numbers: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for (name, _) in archive.list(layout::LEDGERS)? {
+        if let Some(Object::Checkpoint(ledger, n)) = layout::parse(&name) {
+            numbers.entry(ledger).or_default().push(n);
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (ledger, mut ns) in numbers {
+        let notes = fetch_checkpoints(archive, &ledger, &mut ns)?
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect();
+        out.insert(ledger, notes);
+    }
+    Ok(out)
 }
 
 /// Where a chain's source resumes after `last`: for a Kafka record, the
@@ -55,7 +104,7 @@ pub fn restore(archive: &Archive, dir: &Path) -> Result<RestoreReport, ArchiveEr
     }
     let listing = archive.list("")?;
     let mut chains: BTreeMap<String, BTreeMap<u64, u64>> = BTreeMap::new();
-    let mut checkpoints = Vec::new();
+    let mut checkpoints: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let mut policies = Vec::new();
     let mut keys = Vec::new();
     let mut marked = false;
@@ -65,10 +114,10 @@ pub fn restore(archive: &Archive, dir: &Path) -> Result<RestoreReport, ArchiveEr
             Some(Object::Segment { chain, first_seq }) => {
                 chains.entry(chain).or_default().insert(first_seq, *size);
             }
-            Some(Object::Checkpoint(n)) => checkpoints.push(n),
+            Some(Object::Checkpoint(ledger, n)) => checkpoints.entry(ledger).or_default().push(n),
             Some(Object::Policy(hash)) => policies.push(hash),
             Some(Object::Key(id)) => keys.push(id),
-            Some(Object::Origin) | None => {}
+            Some(Object::Origin(_)) | None => {}
         }
     }
     if !marked {
@@ -97,9 +146,6 @@ pub fn restore(archive: &Archive, dir: &Path) -> Result<RestoreReport, ArchiveEr
             detail: "listed, but gone when fetched".to_owned(),
         })
     };
-    if listing.iter().any(|(n, _)| n == layout::ORIGIN) {
-        own_records::write_durably(&dir.join(ORIGIN), &get(layout::ORIGIN)?)?;
-    }
     for hash in &policies {
         let text = get(&layout::policy_key(hash))?;
         if blake3::hash(&text).to_hex().as_str() != hash {
@@ -111,19 +157,33 @@ pub fn restore(archive: &Archive, dir: &Path) -> Result<RestoreReport, ArchiveEr
         own_records::write_durably(&own_records::policy_path(dir, hash), &text)?;
         report.policies += 1;
     }
-    checkpoints.sort_unstable();
-    let mut newest_signer = None;
-    for (expected, n) in checkpoints.iter().enumerate() {
-        if *n != expected as u64 {
-            return Err(ArchiveError::Damaged {
-                location: layout::checkpoint_key(expected as u64),
-                detail: format!("missing, while checkpoint {n} is archived"),
-            });
+    // Several ledgers (a group's members) may write one archive: the
+    // restored directory takes the origin and checkpoints of the one whose
+    // newest checkpoint is the latest (`ledger_checkpoints` gives them all).
+    let mut newest: Option<(jiff::Timestamp, String, Vec<bytes::Bytes>)> = None;
+    for (ledger, numbers) in &mut checkpoints {
+        let notes = fetch_checkpoints(archive, ledger, numbers)?;
+        let time = notes
+            .last()
+            .and_then(|n| read_unverified(&String::from_utf8_lossy(n)).ok())
+            .map(|c| c.time);
+        if let Some(time) = time {
+            if newest.as_ref().is_none_or(|(t, _, _)| time > *t) {
+                newest = Some((time, ledger.clone(), notes));
+            }
         }
-        let note = get(&layout::checkpoint_key(*n))?;
-        newest_signer = signer_of(&note);
-        own_records::write_durably(&own_records::checkpoint_path(dir, *n), &note)?;
-        report.checkpoints += 1;
+    }
+    let mut newest_signer = None;
+    if let Some((_, ledger, notes)) = newest {
+        if let Some(origin) = archive.get(&layout::origin_key(&ledger))? {
+            own_records::write_durably(&dir.join(ORIGIN), &origin)?;
+        }
+        for (n, note) in notes.iter().enumerate() {
+            newest_signer = signer_of(note);
+            own_records::write_durably(&own_records::checkpoint_path(dir, n as u64), note)?;
+            report.checkpoints += 1;
+        }
+        report.ledger = Some(ledger);
     }
     // The signer of the newest checkpoint, as the ledger would have it.
     for id in keys {

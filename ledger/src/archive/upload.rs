@@ -34,6 +34,10 @@ pub struct ArchiveProgress {
     /// What this uploader has put so far (not what was already there).
     pub segments_uploaded: u64,
     pub bytes_uploaded: u64,
+    /// Chains whose next segment's name the archive already holds with
+    /// other bytes: another ledger extended them from the same seq. Their
+    /// uploads stop there (nothing is overwritten); the others go on.
+    pub conflicts: BTreeMap<String, String>,
 }
 
 /// Uploads a ledger directory's evidence to an archive, step by step.
@@ -44,8 +48,8 @@ pub struct Uploader {
     /// Per chain: the archived segments, first seq to size, as listed or
     /// put.
     segments: BTreeMap<String, BTreeMap<u64, u64>>,
-    /// Sizes of the archived checkpoints, by number, as listed.
-    listed_checkpoints: BTreeMap<u64, u64>,
+    /// Sizes of the archived checkpoints, by ledger and number, as listed.
+    listed_checkpoints: BTreeMap<(String, u64), u64>,
     /// Records put (or found there) by this uploader.
     done: BTreeSet<String>,
     progress: ArchiveProgress,
@@ -61,8 +65,8 @@ impl Uploader {
                 Some(Object::Segment { chain, first_seq }) => {
                     segments.entry(chain).or_default().insert(first_seq, size);
                 }
-                Some(Object::Checkpoint(n)) => {
-                    listed_checkpoints.insert(n, size);
+                Some(Object::Checkpoint(ledger, n)) => {
+                    listed_checkpoints.insert((ledger, n), size);
                 }
                 _ => {}
             }
@@ -108,31 +112,44 @@ impl Uploader {
     /// progress.
     pub fn step(&mut self) -> Result<&ArchiveProgress, ArchiveError> {
         self.put_record_once(layout::MARKER, layout::MARKER_TEXT.as_bytes().to_vec())?;
-        if let Some(origin) = own_records::read_text(&self.dir.join(ORIGIN))? {
-            self.put_record_once(layout::ORIGIN, origin.into_bytes())?;
+        let origin = own_records::read_text(&self.dir.join(ORIGIN))?;
+        if let Some(origin) = &origin {
+            let id = layout::ledger_id(origin);
+            self.put_record_once(&layout::origin_key(&id), origin.clone().into_bytes())?;
         }
         let snapshot = Snapshot::open(&self.dir)?;
         let mut lag = 0u64;
         for (chain, state) in &snapshot.manifest().chains {
-            let archived = self.upload_chain(&snapshot, chain, &state.sealed)?;
+            let (archived, conflict) = self.upload_chain(&snapshot, chain, &state.sealed)?;
+            match conflict {
+                None => {
+                    self.progress.conflicts.remove(chain);
+                }
+                Some(detail) => {
+                    self.progress.conflicts.insert(chain.clone(), detail);
+                }
+            }
             lag += state.next_seq.saturating_sub(archived);
             self.progress.archived.insert(chain.clone(), archived);
         }
         self.progress.lag_entries = lag;
         self.upload_policies()?;
         self.upload_signer()?;
-        self.upload_checkpoints()?;
+        if let Some(origin) = &origin {
+            self.upload_checkpoints(&layout::ledger_id(origin))?;
+        }
         Ok(&self.progress)
     }
 
     /// Uploads a chain's sealed segments in order; returns the seq up to
-    /// which the archive holds the chain.
+    /// which the archive holds the chain as this ledger does, and, if the
+    /// archive holds another continuation from there, what it found.
     fn upload_chain(
         &mut self,
         snapshot: &Snapshot,
         chain: &str,
         sealed: &[SealedSegment],
-    ) -> Result<u64, ArchiveError> {
+    ) -> Result<(u64, Option<String>), ArchiveError> {
         let mut archived = 0u64;
         for s in sealed {
             if s.first_seq != archived {
@@ -142,17 +159,24 @@ impl Uploader {
             match self.segments.get(chain).and_then(|m| m.get(&s.first_seq)) {
                 Some(size) if *size == s.bytes => {}
                 Some(size) => {
-                    return Err(ArchiveError::Conflict {
-                        location: format!("{}/{name}", self.archive.url().trim_end_matches('/')),
-                        detail: format!(
-                            "{size} bytes there, while this ledger's segment {}..{} is {} bytes: another writer extended chain {chain} from seq {}",
+                    let location = format!("{}/{name}", self.archive.url().trim_end_matches('/'));
+                    return Ok((
+                        archived,
+                        Some(format!(
+                            "{location}: {size} bytes there, while this ledger's segment {}..{} is {} bytes: another writer extended chain {chain} from seq {}",
                             s.first_seq, s.next_seq, s.bytes, s.first_seq
-                        ),
-                    });
+                        )),
+                    ));
                 }
                 None => {
                     let bytes = read_sealed(snapshot, chain, s)?;
-                    let put = self.archive.put_new(&name, Bytes::from(bytes))?;
+                    let put = match self.archive.put_new(&name, Bytes::from(bytes)) {
+                        Ok(put) => put,
+                        Err(ArchiveError::Conflict { location, detail }) => {
+                            return Ok((archived, Some(format!("{location}: {detail}"))));
+                        }
+                        Err(e) => return Err(e),
+                    };
                     if put == Put::Created {
                         self.progress.segments_uploaded += 1;
                         self.progress.bytes_uploaded += s.bytes;
@@ -165,7 +189,7 @@ impl Uploader {
             }
             archived = s.next_seq;
         }
-        Ok(archived)
+        Ok((archived, None))
     }
 
     fn upload_policies(&mut self) -> Result<(), ArchiveError> {
@@ -212,7 +236,7 @@ impl Uploader {
 
     /// Uploads the ledger's checkpoints in order, each once every entry it
     /// covers is archived; stops at the first that is not yet covered.
-    fn upload_checkpoints(&mut self) -> Result<(), ArchiveError> {
+    fn upload_checkpoints(&mut self, ledger: &str) -> Result<(), ArchiveError> {
         let files = own_records::checkpoint_files(&self.dir)?;
         for (n, path) in files
             .iter()
@@ -236,15 +260,10 @@ impl Uploader {
             if !covered {
                 break;
             }
-            let name = layout::checkpoint_key(n);
-            match self.listed_checkpoints.get(&n) {
-                Some(size) if *size == note.len() as u64 => {}
-                Some(_) => {
-                    self.archive.put_new(&name, Bytes::from(note))?;
-                }
-                None => {
-                    self.archive.put_new(&name, Bytes::from(note))?;
-                }
+            let name = layout::checkpoint_key(ledger, n);
+            let listed = self.listed_checkpoints.get(&(ledger.to_owned(), n));
+            if listed != Some(&(note.len() as u64)) {
+                self.archive.put_new(&name, Bytes::from(note))?;
             }
             self.progress.checkpoints = n + 1;
         }

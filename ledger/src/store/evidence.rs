@@ -315,6 +315,12 @@ impl EvidenceWriter {
         Ok((manifest, frames))
     }
 
+    /// Closes a chain's open segment file (its segment was dropped or
+    /// replaced outside `append`).
+    pub fn forget_open(&mut self, chain: &str) {
+        self.files.remove(chain);
+    }
+
     /// Seals the open segments of these chains (those that have one) and
     /// writes the manifest that says so; returns it. Used to bound how
     /// long entries wait for the archive, which takes sealed segments only.

@@ -10,6 +10,7 @@
 //! checkpoints, staged batches, the monitor's outbox). There is no call
 //! that overwrites or removes an entry.
 
+mod adopt;
 mod checkpoints;
 mod derived;
 mod durability;

@@ -304,9 +304,20 @@ pub struct SegmentSummary {
 /// other without gap up to the last byte. Any damage is an error naming
 /// the byte offset and the first seq it touches.
 pub fn summarize(bytes: &[u8]) -> Result<SegmentSummary, String> {
+    let (header, mut records) = read_all(bytes)?;
+    Ok(SegmentSummary {
+        next_seq: header.first_seq + records.len() as u64,
+        chain: header.chain,
+        first_seq: header.first_seq,
+        last: records.pop(),
+    })
+}
+
+/// Every record of a whole segment, checked as [`summarize`] does.
+pub fn read_all(bytes: &[u8]) -> Result<(SegmentHeader, Vec<StoredRecord>), String> {
     let (header, mut pos) = decode_header(bytes)?;
     let mut next_seq = header.first_seq;
-    let mut last = None;
+    let mut all = Vec::new();
     while pos < bytes.len() {
         let Some(head) = bytes
             .get(pos..pos + FRAME_HEADER_LEN)
@@ -333,20 +344,13 @@ pub fn summarize(bytes: &[u8]) -> Result<SegmentSummary, String> {
                 "at byte {pos} (seq {next_seq}): ends inside a frame"
             ));
         };
-        let mut records = decode_frame(&frame, body, sum)
+        let records = decode_frame(&frame, body, sum)
             .map_err(|d| format!("at byte {pos} (seq {next_seq}): {}", d.detail))?;
         next_seq += u64::from(frame.count);
-        if let Some(r) = records.pop() {
-            last = Some(r);
-        }
+        all.extend(records);
         pos = body_end + CHECKSUM_LEN;
     }
-    Ok(SegmentSummary {
-        chain: header.chain,
-        first_seq: header.first_seq,
-        next_seq,
-        last,
-    })
+    Ok((header, all))
 }
 
 /// The file name of a chain's directory under `segments/`: `c-` and the
