@@ -37,7 +37,7 @@ fn produce(broker: &Broker, from: usize, to: usize) {
         .unwrap();
     for i in from..to {
         let payload = collected(&format!("e{i}"), &format!("i{i}"));
-        let key = format!("k{}", i % 7);
+        let key = format!("k{i}");
         producer
             .send(BaseRecord::to(TOPIC).key(&key).payload(&payload))
             .unwrap();
@@ -192,4 +192,183 @@ archive_lag_alert_entries = 100
     let chains = text.matches("intact").count();
     assert_eq!(chains, 3, "{text}");
     assert!(text.contains("vouches for 900 of 900 entries"), "{text}");
+}
+
+/// A member of the group "g" archiving to `archive` through `s3`.
+fn member(
+    broker: &Broker,
+    s3: &S3Server,
+    dir: &std::path::Path,
+    slot: usize,
+    key: &std::path::Path,
+    idle_ms: u64,
+) -> std::process::Child {
+    let config = dir.join(format!("member-{slot}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            r#"brokers = "{}"
+group = "g"
+topics = ["{TOPIC}"]
+ledger = "{}"
+batch_size = 200
+max_latency_ms = 50
+checkpoint_key = "{}.key"
+checkpoint_interval_secs = 1
+exit_when_idle_ms = {idle_ms}
+archive = "s3://evidence/group"
+archive_interval_secs = 1
+archive_seal_after_secs = 1
+
+[librdkafka]
+"session.timeout.ms" = "6000"
+"#,
+            broker.bootstrap(),
+            dir.join(format!("ledger-{slot}")).display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("member-{slot}.log")))
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_lifeledger"))
+        .args(["consume", "--config", config.to_str().unwrap()])
+        .envs(s3.env())
+        .env("LIFELEDGER_LOG", "lifeledger=info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+/// Every (partition, offset) of the archive's chains, from a restore.
+fn archived_offsets(s3: &S3Server, dir: &std::path::Path) -> Vec<(i32, i64)> {
+    let restored = dir.join("restored");
+    let _ = std::fs::remove_dir_all(&restored);
+    let out = Command::new(env!("CARGO_BIN_EXE_lifeledger"))
+        .args([
+            "--ledger",
+            restored.to_str().unwrap(),
+            "restore",
+            "--from-archive",
+            "s3://evidence/group",
+        ])
+        .envs(s3.env())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = Command::new(env!("CARGO_BIN_EXE_lifeledger"))
+        .args(["--ledger", restored.to_str().unwrap(), "log", "--json"])
+        .output()
+        .unwrap();
+    let mut offsets = Vec::new();
+    for line in String::from_utf8_lossy(&log.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let (Some(p), Some(o)) = (
+            v["source"]["partition"].as_i64(),
+            v["source"]["offset"].as_i64(),
+        ) {
+            offsets.push((p as i32, o));
+        }
+    }
+    offsets
+}
+
+#[test]
+fn a_group_keeps_one_chain_per_partition_when_a_member_dies_with_its_disk() {
+    let broker = Broker::start();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .unwrap();
+    let topics = [NewTopic::new(TOPIC, 12, TopicReplication::Fixed(1))];
+    for r in futures_executor::block_on(admin.create_topics(&topics, &AdminOptions::new())).unwrap()
+    {
+        r.unwrap();
+    }
+    let s3 = S3Server::start();
+    s3.create_bucket("evidence", None);
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("signer");
+    assert!(
+        Command::new(env!("CARGO_BIN_EXE_lifeledger"))
+            .args(["keygen", "--out", key.to_str().unwrap()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    produce(&broker, 0, 1500);
+    let mut members: Vec<std::process::Child> = (0..3)
+        .map(|slot| member(&broker, &s3, tmp.path(), slot, &key, 600_000))
+        .collect();
+    std::thread::sleep(Duration::from_secs(8));
+    produce(&broker, 1500, 2400);
+    std::thread::sleep(Duration::from_secs(2));
+    // Member 0 dies with its disk: whatever it had not archived is gone.
+    members[0].kill().unwrap();
+    members[0].wait().unwrap();
+    std::fs::remove_dir_all(tmp.path().join("ledger-0")).unwrap();
+    produce(&broker, 2400, 3000);
+    // The others take its partitions over (after its session expires),
+    // drain the topic and stop once idle, archiving everything.
+    std::thread::sleep(Duration::from_secs(15));
+    for m in &mut members[1..] {
+        let _ = Command::new("kill")
+            .args(["-TERM", &m.id().to_string()])
+            .status();
+        let status = m.wait().unwrap();
+        assert!(status.success(), "a member failed");
+    }
+    let logs = || {
+        (0..3)
+            .map(|s| {
+                std::fs::read_to_string(tmp.path().join(format!("member-{s}.log")))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+    let mut offsets = archived_offsets(&s3, tmp.path());
+    offsets.sort_unstable();
+    let total = offsets.len();
+    offsets.dedup();
+    assert_eq!(total, offsets.len(), "an offset archived twice\n{}", logs());
+    // Every offset of every partition, once: the topic holds 3000 records
+    // spread over 12 partitions, each from offset 0 without gap.
+    assert_eq!(total, 3000, "{}", logs());
+    let mut per_partition = std::collections::BTreeMap::<i32, Vec<i64>>::new();
+    for (p, o) in offsets {
+        per_partition.entry(p).or_default().push(o);
+    }
+    assert_eq!(per_partition.len(), 12);
+    for (p, os) in &per_partition {
+        assert_eq!(
+            *os,
+            (0..os.len() as i64).collect::<Vec<_>>(),
+            "partition {p}"
+        );
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_lifeledger"))
+        .args([
+            "verify",
+            "--from-archive",
+            "s3://evidence/group",
+            "--key",
+            &format!("{}.pub", key.display()),
+        ])
+        .envs(s3.env())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", logs());
+    assert_eq!(text.matches("intact").count(), 12, "{text}");
+    // The survivors took member 0's partitions over from the archive.
+    assert!(logs().contains("from the archive (seqs"), "{}", logs());
 }

@@ -215,7 +215,7 @@ pub fn consume(dir: &Path, ledger_given: bool, args: ConsumeArgs) -> anyhow::Res
         )
     });
     if let Some(a) = &archiver {
-        sink.within_archive(a.archived(), a.conflicts());
+        sink.within_archive(a.archived(), a.conflicts(), a.flusher());
     }
     let (summary, mut sink) = run(&config, sink, Arc::clone(&metrics), shutdown, None)?;
     if let Some(a) = &archiver {

@@ -81,6 +81,28 @@ impl ArchiveRunner {
     /// Uploads what is sealed now, waiting up to `timeout`; true if every
     /// sealed segment is archived.
     pub fn flush(&self, timeout: Duration) -> bool {
+        self.flusher().flush(timeout)
+    }
+
+    /// A handle that asks for an upload from elsewhere (the rebalance
+    /// callback).
+    pub fn flusher(&self) -> ArchiveFlush {
+        ArchiveFlush {
+            requests: self.requests.clone(),
+        }
+    }
+}
+
+/// Asks the uploader for an upload now and waits for it.
+#[derive(Debug, Clone)]
+pub struct ArchiveFlush {
+    requests: Sender<Sender<bool>>,
+}
+
+impl ArchiveFlush {
+    /// Uploads what is sealed now, waiting up to `timeout`; true if the
+    /// upload step succeeded.
+    pub fn flush(&self, timeout: Duration) -> bool {
         let (reply, answer) = mpsc::channel();
         if self.requests.send(reply).is_err() {
             return false;

@@ -356,6 +356,20 @@ impl LedgerContext {
             if let Err(e) = lock(&self.sink).seal_open_segments(Some(&chains)) {
                 self.fail(format!("sealing the revoked partitions' segments: {e}"));
             }
+            // The tails go to the archive before the revocation completes,
+            // so that the next owner continues the chains from their end.
+            let began = Instant::now();
+            let archived = {
+                let sink = lock(&self.sink);
+                sink.flush_archive(Duration::from_secs(30))
+            };
+            if archived {
+                tracing::info!("revoked partitions archived in {:.1?}", began.elapsed());
+            } else {
+                tracing::warn!(
+                    "the revoked partitions' tails are not archived yet (the archive did not answer in time): their next owner continues from an older point, and this ledger's tails will be refused as a second continuation"
+                );
+            }
         }
         lock(&self.sink).forget(&partitions);
     }

@@ -101,6 +101,7 @@ pub struct Sink {
     rewinds: HashMap<(String, i32), Rewind>,
     /// With an archive: chains another ledger extended there.
     archive_conflicts: Option<super::archiver::Conflicts>,
+    archive_flush: Option<super::archiver::ArchiveFlush>,
     in_flight: HashMap<String, InFlight>,
     last_message: HashMap<(String, i32), Instant>,
     /// When the oldest input of the staged batches arrived.
@@ -142,6 +143,7 @@ impl Sink {
             custody: HashMap::new(),
             rewinds: HashMap::new(),
             archive_conflicts: None,
+            archive_flush: None,
             in_flight: HashMap::new(),
             last_message: HashMap::new(),
             oldest_staged: None,
@@ -669,9 +671,17 @@ impl Sink {
         &mut self,
         archived: crate::schedule::ArchivedHeads,
         conflicts: super::archiver::Conflicts,
+        flush: super::archiver::ArchiveFlush,
     ) {
         self.checkpoints.within_archive(archived);
         self.archive_conflicts = Some(conflicts);
+        self.archive_flush = Some(flush);
+    }
+
+    /// With an archive: uploads what is sealed now (waiting up to
+    /// `timeout`); true if it succeeded or there is no archive.
+    pub fn flush_archive(&self, timeout: std::time::Duration) -> bool {
+        self.archive_flush.as_ref().is_none_or(|f| f.flush(timeout))
     }
 
     /// Brings a partition's chain up to the archive's (sealing its open
