@@ -203,6 +203,18 @@ fn member(
     key: &std::path::Path,
     idle_ms: u64,
 ) -> std::process::Child {
+    member_sealing_every(broker, s3, dir, slot, key, idle_ms, 1)
+}
+
+fn member_sealing_every(
+    broker: &Broker,
+    s3: &S3Server,
+    dir: &std::path::Path,
+    slot: usize,
+    key: &std::path::Path,
+    idle_ms: u64,
+    seal_secs: u64,
+) -> std::process::Child {
     let config = dir.join(format!("member-{slot}.toml"));
     std::fs::write(
         &config,
@@ -218,7 +230,7 @@ checkpoint_interval_secs = 1
 exit_when_idle_ms = {idle_ms}
 archive = "s3://evidence/group"
 archive_interval_secs = 1
-archive_seal_after_secs = 1
+archive_seal_after_secs = {seal_secs}
 
 [librdkafka]
 "session.timeout.ms" = "6000"
@@ -371,4 +383,97 @@ fn a_group_keeps_one_chain_per_partition_when_a_member_dies_with_its_disk() {
     assert_eq!(text.matches("intact").count(), 12, "{text}");
     // The survivors took member 0's partitions over from the archive.
     assert!(logs().contains("from the archive (seqs"), "{}", logs());
+}
+
+#[test]
+fn a_stale_member_cannot_extend_the_chains_it_lost() {
+    let broker = Broker::start();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .unwrap();
+    let topics = [NewTopic::new(TOPIC, 4, TopicReplication::Fixed(1))];
+    for r in futures_executor::block_on(admin.create_topics(&topics, &AdminOptions::new())).unwrap()
+    {
+        r.unwrap();
+    }
+    let s3 = S3Server::start();
+    s3.create_bucket("evidence", None);
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("signer");
+    assert!(
+        Command::new(env!("CARGO_BIN_EXE_lifeledger"))
+            .args(["keygen", "--out", key.to_str().unwrap()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    produce(&broker, 0, 800);
+    // A records everything but seals (so archives) nothing for a minute.
+    let mut a = member_sealing_every(&broker, &s3, tmp.path(), 0, &key, 600_000, 60);
+    std::thread::sleep(Duration::from_secs(6));
+    // A stops dead (a paused process, a partitioned network): its session
+    // expires and B takes the partitions, continuing the (empty) archived
+    // chains and archiving as it goes.
+    let _ = Command::new("kill")
+        .args(["-STOP", &a.id().to_string()])
+        .status();
+    let mut b = member(&broker, &s3, tmp.path(), 1, &key, 600_000);
+    produce(&broker, 800, 1200);
+    std::thread::sleep(Duration::from_secs(15));
+    // A wakes up, with everything it recorded unarchived: it seals on
+    // losing its partitions, and its uploads are refused as second
+    // continuations of chains B extended.
+    let _ = Command::new("kill")
+        .args(["-CONT", &a.id().to_string()])
+        .status();
+    produce(&broker, 1200, 1400);
+    std::thread::sleep(Duration::from_secs(12));
+    for m in [&mut a, &mut b] {
+        let _ = Command::new("kill")
+            .args(["-TERM", &m.id().to_string()])
+            .status();
+        let status = m.wait().unwrap();
+        assert!(status.success(), "a member failed");
+    }
+    let logs = || {
+        (0..2)
+            .map(|s| {
+                std::fs::read_to_string(tmp.path().join(format!("member-{s}.log")))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+    let a_log = std::fs::read_to_string(tmp.path().join("member-0.log")).unwrap();
+    assert!(
+        a_log.contains("was extended by another ledger")
+            || a_log.contains("differed from the archive"),
+        "A's refused continuation is reported:\n{}",
+        logs()
+    );
+    let mut offsets = archived_offsets(&s3, tmp.path());
+    offsets.sort_unstable();
+    let total = offsets.len();
+    offsets.dedup();
+    assert_eq!(total, offsets.len(), "an offset archived twice\n{}", logs());
+    assert_eq!(total, 1400, "{}", logs());
+    let out = Command::new(env!("CARGO_BIN_EXE_lifeledger"))
+        .args([
+            "verify",
+            "--from-archive",
+            "s3://evidence/group",
+            "--key",
+            &format!("{}.pub", key.display()),
+        ])
+        .envs(s3.env())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        logs()
+    );
 }

@@ -268,6 +268,7 @@ impl LedgerContext {
                 }
             }
             let mut sink = lock(&self.sink);
+            let mut from_first_offset = false;
             if let Some(archive) = &self.archive {
                 // The archive holds the chain of record: continue it from
                 // there, and resume where it (or this ledger, if it holds
@@ -275,8 +276,24 @@ impl LedgerContext {
                 // committed (a member may have committed offsets whose
                 // entries never reached the archive).
                 let chain = super::chain_name(&topic, partition);
-                match sink.continue_from_archive(archive, &chain) {
-                    Ok(Continuation::NotArchived) => {}
+                let outcome = sink.continue_from_archive(archive, &chain).map(|(first, then)| {
+                    if let (Continuation::Diverged { seq, detail }, Some(_)) = (&first, &then) {
+                        Metrics::add(&self.metrics.archive_diverged, 1);
+                        tracing::warn!(
+                            "assigned {topic}/{partition}: this ledger's chain {chain} differed from the archive's from seq {seq} ({detail}): set aside, the archive's continued"
+                        );
+                    }
+                    then.unwrap_or(first)
+                });
+                match outcome {
+                    Ok(Continuation::NotArchived) => {
+                        // Nothing archived: the chain starts here, from
+                        // this ledger's cursor or the partition's first
+                        // offset (a commit made by a member whose entries
+                        // never reached the archive does not count).
+                        theirs = None;
+                        from_first_offset = true;
+                    }
                     Ok(Continuation::Holds { next_seq, ahead }) => {
                         tracing::info!(
                             "assigned {topic}/{partition}: this ledger holds the archived chain {chain} ({next_seq} entries, {ahead} not archived yet)"
@@ -330,6 +347,8 @@ impl LedgerContext {
             // Seeking happens through the assignment itself.
             if let Some(start) = start {
                 let _ = tpl.set_partition_offset(&topic, partition, Offset::Offset(start));
+            } else if from_first_offset {
+                let _ = tpl.set_partition_offset(&topic, partition, Offset::Beginning);
             }
         }
     }
@@ -497,6 +516,56 @@ impl LedgerContext {
             lock(&self.sink).forget(&taken);
         }
         Ok(())
+    }
+
+    /// A held partition whose chain another member continued first in the
+    /// archive: what is pending for it is dropped (read again), this
+    /// ledger's differing entries are set aside, the archive's chain is
+    /// adopted, and reading resumes where it ends.
+    fn retake_from_archive(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(), ConsumeError> {
+        let Some(archive) = &self.archive else {
+            return Ok(());
+        };
+        let chain = super::chain_name(topic, partition);
+        tracing::warn!(
+            "{topic}/{partition}: another member continued chain {chain} in the archive first; taking the archive's chain over"
+        );
+        let at = [(topic.to_owned(), partition)];
+        let mut sink = lock(&self.sink);
+        let custody = sink.custody_of(topic, partition);
+        sink.drop_pending(&at);
+        sink.forget(&at);
+        match sink.continue_from_archive(archive, &chain) {
+            Ok((_, then)) if !matches!(then, Some(Continuation::Diverged { .. })) => {
+                Metrics::add(&self.metrics.archive_adopted, 1);
+                let start = sink.cursor(topic, partition)?;
+                if let Some(custody) = custody {
+                    sink.assign(topic, partition, start, custody);
+                }
+                drop(sink);
+                if let Some(start) = start {
+                    seek_logged(consumer, topic, partition, start);
+                }
+                Ok(())
+            }
+            Ok(_) => {
+                tracing::error!(
+                    "{topic}/{partition}: chain {chain} still differs from the archive's after setting it aside; not read here"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(
+                    "{topic}/{partition}: taking chain {chain} over from the archive failed ({e}); not read here until the partition is assigned again"
+                );
+                Ok(())
+            }
+        }
     }
 
     /// What the custody topic, as last caught up, says of a staged batch's
@@ -858,13 +927,8 @@ pub fn run(
             // A chain another member extended in the archive first is not
             // extended here any more.
             let conflicted = lock(&sink).conflicted();
-            if !conflicted.is_empty() {
-                for (t, p) in &conflicted {
-                    tracing::error!(
-                        "{t}/{p}: another member extended this partition's chain in the archive; this member stops reading it"
-                    );
-                }
-                lock(&sink).forget(&conflicted);
+            for (t, p) in conflicted {
+                consumer.context().retake_from_archive(&consumer, &t, p)?;
             }
         }
         if shutdown.load(Ordering::Relaxed) {

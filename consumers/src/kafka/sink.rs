@@ -685,14 +685,40 @@ impl Sink {
     }
 
     /// Brings a partition's chain up to the archive's (sealing its open
-    /// segment first): see [`continue_chain`].
+    /// segment first): see [`continue_chain`]. A chain that diverged from
+    /// the archive's (another member continued it first) is set aside
+    /// and the archive's adopted in its place; the first outcome is
+    /// returned with what was done.
     pub fn continue_from_archive(
         &mut self,
         archive: &Archive,
         chain: &str,
-    ) -> Result<Continuation, ArchiveError> {
+    ) -> Result<(Continuation, Option<Continuation>), ArchiveError> {
         self.ledger.seal_open_segments(Some(&[chain.to_owned()]))?;
-        continue_chain(&mut self.ledger, archive, chain)
+        let first = continue_chain(&mut self.ledger, archive, chain)?;
+        if !matches!(first, Continuation::Diverged { .. }) {
+            return Ok((first, None));
+        }
+        let kept = self.ledger.set_aside_chain(chain)?;
+        tracing::warn!(
+            "chain {chain}: this ledger's copy differs from the archive's; set aside in {}",
+            kept.display()
+        );
+        if let Some(p) = self.projection.as_mut() {
+            *p = self.ledger.load_or_rebuild_projection(&mut |_| {})?;
+        }
+        let then = continue_chain(&mut self.ledger, archive, chain)?;
+        Ok((first, Some(then)))
+    }
+
+    /// Drops the pending inputs of these partitions (they are read again).
+    pub fn drop_pending(&mut self, partitions: &[(String, i32)]) {
+        let _ = self.take_pending(Some(partitions));
+    }
+
+    /// The custody record a held partition was taken under.
+    pub fn custody_of(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.custody.get(&(topic.to_owned(), partition)).copied()
     }
 
     /// Held partitions whose chain the archive holds another ledger's

@@ -116,3 +116,47 @@ impl Ledger {
         Ok(next_seq)
     }
 }
+
+impl Ledger {
+    /// Sets a chain aside: it leaves the manifest, its segment files move
+    /// to `DIR/superseded/c-CHAIN.GENERATION/` (kept, never read as
+    /// evidence again), and the indexes and the projection are derived
+    /// again without it. For a chain another ledger continued first in the
+    /// archive: this ledger's differing entries are not the chain of
+    /// record, and the chain is then adopted from the archive. Returns
+    /// where the files went.
+    pub fn set_aside_chain(&mut self, chain: &str) -> Result<std::path::PathBuf, StoreError> {
+        self.writable()?;
+        let mut manifest = self.evidence.manifest().clone();
+        if manifest.chains.remove(chain).is_none() {
+            return Err(StoreError::Broken {
+                chain: chain.to_owned(),
+                seq: 0,
+                detail: "setting aside a chain the ledger does not hold".to_owned(),
+            });
+        }
+        manifest.generation += 1;
+        let from = self.evidence.chain_dir(chain);
+        let to = self.dir.join("superseded").join(format!(
+            "{}.{}",
+            segment::chain_dir_name(chain),
+            manifest.generation
+        ));
+        if let Some(writer) = self.writer.as_mut() {
+            writer.forget_open(chain);
+        }
+        // The manifest first: once it no longer names the chain, the files
+        // are not evidence; a crash before the move leaves them unnamed
+        // under segments/, where the next adoption replaces them.
+        evidence::write_manifest(&self.dir, &manifest)?;
+        self.evidence = Snapshot::of(self.dir.clone(), manifest);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(super::io_error(parent))?;
+        }
+        std::fs::rename(&from, &to).map_err(super::io_error(&from))?;
+        self.frontiers.remove(chain);
+        self.rebuild_indexes()?;
+        self.rebuild_projection(&mut |_| {})?;
+        Ok(to)
+    }
+}
