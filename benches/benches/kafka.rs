@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use lifeledger::kafka::archiver::{ArchiveRunner, ArchiveSettings};
 use lifeledger::kafka::config::ConsumerConfig;
 use lifeledger::kafka::consumer::run;
 use lifeledger::kafka::metrics::Metrics;
@@ -73,6 +74,7 @@ fn ledger_consumer(
         projection,
         batch_size,
         monitor,
+        None,
     );
     (
         rate,
@@ -90,6 +92,7 @@ fn ledger_consumer_on(
     projection: bool,
     batch_size: usize,
     monitor: bool,
+    archive: Option<(&str, &[(String, String)])>,
 ) -> (f64, Duration, Arc<Metrics>) {
     let tmp = tempfile::tempdir().unwrap();
     let config = ConsumerConfig {
@@ -99,6 +102,12 @@ fn ledger_consumer_on(
         ledger: tmp.path().to_owned(),
         update_projection: projection,
         batch_size,
+        archive: archive.map(|(url, _)| url.to_owned()),
+        archive_options: archive
+            .map(|(_, o)| o.iter().cloned().collect())
+            .unwrap_or_default(),
+        archive_interval_secs: 1,
+        archive_seal_after_secs: 1,
         ..ConsumerConfig::default()
     };
     let metrics = Arc::new(Metrics::default());
@@ -128,6 +137,20 @@ fn ledger_consumer_on(
         )
         .unwrap();
     }
+    let runner = archive.map(|(url, options)| {
+        let runner = ArchiveRunner::start(
+            tmp.path(),
+            ArchiveSettings {
+                url: url.to_owned(),
+                interval: Duration::from_secs(1),
+                lag_alert_entries: u64::MAX,
+                options: options.to_vec(),
+            },
+            Arc::clone(&metrics),
+        );
+        sink.within_archive(runner.archived(), runner.conflicts(), runner.flusher());
+        runner
+    });
     let first: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
     let stop = |m: &Metrics| {
         if m.consumed.load(Ordering::Relaxed) > 0 {
@@ -140,7 +163,7 @@ fn ledger_consumer_on(
             + m.duplicates.load(Ordering::Relaxed);
         recorded >= events as u64
     };
-    let (summary, _sink) = run(
+    let (summary, mut sink) = run(
         &config,
         sink,
         Arc::clone(&metrics),
@@ -149,6 +172,16 @@ fn ledger_consumer_on(
     )
     .unwrap();
     let took = first.lock().unwrap().unwrap().elapsed();
+    if let Some(runner) = &runner {
+        // What the run left open is sealed and archived, as a graceful
+        // stop does; the latency figures then cover every entry.
+        sink.seal_open_segments(None).unwrap();
+        assert!(runner.flush(Duration::from_secs(300)));
+        println!(
+            "    every entry archived {:.2?} after the first message",
+            first.lock().unwrap().unwrap().elapsed()
+        );
+    }
     assert_eq!(summary.appended, events as u64);
     (events as f64 / took.as_secs_f64(), took, metrics)
 }
@@ -176,7 +209,7 @@ fn live(broker: &Broker, rate: usize, events: usize) -> (Option<f64>, Option<f64
     let bootstrap = broker.bootstrap();
     let (t, g) = (topic.clone(), format!("group-{topic}"));
     let consumer = std::thread::spawn(move || {
-        ledger_consumer_on(&bootstrap, &t, events, &g, false, 5_000, false)
+        ledger_consumer_on(&bootstrap, &t, events, &g, false, 5_000, false, None)
     });
     // Let the consumer join before the first record is stamped.
     std::thread::sleep(Duration::from_secs(4));
@@ -292,6 +325,46 @@ fn main() {
         bare / plain,
         full / plain
     );
+    // The archive on, beside the same consumer without it (`bare`, above):
+    // to a local directory, and to an S3-compatible server (moto).
+    let archive_dir = tempfile::tempdir().unwrap();
+    let s3 = lifeledger_tests::s3::S3Server::start();
+    s3.create_bucket("bench", Some(1));
+    let s3_options: Vec<(String, String)> = s3
+        .env()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    for (what, url, options) in [
+        (
+            "a local directory",
+            archive_dir.path().to_string_lossy().into_owned(),
+            Vec::new(),
+        ),
+        (
+            "S3 (moto, Object Lock)",
+            "s3://bench/ledger".to_owned(),
+            s3_options,
+        ),
+    ] {
+        let group = format!("ledger-archive-{}", url.len());
+        let (rate, took, metrics) = ledger_consumer_on(
+            &broker.bootstrap(),
+            TOPIC,
+            EVENTS,
+            &group,
+            false,
+            5_000,
+            false,
+            Some((&url, &options)),
+        );
+        println!(
+            "lifeledger consume + archive to {what}: {rate:>10.0} events/s ({took:.2?}), {:.3} of the same without it; receipt-to-archived p50 <= {:.1} s, p99 <= {:.1} s (sealed every 1 s, uploaded every 1 s)",
+            rate / bare,
+            metrics.archive_latency_quantile(0.5).unwrap_or(f64::NAN),
+            metrics.archive_latency_quantile(0.99).unwrap_or(f64::NAN)
+        );
+    }
     for rate in [20_000, 50_000] {
         let (p50, p99, max) = live(&broker, rate, rate * 4);
         println!(

@@ -210,6 +210,11 @@ pub fn consume(dir: &Path, ledger_given: bool, args: ConsumeArgs) -> anyhow::Res
                 url: url.clone(),
                 interval: Duration::from_secs(config.archive_interval_secs.max(1)),
                 lag_alert_entries: config.archive_lag_alert_entries,
+                options: config
+                    .archive_options
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
             },
             Arc::clone(&metrics),
         )

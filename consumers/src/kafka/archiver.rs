@@ -25,6 +25,8 @@ pub struct ArchiveSettings {
     pub interval: Duration,
     /// Lag (entries) past which the alert fires.
     pub lag_alert_entries: u64,
+    /// S3 settings over the environment's (see `Archive::open_with`).
+    pub options: Vec<(String, String)>,
 }
 
 /// Chains another ledger extended in the archive: not to be extended here.
@@ -144,7 +146,7 @@ fn run(
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        let stepped = step(dir, &settings.url, &mut uploader);
+        let stepped = step(dir, settings, &mut uploader);
         let lag = match (&stepped, &uploader) {
             (Ok(lag), _) => Some(*lag),
             (Err(_), Some(u)) => u.lag_now().ok(),
@@ -164,6 +166,9 @@ fn run(
                 }
                 last_error = Some(text);
             }
+        }
+        if let Some(u) = uploader.as_mut() {
+            metrics.observe_archived(&u.take_latencies());
         }
         if let Some(u) = &uploader {
             let p = u.progress();
@@ -213,9 +218,14 @@ fn run(
 }
 
 /// One upload step; returns the lag after it.
-fn step(dir: &Path, url: &str, uploader: &mut Option<Uploader>) -> Result<u64, ArchiveError> {
+fn step(
+    dir: &Path,
+    settings: &ArchiveSettings,
+    uploader: &mut Option<Uploader>,
+) -> Result<u64, ArchiveError> {
     if uploader.is_none() {
-        *uploader = Some(Uploader::new(Archive::open(url)?, dir)?);
+        let archive = Archive::open_with(&settings.url, &settings.options)?;
+        *uploader = Some(Uploader::new(archive, dir)?);
     }
     let Some(u) = uploader.as_mut() else {
         return Ok(0);

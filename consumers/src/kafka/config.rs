@@ -56,6 +56,11 @@ pub struct ConsumerConfig {
     pub archive_seal_after_secs: u64,
     /// Archive lag (entries) past which the alert fires.
     pub archive_lag_alert_entries: u64,
+    /// S3 settings for the archive, by the names of the environment
+    /// variables they take precedence over (`AWS_ENDPOINT`,
+    /// `AWS_ALLOW_HTTP`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_REGION`, `LIFELEDGER_ARCHIVE_OBJECT_LOCK`).
+    pub archive_options: BTreeMap<String, String>,
     /// librdkafka settings passed through as they are.
     pub librdkafka: BTreeMap<String, String>,
 }
@@ -85,6 +90,7 @@ impl Default for ConsumerConfig {
             archive_interval_secs: 5,
             archive_seal_after_secs: 60,
             archive_lag_alert_entries: 1_000_000,
+            archive_options: BTreeMap::new(),
             librdkafka: BTreeMap::new(),
         }
     }

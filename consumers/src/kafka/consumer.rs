@@ -877,7 +877,14 @@ pub fn run(
         left_waiting: AtomicUsize::new(0),
         seal_on_revoke: config.archive.is_some(),
         archive: match &config.archive {
-            Some(url) => match Archive::open(url) {
+            Some(url) => match Archive::open_with(
+                url,
+                &config
+                    .archive_options
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<Vec<_>>(),
+            ) {
                 Ok(a) => Some(a),
                 Err(e) => return Err(ConsumeError::Rebalance(format!("opening the archive: {e}"))),
             },

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Upper bounds (seconds) of the batch latency histogram.
-const LATENCY_BUCKETS: [f64; 13] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
 #[derive(Debug, Default)]
@@ -52,6 +52,8 @@ pub struct Metrics {
     pub archive_segments: AtomicU64,
     pub archive_bytes: AtomicU64,
     pub archive_errors: AtomicU64,
+    /// From an entry's receipt to its segment's upload.
+    archive_latency: Mutex<Histogram>,
     /// Chains found extended by another ledger in the archive.
     pub archive_conflicts: AtomicU64,
     /// Chains taken over from the archive, and those that could not be.
@@ -140,6 +142,20 @@ impl Metrics {
     /// batch latencies (seconds), or `None` before any batch.
     pub fn batch_latency_quantile(&self, q: f64) -> Option<f64> {
         self.latency.lock().ok()?.quantile(q)
+    }
+
+    /// Entries' receipt-to-archived latencies.
+    pub fn observe_archived(&self, latencies: &[f64]) {
+        if let Ok(mut h) = self.archive_latency.lock() {
+            for secs in latencies {
+                h.observe(secs.max(0.0));
+            }
+        }
+    }
+
+    /// The same for receipt-to-archived latencies.
+    pub fn archive_latency_quantile(&self, q: f64) -> Option<f64> {
+        self.archive_latency.lock().ok()?.quantile(q)
     }
 
     /// The same for event-to-durable latencies.
@@ -283,6 +299,13 @@ impl Metrics {
                 &mut out,
                 "lifeledger_event_to_durable_seconds",
                 "Time from a Kafka record's timestamp to the durable write of its entry.",
+            );
+        }
+        if let Ok(h) = self.archive_latency.lock() {
+            h.render(
+                &mut out,
+                "lifeledger_archive_latency_seconds",
+                "Time from an entry's receipt to the upload of its segment to the archive.",
             );
         }
         if let Ok(lag) = self.lag.lock() {

@@ -76,6 +76,12 @@ pub enum Put {
 
 /// An archive: an object store and the prefix the ledger's objects live
 /// under.
+///
+/// With `LIFELEDGER_ARCHIVE_OBJECT_LOCK=true`, puts to S3 also carry
+/// `x-amz-sdk-checksum-algorithm` (beside the SHA-256 checksum they always
+/// carry), which a bucket with Object Lock default retention demands of
+/// every upload. The client sends it as a default header, outside the
+/// request signature, so it is off unless asked for.
 pub struct Archive {
     store: Arc<dyn ObjectStore>,
     prefix: ObjectPath,
@@ -97,6 +103,22 @@ impl Archive {
     /// or `file:///PATH` or a plain path (a local directory, created if
     /// missing).
     pub fn open(url: &str) -> Result<Archive, ArchiveError> {
+        Archive::open_with(url, &[])
+    }
+
+    /// [`Archive::open`], with settings that take precedence over the
+    /// environment variables of the same names (`AWS_ENDPOINT`,
+    /// `AWS_ALLOW_HTTP`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_REGION`, `LIFELEDGER_ARCHIVE_OBJECT_LOCK`), e.g. from a config
+    /// file.
+    pub fn open_with(url: &str, settings: &[(String, String)]) -> Result<Archive, ArchiveError> {
+        let setting = |name: &str| -> Option<String> {
+            settings
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .or_else(|| std::env::var(name).ok())
+        };
         let bad = |detail: String| ArchiveError::Url {
             url: url.to_owned(),
             detail,
@@ -111,7 +133,23 @@ impl Archive {
             let mut s3 = AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
                 .with_checksum_algorithm(object_store::aws::Checksum::SHA256);
-            if object_lock_headers() {
+            if let Some(v) = setting("AWS_ENDPOINT") {
+                s3 = s3.with_endpoint(v);
+            }
+            if let Some(v) = setting("AWS_ACCESS_KEY_ID") {
+                s3 = s3.with_access_key_id(v);
+            }
+            if let Some(v) = setting("AWS_SECRET_ACCESS_KEY") {
+                s3 = s3.with_secret_access_key(v);
+            }
+            if let Some(v) = setting("AWS_REGION") {
+                s3 = s3.with_region(v);
+            }
+            let allow_http = setting("AWS_ALLOW_HTTP").is_some_and(|v| v == "true");
+            s3 = s3.with_allow_http(allow_http);
+            let object_lock = setting("LIFELEDGER_ARCHIVE_OBJECT_LOCK")
+                .is_some_and(|v| matches!(v.as_str(), "1" | "true" | "yes"));
+            if object_lock {
                 let mut headers = http::HeaderMap::new();
                 headers.insert(
                     "x-amz-sdk-checksum-algorithm",
@@ -119,7 +157,6 @@ impl Archive {
                 );
                 // These options replace those `from_env` read; of them,
                 // only AWS_ALLOW_HTTP matters here.
-                let allow_http = std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v == "true");
                 s3 = s3.with_client_options(
                     object_store::ClientOptions::new()
                         .with_allow_http(allow_http)
@@ -260,16 +297,6 @@ impl Archive {
         out.sort();
         Ok(out)
     }
-}
-
-/// Whether puts carry `x-amz-sdk-checksum-algorithm` (beside the SHA-256
-/// checksum they always carry), which a bucket with Object Lock default
-/// retention demands of every upload (`LIFELEDGER_ARCHIVE_OBJECT_LOCK=true`).
-/// The client sends it as a default header, outside the request
-/// signature, so it is off unless asked for.
-fn object_lock_headers() -> bool {
-    std::env::var("LIFELEDGER_ARCHIVE_OBJECT_LOCK")
-        .is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "yes"))
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError + '_ {

@@ -40,6 +40,20 @@ pub struct ArchiveProgress {
     pub conflicts: BTreeMap<String, String>,
 }
 
+/// Seconds from each entry's receipt to the moment its segment was
+/// archived, for the segments this uploader put (drained by
+/// [`Uploader::take_latencies`]).
+fn latencies_of(bytes: &[u8], archived_at_nanos: i128) -> Vec<f64> {
+    let Ok((_, records)) = crate::store::segment::read_all(bytes) else {
+        return Vec::new();
+    };
+    records
+        .iter()
+        .filter_map(|r| crate::entry::EntryView::decode(&r.encoding).ok())
+        .map(|e| (archived_at_nanos - i128::from(e.received_at_nanos)) as f64 / 1e9)
+        .collect()
+}
+
 /// Uploads a ledger directory's evidence to an archive, step by step.
 #[derive(Debug)]
 pub struct Uploader {
@@ -53,6 +67,7 @@ pub struct Uploader {
     /// Records put (or found there) by this uploader.
     done: BTreeSet<String>,
     progress: ArchiveProgress,
+    latencies: Vec<f64>,
 }
 
 impl Uploader {
@@ -78,6 +93,7 @@ impl Uploader {
             listed_checkpoints,
             done: BTreeSet::new(),
             progress: ArchiveProgress::default(),
+            latencies: Vec::new(),
         })
     }
 
@@ -87,6 +103,12 @@ impl Uploader {
 
     pub fn progress(&self) -> &ArchiveProgress {
         &self.progress
+    }
+
+    /// Seconds from receipt to archive of each entry uploaded since the
+    /// last call.
+    pub fn take_latencies(&mut self) -> Vec<f64> {
+        std::mem::take(&mut self.latencies)
     }
 
     /// Entries the ledger directory acknowledges beyond what the archive
@@ -169,8 +191,8 @@ impl Uploader {
                     ));
                 }
                 None => {
-                    let bytes = read_sealed(snapshot, chain, s)?;
-                    let put = match self.archive.put_new(&name, Bytes::from(bytes)) {
+                    let bytes = Bytes::from(read_sealed(snapshot, chain, s)?);
+                    let put = match self.archive.put_new(&name, bytes.clone()) {
                         Ok(put) => put,
                         Err(ArchiveError::Conflict { location, detail }) => {
                             return Ok((archived, Some(format!("{location}: {detail}"))));
@@ -180,6 +202,8 @@ impl Uploader {
                     if put == Put::Created {
                         self.progress.segments_uploaded += 1;
                         self.progress.bytes_uploaded += s.bytes;
+                        let now = jiff::Timestamp::now().as_nanosecond();
+                        self.latencies.extend(latencies_of(&bytes, now));
                     }
                     self.segments
                         .entry(chain.to_owned())
