@@ -71,10 +71,12 @@ fn ledger_consumer(
         TOPIC,
         EVENTS,
         group,
-        projection,
-        batch_size,
-        monitor,
-        None,
+        Setup {
+            projection,
+            batch_size,
+            monitor,
+            archive: None,
+        },
     );
     (
         rate,
@@ -84,16 +86,29 @@ fn ledger_consumer(
     )
 }
 
+/// What runs beside the consumer.
+#[derive(Clone, Copy)]
+struct Setup<'a> {
+    projection: bool,
+    batch_size: usize,
+    monitor: bool,
+    /// The archive's URL and S3 settings.
+    archive: Option<(&'a str, &'a [(String, String)])>,
+}
+
 fn ledger_consumer_on(
     bootstrap: &str,
     topic: &str,
     events: usize,
     group: &str,
-    projection: bool,
-    batch_size: usize,
-    monitor: bool,
-    archive: Option<(&str, &[(String, String)])>,
+    setup: Setup<'_>,
 ) -> (f64, Duration, Arc<Metrics>) {
+    let Setup {
+        projection,
+        batch_size,
+        monitor,
+        archive,
+    } = setup;
     let tmp = tempfile::tempdir().unwrap();
     let config = ConsumerConfig {
         brokers: bootstrap.to_owned(),
@@ -209,7 +224,18 @@ fn live(broker: &Broker, rate: usize, events: usize) -> (Option<f64>, Option<f64
     let bootstrap = broker.bootstrap();
     let (t, g) = (topic.clone(), format!("group-{topic}"));
     let consumer = std::thread::spawn(move || {
-        ledger_consumer_on(&bootstrap, &t, events, &g, false, 5_000, false, None)
+        ledger_consumer_on(
+            &bootstrap,
+            &t,
+            events,
+            &g,
+            Setup {
+                projection: false,
+                batch_size: 5_000,
+                monitor: false,
+                archive: None,
+            },
+        )
     });
     // Let the consumer join before the first record is stamped.
     std::thread::sleep(Duration::from_secs(4));
@@ -353,10 +379,12 @@ fn main() {
             TOPIC,
             EVENTS,
             &group,
-            false,
-            5_000,
-            false,
-            Some((&url, &options)),
+            Setup {
+                projection: false,
+                batch_size: 5_000,
+                monitor: false,
+                archive: Some((&url, &options)),
+            },
         );
         println!(
             "lifeledger consume + archive to {what}: {rate:>10.0} events/s ({took:.2?}), {:.3} of the same without it; receipt-to-archived p50 <= {:.1} s, p99 <= {:.1} s (sealed every 1 s, uploaded every 1 s)",
