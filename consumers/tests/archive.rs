@@ -100,6 +100,31 @@ fn archive_to_s3_then_restore_and_verify_from_it() {
         "{verified}"
     );
 
+    // An auditor's bundle straight from the archive.
+    let bundle = tmp.path().join("from-archive.bundle");
+    let nowhere = tmp.path().join("no-ledger");
+    ok(&run(
+        &nowhere,
+        Some(&s3),
+        &[
+            "export",
+            "--from-archive",
+            url,
+            "--out",
+            bundle.to_str().unwrap(),
+        ],
+    ));
+    let checked = ok(&run(
+        &nowhere,
+        None,
+        &["verify", bundle.to_str().unwrap(), "--key", &key],
+    ));
+    assert!(checked.contains("intact"), "{checked}");
+    assert!(
+        !nowhere.exists(),
+        "reading an archive writes no ledger directory"
+    );
+
     // Every local directory gone: the archive alone gives the same heads,
     // and a working ledger (indexes, projection).
     let heads = ok(&run(&ledger, None, &["head"]));

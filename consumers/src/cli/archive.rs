@@ -103,6 +103,35 @@ pub fn restore(dir: &Path, args: RestoreArgs) -> anyhow::Result<Outcome> {
     Ok(checked.print())
 }
 
+/// Restores `url` into `dir` (new), derives its indexes and projection,
+/// and verifies its chains and its checkpoints against the signer key the
+/// archive holds, printing only what is broken. For commands that read an
+/// archive as they would a ledger (`export --from-archive`).
+pub fn restore_quietly(url: &str, dir: &Path) -> anyhow::Result<Outcome> {
+    let archive = Archive::open(url)?;
+    match archive::restore(&archive, dir) {
+        Ok(_) => {}
+        Err(e @ (ArchiveError::Damaged { .. } | ArchiveError::Conflict { .. })) => {
+            eprintln!("error: the archive {url} is broken: {e}");
+            return Ok(Outcome::VerificationFailed);
+        }
+        Err(e) => return Err(e).context(format!("restoring from {url}")),
+    }
+    let checked = check_dir(dir, None, Depth::Chain)?;
+    if !checked.problems.is_empty() {
+        for p in &checked.problems {
+            eprintln!("error: the archive {url} is broken: {p}");
+        }
+        return Ok(Outcome::VerificationFailed);
+    }
+    let mut ledger = Ledger::open(dir, LedgerOptions::default())
+        .with_context(|| format!("opening the restored ledger at {}", dir.display()))?;
+    ledger
+        .rebuild_projection(&mut |_| {})
+        .context("rebuilding the projection")?;
+    Ok(Outcome::Ok)
+}
+
 /// `verify --from-archive`: the archive restored into a temporary
 /// directory (never written back), its chains and checkpoints verified,
 /// and any object that is not the archive's reported.

@@ -48,6 +48,11 @@ pub struct ExportArgs {
     /// Export only the entries about one account, as APPID/UIN.
     #[arg(long, conflicts_with = "chain")]
     pub account: Option<String>,
+    /// Export from this archive (s3://BUCKET/PREFIX, file:///PATH or a
+    /// path) instead of the ledger directory: it is restored into a
+    /// temporary directory first, and verified.
+    #[arg(long)]
+    pub from_archive: Option<String>,
 }
 
 pub fn read_private_key(path: &Path) -> anyhow::Result<PrivateKey> {
@@ -108,6 +113,18 @@ pub fn checkpoint(dir: &Path, args: CheckpointArgs) -> anyhow::Result<Outcome> {
 }
 
 pub fn export(dir: &Path, args: ExportArgs) -> anyhow::Result<Outcome> {
+    let Some(url) = args.from_archive.clone() else {
+        return export_from(dir, args);
+    };
+    let scratch = tempfile::tempdir().context("making a temporary directory")?;
+    let restored = scratch.path().join("ledger");
+    match super::archive::restore_quietly(&url, &restored)? {
+        Outcome::Ok => export_from(&restored, args),
+        other => Ok(other),
+    }
+}
+
+fn export_from(dir: &Path, args: ExportArgs) -> anyhow::Result<Outcome> {
     let ledger = super::open_for_reading(dir)?;
     if let Some(chain) = &args.chain {
         let names = ledger.chain_names()?;
