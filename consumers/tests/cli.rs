@@ -143,7 +143,7 @@ fn policy_publish_then_status_item_and_findings() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout(&out).contains("published policy 2026-11.1"));
+    assert!(stdout(&out).contains("published policy 2026-11.2"));
     let again = run(&ledger, &["policy", "publish", policy.to_str().unwrap()]);
     assert!(
         stdout(&again).contains("already published"),
@@ -173,7 +173,7 @@ fn policy_publish_then_status_item_and_findings() {
     );
     let status: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(status["items"], 2);
-    assert_eq!(status["policy_version"], "2026-11.1");
+    assert_eq!(status["policy_version"], "2026-11.2");
     assert_eq!(status["by_status"]["retained"], 1);
     assert_eq!(status["by_status"]["due"], 1);
     assert_eq!(status["by_violation"]["forbidden_store"], 1);
@@ -613,7 +613,7 @@ fn replays_show_past_states_and_never_write_the_ledger() {
             d["alternative"]["deadline"]["due_by"]
         );
     }
-    assert_eq!(whatif["alternative"]["version"], "short-b-2026-11.1");
+    assert_eq!(whatif["alternative"]["version"], "short-b-2026-11.2");
 
     // Human output of each, for good measure.
     for args in [
@@ -709,7 +709,7 @@ fn the_monitor_alerts_once_per_change_as_its_clock_moves() {
     assert_eq!(june[0]["state"], "overdue");
     assert_eq!(june[0]["copies_remaining"], serde_json::json!(["mongodb"]));
     assert_eq!(june[0]["rule"], "C");
-    assert_eq!(june[0]["policy_version"], "2026-11.1");
+    assert_eq!(june[0]["policy_version"], "2026-11.2");
     assert!(june[0]["clause"].as_str().unwrap().contains("rule C"));
     assert_eq!(june[0]["account"]["app_id"], "1250000003");
     assert!(june[0]["cause"]["seq"].is_u64());
@@ -1100,5 +1100,35 @@ fn only_policy_publish_writes_policy_publications() {
     let status = run(&ledger, &["status", "--json"]);
     assert_eq!(status.status.code(), Some(0), "{status:?}");
     let json: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();
-    assert_eq!(json["policy_version"], "2026-11.1", "{json}");
+    assert_eq!(json["policy_version"], "2026-11.2", "{json}");
+}
+
+#[test]
+fn a_future_dated_event_is_a_finding_as_of_now() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = tmp.path().join("ledger");
+    let policy = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../ledger/policies/retention-2026-11.toml"
+    );
+    assert_eq!(
+        run(&ledger, &["policy", "publish", policy]).status.code(),
+        Some(0)
+    );
+    // Dated next year by a producer whose clock runs ahead.
+    let line = collected("ahead", "fut").replace("2026-03-02T09:00:00Z", "2099-06-01T00:00:00Z");
+    let file = write_lines(tmp.path(), "in.jsonl", &[line, collected("now", "ok")]);
+    assert_eq!(
+        run(&ledger, &["ingest", file.to_str().unwrap()])
+            .status
+            .code(),
+        Some(0)
+    );
+    let out = run(&ledger, &["findings", "--json"]);
+    let text = stdout(&out);
+    assert!(text.contains("future_dated"), "{text}");
+    assert!(text.contains("\"fut\""), "{text}");
+    assert!(!text.contains("\"ok\""), "{text}");
+    let status = stdout(&run(&ledger, &["status"]));
+    assert!(status.contains("future_dated"), "{status}");
 }

@@ -219,6 +219,23 @@ pub(super) fn status_line(v: &ItemVerdict) -> String {
     }
 }
 
+/// A duration in days, hours and minutes (seconds dropped).
+fn rounded(d: jiff::SignedDuration) -> String {
+    let secs = d.as_secs().unsigned_abs();
+    let (days, hours, minutes) = (secs / 86_400, secs % 86_400 / 3_600, secs % 3_600 / 60);
+    let mut parts = Vec::new();
+    if days > 0 {
+        parts.push(format!("{days} d"));
+    }
+    if hours > 0 {
+        parts.push(format!("{hours} h"));
+    }
+    if minutes > 0 || parts.is_empty() {
+        parts.push(format!("{minutes} min"));
+    }
+    parts.join(" ")
+}
+
 pub(super) fn violation_line(v: &Violation) -> String {
     match v {
         Violation::ForbiddenStore { copy, at, clause } => {
@@ -266,6 +283,21 @@ pub(super) fn violation_line(v: &Violation) -> String {
             format!(
                 "every copy was gone at {deleted_at} (seq {}), before the minimum retention until {minimum_until}; a later event brought a copy back",
                 at.seq
+            )
+        }
+        Violation::FutureDated {
+            at,
+            ahead_by,
+            tolerance,
+            clause,
+        } => {
+            format!(
+                "event {} (chain {} seq {}) is dated {} after the ledger received it, more than the {} tolerated; {clause}",
+                at.event_id,
+                at.chain,
+                at.seq,
+                rounded(*ahead_by),
+                rounded(*tolerance)
             )
         }
     }

@@ -101,6 +101,25 @@ struct ServiceDef {
     excluded_regions: Vec<ExcludedRegionDef>,
     no_sensitive_data: ClauseOnly,
     no_data_below_age_of_consent: ClauseOnly,
+    /// How far an event's time may lie beyond its receipt before the
+    /// event is a finding (a producer's clock running ahead); none: not
+    /// checked.
+    #[serde(default)]
+    future_event_tolerance: Option<ToleranceDef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ToleranceDef {
+    minutes: u32,
+    clause: String,
+}
+
+/// How far an event's time may lie beyond its receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FutureTolerance {
+    pub limit: jiff::SignedDuration,
+    pub clause: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -174,6 +193,7 @@ pub struct Policy {
     pub excluded_regions: Vec<ExcludedRegion>,
     pub no_sensitive_data_clause: String,
     pub no_data_below_age_of_consent_clause: String,
+    pub future_tolerance: Option<FutureTolerance>,
     pub stores: BTreeMap<String, (StoreRole, String)>,
     pub rules: BTreeMap<String, RuleDef>,
     pub categories: BTreeMap<String, Category>,
@@ -358,6 +378,13 @@ impl Policy {
             excluded_regions,
             no_sensitive_data_clause: file.service.no_sensitive_data.clause,
             no_data_below_age_of_consent_clause: file.service.no_data_below_age_of_consent.clause,
+            future_tolerance: file
+                .service
+                .future_event_tolerance
+                .map(|t| FutureTolerance {
+                    limit: jiff::SignedDuration::from_mins(i64::from(t.minutes)),
+                    clause: t.clause,
+                }),
             stores: file
                 .stores
                 .into_iter()

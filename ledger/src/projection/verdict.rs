@@ -106,6 +106,15 @@ pub enum Violation {
         minimum_until: Timestamp,
         at: EntryRef,
     },
+    /// An event dated further beyond its receipt than the policy's
+    /// tolerance: the producer's clock runs ahead, and the event cannot
+    /// count until its time comes.
+    FutureDated {
+        at: EntryRef,
+        ahead_by: SignedDuration,
+        tolerance: SignedDuration,
+        clause: String,
+    },
     /// The deadline passed with copies remaining, and a legal hold placed
     /// afterwards now forbids deleting them: the item is on hold, and the
     /// deadline was missed.
@@ -127,6 +136,7 @@ impl Violation {
             Violation::DeletedUnderHold { .. } => "deleted_under_hold",
             Violation::DeletedBeforeMinimum { .. } => "deleted_before_minimum",
             Violation::DeadlineMissedBeforeHold { .. } => "deadline_missed_before_hold",
+            Violation::FutureDated { .. } => "future_dated",
         }
     }
 }
@@ -211,10 +221,45 @@ pub fn judge(
     as_of: Timestamp,
 ) -> Option<ItemVerdict> {
     let by = |r: &EntryRef| r.event_time <= as_of;
+    // Events the ledger had received by `as_of` dated beyond their receipt
+    // by more than the policy tolerates: findings, even while their time
+    // has not come (then they are all the item shows).
+    let future: Vec<Violation> = match &policy.future_tolerance {
+        None => Vec::new(),
+        Some(t) => item
+            .entries()
+            .into_iter()
+            .filter(|r| {
+                r.received_at <= as_of && r.event_time.duration_since(r.received_at) > t.limit
+            })
+            .map(|r| Violation::FutureDated {
+                at: r.clone(),
+                ahead_by: r.event_time.duration_since(r.received_at),
+                tolerance: t.limit,
+                clause: t.clause.clone(),
+            })
+            .collect(),
+    };
     if !item.entries().into_iter().any(by) {
-        return None;
+        if future.is_empty() {
+            return None;
+        }
+        return Some(ItemVerdict {
+            item_id: item.item_id.clone(),
+            account: item.account.clone(),
+            category: item.category.clone(),
+            as_of,
+            policy_version: policy.version.clone(),
+            status: Status::Retained {
+                why: "every event about the item is dated after this moment".into(),
+            },
+            violations: future,
+            deadline: None,
+            reported_late: false,
+            copies: Vec::new(),
+        });
     }
-    let mut violations = Vec::new();
+    let mut violations = future;
     let collection = item.collections.iter().find(|c| by(&c.at));
     let category = item
         .category
