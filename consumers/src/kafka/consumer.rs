@@ -409,11 +409,14 @@ impl LedgerContext {
             return Ok(());
         }
         // Before committing: a partition that another member has claimed
-        // since this one did is not committed here at all. Its batch never
-        // landed, so it is dropped and read again by the new owner; and no
-        // late commit of this member's moves the group's offset under the
-        // new owner's feet (tansu accepts commits from both).
-        self.custody.catch_up()?;
+        // since this one did (as far as the custody records that already
+        // arrived tell: no round trip here, the check after the commit is
+        // the one that must see everything) is not committed here at all.
+        // Its batch never landed, so it is dropped and read again by the
+        // new owner; and no late commit of this member's moves the group's
+        // offset under the new owner's feet (tansu accepts commits from
+        // both).
+        self.custody.follow_now();
         let (staged, disturbed): (Vec<StagedCommit>, Vec<StagedCommit>) = staged
             .into_iter()
             .partition(|s| self.since_claim_of(s) == SinceClaim::Undisturbed);

@@ -151,6 +151,14 @@ impl CustodyLog {
         }
     }
 
+    /// Reads what the topic gained and has already arrived (no round trip
+    /// to the broker): a cheap, possibly stale view for `since_claim`.
+    pub fn follow_now(&self) {
+        if let Ok(mut seen) = self.seen.lock() {
+            self.follow(&mut seen);
+        }
+    }
+
     /// Reads the topic up to its end as the broker tells it now, so that
     /// every record written before this call is seen by `since_claim`.
     /// Every record is sent on its own (see `record`), so the high
