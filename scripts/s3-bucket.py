@@ -7,6 +7,7 @@ delete an object there (for the archive tests).
     s3-bucket.py ENDPOINT put-if-absent NAME KEY put other bytes as KEY with If-None-Match: *
     s3-bucket.py ENDPOINT delete-version NAME KEY delete KEY's current version by its id
     s3-bucket.py ENDPOINT delete NAME KEY        delete KEY (no version: a delete marker if versioned)
+    s3-bucket.py ENDPOINT retention NAME KEY     print KEY's Object Lock mode and retain-until date
 
 Prints what the server answered: `ok`, or `refused CODE`.
 """
@@ -51,6 +52,11 @@ def main(argv):
             s3.delete_object(Bucket=bucket, Key=argv[4], VersionId=version)
         elif action == "delete":
             s3.delete_object(Bucket=bucket, Key=argv[4])
+        elif action == "retention":
+            head = s3.head_object(Bucket=bucket, Key=argv[4])
+            until = head.get("ObjectLockRetainUntilDate")
+            print(head.get("ObjectLockMode"), until.strftime("%Y-%m-%dT%H:%M:%SZ") if until else None)
+            return 0
         else:
             print(f"unknown action {action}", file=sys.stderr)
             return 2

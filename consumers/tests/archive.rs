@@ -305,3 +305,47 @@ fn a_checkpoint_waits_for_its_entries_and_another_ledger_cannot_extend_the_chain
     );
     ok(&out);
 }
+
+#[test]
+fn each_archived_object_carries_the_configured_retention_date() {
+    let s3 = S3Server::start();
+    s3.create_bucket("dated", Some(1));
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = tmp.path().join("ledger");
+    let file = write_lines(tmp.path(), "a.jsonl", &[collected("a", "i1")]);
+    ok(&run(&ledger, None, &["ingest", file.to_str().unwrap()]));
+    let before = jiff::Timestamp::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_lifeledger"))
+        .arg("--ledger")
+        .arg(&ledger)
+        .args(["archive", "--to", "s3://dated/ledger"])
+        .envs(s3.env())
+        .env("LIFELEDGER_ARCHIVE_RETENTION_DAYS", "400")
+        .output()
+        .unwrap();
+    ok(&out);
+    let answer = s3.bucket_tool(&[
+        "retention",
+        "dated",
+        "ledger/segments/c-file/00000000000000000000.seg",
+    ]);
+    let (mode, until) = answer.split_once(' ').unwrap();
+    assert_eq!(mode, "COMPLIANCE", "{answer}");
+    let until: jiff::Timestamp = until.parse().unwrap();
+    let expected = before
+        .checked_add(jiff::SignedDuration::from_hours(24 * 400))
+        .unwrap();
+    assert!(
+        until.duration_since(expected).abs() < jiff::SignedDuration::from_mins(10),
+        "retained until {until}, expected about {expected}"
+    );
+    // And the server holds it to that: the version cannot be deleted.
+    assert_eq!(
+        s3.bucket_tool(&[
+            "delete-version",
+            "dated",
+            "ledger/segments/c-file/00000000000000000000.seg"
+        ]),
+        "refused AccessDenied"
+    );
+}

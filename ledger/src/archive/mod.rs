@@ -84,6 +84,9 @@ pub enum Put {
 /// request signature, so it is off unless asked for.
 pub struct Archive {
     store: Arc<dyn ObjectStore>,
+    /// For S3: how to build a client again (for puts that carry a
+    /// retention date).
+    s3: Option<S3Config>,
     prefix: ObjectPath,
     /// For messages: the URL the archive was opened with.
     url: String,
@@ -123,6 +126,7 @@ impl Archive {
             url: url.to_owned(),
             detail,
         };
+        let mut s3_config = None;
         let (store, prefix): (Arc<dyn ObjectStore>, String) = if let Some(rest) =
             url.strip_prefix("s3://")
         {
@@ -130,40 +134,26 @@ impl Archive {
             if bucket.is_empty() {
                 return Err(bad("names no bucket".to_owned()));
             }
-            let mut s3 = AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
-                .with_checksum_algorithm(object_store::aws::Checksum::SHA256);
-            if let Some(v) = setting("AWS_ENDPOINT") {
-                s3 = s3.with_endpoint(v);
-            }
-            if let Some(v) = setting("AWS_ACCESS_KEY_ID") {
-                s3 = s3.with_access_key_id(v);
-            }
-            if let Some(v) = setting("AWS_SECRET_ACCESS_KEY") {
-                s3 = s3.with_secret_access_key(v);
-            }
-            if let Some(v) = setting("AWS_REGION") {
-                s3 = s3.with_region(v);
-            }
-            let allow_http = setting("AWS_ALLOW_HTTP").is_some_and(|v| v == "true");
-            s3 = s3.with_allow_http(allow_http);
-            let object_lock = setting("LIFELEDGER_ARCHIVE_OBJECT_LOCK")
-                .is_some_and(|v| matches!(v.as_str(), "1" | "true" | "yes"));
-            if object_lock {
-                let mut headers = http::HeaderMap::new();
-                headers.insert(
-                    "x-amz-sdk-checksum-algorithm",
-                    http::HeaderValue::from_static("SHA256"),
-                );
-                // These options replace those `from_env` read; of them,
-                // only AWS_ALLOW_HTTP matters here.
-                s3 = s3.with_client_options(
-                    object_store::ClientOptions::new()
-                        .with_allow_http(allow_http)
-                        .with_default_headers(headers),
-                );
-            }
-            let s3 = s3.build().map_err(|e| bad(e.to_string()))?;
+            let config = S3Config {
+                bucket: bucket.to_owned(),
+                endpoint: setting("AWS_ENDPOINT"),
+                access_key_id: setting("AWS_ACCESS_KEY_ID"),
+                secret_access_key: setting("AWS_SECRET_ACCESS_KEY"),
+                region: setting("AWS_REGION"),
+                allow_http: setting("AWS_ALLOW_HTTP").is_some_and(|v| v == "true"),
+                object_lock: setting("LIFELEDGER_ARCHIVE_OBJECT_LOCK")
+                    .is_some_and(|v| matches!(v.as_str(), "1" | "true" | "yes")),
+                retention_days: match setting("LIFELEDGER_ARCHIVE_RETENTION_DAYS") {
+                    None => None,
+                    Some(v) => Some(v.parse::<u32>().map_err(|_| {
+                        bad(format!(
+                            "LIFELEDGER_ARCHIVE_RETENTION_DAYS {v:?} is not a number of days"
+                        ))
+                    })?),
+                },
+            };
+            let s3 = config.store(None).map_err(|e| bad(e.to_string()))?;
+            s3_config = Some(config);
             (Arc::new(s3), prefix.trim_matches('/').to_owned())
         } else {
             let path = match url.strip_prefix("file://") {
@@ -191,6 +181,7 @@ impl Archive {
             })?;
         Ok(Archive {
             store,
+            s3: s3_config,
             prefix: ObjectPath::from(prefix),
             url: url.to_owned(),
             runtime,
@@ -225,7 +216,20 @@ impl Archive {
             mode: PutMode::Create,
             ..PutOptions::default()
         };
-        let put = self.runtime.block_on(self.store.put_opts(
+        // With a retention date, the put goes through a client whose
+        // headers carry it (computed now: today + the configured days).
+        let dated = match &self.s3 {
+            Some(config) if config.retention_days.is_some() => {
+                let until = config.retain_until();
+                Some(
+                    Arc::new(config.store(until).map_err(|e| self.store_error(name, e))?)
+                        as Arc<dyn ObjectStore>,
+                )
+            }
+            _ => None,
+        };
+        let store = dated.as_ref().unwrap_or(&self.store);
+        let put = self.runtime.block_on(store.put_opts(
             &path,
             PutPayload::from_bytes(bytes.clone()),
             options,
@@ -296,6 +300,85 @@ impl Archive {
             .collect();
         out.sort();
         Ok(out)
+    }
+}
+
+/// What an S3 client is built from.
+#[derive(Debug, Clone)]
+struct S3Config {
+    bucket: String,
+    endpoint: Option<String>,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    region: Option<String>,
+    allow_http: bool,
+    /// Send `x-amz-sdk-checksum-algorithm`, which a bucket with Object
+    /// Lock demands of every upload.
+    object_lock: bool,
+    /// Every object written gets Object Lock in compliance mode until this
+    /// many days after its upload.
+    retention_days: Option<u32>,
+}
+
+impl S3Config {
+    fn retain_until(&self) -> Option<jiff::Timestamp> {
+        let days = self.retention_days?;
+        jiff::Timestamp::now()
+            .checked_add(jiff::SignedDuration::from_hours(24 * i64::from(days)))
+            .ok()
+    }
+
+    /// A client; with `retain_until`, every put it makes carries Object
+    /// Lock in compliance mode until then. Extra headers go as the HTTP
+    /// client's default headers, which the request signature does not
+    /// cover (the client offers no other way).
+    fn store(
+        &self,
+        retain_until: Option<jiff::Timestamp>,
+    ) -> Result<object_store::aws::AmazonS3, object_store::Error> {
+        let mut s3 = AmazonS3Builder::from_env()
+            .with_bucket_name(&self.bucket)
+            .with_checksum_algorithm(object_store::aws::Checksum::SHA256);
+        if let Some(v) = &self.endpoint {
+            s3 = s3.with_endpoint(v);
+        }
+        if let Some(v) = &self.access_key_id {
+            s3 = s3.with_access_key_id(v);
+        }
+        if let Some(v) = &self.secret_access_key {
+            s3 = s3.with_secret_access_key(v);
+        }
+        if let Some(v) = &self.region {
+            s3 = s3.with_region(v);
+        }
+        s3 = s3.with_allow_http(self.allow_http);
+        let mut headers = http::HeaderMap::new();
+        if self.object_lock || retain_until.is_some() {
+            headers.insert(
+                "x-amz-sdk-checksum-algorithm",
+                http::HeaderValue::from_static("SHA256"),
+            );
+        }
+        if let Some(until) = retain_until {
+            headers.insert(
+                "x-amz-object-lock-mode",
+                http::HeaderValue::from_static("COMPLIANCE"),
+            );
+            let date = until.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+            if let Ok(v) = http::HeaderValue::from_str(&date) {
+                headers.insert("x-amz-object-lock-retain-until-date", v);
+            }
+        }
+        if !headers.is_empty() {
+            // These options replace those `from_env` read; of them, only
+            // AWS_ALLOW_HTTP matters here, and it is set again.
+            s3 = s3.with_client_options(
+                object_store::ClientOptions::new()
+                    .with_allow_http(self.allow_http)
+                    .with_default_headers(headers),
+            );
+        }
+        s3.build()
     }
 }
 
