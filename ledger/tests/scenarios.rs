@@ -190,6 +190,14 @@ fn render(v: &ItemVerdict) -> String {
     if v.reported_late {
         out += " reported_late";
     }
+    for c in &v.considered {
+        match c {
+            lifeledger_ledger::projection::verdict::Consideration::RequestDidNotApply {
+                rule,
+                ..
+            } => out += &format!(" request_did_not_apply(rule {rule})"),
+        }
+    }
     out
 }
 

@@ -391,6 +391,20 @@ pub fn item(dir: &Path, args: ItemArgs) -> anyhow::Result<Outcome> {
     for violation in &v.violations {
         out!("VIOLATION {}", violation_line(violation));
     }
+    for c in &v.considered {
+        match c {
+            lifeledger_ledger::projection::verdict::Consideration::RequestDidNotApply {
+                at,
+                rule,
+                clause,
+            } => out!(
+                "considered: the deletion request at {} seq {} ({}) does not apply: rule {rule} runs no clock on a request; {clause}",
+                at.chain,
+                at.seq,
+                at.event_time
+            ),
+        }
+    }
     if v.reported_late {
         out!(
             "EVIDENCE  the deletion reached the ledger after the deadline: the chain cannot vouch it was on time"

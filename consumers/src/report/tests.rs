@@ -29,6 +29,7 @@ fn verdict(status: Status, due: Option<(i64, &str)>) -> ItemVerdict {
         }),
         reported_late: false,
         copies: vec![],
+        considered: vec![],
     }
 }
 

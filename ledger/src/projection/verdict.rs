@@ -141,6 +141,21 @@ impl Violation {
     }
 }
 
+/// Something the judgement weighed that set no deadline, stated so that an
+/// auditor sees why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "considered", rename_all = "snake_case")]
+pub enum Consideration {
+    /// The account asked for deletion of this item's category, but the
+    /// category's rule runs no clock on a request (rules A and B): the
+    /// request changes nothing for this item.
+    RequestDidNotApply {
+        at: EntryRef,
+        rule: String,
+        clause: String,
+    },
+}
+
 /// One copy's state as of the judging moment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CopyStatus {
@@ -165,6 +180,9 @@ pub struct ItemVerdict {
     /// deadline: the chain cannot vouch that the deadline was met.
     pub reported_late: bool,
     pub copies: Vec<CopyStatus>,
+    /// What was weighed and set no deadline (a request that did not
+    /// apply).
+    pub considered: Vec<Consideration>,
 }
 
 impl ItemVerdict {
@@ -257,6 +275,7 @@ pub fn judge(
             deadline: None,
             reported_late: false,
             copies: Vec::new(),
+            considered: Vec::new(),
         });
     }
     let mut violations = future;
@@ -350,6 +369,18 @@ pub fn judge(
         holds: holds.iter().map(|h| (h.placed, h.released)).collect(),
     };
     let outcome = rule.map(|(name, rule)| deadline::compute(name, rule, calendar, &triggers));
+    // A request for this category under a rule that runs no clock on
+    // requests: weighed, and set nothing.
+    let mut considered = Vec::new();
+    if let (Some((name, rule)), Some(request)) = (rule, triggers.deletion_requested) {
+        if !matches!(rule, crate::policy::RuleDef::RequestOrServiceEnd { .. }) {
+            considered.push(Consideration::RequestDidNotApply {
+                at: request.clone(),
+                rule: name.to_owned(),
+                clause: rule.clause().to_owned(),
+            });
+        }
+    }
 
     let all_deleted = !copies.is_empty() && copies.iter().all(|(_, last)| !last.present);
     let remaining: Vec<String> = copies
@@ -493,6 +524,7 @@ pub fn judge(
                 at: last.at.clone(),
             })
             .collect(),
+        considered,
     })
 }
 
