@@ -31,6 +31,15 @@ fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `verify --from-archive URL --key KEY` against the S3 server.
+fn verify_from(ledger: &Path, s3: &S3Server, url: &str, key: &str) -> Output {
+    run(
+        ledger,
+        Some(s3),
+        &["verify", "--from-archive", url, "--key", key],
+    )
+}
+
 fn text(out: &Output) -> String {
     format!(
         "{}{}",
@@ -166,32 +175,12 @@ fn archived_segments_are_never_replaced_and_a_replacement_is_caught() {
         s3.bucket_tool(&["delete-version", "locked", segment]),
         "refused AccessDenied"
     );
-    let out = run(
-        &locked,
-        Some(&s3),
-        &[
-            "verify",
-            "--from-archive",
-            "s3://locked/ledger",
-            "--key",
-            &key,
-        ],
-    );
+    let out = verify_from(&locked, &s3, "s3://locked/ledger", &key);
     ok(&out);
     // A plain put is taken as a new version (the locked one stays); what
     // the archive now serves under that name is caught.
     assert_eq!(s3.bucket_tool(&["overwrite", "locked", segment]), "ok");
-    let out = run(
-        &locked,
-        Some(&s3),
-        &[
-            "verify",
-            "--from-archive",
-            "s3://locked/ledger",
-            "--key",
-            &key,
-        ],
-    );
+    let out = verify_from(&locked, &s3, "s3://locked/ledger", &key);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         text(&out).contains("00000000000000000000.seg"),
@@ -205,17 +194,7 @@ fn archived_segments_are_never_replaced_and_a_replacement_is_caught() {
     let plain = tmp2.path().join("plain");
     let key = ledger_with_history(tmp2.path(), &plain, Some(&s3), "s3://plain/ledger");
     assert_eq!(s3.bucket_tool(&["overwrite", "plain", segment]), "ok");
-    let out = run(
-        &plain,
-        Some(&s3),
-        &[
-            "verify",
-            "--from-archive",
-            "s3://plain/ledger",
-            "--key",
-            &key,
-        ],
-    );
+    let out = verify_from(&plain, &s3, "s3://plain/ledger", &key);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     // The archive's own upload refuses to put its bytes over the stranger's.
     let out = run(&plain, Some(&s3), &["archive", "--to", "s3://plain/ledger"]);
@@ -229,17 +208,7 @@ fn archived_segments_are_never_replaced_and_a_replacement_is_caught() {
     let last = "ledger/segments/c-file/00000000000000000040.seg";
     assert_eq!(s3.bucket_tool(&["delete", "plain", last]), "ok");
     assert_eq!(s3.bucket_tool(&["delete", "plain", segment]), "ok");
-    let out = run(
-        &plain,
-        Some(&s3),
-        &[
-            "verify",
-            "--from-archive",
-            "s3://plain/ledger",
-            "--key",
-            &key,
-        ],
-    );
+    let out = verify_from(&plain, &s3, "s3://plain/ledger", &key);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("signs 80 entries"), "{}", text(&out));
 }

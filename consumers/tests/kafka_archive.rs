@@ -22,6 +22,35 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 const TOPIC: &str = "lifecycle";
 
+/// A broker with the topic of `partitions` partitions.
+fn broker_with_topic(partitions: i32) -> Broker {
+    let broker = Broker::start();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .unwrap();
+    let topics = [NewTopic::new(TOPIC, partitions, TopicReplication::Fixed(1))];
+    for r in futures_executor::block_on(admin.create_topics(&topics, &AdminOptions::new())).unwrap()
+    {
+        r.unwrap();
+    }
+    broker
+}
+
+/// A checkpoint signing key pair in `dir`: returns its path without the
+/// `.key`/`.pub` extension.
+fn signing_key(dir: &std::path::Path) -> std::path::PathBuf {
+    let key = dir.join("signer");
+    assert!(
+        Command::new(env!("CARGO_BIN_EXE_lifeledger"))
+            .args(["keygen", "--out", key.to_str().unwrap()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    key
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -67,29 +96,13 @@ fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn an_unreachable_archive_delays_nothing_and_catches_up() {
-    let broker = Broker::start();
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .create()
-        .unwrap();
-    let topics = [NewTopic::new(TOPIC, 3, TopicReplication::Fixed(1))];
-    for r in futures_executor::block_on(admin.create_topics(&topics, &AdminOptions::new())).unwrap()
-    {
-        r.unwrap();
-    }
+    let broker = broker_with_topic(3);
     produce(&broker, 0, 600);
 
     let tmp = tempfile::tempdir().unwrap();
     let ledger = tmp.path().join("ledger");
-    let key = tmp.path().join("signer");
+    let key = signing_key(tmp.path());
     let bin = env!("CARGO_BIN_EXE_lifeledger");
-    assert!(
-        Command::new(bin)
-            .args(["keygen", "--out", key.to_str().unwrap()])
-            .status()
-            .unwrap()
-            .success()
-    );
     // Nothing listens on the archive's port yet.
     let s3_port = free_port();
     let metrics_addr = format!("127.0.0.1:{}", free_port());
@@ -256,6 +269,25 @@ archive_seal_after_secs = {seal_secs}
         .unwrap()
 }
 
+/// SIGTERM to each member; each must finish cleanly.
+fn stop_members(members: &mut [std::process::Child]) {
+    for m in members {
+        let _ = Command::new("kill")
+            .args(["-TERM", &m.id().to_string()])
+            .status();
+        let status = m.wait().unwrap();
+        assert!(status.success(), "a member failed");
+    }
+}
+
+/// The first `n` members' logs, for a failure's message.
+fn member_logs(dir: &std::path::Path, n: usize) -> String {
+    (0..n)
+        .map(|s| std::fs::read_to_string(dir.join(format!("member-{s}.log"))).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
 /// Every (partition, offset) of the archive's chains, from a restore.
 fn archived_offsets(s3: &S3Server, dir: &std::path::Path) -> Vec<(i32, i64)> {
     let restored = dir.join("restored");
@@ -297,27 +329,11 @@ fn archived_offsets(s3: &S3Server, dir: &std::path::Path) -> Vec<(i32, i64)> {
 
 #[test]
 fn a_group_keeps_one_chain_per_partition_when_a_member_dies_with_its_disk() {
-    let broker = Broker::start();
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .create()
-        .unwrap();
-    let topics = [NewTopic::new(TOPIC, 12, TopicReplication::Fixed(1))];
-    for r in futures_executor::block_on(admin.create_topics(&topics, &AdminOptions::new())).unwrap()
-    {
-        r.unwrap();
-    }
+    let broker = broker_with_topic(12);
     let s3 = S3Server::start();
     s3.create_bucket("evidence", None);
     let tmp = tempfile::tempdir().unwrap();
-    let key = tmp.path().join("signer");
-    assert!(
-        Command::new(env!("CARGO_BIN_EXE_lifeledger"))
-            .args(["keygen", "--out", key.to_str().unwrap()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    let key = signing_key(tmp.path());
     produce(&broker, 0, 1500);
     let mut members: Vec<std::process::Child> = (0..3)
         .map(|slot| member(&broker, &s3, tmp.path(), slot, &key, 600_000))
@@ -335,22 +351,8 @@ fn a_group_keeps_one_chain_per_partition_when_a_member_dies_with_its_disk() {
     wait_for("every offset archived", Duration::from_secs(180), || {
         archived_offsets(&s3, tmp.path()).len() >= 3000
     });
-    for m in &mut members[1..] {
-        let _ = Command::new("kill")
-            .args(["-TERM", &m.id().to_string()])
-            .status();
-        let status = m.wait().unwrap();
-        assert!(status.success(), "a member failed");
-    }
-    let logs = || {
-        (0..3)
-            .map(|s| {
-                std::fs::read_to_string(tmp.path().join(format!("member-{s}.log")))
-                    .unwrap_or_default()
-            })
-            .collect::<Vec<_>>()
-            .join("\n---\n")
-    };
+    stop_members(&mut members[1..]);
+    let logs = || member_logs(tmp.path(), 3);
     let mut offsets = archived_offsets(&s3, tmp.path());
     offsets.sort_unstable();
     let total = offsets.len();
@@ -391,30 +393,14 @@ fn a_group_keeps_one_chain_per_partition_when_a_member_dies_with_its_disk() {
 
 #[test]
 fn a_stale_member_cannot_extend_the_chains_it_lost() {
-    let broker = Broker::start();
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .create()
-        .unwrap();
-    let topics = [NewTopic::new(TOPIC, 4, TopicReplication::Fixed(1))];
-    for r in futures_executor::block_on(admin.create_topics(&topics, &AdminOptions::new())).unwrap()
-    {
-        r.unwrap();
-    }
+    let broker = broker_with_topic(4);
     let s3 = S3Server::start();
     s3.create_bucket("evidence", None);
     let tmp = tempfile::tempdir().unwrap();
-    let key = tmp.path().join("signer");
-    assert!(
-        Command::new(env!("CARGO_BIN_EXE_lifeledger"))
-            .args(["keygen", "--out", key.to_str().unwrap()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    let key = signing_key(tmp.path());
     produce(&broker, 0, 800);
     // A records everything but seals (so archives) nothing for a minute.
-    let mut a = member_sealing_every(&broker, &s3, tmp.path(), 0, &key, 600_000, 60);
+    let a = member_sealing_every(&broker, &s3, tmp.path(), 0, &key, 600_000, 60);
     std::thread::sleep(Duration::from_secs(6));
     // A stops dead (a paused process, a partitioned network): its session
     // expires and B takes the partitions, continuing the (empty) archived
@@ -422,7 +408,7 @@ fn a_stale_member_cannot_extend_the_chains_it_lost() {
     let _ = Command::new("kill")
         .args(["-STOP", &a.id().to_string()])
         .status();
-    let mut b = member(&broker, &s3, tmp.path(), 1, &key, 600_000);
+    let b = member(&broker, &s3, tmp.path(), 1, &key, 600_000);
     produce(&broker, 800, 1200);
     std::thread::sleep(Duration::from_secs(15));
     // A wakes up, with everything it recorded unarchived: it seals on
@@ -432,23 +418,14 @@ fn a_stale_member_cannot_extend_the_chains_it_lost() {
         .args(["-CONT", &a.id().to_string()])
         .status();
     produce(&broker, 1200, 1400);
-    std::thread::sleep(Duration::from_secs(12));
-    for m in [&mut a, &mut b] {
-        let _ = Command::new("kill")
-            .args(["-TERM", &m.id().to_string()])
-            .status();
-        let status = m.wait().unwrap();
-        assert!(status.success(), "a member failed");
-    }
-    let logs = || {
-        (0..2)
-            .map(|s| {
-                std::fs::read_to_string(tmp.path().join(format!("member-{s}.log")))
-                    .unwrap_or_default()
-            })
-            .collect::<Vec<_>>()
-            .join("\n---\n")
-    };
+    wait_for("every offset archived", Duration::from_secs(180), || {
+        archived_offsets(&s3, tmp.path()).len() >= 1400
+    });
+    // Time for A to find out, if it had not yet.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut both = [a, b];
+    stop_members(&mut both);
+    let logs = || member_logs(tmp.path(), 2);
     let a_log = std::fs::read_to_string(tmp.path().join("member-0.log")).unwrap();
     assert!(
         a_log.contains("was extended by another ledger")

@@ -301,18 +301,28 @@ impl EvidenceWriter {
         for chain in to_seal {
             renames.push(self.seal(&mut manifest, &chain)?);
         }
+        self.acknowledge(&mut manifest, renames)?;
+        Ok((manifest, frames))
+    }
+
+    /// Writes the next generation of the manifest, then gives the segments
+    /// it lists as sealed their sealed names. The manifest names the sealed
+    /// files first: a crash before these renames leaves them under their
+    /// open names, which readers also try and the next writer completes.
+    fn acknowledge(
+        &self,
+        manifest: &mut Manifest,
+        renames: Vec<(PathBuf, PathBuf)>,
+    ) -> Result<(), StoreError> {
         manifest.generation += 1;
-        write_manifest(&self.dir, &manifest)?;
-        // The manifest names the sealed files; a crash before these renames
-        // leaves them under their open names, which readers also try and
-        // the next writer completes.
+        write_manifest(&self.dir, manifest)?;
         for (from, to) in renames {
             fs::rename(&from, &to).map_err(io_error(&from))?;
             if let Some(parent) = to.parent() {
                 sync_dir(parent)?;
             }
         }
-        Ok((manifest, frames))
+        Ok(())
     }
 
     /// Closes a chain's open segment file (its segment was dropped or
@@ -344,14 +354,7 @@ impl EvidenceWriter {
         if renames.is_empty() {
             return Ok(manifest);
         }
-        manifest.generation += 1;
-        write_manifest(&self.dir, &manifest)?;
-        for (from, to) in renames {
-            fs::rename(&from, &to).map_err(io_error(&from))?;
-            if let Some(parent) = to.parent() {
-                sync_dir(parent)?;
-            }
-        }
+        self.acknowledge(&mut manifest, renames)?;
         Ok(manifest)
     }
 
