@@ -184,17 +184,7 @@ archive_lag_alert_entries = 100
     let log_text = std::fs::read_to_string(tmp.path().join("consume.log")).unwrap();
     assert!(status.success(), "{log_text}");
     assert!(log_text.contains("ALERT archive lag"), "{log_text}");
-    let out = Command::new(bin)
-        .args([
-            "verify",
-            "--from-archive",
-            "s3://evidence/ledger",
-            "--key",
-            &format!("{}.pub", key.display()),
-        ])
-        .envs(s3.env())
-        .output()
-        .unwrap();
+    let out = verify_archive(&s3, "s3://evidence/ledger", &key);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(
         out.status.code(),
@@ -288,6 +278,32 @@ fn member_logs(dir: &std::path::Path, n: usize) -> String {
         .join("\n---\n")
 }
 
+/// `verify --from-archive URL` with the public half of `key`.
+fn verify_archive(s3: &S3Server, url: &str, key: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_lifeledger"))
+        .args([
+            "verify",
+            "--from-archive",
+            url,
+            "--key",
+            &format!("{}.pub", key.display()),
+        ])
+        .envs(s3.env())
+        .output()
+        .unwrap()
+}
+
+/// The archive's (partition, offset)s, sorted, each asserted to be there
+/// once.
+fn archived_once(s3: &S3Server, dir: &std::path::Path, logs: &str) -> Vec<(i32, i64)> {
+    let mut offsets = archived_offsets(s3, dir);
+    offsets.sort_unstable();
+    let total = offsets.len();
+    offsets.dedup();
+    assert_eq!(total, offsets.len(), "an offset archived twice\n{logs}");
+    offsets
+}
+
 /// Every (partition, offset) of the archive's chains, from a restore.
 fn archived_offsets(s3: &S3Server, dir: &std::path::Path) -> Vec<(i32, i64)> {
     let restored = dir.join("restored");
@@ -353,11 +369,8 @@ fn a_group_keeps_one_chain_per_partition_when_a_member_dies_with_its_disk() {
     });
     stop_members(&mut members[1..]);
     let logs = || member_logs(tmp.path(), 3);
-    let mut offsets = archived_offsets(&s3, tmp.path());
-    offsets.sort_unstable();
+    let offsets = archived_once(&s3, tmp.path(), &logs());
     let total = offsets.len();
-    offsets.dedup();
-    assert_eq!(total, offsets.len(), "an offset archived twice\n{}", logs());
     // Every offset of every partition, once: the topic holds 3000 records
     // spread over 12 partitions, each from offset 0 without gap.
     assert_eq!(total, 3000, "{}", logs());
@@ -373,17 +386,7 @@ fn a_group_keeps_one_chain_per_partition_when_a_member_dies_with_its_disk() {
             "partition {p}"
         );
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_lifeledger"))
-        .args([
-            "verify",
-            "--from-archive",
-            "s3://evidence/group",
-            "--key",
-            &format!("{}.pub", key.display()),
-        ])
-        .envs(s3.env())
-        .output()
-        .unwrap();
+    let out = verify_archive(&s3, "s3://evidence/group", &key);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(0), "{text}\n{}", logs());
     assert_eq!(text.matches("intact").count(), 12, "{text}");
@@ -433,23 +436,10 @@ fn a_stale_member_cannot_extend_the_chains_it_lost() {
         "A's refused continuation is reported:\n{}",
         logs()
     );
-    let mut offsets = archived_offsets(&s3, tmp.path());
-    offsets.sort_unstable();
+    let offsets = archived_once(&s3, tmp.path(), &logs());
     let total = offsets.len();
-    offsets.dedup();
-    assert_eq!(total, offsets.len(), "an offset archived twice\n{}", logs());
     assert_eq!(total, 1400, "{}", logs());
-    let out = Command::new(env!("CARGO_BIN_EXE_lifeledger"))
-        .args([
-            "verify",
-            "--from-archive",
-            "s3://evidence/group",
-            "--key",
-            &format!("{}.pub", key.display()),
-        ])
-        .envs(s3.env())
-        .output()
-        .unwrap();
+    let out = verify_archive(&s3, "s3://evidence/group", &key);
     assert_eq!(
         out.status.code(),
         Some(0),

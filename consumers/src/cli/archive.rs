@@ -75,22 +75,15 @@ pub fn upload(dir: &Path, args: ArchiveArgs) -> anyhow::Result<Outcome> {
 /// indexes and projection and verifies it against its newest checkpoint.
 pub fn restore(dir: &Path, args: RestoreArgs) -> anyhow::Result<Outcome> {
     let archive = Archive::open(&args.from_archive)?;
-    let report = match archive::restore(&archive, dir) {
+    let report = match restore_into(&archive, &args.from_archive, dir)? {
         Ok(r) => r,
-        Err(e @ (ArchiveError::Damaged { .. } | ArchiveError::Conflict { .. })) => {
-            eprintln!("error: restoring from {}: {e}", args.from_archive);
+        Err(broken) => {
+            eprintln!("error: restoring from {}: {broken}", args.from_archive);
             return Ok(Outcome::VerificationFailed);
         }
-        Err(e) => return Err(e).context(format!("restoring from {}", args.from_archive)),
     };
     let checked = check_dir(dir, args.key.as_deref(), Depth::Events)?;
-    {
-        let mut ledger = Ledger::open(dir, LedgerOptions::default())
-            .with_context(|| format!("opening the restored ledger at {}", dir.display()))?;
-        ledger
-            .rebuild_projection(&mut |_| {})
-            .context("rebuilding the projection")?;
-    }
+    derive_projection(dir)?;
     out!(
         "restored {} chains ({} entries) from {} segments, {} checkpoints, {} policy texts into {}",
         report.chains.len(),
@@ -109,13 +102,9 @@ pub fn restore(dir: &Path, args: RestoreArgs) -> anyhow::Result<Outcome> {
 /// archive as they would a ledger (`export --from-archive`).
 pub fn restore_quietly(url: &str, dir: &Path) -> anyhow::Result<Outcome> {
     let archive = Archive::open(url)?;
-    match archive::restore(&archive, dir) {
-        Ok(_) => {}
-        Err(e @ (ArchiveError::Damaged { .. } | ArchiveError::Conflict { .. })) => {
-            eprintln!("error: the archive {url} is broken: {e}");
-            return Ok(Outcome::VerificationFailed);
-        }
-        Err(e) => return Err(e).context(format!("restoring from {url}")),
+    if let Err(broken) = restore_into(&archive, url, dir)? {
+        eprintln!("error: the archive {url} is broken: {broken}");
+        return Ok(Outcome::VerificationFailed);
     }
     let checked = check_dir(dir, None, Depth::Chain)?;
     if !checked.problems.is_empty() {
@@ -124,12 +113,34 @@ pub fn restore_quietly(url: &str, dir: &Path) -> anyhow::Result<Outcome> {
         }
         return Ok(Outcome::VerificationFailed);
     }
+    derive_projection(dir)?;
+    Ok(Outcome::Ok)
+}
+
+/// Restores the archive into `dir`. The inner error is an archive that is
+/// broken (damaged, or holding another ledger's continuation): a finding
+/// for the caller to report; the outer one, an archive that cannot be
+/// read at all.
+fn restore_into(
+    archive: &Archive,
+    url: &str,
+    dir: &Path,
+) -> anyhow::Result<Result<archive::RestoreReport, ArchiveError>> {
+    match archive::restore(archive, dir) {
+        Ok(r) => Ok(Ok(r)),
+        Err(e @ (ArchiveError::Damaged { .. } | ArchiveError::Conflict { .. })) => Ok(Err(e)),
+        Err(e) => Err(e).context(format!("restoring from {url}")),
+    }
+}
+
+/// Derives a restored ledger's indexes (on open) and its projection.
+fn derive_projection(dir: &Path) -> anyhow::Result<()> {
     let mut ledger = Ledger::open(dir, LedgerOptions::default())
         .with_context(|| format!("opening the restored ledger at {}", dir.display()))?;
     ledger
         .rebuild_projection(&mut |_| {})
         .context("rebuilding the projection")?;
-    Ok(Outcome::Ok)
+    Ok(())
 }
 
 /// `verify --from-archive`: the archive restored into a temporary
@@ -145,13 +156,12 @@ pub fn verify(url: &str, key: Option<&Path>, depth: Depth) -> anyhow::Result<Out
         .collect();
     let scratch = tempfile::tempdir().context("making a temporary directory")?;
     let dir = scratch.path().join("ledger");
-    let restored = match archive::restore(&archive, &dir) {
+    let restored = match restore_into(&archive, url, &dir)? {
         Ok(r) => r,
-        Err(e @ (ArchiveError::Damaged { .. } | ArchiveError::Conflict { .. })) => {
-            out!("archive {url}: BROKEN: {e}");
+        Err(broken) => {
+            out!("archive {url}: BROKEN: {broken}");
             return Ok(Outcome::VerificationFailed);
         }
-        Err(e) => return Err(e).context(format!("reading the archive {url}")),
     };
     let mut checked = check_dir(&dir, key, depth)?;
     // The other ledgers that wrote to this archive (a group's members):
