@@ -17,7 +17,7 @@ use thiserror::Error;
 
 use super::config::ConsumerConfig;
 use super::custody::CustodyLog;
-use super::handover::{BatchToken, CustodyRecord, Fate, SinceClaim, Step, fate};
+use super::handover::{BatchToken, CustodyRecord, Fate, HeldBatch};
 use super::metrics::Metrics;
 use super::sink::{Accepted, DeadLetter, Sink, StagedCommit};
 use lifeledger_ledger::archive::{Archive, Continuation};
@@ -116,10 +116,8 @@ impl DeadLetterOut {
 pub struct LedgerContext {
     sink: Arc<Mutex<Sink>>,
     custody: CustodyLog,
-    /// Per held partition: the offset of this member's claim on it.
-    claims: Mutex<HashMap<(String, i32), i64>>,
-    /// Batches a write left staged, waiting for another member's resume
-    /// record; the run loop settles them.
+    /// Batches a write left staged, waiting for their partition's next
+    /// claim; the run loop settles them.
     left_waiting: AtomicUsize,
     /// With an archive: revoked partitions' chains are sealed, so that the
     /// archive can take their tails at once.
@@ -182,76 +180,75 @@ impl LedgerContext {
         Ok(out)
     }
 
-    /// Claims each newly assigned partition in the custody topic, then
-    /// reads what the group has committed, records that (the resume
-    /// record), and seeks the partition to the later of the ledger's cursor
-    /// and the group's committed offset.
+    /// Claims the newly assigned partitions in the custody topic, reads the
+    /// topic to its end, settles any batch this ledger left staged on them,
+    /// and seeks each to the later of the ledger's cursor and the end of
+    /// the partition's last valid hold (see `handover`).
     fn on_assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
         let assigned: Vec<(String, i32)> = tpl
             .elements()
             .iter()
             .map(|e| (e.topic().to_owned(), e.partition()))
             .collect();
-        let record = |step: &dyn Fn(&str, i32) -> Step| -> Vec<CustodyRecord> {
-            assigned
-                .iter()
-                .map(|(topic, partition)| CustodyRecord {
-                    group: self.group.clone(),
-                    topic: topic.clone(),
-                    partition: *partition,
-                    step: step(topic, *partition),
-                })
-                .collect()
-        };
-        // The claims first: a member that committed a batch of one of these
-        // partitions before a claim landed has its commit in what is read
-        // next; one that looks after its commit sees the claim (see
-        // `handover`).
-        let claim_offsets = match self.custody.record(&record(&|_, _| Step::Claim)) {
+        if assigned.is_empty() {
+            return;
+        }
+        // The claim first: from the moment it lands, no other member's hold
+        // of these partitions is valid, so the resume points read next
+        // cannot move under this member's feet.
+        let claim = match self.custody.record(&CustodyRecord::Claim {
+            group: self.group.clone(),
+            partitions: assigned.clone(),
+        }) {
             Ok(o) => o,
             Err(e) => {
                 self.fail(format!("claiming the assigned partitions: {e}"));
                 return;
             }
         };
-        let committed = match self.committed(consumer, &assigned) {
-            Ok(c) => c,
-            Err(e) => {
-                // Without the committed offsets a resume point could be
-                // wrong: stop rather than guess.
-                self.fail(format!(
-                    "reading the group's committed offsets on assignment: {e}"
-                ));
-                return;
-            }
-        };
-        // Before reading anything: each partition's resume record, with
-        // what the group held once the claim had landed.
-        let resumes = record(&|topic, partition| {
-            Step::Resume(committed.get(&(topic.to_owned(), partition)).copied())
-        });
-        let custody_offsets = match self.custody.record(&resumes) {
-            Ok(o) => o,
-            Err(e) => {
-                self.fail(format!(
-                    "recording the custody of the assigned partitions: {e}"
-                ));
-                return;
-            }
-        };
-        if let Ok(mut claims) = self.claims.lock() {
-            for (at, claim) in assigned.iter().zip(&claim_offsets) {
-                claims.insert(at.clone(), *claim);
-            }
+        if let Err(e) = self.custody.catch_up() {
+            self.fail(format!("reading the custody topic on assignment: {e}"));
+            return;
         }
-        for ((topic, partition), custody_offset) in assigned.into_iter().zip(custody_offsets) {
-            let mut theirs = committed.get(&(topic.clone(), partition)).copied();
-            // A batch this ledger left staged on the partition is decided by
-            // what the group held just now, where this member resumes.
+        // The group's committed offset counts only for a partition the
+        // custody log holds no valid hold of (a group new to it).
+        let unheld: Vec<(String, i32)> = assigned
+            .iter()
+            .filter(|(t, p)| self.custody.resume_point(&self.group, t, *p).is_none())
+            .cloned()
+            .collect();
+        let committed = if unheld.is_empty() {
+            HashMap::new()
+        } else {
+            match self.committed(consumer, &unheld) {
+                Ok(c) => c,
+                Err(e) => {
+                    // Without them a resume point could be wrong: stop
+                    // rather than guess.
+                    self.fail(format!(
+                        "reading the group's committed offsets on assignment: {e}"
+                    ));
+                    return;
+                }
+            }
+        };
+        for (topic, partition) in assigned {
+            let mut theirs = self
+                .custody
+                .resume_point(&self.group, &topic, partition)
+                .or_else(|| committed.get(&(topic.clone(), partition)).copied());
+            // A batch this ledger left staged on the partition is decided
+            // now: this member's claim came after its hold, if any.
             let staged = lock(&self.sink).staged_commit(&topic, partition);
             match staged {
                 Ok(Some(s)) => {
-                    let f = fate(s.next_offset, Some(theirs), theirs).unwrap_or(Fate::NotLanded);
+                    let f = self.fate_of(&s).unwrap_or_else(|| {
+                        if theirs.is_some_and(|c| c >= s.next_offset) {
+                            Fate::Landed
+                        } else {
+                            Fate::NotLanded
+                        }
+                    });
                     if let Err(e) = self.settle(vec![(s, f)]) {
                         self.fail(format!(
                             "settling the staged batch of {topic}/{partition}: {e}"
@@ -335,15 +332,15 @@ impl LedgerContext {
             if let (Some(a), Some(b)) = (ours, theirs) {
                 if b > a {
                     tracing::warn!(
-                        "assigned {topic}/{partition}: the group committed offset {b} past this ledger's cursor {a}; offsets {a}..{} were recorded by another member's ledger",
+                        "assigned {topic}/{partition}: the partition's custody goes to offset {b}, past this ledger's cursor {a}; offsets {a}..{} were recorded by another member's ledger",
                         b - 1
                     );
                 }
             }
             tracing::info!(
-                "assigned {topic}/{partition}: resuming at offset {start:?} (ledger cursor {ours:?}, group committed {theirs:?}, custody record {custody_offset})"
+                "assigned {topic}/{partition}: resuming at offset {start:?} (ledger cursor {ours:?}, custody {theirs:?}, claim {claim})"
             );
-            sink.assign(&topic, partition, start, custody_offset);
+            sink.assign(&topic, partition, start, claim);
             // Seeking happens through the assignment itself.
             if let Some(start) = start {
                 let _ = tpl.set_partition_offset(&topic, partition, Offset::Offset(start));
@@ -362,7 +359,7 @@ impl LedgerContext {
             .map(|e| (e.topic().to_owned(), e.partition()))
             .collect();
         // What is dropped here is read again by the partitions' next owner.
-        if let Err(e) = self.write(consumer, Some(&partitions)) {
+        if let Err(e) = self.write(consumer, Some(&partitions), CommitMode::Sync) {
             self.fail(format!(
                 "writing the ledger before giving up partitions: {e}"
             ));
@@ -394,46 +391,48 @@ impl LedgerContext {
     }
 
     /// The write a group member makes: stage the pending inputs (durable,
-    /// in no chain), commit their offsets with a note naming the batch,
-    /// and append them to their chains only once Kafka holds the commit.
-    /// A batch whose commit did not land is dropped and read again. So a
-    /// crash at any point leaves each batch either in this ledger with the
-    /// group past it, or in no ledger with the group before it.
+    /// in no chain), append a hold for them to the custody topic, read the
+    /// topic to its end, and append each batch whose hold is valid (no
+    /// other member claimed its partition in between); the others are
+    /// dropped and read again by the partitions' owners. Then the offsets
+    /// are committed to the group, as advice for lag tools. So a crash at
+    /// any point leaves each batch either in this ledger under a valid
+    /// hold, or in no ledger and before the partition's resume point.
     fn write(
         &self,
         consumer: &BaseConsumer<Self>,
         only: Option<&[(String, i32)]>,
+        commit: CommitMode,
     ) -> Result<(), ConsumeError> {
         let staged = lock(&self.sink).stage(only)?;
         if staged.is_empty() {
             return Ok(());
         }
-        // Before committing: a partition that another member has claimed
-        // since this one did (as far as the custody records that already
-        // arrived tell: no round trip here, the check after the commit is
-        // the one that must see everything) is not committed here at all.
-        // Its batch never landed, so it is dropped and read again by the
-        // new owner; and no late commit of this member's moves the group's
-        // offset under the new owner's feet (tansu accepts commits from
-        // both).
+        // A partition another member has claimed since this one did, as
+        // far as the records already arrived tell (no round trip), is not
+        // held at all: its batch is dropped and read by the new owner.
         self.custody.follow_now();
-        let (staged, disturbed): (Vec<StagedCommit>, Vec<StagedCommit>) = staged
-            .into_iter()
-            .partition(|s| self.since_claim_of(s) == SinceClaim::Undisturbed);
+        let (staged, disturbed): (Vec<StagedCommit>, Vec<StagedCommit>) =
+            staged.into_iter().partition(|s| {
+                BatchToken::parse(&s.token).is_some_and(|t| {
+                    self.custody
+                        .holds(&self.group, &s.topic, s.partition, t.claim)
+                })
+            });
         if !disturbed.is_empty() {
-            let taken: Vec<(String, i32)> = disturbed
-                .iter()
-                .map(|s| (s.topic.clone(), s.partition))
-                .collect();
             for s in &disturbed {
                 tracing::warn!(
-                    "{}/{}: another member claimed the partition while this one read offsets {}..{}: not committed, dropped here, the new owner reads them; this member stops reading it",
+                    "{}/{}: another member claimed the partition while this one read offsets {}..{}: dropped here, the new owner reads them; this member stops reading it",
                     s.topic,
                     s.partition,
                     s.first_offset,
                     s.next_offset - 1
                 );
             }
+            let taken: Vec<(String, i32)> = disturbed
+                .iter()
+                .map(|s| (s.topic.clone(), s.partition))
+                .collect();
             self.settle(
                 disturbed
                     .into_iter()
@@ -445,65 +444,47 @@ impl LedgerContext {
         if staged.is_empty() {
             return Ok(());
         }
-        let mut tpl = TopicPartitionList::new();
-        for s in &staged {
-            tpl.add_partition_offset(&s.topic, s.partition, Offset::Offset(s.next_offset))?;
-            // The token as metadata: for people reading the group's
-            // offsets (the fate of a batch is read from the custody log).
-            if let Some(mut e) = tpl.find_partition(&s.topic, s.partition) {
-                e.set_metadata(format!("lifeledger batch {}", s.token));
-            }
-        }
-        // A commit that fails is retried with the same offsets (idempotent).
-        // If it keeps failing the run stops with the batch staged; the next
-        // run settles it from the custody log.
-        let mut tries = 0u32;
-        loop {
-            match consumer.commit(&tpl, CommitMode::Sync) {
-                Ok(()) => break,
-                Err(e) if tries < 10 => {
-                    tries += 1;
-                    Metrics::add(&self.metrics.kafka_errors, 1);
-                    tracing::warn!("offset commit failed ({e}); retrying ({tries} of 10)");
-                    std::thread::sleep(Duration::from_millis(200 * u64::from(tries)));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        // The commit landed. Unless another member claimed the partition
-        // since this one did (a broker may hand it over without this
-        // member's revocation, and accept commits from both): then the
-        // handover decides, as for a batch left staged, and this member
-        // stops reading the partition until the group gives it back. The
-        // custody topic is read up to its end for this.
+        let batches = staged
+            .iter()
+            .filter_map(|s| {
+                Some(HeldBatch {
+                    topic: s.topic.clone(),
+                    partition: s.partition,
+                    claim: BatchToken::parse(&s.token)?.claim,
+                    next: s.next_offset,
+                })
+            })
+            .collect();
+        // If the hold cannot be written the run stops with the batches
+        // staged; the custody log decides them later.
+        self.custody.record(&CustodyRecord::Hold {
+            group: self.group.clone(),
+            batches,
+        })?;
         self.custody.catch_up()?;
         let mut taken = Vec::new();
         let mut fates = Vec::new();
         for s in staged {
             let at = (s.topic.clone(), s.partition);
-            let since = self.since_claim_of(&s);
-            match since {
-                SinceClaim::Undisturbed => fates.push((s, Fate::Landed)),
-                SinceClaim::Resumed(then) => {
-                    let f = fate(s.next_offset, Some(then), None).unwrap_or(Fate::NotLanded);
+            match self.fate_of(&s) {
+                Some(Fate::Landed) => fates.push((s, Fate::Landed)),
+                Some(Fate::NotLanded) => {
                     tracing::warn!(
-                        "{}/{}: another member took the partition (resuming at {then:?}) while this one read offsets {}..{}: {}; this member stops reading it",
+                        "{}/{}: another member claimed the partition before this one's hold of offsets {}..{} landed: dropped here, the new owner reads them; this member stops reading it",
                         s.topic,
                         s.partition,
                         s.first_offset,
-                        s.next_offset - 1,
-                        if f == Fate::Landed {
-                            "kept here"
-                        } else {
-                            "dropped here, the new owner reads them"
-                        }
+                        s.next_offset - 1
                     );
                     taken.push(at);
-                    fates.push((s, f));
+                    fates.push((s, Fate::NotLanded));
                 }
-                SinceClaim::Claimed => {
+                None => {
+                    // The hold is in the topic, so this does not happen
+                    // unless reading it went wrong: wait for the next
+                    // claim to decide.
                     tracing::warn!(
-                        "{}/{}: another member is taking the partition while this one read offsets {}..{}: they stay staged until its resume record shows whether their commit landed; this member stops reading it",
+                        "{}/{}: the hold of offsets {}..{} was not found in the custody topic: they stay staged until the partition's next claim decides; this member stops reading it",
                         s.topic,
                         s.partition,
                         s.first_offset,
@@ -514,9 +495,23 @@ impl LedgerContext {
                 }
             }
         }
+        let mut tpl = TopicPartitionList::new();
+        for (s, _) in fates.iter().filter(|(_, f)| *f == Fate::Landed) {
+            tpl.add_partition_offset(&s.topic, s.partition, Offset::Offset(s.next_offset))?;
+            if let Some(mut e) = tpl.find_partition(&s.topic, s.partition) {
+                e.set_metadata(format!("lifeledger batch {}", s.token));
+            }
+        }
         self.settle(fates)?;
         if !taken.is_empty() {
             lock(&self.sink).forget(&taken);
+        }
+        // Advice only: where members resume is the custody log's to say.
+        if tpl.count() > 0 {
+            if let Err(e) = consumer.commit(&tpl, commit) {
+                Metrics::add(&self.metrics.kafka_errors, 1);
+                tracing::warn!("committing offsets to the group (advice for lag tools): {e}");
+            }
         }
         Ok(())
     }
@@ -571,60 +566,52 @@ impl LedgerContext {
         }
     }
 
-    /// What the custody topic, as last caught up, says of a staged batch's
-    /// partition since this member claimed it.
-    fn since_claim_of(&self, s: &StagedCommit) -> SinceClaim {
-        let at = (s.topic.clone(), s.partition);
-        let claim = self.claims.lock().ok().and_then(|c| c.get(&at).copied());
-        match (BatchToken::parse(&s.token), claim) {
-            (Some(t), Some(claim)) => self.custody.since_claim(
-                claim,
-                t.custody_offset,
-                &self.group,
-                &s.topic,
-                s.partition,
-            ),
-            // Not held any more: its fate waits for the custody log.
-            _ => SinceClaim::Claimed,
-        }
+    /// What the custody log, as last read, says of a staged batch (`None`:
+    /// not decided yet, or a token of the first protocol, which named no
+    /// claim).
+    fn fate_of(&self, s: &StagedCommit) -> Option<Fate> {
+        let token = BatchToken::parse(&s.token)?;
+        self.custody.fate(
+            &self.group,
+            &s.topic,
+            s.partition,
+            token.claim,
+            s.next_offset,
+        )
     }
 
     /// Decides what it can of the batches staged in the ledger (left by an
-    /// earlier run, or by a commit that failed), from the custody log and
-    /// the group's committed offsets. Returns the undecided ones, which
-    /// wait for the partition's next handover.
+    /// earlier run), from the custody log read to its end. Returns the
+    /// undecided ones, which wait for their partition's next claim.
     fn decide_staged(&self, consumer: &BaseConsumer<Self>) -> Result<Decided, ConsumeError> {
         let staged = lock(&self.sink).left_staged()?;
         if staged.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }
-        let partitions: Vec<(String, i32)> = staged
+        self.custody.catch_up()?;
+        // A token of the first protocol names no claim: only a committed
+        // offset at or past the batch tells (its commit landed).
+        let unnamed: Vec<(String, i32)> = staged
             .iter()
+            .filter(|s| BatchToken::parse(&s.token).is_none())
             .map(|s| (s.topic.clone(), s.partition))
             .collect();
-        let committed = self.committed(consumer, &partitions)?;
+        let committed = if unnamed.is_empty() {
+            HashMap::new()
+        } else {
+            self.committed(consumer, &unnamed)?
+        };
         let mut decided = Vec::new();
         let mut waiting = Vec::new();
         for s in staged {
-            let now = committed.get(&(s.topic.clone(), s.partition)).copied();
-            let handover = match BatchToken::parse(&s.token) {
-                Some(token) => self.custody.next_after(
-                    token.custody_offset,
-                    &self.group,
-                    &s.topic,
-                    s.partition,
-                )?,
-                None => {
-                    tracing::warn!(
-                        "{}/{}: staged batch token {:?} names no custody record; judging by the committed offset alone",
-                        s.topic,
-                        s.partition,
-                        s.token
-                    );
-                    None
-                }
+            let f = match BatchToken::parse(&s.token) {
+                Some(_) => self.fate_of(&s),
+                None => committed
+                    .get(&(s.topic.clone(), s.partition))
+                    .is_some_and(|c| *c >= s.next_offset)
+                    .then_some(Fate::Landed),
             };
-            match fate(s.next_offset, handover, now) {
+            match f {
                 Some(f) => decided.push((s, f)),
                 None => waiting.push(s),
             }
@@ -638,7 +625,7 @@ impl LedgerContext {
         let (decided, waiting) = self.decide_staged(consumer)?;
         for s in &waiting {
             tracing::info!(
-                "{}/{}: offsets {}..{} stay staged until the partition's next owner shows whether their commit landed",
+                "{}/{}: offsets {}..{} stay staged until the partition's next claim shows whether their hold landed",
                 s.topic,
                 s.partition,
                 s.first_offset,
@@ -666,7 +653,7 @@ impl LedgerContext {
                 Fate::NotLanded => {
                     Metrics::add(&self.metrics.staged_not_landed, 1);
                     tracing::info!(
-                        "{}/{}: offsets {}..{} are not this ledger's (the group did not hold their commit when the partition changed hands); dropped here, read again by its owner",
+                        "{}/{}: offsets {}..{} are not this ledger's (their hold was not valid: another member claimed the partition first); dropped here, read again by its owner",
                         s.topic,
                         s.partition,
                         s.first_offset,
@@ -783,7 +770,7 @@ impl ConsumerContext for LedgerContext {
                     .into_iter()
                     .map(|(t, p, _, _)| (t, p))
                     .collect();
-                if let Err(e) = self.write(consumer, None) {
+                if let Err(e) = self.write(consumer, None, CommitMode::Sync) {
                     self.fail(format!("writing the ledger after a rebalance error: {e}"));
                 }
                 lock(&self.sink).forget(&held);
@@ -876,7 +863,6 @@ pub fn run(
     let context = LedgerContext {
         sink: Arc::clone(&sink),
         custody,
-        claims: Mutex::new(HashMap::new()),
         left_waiting: AtomicUsize::new(0),
         seal_on_revoke: config.archive.is_some(),
         archive: match &config.archive {
@@ -1006,7 +992,9 @@ pub fn run(
             (s.pending(), s.oldest_age())
         };
         if pending >= config.batch_size || age.is_some_and(|a| a >= max_latency) {
-            consumer.context().write(&consumer, None)?;
+            consumer
+                .context()
+                .write(&consumer, None, CommitMode::Async)?;
         }
         if last_stall_check.elapsed() >= stall_quiet && last_any_message.elapsed() >= stall_quiet {
             last_stall_check = Instant::now();
@@ -1031,7 +1019,9 @@ pub fn run(
             break;
         }
     }
-    consumer.context().write(&consumer, None)?;
+    consumer
+        .context()
+        .write(&consumer, None, CommitMode::Sync)?;
     lock(&sink).maybe_checkpoint(true)?;
     consumer.unsubscribe();
     drop(consumer);

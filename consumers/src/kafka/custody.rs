@@ -1,7 +1,6 @@
-//! The custody topic: a member records each partition it is assigned,
-//! with what the group had committed then, before it reads the partition;
-//! the fate of a batch left staged is read back from it (see
-//! [`super::handover`]).
+//! The custody topic: claims and holds of a group's partitions (see
+//! [`super::handover`]), appended one record at a time and followed to
+//! the end before every decision.
 //!
 //! One partition, so that records are totally ordered; shared by every
 //! group and topic (records carry both); created on first use.
@@ -19,7 +18,7 @@ use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::handover::{CustodyRecord, SinceClaim, Step, since_claim};
+use super::handover::{Custody, CustodyRecord, Fate};
 
 /// Remembers where each record sent went, by its number in the send.
 #[derive(Debug, Default)]
@@ -41,32 +40,21 @@ impl ProducerContext for Delivered {
     }
 }
 
-/// A group's partition of a topic: (group, topic, partition).
-type Partition = (String, String, i32);
-
-/// A custody record as followed: its offset in the custody topic, and its
-/// step.
-type Handover = (i64, Step);
-
-/// What `tail` has read so far.
+/// What `tail` has read so far, folded.
 #[derive(Debug, Default)]
 struct Followed {
-    /// Per (group, topic, partition), in order.
-    records: HashMap<Partition, Vec<Handover>>,
+    custody: Custody,
     /// The highest offset read.
     last: Option<i64>,
+    /// Records read (for the log).
+    records: u64,
 }
 
 /// The custody topic of a consumer.
 pub struct CustodyLog {
     producer: BaseProducer<Delivered>,
-    reader: BaseConsumer,
-    /// Follows the topic as it grows, so that a member learns cheaply,
-    /// before appending a batch, whether another member has taken the
-    /// partition meanwhile (a broker that completes a rebalance without
-    /// it, as tansu can, leaves two members reading one partition).
+    /// Follows the topic from its start as it grows.
     tail: BaseConsumer,
-    /// The records read so far by `tail`.
     seen: Mutex<Followed>,
     topic: String,
 }
@@ -91,8 +79,8 @@ impl CustodyLog {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("fetch.wait.max.ms", "10");
-        let reader: BaseConsumer = reader_config.create()?;
-        if !exists(&reader, topic)? {
+        let tail: BaseConsumer = reader_config.create()?;
+        if !exists(&tail, topic)? {
             let admin: AdminClient<DefaultClientContext> = client.create()?;
             let new = NewTopic::new(topic, 1, TopicReplication::Fixed(1));
             let options = AdminOptions::new().operation_timeout(Some(TIMEOUT));
@@ -113,34 +101,35 @@ impl CustodyLog {
             .set("enable.idempotence", "true")
             .set("linger.ms", "0");
         let producer = producer_config.create_with_context(Delivered::default())?;
-        let tail: BaseConsumer = reader_config.create()?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, 0, Offset::Beginning)?;
         tail.assign(&tpl)?;
         Ok(CustodyLog {
             producer,
-            reader,
             tail,
             seen: Mutex::new(Followed::default()),
             topic: topic.to_owned(),
         })
     }
 
-    /// Reads what the topic gained since the last call (never blocks).
+    /// Folds in what the topic gained since the last call (never blocks).
     fn follow(&self, seen: &mut Followed) {
         while let Some(result) = self.tail.poll(Duration::ZERO) {
             match result {
                 Ok(m) => {
-                    seen.last = Some(seen.last.map_or(m.offset(), |l| l.max(m.offset())));
+                    // A record already folded (a fetch repeated) is not
+                    // folded again: the fold relies on order.
+                    if seen.last.is_some_and(|l| m.offset() <= l) {
+                        continue;
+                    }
+                    seen.last = Some(m.offset());
+                    seen.records += 1;
                     if let Some(r) = m
                         .payload()
                         .and_then(|p| std::str::from_utf8(p).ok())
                         .and_then(CustodyRecord::parse)
                     {
-                        seen.records
-                            .entry((r.group, r.topic, r.partition))
-                            .or_default()
-                            .push((m.offset(), r.step));
+                        seen.custody.apply(m.offset(), &r);
                     }
                 }
                 Err(e) => {
@@ -151,8 +140,8 @@ impl CustodyLog {
         }
     }
 
-    /// Reads what the topic gained and has already arrived (no round trip
-    /// to the broker): a cheap, possibly stale view for `since_claim`.
+    /// Folds in what has already arrived (no round trip to the broker): a
+    /// cheap, possibly stale view.
     pub fn follow_now(&self) {
         if let Ok(mut seen) = self.seen.lock() {
             self.follow(&mut seen);
@@ -160,9 +149,8 @@ impl CustodyLog {
     }
 
     /// Reads the topic up to its end as the broker tells it now, so that
-    /// every record written before this call is seen by `since_claim`.
-    /// Every record is sent on its own (see `record`), so the high
-    /// watermark is exact.
+    /// every record written before this call is folded in. Every record
+    /// is sent on its own (see `record`), so the high watermark is exact.
     pub fn catch_up(&self) -> Result<(), KafkaError> {
         let mut seen = self
             .seen
@@ -173,45 +161,57 @@ impl CustodyLog {
         loop {
             self.follow(&mut seen);
             if high <= 0 || seen.last.is_some_and(|l| l >= high - 1) {
+                if began.elapsed() > Duration::from_secs(2) {
+                    tracing::info!(
+                        "read the custody topic to offset {high} ({} records) in {:.1?}",
+                        seen.records,
+                        began.elapsed()
+                    );
+                }
                 return Ok(());
             }
-            if began.elapsed() > TIMEOUT {
+            if began.elapsed() > TIMEOUT * 4 {
                 return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
             }
             std::thread::sleep(Duration::from_millis(2));
         }
     }
 
-    /// What the topic, as read by the last `catch_up`, says of a partition
-    /// since this member claimed it (see
-    /// [`super::handover::since_claim`]).
-    pub fn since_claim(
+    /// Asks the fold, as last followed.
+    fn ask<T>(&self, question: impl FnOnce(&Custody) -> T) -> Option<T> {
+        self.seen.lock().ok().map(|seen| question(&seen.custody))
+    }
+
+    /// Whether `claim` is still the partition's latest claim.
+    pub fn holds(&self, group: &str, topic: &str, partition: i32, claim: i64) -> bool {
+        self.ask(|c| c.holds(group, topic, partition, claim))
+            .unwrap_or(false)
+    }
+
+    /// Where a member taking the partition resumes (`None`: no valid hold
+    /// in the log).
+    pub fn resume_point(&self, group: &str, topic: &str, partition: i32) -> Option<i64> {
+        self.ask(|c| c.resume_point(group, topic, partition))
+            .flatten()
+    }
+
+    /// The fate of a batch staged under `claim`, ending before `next`.
+    pub fn fate(
         &self,
-        claim: i64,
-        resumed: i64,
         group: &str,
         topic: &str,
         partition: i32,
-    ) -> SinceClaim {
-        let Ok(seen) = self.seen.lock() else {
-            return SinceClaim::Claimed;
-        };
-        let records = seen
-            .records
-            .get(&(group.to_owned(), topic.to_owned(), partition))
-            .map_or(&[][..], Vec::as_slice);
-        since_claim(records, claim, resumed)
+        claim: i64,
+        next: i64,
+    ) -> Option<Fate> {
+        self.ask(|c| c.fate(group, topic, partition, claim, next))
+            .flatten()
     }
 
-    /// Appends records, one at a time, each once the broker holds the one
-    /// before (so that each is a record batch of its own: tansu reports a
-    /// short high watermark for a batch of several); returns their
-    /// offsets, in order.
-    pub fn record(&self, records: &[CustodyRecord]) -> Result<Vec<i64>, KafkaError> {
-        records.iter().map(|r| self.record_one(r)).collect()
-    }
-
-    fn record_one(&self, record: &CustodyRecord) -> Result<i64, KafkaError> {
+    /// Appends one record, once the broker holds it (so that each is a
+    /// record batch of its own: tansu reports a short high watermark for a
+    /// batch of several); returns its offset.
+    pub fn record(&self, record: &CustodyRecord) -> Result<i64, KafkaError> {
         if let Ok(mut slots) = self.producer.context().0.lock() {
             slots.clear();
         }
@@ -250,72 +250,6 @@ impl CustodyLog {
             }
             self.producer.poll(Duration::from_millis(5));
         }
-    }
-
-    /// The first resume record of the same group, topic and partition
-    /// after `after` (an offset in the custody topic), if any: what the
-    /// group had committed then.
-    ///
-    /// The topic is read from its start: a fetch from inside a record
-    /// batch is not to be trusted (tansu skips to the next batch), and a
-    /// high watermark neither (tansu reports it short when a batch holds
-    /// several records), so reading ends when nothing more arrived for a
-    /// while. Settling a staged batch is rare (after a crash), and the
-    /// topic holds one small record per partition assignment.
-    pub fn next_after(
-        &self,
-        after: i64,
-        group: &str,
-        topic: &str,
-        partition: i32,
-    ) -> Result<Option<Option<i64>>, KafkaError> {
-        let (_, high) = self.reader.fetch_watermarks(&self.topic, 0, TIMEOUT)?;
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.topic, 0, Offset::Beginning)?;
-        self.reader.assign(&tpl)?;
-        let began = Instant::now();
-        let mut last = Instant::now();
-        let mut seen = -1;
-        let found = loop {
-            let quiet = last.elapsed();
-            if (seen + 1 >= high && quiet > Duration::from_millis(300))
-                || quiet > Duration::from_secs(2)
-            {
-                break None;
-            }
-            if began.elapsed() > TIMEOUT {
-                self.reader.unassign()?;
-                return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
-            }
-            match self.reader.poll(Duration::from_millis(20)) {
-                Some(Ok(m)) => {
-                    last = Instant::now();
-                    seen = seen.max(m.offset());
-                    if m.offset() <= after {
-                        continue;
-                    }
-                    let Some(r) = m
-                        .payload()
-                        .and_then(|p| std::str::from_utf8(p).ok())
-                        .and_then(CustodyRecord::parse)
-                    else {
-                        continue;
-                    };
-                    if let Step::Resume(committed) = r.step {
-                        if r.group == group && r.topic == topic && r.partition == partition {
-                            break Some(committed);
-                        }
-                    }
-                }
-                Some(Err(e)) => {
-                    self.reader.unassign()?;
-                    return Err(e);
-                }
-                None => {}
-            }
-        };
-        self.reader.unassign()?;
-        Ok(found)
     }
 }
 

@@ -95,8 +95,9 @@ pub struct Sink {
     /// The partitions this member holds; `None` when it reads by
     /// assignment outside a group (replay), where every message counts.
     assigned: Option<HashSet<(String, i32)>>,
-    /// Per held partition: the offset of its custody record (see
-    /// `handover`), named by the tokens of the batches staged under it.
+    /// Per held partition: the offset of this member's claim on it in the
+    /// custody topic (see `handover`), named by the tokens of the batches
+    /// staged under it.
     custody: HashMap<(String, i32), i64>,
     rewinds: HashMap<(String, i32), Rewind>,
     /// With an archive: chains another ledger extended there.
@@ -158,13 +159,13 @@ impl Sink {
     }
 
     /// A partition handed to this member, resuming at `start` (if known),
-    /// under the custody record at `custody_offset`.
-    pub fn assign(&mut self, topic: &str, partition: i32, start: Option<i64>, custody_offset: i64) {
+    /// under the claim at `claim` in the custody topic.
+    pub fn assign(&mut self, topic: &str, partition: i32, start: Option<i64>, claim: i64) {
         let key = (topic.to_owned(), partition);
         if let Some(start) = start {
             self.advance_cursor(topic, partition, start);
         }
-        self.custody.insert(key.clone(), custody_offset);
+        self.custody.insert(key.clone(), claim);
         self.rewinds.remove(&key);
         self.last_message.insert(key.clone(), Instant::now());
         if let Some(a) = self.assigned.as_mut() {
@@ -463,14 +464,13 @@ impl Sink {
             }) else {
                 continue;
             };
-            let Some(custody_offset) = self.custody.get(&(topic.clone(), partition)).copied()
-            else {
+            let Some(claim) = self.custody.get(&(topic.clone(), partition)).copied() else {
                 // Not held (a message of a partition given up slipped in):
                 // its next owner reads it.
                 continue;
             };
             let token = BatchToken {
-                custody_offset,
+                claim,
                 nonce: nonce(),
             }
             .encode();
@@ -716,7 +716,7 @@ impl Sink {
         let _ = self.take_pending(Some(partitions));
     }
 
-    /// The custody record a held partition was taken under.
+    /// The claim a held partition was taken under.
     pub fn custody_of(&self, topic: &str, partition: i32) -> Option<i64> {
         self.custody.get(&(topic.to_owned(), partition)).copied()
     }
