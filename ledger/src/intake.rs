@@ -224,7 +224,7 @@ pub fn guard_policy_chain(classified: Classified, chain: &str, publishing: bool)
 }
 
 /// Whether canonical event JSON is of kind `policy_published`.
-fn is_policy_publication(canonical: &[u8]) -> bool {
+pub fn is_policy_publication(canonical: &[u8]) -> bool {
     const NEEDLE: &[u8] = b"policy_published";
     if !canonical.windows(NEEDLE.len()).any(|w| w == NEEDLE) {
         return false;

@@ -46,6 +46,10 @@ pub enum Problem {
     HeadHashMismatch { head: EntryHash, last: EntryHash },
     /// Entries exist for a chain that has no head.
     NoHead,
+    /// A `policy_published` event on a chain other than `policy`, or
+    /// another event on chain `policy`: only `policy publish` writes
+    /// that chain, and only publications (FORMAT.md section 3.2).
+    MisplacedPublication(String),
 }
 
 impl fmt::Display for Problem {
@@ -88,6 +92,7 @@ impl fmt::Display for Problem {
                 )
             }
             Problem::NoHead => write!(f, "entries exist but the chain has no head"),
+            Problem::MisplacedPublication(why) => write!(f, "{why}"),
         }
     }
 }
@@ -211,10 +216,8 @@ impl ChainVerifier {
                 event_id,
                 canonical,
             } => {
-                if self.depth == Depth::Events {
-                    check_event(raw, event_id, canonical)
-                        .map_err(|why| self.finding(Problem::CanonicalMismatch(why)))?;
-                }
+                check_event_body(&self.summary.chain, raw, event_id, canonical, self.depth)
+                    .map_err(|p| self.finding(p))?;
                 self.summary.events += 1;
             }
             BodyView::Rejected { .. } => self.summary.rejected += 1,
@@ -255,6 +258,35 @@ impl ChainVerifier {
             }),
             Some(_) => Ok(self.summary),
         }
+    }
+}
+
+/// The checks of one event entry of `chain` beyond its hash and links:
+/// re-derived from its received bytes (at `Depth::Events`), and on the
+/// right chain (always: a publication is told by its recorded canonical
+/// form alone).
+pub fn check_event_body(
+    chain: &str,
+    raw: &[u8],
+    event_id: &str,
+    canonical: &[u8],
+    depth: Depth,
+) -> Result<(), Problem> {
+    if depth == Depth::Events {
+        check_event(raw, event_id, canonical).map_err(Problem::CanonicalMismatch)?;
+    }
+    let on_policy_chain = chain == crate::projection::POLICY_CHAIN;
+    match (
+        crate::intake::is_policy_publication(canonical),
+        on_policy_chain,
+    ) {
+        (true, false) => Err(Problem::MisplacedPublication(format!(
+            "a policy_published event on chain {chain:?}: publications belong on chain \"policy\" only"
+        ))),
+        (false, true) => Err(Problem::MisplacedPublication(
+            "an event other than a policy publication on chain \"policy\"".to_owned(),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -44,18 +44,23 @@ fn body(raw: Vec<u8>) -> Body {
 
 /// A chain of `ENTRIES` entries; `edit` may change the raw bytes of entry i.
 pub fn chain(edit: impl Fn(u64) -> Option<Vec<u8>>) -> Vec<SealedEntry> {
+    chain_with_bodies(|i| edit(i).map(body))
+}
+
+/// A chain of `ENTRIES` entries; `edit` may replace the body of entry i.
+pub fn chain_with_bodies(edit: impl Fn(u64) -> Option<Body>) -> Vec<SealedEntry> {
     let mut head = ChainHead::empty(CHAIN);
     (0..ENTRIES)
         .map(|i| {
-            let raw =
-                edit(i).unwrap_or_else(|| event(i, if i % 3 == 0 { "mysql" } else { "mongodb" }));
+            let entry_body = edit(i)
+                .unwrap_or_else(|| body(event(i, if i % 3 == 0 { "mysql" } else { "mongodb" })));
             let at = Timestamp::from_second(1_772_359_200 + i as i64).unwrap();
             let source = Source::Kafka {
                 topic: "lifecycle".into(),
                 partition: 0,
                 offset: i as i64,
             };
-            head.append(at, source, body(raw))
+            head.append(at, source, entry_body)
         })
         .collect()
 }
@@ -73,6 +78,144 @@ pub fn checkpoint(entries: &[SealedEntry], size: u64, key: &PrivateKey, minute: 
         }],
     };
     key.sign(&c)
+}
+
+/// The policy text of the corpus (any bytes: only its hash is published).
+pub const POLICY_TEXT: &str =
+    "policy_version = \"corpus-1\"\n# a policy file's bytes, as published\n";
+
+/// Chain `policy`: one publication of `text`.
+pub fn policy_chain(text: &str) -> Vec<SealedEntry> {
+    let hash = blake3::hash(text.as_bytes()).to_hex().to_string();
+    let raw = format!(
+        r#"{{"schema_version":1,"event_id":"policy-{}","event_time":"2026-03-01T09:00:00Z","kind":{{"type":"policy_published","policy_version":"corpus-1","policy_hash":"{hash}"}}}}"#,
+        &hash[..32]
+    )
+    .into_bytes();
+    let mut head = ChainHead::empty("policy");
+    let at = Timestamp::from_second(1_772_355_600).unwrap();
+    let source = Source::File {
+        path: "/etc/lifeledger/policy.toml".into(),
+        line: 0,
+    };
+    vec![head.append(at, source, body(raw))]
+}
+
+/// A checkpoint of several chains (name, entries, size), signed with `key`.
+pub fn checkpoint_of(
+    chains: &[(&str, &[SealedEntry], u64)],
+    key: &PrivateKey,
+    minute: i64,
+) -> String {
+    let mut roots: Vec<ChainRoot> = chains
+        .iter()
+        .map(|(name, entries, size)| ChainRoot {
+            chain: (*name).to_owned(),
+            size: *size,
+            root: MemoryTree::from_leaves(
+                entries[..*size as usize].iter().map(|e| leaf_hash(&e.hash)),
+            )
+            .root(),
+        })
+        .collect();
+    roots.sort_by(|a, b| a.chain.cmp(&b.chain));
+    let c = Checkpoint {
+        origin: ORIGIN.into(),
+        time: Timestamp::from_second(1_772_366_400 + minute * 60).unwrap(),
+        chains: roots,
+    };
+    key.sign(&c)
+}
+
+/// What goes into a bundle besides its entries.
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    pub policies: Vec<Vec<u8>>,
+    /// `Some((chain, from, to))`: a range bundle, each entry followed by
+    /// its inclusion proof against `proof_size`.
+    pub range: Option<(String, u64, u64)>,
+    pub proof_size: u64,
+    /// Consistency records (chain, old, new) to include, computed from
+    /// the entries given.
+    pub consistency: Vec<(String, u64, u64)>,
+}
+
+fn chain_of(e: &SealedEntry) -> String {
+    Entry::decode(&e.encoding).unwrap().chain
+}
+
+/// A bundle with policy texts, partial scope and proofs as `extras` says
+/// (for a range, `entries` are the whole chains, and only the range is
+/// written).
+pub fn bundle_with(
+    entries: &[SealedEntry],
+    notes: &[String],
+    public: &str,
+    extras: &Extras,
+) -> Vec<u8> {
+    use lifeledger_ledger::merkle::{consistency_proof, inclusion_proof};
+    let mut w = Writer::new(Vec::new()).unwrap();
+    let scope = match &extras.range {
+        Some((chain, from, to)) => {
+            serde_json::json!({"kind": "range", "chain": chain, "from": from, "to": to})
+        }
+        None => serde_json::json!({"kind": "full"}),
+    };
+    let manifest =
+        serde_json::json!({"format": "lifeledger bundle v1", "origin": ORIGIN, "scope": scope});
+    w.write(&Record::Manifest(manifest.to_string().into_bytes()))
+        .unwrap();
+    w.write(&Record::PublicKey(public.to_owned())).unwrap();
+    for p in &extras.policies {
+        w.write(&Record::Policy(p.clone())).unwrap();
+    }
+    for n in notes {
+        w.write(&Record::Checkpoint(n.clone())).unwrap();
+    }
+    let tree_of = |chain: &str| {
+        MemoryTree::from_leaves(
+            entries
+                .iter()
+                .filter(|e| chain_of(e) == chain)
+                .map(|e| leaf_hash(&e.hash)),
+        )
+    };
+    for (chain, old, new) in &extras.consistency {
+        let tree = tree_of(chain);
+        let proof = consistency_proof(&tree, *old, *new).unwrap();
+        w.write(&Record::Consistency {
+            chain: chain.clone(),
+            old_size: *old,
+            new_size: *new,
+            proof,
+        })
+        .unwrap();
+    }
+    for e in entries {
+        if let Some((chain, from, to)) = &extras.range {
+            if chain_of(e) != *chain || e.seq < *from || e.seq > *to {
+                continue;
+            }
+        }
+        w.write(&Record::Entry {
+            hash: e.hash,
+            encoding: e.encoding.clone(),
+        })
+        .unwrap();
+        if extras.range.is_some() {
+            let chain = chain_of(e);
+            let tree = tree_of(&chain);
+            let proof = inclusion_proof(&tree, e.seq, extras.proof_size).unwrap();
+            w.write(&Record::Inclusion {
+                chain,
+                seq: e.seq,
+                size: extras.proof_size,
+                proof,
+            })
+            .unwrap();
+        }
+    }
+    w.finish().unwrap()
 }
 
 /// A full bundle of `entries` with `notes`.
@@ -241,10 +384,13 @@ pub fn cases() -> Vec<Case> {
     ));
 
     // A checkpoint whose signature bytes were altered.
-    let (body, sig) = signed40.split_once("\u{2014} tamper-corpus ").unwrap();
+    let (signed_body, sig) = signed40.split_once("\u{2014} tamper-corpus ").unwrap();
     let mut blob = base64_decode(sig.trim());
     blob[20] ^= 0x01;
-    let forged = format!("{body}\u{2014} tamper-corpus {}\n", base64_encode(&blob));
+    let forged = format!(
+        "{signed_body}\u{2014} tamper-corpus {}\n",
+        base64_encode(&blob)
+    );
     out.push(case(
         "10-forged-signature",
         bundle(&full, &[trusted20.clone(), forged], &public),
@@ -262,6 +408,141 @@ pub fn cases() -> Vec<Case> {
     );
     wrong.wrong_key = true;
     out.push(wrong);
+
+    // Entries after the newest checkpoint: linked and hashed, vouched for
+    // by no signature.
+    out.push(case(
+        "12-unvouched-tail",
+        bundle(&full, std::slice::from_ref(&trusted20), &public),
+        None,
+        "unvouched_tail",
+        Some(20),
+    ));
+
+    // Entry 25's canonical form no longer says what its received bytes
+    // say (the store is changed), and everything is re-hashed and re-signed
+    // by the ledger's key: only re-deriving the event from its raw bytes
+    // shows it.
+    let relabelled = chain_with_bodies(|i| {
+        (i == 25).then(|| {
+            let Body::Event { raw, event_id, .. } = body(event(i, "mysql")) else {
+                unreachable!()
+            };
+            let Body::Event { canonical, .. } = body(event(i, "cos")) else {
+                unreachable!()
+            };
+            Body::Event {
+                raw,
+                event_id,
+                canonical,
+            }
+        })
+    });
+    out.push(case(
+        "13-event-contradicts-its-bytes",
+        bundle(
+            &records(&relabelled),
+            &[checkpoint(&relabelled, 40, &key, 40)],
+            &public,
+        ),
+        None,
+        "changed_entry",
+        Some(25),
+    ));
+
+    // A policy publication moved into the data chain, re-hashed and
+    // re-signed: publications belong on chain `policy` only.
+    let publication = policy_chain(POLICY_TEXT);
+    let publication_body = Entry::decode(&publication[0].encoding).unwrap().body;
+    let moved = chain_with_bodies(|i| (i == 33).then(|| publication_body.clone()));
+    out.push(case(
+        "14-misplaced-publication",
+        bundle(
+            &records(&moved),
+            &[checkpoint(&moved, 40, &key, 40)],
+            &public,
+        ),
+        None,
+        "misplaced_publication",
+        Some(33),
+    ));
+
+    // Chain `policy` and the data chain, signed together.
+    let both: Vec<SealedEntry> = publication.iter().chain(base.iter()).cloned().collect();
+    let signed_both = checkpoint_of(&[("policy", &publication, 1), (CHAIN, &base, 40)], &key, 40);
+    let with_text = |text: &[u8]| Extras {
+        policies: vec![text.to_vec()],
+        ..Extras::default()
+    };
+    out.push(case(
+        "15-intact-with-policy",
+        bundle_with(
+            &both,
+            std::slice::from_ref(&signed_both),
+            &public,
+            &with_text(POLICY_TEXT.as_bytes()),
+        ),
+        None,
+        "intact",
+        None,
+    ));
+    // The policy text changed by one byte: no publication names it.
+    let mut steered = POLICY_TEXT.as_bytes().to_vec();
+    steered[0] ^= 0x20;
+    out.push(case(
+        "16-unpublished-policy",
+        bundle_with(
+            &both,
+            std::slice::from_ref(&signed_both),
+            &public,
+            &with_text(&steered),
+        ),
+        None,
+        "unpublished_policy",
+        None,
+    ));
+    out.push(case(
+        "17-missing-policy",
+        bundle_with(
+            &both,
+            std::slice::from_ref(&signed_both),
+            &public,
+            &Extras::default(),
+        ),
+        None,
+        "missing_policy",
+        Some(0),
+    ));
+
+    // A range bundle (entries 5..=15 with proofs against size 40) whose two
+    // checkpoints come with no consistency record between 20 and 40.
+    let range = Extras {
+        range: Some((CHAIN.to_owned(), 5, 15)),
+        proof_size: 40,
+        ..Extras::default()
+    };
+    out.push(case(
+        "18-partial-intact",
+        bundle_with(
+            &base,
+            &notes,
+            &public,
+            &Extras {
+                consistency: vec![(CHAIN.to_owned(), 20, 40)],
+                ..range.clone()
+            },
+        ),
+        None,
+        "intact",
+        None,
+    ));
+    out.push(case(
+        "19-missing-consistency",
+        bundle_with(&base, &notes, &public, &range),
+        None,
+        "missing_consistency",
+        None,
+    ));
 
     // The bundle must still parse after all this.
     for c in &out {

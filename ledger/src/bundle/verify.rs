@@ -13,7 +13,8 @@ use super::{BundleError, Record, frames};
 use crate::checkpoint::{Checkpoint, NoteError, PublicKey, verify_note};
 use crate::entry::{Entry, EntryHash};
 use crate::merkle::{self, CompactRange, Hash};
-use crate::verify::{ChainVerifier, Depth, Problem};
+use crate::projection::POLICY_CHAIN;
+use crate::verify::{ChainVerifier, Depth, Problem, check_event_body};
 
 /// What kind of tampering a finding shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -49,6 +50,19 @@ pub enum TamperClass {
     /// for by no signature. A failure unless the auditor accepts them
     /// explicitly (then they are only counted).
     UnvouchedTail,
+    /// A `policy_published` event on a chain other than `policy`, or
+    /// another event on chain `policy`.
+    MisplacedPublication,
+    /// A policy text in the bundle that no `policy_published` entry of
+    /// chain `policy` in the bundle names by its hash: verdicts judged
+    /// under it could be steered.
+    UnpublishedPolicy,
+    /// A `policy_published` entry whose policy text the bundle lacks.
+    MissingPolicy,
+    /// Two consecutive signed sizes of a chain in a partial bundle with no
+    /// consistency record between them: nothing shows the later tree
+    /// extends the earlier one.
+    MissingConsistency,
 }
 
 /// One finding.
@@ -131,6 +145,7 @@ fn classify(problem: &Problem, expected: u64, rest: &[(&EntryHash, &[u8])]) -> T
         Problem::SeqMismatch { .. } | Problem::PrevMismatch { .. } | Problem::WrongChain { .. } => {
             TamperClass::InsertedEntry
         }
+        Problem::MisplacedPublication(_) => TamperClass::MisplacedPublication,
         _ => TamperClass::ChangedEntry,
     }
 }
@@ -296,6 +311,7 @@ pub fn verify_bundle(
                 entries,
                 proofs.unwrap_or(&Proofs::new()),
                 &signed,
+                depth,
                 &mut findings,
             );
             checked += entries.len() as u64;
@@ -424,6 +440,11 @@ pub fn verify_bundle(
         });
     }
 
+    check_policies(&records, grouped.get(POLICY_CHAIN), &mut findings);
+    if partial {
+        check_consistency_present(&records, &checkpoints, &mut findings);
+    }
+
     for r in &records {
         if let Record::Consistency {
             chain,
@@ -467,6 +488,105 @@ pub fn verify_bundle(
     })
 }
 
+/// Policy texts are evidence: each text in the bundle must be named (by
+/// its BLAKE3) by a `policy_published` entry of chain `policy` in the
+/// bundle, and each such entry's text must be in the bundle.
+fn check_policies(
+    records: &[Record],
+    policy_entries: Option<&Vec<(&EntryHash, &[u8])>>,
+    findings: &mut Vec<AuditFinding>,
+) {
+    let mut published: BTreeMap<String, u64> = BTreeMap::new();
+    for (_, enc) in policy_entries.map(Vec::as_slice).unwrap_or(&[]) {
+        let Ok(entry) = Entry::decode(enc) else {
+            continue;
+        };
+        if let crate::entry::Body::Event { canonical, .. } = &entry.body {
+            let hash = serde_json::from_slice::<serde_json::Value>(canonical)
+                .ok()
+                .filter(|v| v["kind"]["type"] == "policy_published")
+                .and_then(|v| v["kind"]["policy_hash"].as_str().map(str::to_owned));
+            if let Some(hash) = hash {
+                published.entry(hash).or_insert(entry.seq);
+            }
+        }
+    }
+    let mut texts = BTreeSet::new();
+    for r in records {
+        if let Record::Policy(text) = r {
+            let hash = blake3::hash(text).to_hex().to_string();
+            if !published.contains_key(&hash) {
+                findings.push(finding(
+                    TamperClass::UnpublishedPolicy,
+                    Some(POLICY_CHAIN),
+                    None,
+                    format!(
+                        "the bundle holds a policy text (BLAKE3 {hash}) that no policy_published entry of chain \"policy\" in it names"
+                    ),
+                ));
+            }
+            texts.insert(hash);
+        }
+    }
+    for (hash, seq) in &published {
+        if !texts.contains(hash) {
+            findings.push(finding(
+                TamperClass::MissingPolicy,
+                Some(POLICY_CHAIN),
+                Some(*seq),
+                format!("the policy published at seq {seq} (BLAKE3 {hash}) is not in the bundle"),
+            ));
+        }
+    }
+}
+
+/// A partial bundle cannot recompute a chain's roots, so consecutive
+/// signed sizes of each chain (in the bundle's checkpoints) must come with
+/// a consistency record between them; that it verifies is checked with
+/// the others.
+fn check_consistency_present(
+    records: &[Record],
+    checkpoints: &[Checkpoint],
+    findings: &mut Vec<AuditFinding>,
+) {
+    let mut sizes: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
+    for c in checkpoints {
+        for cr in &c.chains {
+            if cr.size > 0 {
+                sizes.entry(cr.chain.as_str()).or_default().insert(cr.size);
+            }
+        }
+    }
+    let present: BTreeSet<(&str, u64, u64)> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Consistency {
+                chain,
+                old_size,
+                new_size,
+                ..
+            } => Some((chain.as_str(), *old_size, *new_size)),
+            _ => None,
+        })
+        .collect();
+    for (chain, sizes) in &sizes {
+        let sizes: Vec<u64> = sizes.iter().copied().collect();
+        for pair in sizes.windows(2) {
+            if !present.contains(&(*chain, pair[0], pair[1])) {
+                findings.push(finding(
+                    TamperClass::MissingConsistency,
+                    Some(chain),
+                    None,
+                    format!(
+                        "chain {chain:?}: no consistency record between the signed sizes {} and {}: nothing shows the later tree extends the earlier",
+                        pair[0], pair[1]
+                    ),
+                ));
+            }
+        }
+    }
+}
+
 /// Entries of a chain exported alone (a seq range, or one account's): each
 /// must carry an inclusion proof against a signed size of its chain.
 fn check_sparse(
@@ -474,6 +594,7 @@ fn check_sparse(
     entries: &[(&EntryHash, &[u8])],
     proofs: &Proofs<'_>,
     signed: &BTreeMap<(String, u64), Hash>,
+    depth: Depth,
     findings: &mut Vec<AuditFinding>,
 ) {
     let mut previous: Option<(u64, EntryHash)> = None;
@@ -518,6 +639,21 @@ fn check_sparse(
                     Some(seq),
                     "entry does not link to the one before it",
                 ));
+                return;
+            }
+        }
+        if let crate::entry::Body::Event {
+            raw,
+            event_id,
+            canonical,
+        } = &entry.body
+        {
+            if let Err(p) = check_event_body(name, raw, event_id, canonical, depth) {
+                let class = match p {
+                    Problem::MisplacedPublication(_) => TamperClass::MisplacedPublication,
+                    _ => TamperClass::ChangedEntry,
+                };
+                findings.push(finding(class, Some(name), Some(seq), p.to_string()));
                 return;
             }
         }

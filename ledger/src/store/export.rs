@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use super::{Ledger, StoreError, damaged};
 use crate::bundle::{Record, Writer};
 use crate::checkpoint::read_unverified;
-use crate::projection::account_key;
+use crate::projection::{POLICY_CHAIN, account_key};
 
 /// What to export.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,20 +65,42 @@ impl Ledger {
         if let Some(key) = self.signer()? {
             w.write(&Record::PublicKey(key.to_string())).map_err(io)?;
         }
-        for text in self.policy_texts()? {
-            w.write(&Record::Policy(text.into_bytes())).map_err(io)?;
-            summary.policies += 1;
-        }
         // Sizes each chain was checkpointed at, oldest first.
         let mut sizes: BTreeMap<String, Vec<u64>> = BTreeMap::new();
         for note in &notes {
-            w.write(&Record::Checkpoint(note.clone())).map_err(io)?;
-            summary.checkpoints += 1;
             if let Ok(c) = read_unverified(note) {
                 for cr in c.chains {
                     sizes.entry(cr.chain).or_default().push(cr.size);
                 }
             }
+        }
+        let policy_size = sizes
+            .get(POLICY_CHAIN)
+            .and_then(|l| l.last().copied())
+            .unwrap_or(0);
+        // Policy texts are evidence only beside the entries that publish
+        // them: a partial bundle carries the vouched publications of chain
+        // `policy` (below) and the texts they name; a full one all of both.
+        let partial = *scope != ExportScope::Full;
+        let vouched_publications = if partial {
+            Some(self.published_hashes(policy_size)?)
+        } else {
+            None
+        };
+        for text in self.policy_texts()? {
+            let hash = blake3::hash(text.as_bytes()).to_hex().to_string();
+            if vouched_publications
+                .as_ref()
+                .is_some_and(|p| !p.contains(&hash))
+            {
+                continue;
+            }
+            w.write(&Record::Policy(text.into_bytes())).map_err(io)?;
+            summary.policies += 1;
+        }
+        for note in &notes {
+            w.write(&Record::Checkpoint(note.clone())).map_err(io)?;
+            summary.checkpoints += 1;
         }
         for (chain, list) in &mut sizes {
             list.dedup();
@@ -118,28 +140,38 @@ impl Ledger {
                     }
                 }
             }
-            ExportScope::Range { chain, from, to } => {
-                let last = self.head(chain).and_then(|h| h.next_seq.checked_sub(1));
-                let wanted: Vec<u64> = match last {
-                    Some(last) => (*from..=(*to).min(last)).collect(),
-                    None => Vec::new(),
-                };
-                self.write_sparse(&mut w, chain, &wanted, latest_size(chain), &mut summary)?;
-            }
-            ExportScope::Account(account) => {
-                let projection = self.load_projection()?;
+            ExportScope::Range { .. } | ExportScope::Account(_) => {
                 let mut wanted: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-                let mut add = |r: &crate::projection::EntryRef| {
-                    wanted.entry(r.chain.clone()).or_default().push(r.seq)
-                };
-                if let Some(a) = projection.accounts.get(account) {
-                    a.entries().into_iter().for_each(&mut add);
-                }
-                for item in projection.items.values() {
-                    if item.account.as_ref().map(account_key).as_deref() == Some(account.as_str()) {
-                        item.entries().into_iter().for_each(&mut add);
+                match scope {
+                    ExportScope::Range { chain, from, to } => {
+                        let last = self.head(chain).and_then(|h| h.next_seq.checked_sub(1));
+                        if let Some(last) = last {
+                            wanted.insert(chain.clone(), (*from..=(*to).min(last)).collect());
+                        }
                     }
+                    ExportScope::Account(account) => {
+                        let projection = self.load_projection()?;
+                        let mut add = |r: &crate::projection::EntryRef| {
+                            wanted.entry(r.chain.clone()).or_default().push(r.seq)
+                        };
+                        if let Some(a) = projection.accounts.get(account) {
+                            a.entries().into_iter().for_each(&mut add);
+                        }
+                        for item in projection.items.values() {
+                            if item.account.as_ref().map(account_key).as_deref()
+                                == Some(account.as_str())
+                            {
+                                item.entries().into_iter().for_each(&mut add);
+                            }
+                        }
+                    }
+                    ExportScope::Full => {}
                 }
+                // The publications that the policy texts above need.
+                wanted
+                    .entry(POLICY_CHAIN.to_owned())
+                    .or_default()
+                    .extend(0..policy_size);
                 for (chain, mut seqs) in wanted {
                     seqs.sort_unstable();
                     seqs.dedup();
@@ -149,6 +181,32 @@ impl Ledger {
         }
         w.finish().map_err(io)?;
         Ok(summary)
+    }
+
+    /// The policy hashes published by the first `size` entries of chain
+    /// `policy`.
+    fn published_hashes(
+        &self,
+        size: u64,
+    ) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        let mut out = std::collections::BTreeSet::new();
+        for record in self.records(POLICY_CHAIN, 0)? {
+            let record = record?;
+            if record.position >= size {
+                break;
+            }
+            let entry = crate::entry::Entry::decode(&record.encoding)
+                .map_err(|e| damaged(POLICY_CHAIN.as_bytes(), e.to_string()))?;
+            if let crate::entry::Body::Event { canonical, .. } = entry.body {
+                if let Some(hash) = serde_json::from_slice::<serde_json::Value>(&canonical)
+                    .ok()
+                    .and_then(|v| v["kind"]["policy_hash"].as_str().map(str::to_owned))
+                {
+                    out.insert(hash);
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn write_sparse<W: Write>(
