@@ -5,10 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The independent checks (scripts/check-vectors.py, check-ledger-dir.py)
-# need Python's blake3 and zstandard packages.
-if ! python3 -c 'import blake3, zstandard' 2>/dev/null; then
-  echo "installing the Python blake3 and zstandard packages for the independent checks"
-  python3 -m pip install --quiet --disable-pip-version-check blake3 zstandard
+# need Python's blake3, zstandard and cryptography (Ed25519) packages.
+if ! python3 -c 'import blake3, zstandard, cryptography' 2>/dev/null; then
+  echo "installing the Python blake3, zstandard and cryptography packages for the independent checks"
+  python3 -m pip install --quiet --disable-pip-version-check blake3 zstandard cryptography
 fi
 
 # The report test renders the HTML report in Debian's headless chromium.
@@ -33,7 +33,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # The auditor's side must build without librdkafka.
 cargo clippy -p lifeledger --no-default-features --all-targets --locked -- -D warnings
 cargo test --workspace --locked
-python3 scripts/check-vectors.py ledger/testdata/entry-vectors.json ledger/testdata/audit-vectors.json
+python3 scripts/check-vectors.py ledger/testdata/entry-vectors.json ledger/testdata/audit-vectors.json tests/tamper-corpus
 # A ledger directory verified from FORMAT.md alone agrees with `verify`.
 python3 scripts/ledger-dir-agreement.py target/debug/lifeledger
 # Benchmarks must keep compiling even when nobody runs them.
