@@ -192,10 +192,12 @@ pub fn bundle_with(
         .unwrap();
     }
     for e in entries {
-        if let Some((chain, from, to)) = &extras.range {
-            if chain_of(e) != *chain || e.seq < *from || e.seq > *to {
-                continue;
-            }
+        let out_of_range = extras
+            .range
+            .as_ref()
+            .is_some_and(|(chain, from, to)| chain_of(e) != *chain || e.seq < *from || e.seq > *to);
+        if out_of_range {
+            continue;
         }
         w.write(&Record::Entry {
             hash: e.hash,
