@@ -160,7 +160,7 @@ fn read_envelope(raw: &str) -> Result<Envelope<'_>, DecodeError> {
 fn read_version(envelope: &Envelope<'_>) -> Result<u64, DecodeError> {
     match &envelope.schema_version {
         None => Err(DecodeError::field("schema_version", "missing")),
-        Some(value) => value.as_u64().ok_or_else(|| {
+        Some(value) => value.as_number().and_then(v1::whole).ok_or_else(|| {
             DecodeError::field(
                 "schema_version",
                 format!("must be a positive integer, found {value}"),

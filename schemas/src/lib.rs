@@ -10,6 +10,7 @@
 
 mod canonical;
 mod decode;
+pub mod time;
 pub mod v1;
 
 pub use canonical::canonical_json;

@@ -12,25 +12,82 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Event {
-    /// Always 1 for this type.
+    /// Always 1 for this type (`1.0` is the same number, as JSON Schema
+    /// compares numbers).
+    #[serde(deserialize_with = "whole_number")]
     pub schema_version: u64,
     /// Producer-assigned, unique per event; a resend carries the same id.
     pub event_id: String,
     /// When the event happened at the producer (not when the ledger saw it).
+    #[serde(deserialize_with = "event_time")]
     pub event_time: Timestamp,
     /// The data subject. Absent only for `policy_published`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub account: Option<Account>,
     /// The data item the event is about. Required for item events.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub item_id: Option<String>,
     /// The data category (a policy name such as `asset_management`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub category: Option<String>,
     /// ISO 3166-1 alpha-2 country code where the data was collected.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub region: Option<String>,
     pub kind: Kind,
+}
+
+/// An optional field that is present: `null` is not a value the schema
+/// allows for it (absent is how to say "none").
+fn present<'de, D, T>(de: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(de).map(Some)
+}
+
+fn event_time<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Timestamp, D::Error> {
+    let text = String::deserialize(de)?;
+    crate::time::parse_event_time(&text).map_err(serde::de::Error::custom)
+}
+
+/// A JSON number that is a whole number (`1`, `1.0`, `1e0`).
+fn whole_number<'de, D: serde::Deserializer<'de>>(de: D) -> Result<u64, D::Error> {
+    let n = serde_json::Number::deserialize(de)?;
+    whole(&n)
+        .ok_or_else(|| serde::de::Error::custom(format!("must be a positive integer, found {n}")))
+}
+
+/// The value of a JSON number that is a non-negative whole number.
+pub(crate) fn whole(n: &serde_json::Number) -> Option<u64> {
+    n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 18_446_744_073_709_551_616.0)
+            .map(|f| f as u64)
+    })
+}
+
+/// Whether text is blank: only characters of Unicode's White_Space, and
+/// U+FEFF (which ECMAScript's `\s` includes); the schema's `pattern`
+/// lists the same set.
+pub fn is_blank(text: &str) -> bool {
+    text.chars().all(|c| c.is_whitespace() || c == '\u{feff}')
 }
 
 /// A customer account: the data subject.
@@ -91,7 +148,11 @@ pub struct BackedUp {
 #[serde(deny_unknown_fields)]
 pub struct Deleted {
     pub store: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub backup_id: Option<String>,
 }
 
@@ -316,7 +377,8 @@ impl Event {
         }
         match kind {
             Kind::Collected(Collected { purpose, .. }) => {
-                if purpose.trim().is_empty() || purpose.len() > 256 {
+                let chars = purpose.chars().count();
+                if is_blank(purpose) || chars > 256 {
                     return Err(violation(
                         "kind.purpose",
                         "must be 1 to 256 characters, not blank",
