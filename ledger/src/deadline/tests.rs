@@ -215,3 +215,107 @@ fn every_deadline_names_its_rule_clause_and_entries() {
         d.explanation
     );
 }
+
+/// Any rule within the policy's bounds, any calendar `policy check`
+/// accepts, and event times anywhere in the event schema's range (written
+/// with any offset): the engine never panics, and wherever the rule's
+/// trigger is recorded it sets a deadline (or a hold suspends it), never
+/// "no deadline".
+mod within_bounds {
+    use super::*;
+    use crate::policy::{MAX_DAYS, MAX_MONTHS, MAX_WORKING_DAYS};
+
+    /// 1900-01-01T00:00:00+23:59 to 9799-12-31T23:59:59-23:59, in seconds.
+    fn instants() -> impl Strategy<Value = i64> {
+        let first = ts("1900-01-01T00:00:00+23:59").as_second();
+        let last = ts("9799-12-31T23:59:59-23:59").as_second();
+        prop_oneof![
+            first..=last,
+            Just(first),
+            Just(last),
+            (last - 400 * DAY)..=last,
+        ]
+    }
+
+    fn rules() -> impl Strategy<Value = RuleDef> {
+        prop_oneof![
+            (0..=MAX_DAYS, 0..=MAX_DAYS).prop_map(|(m, a)| RuleDef::HostingTermination {
+                minimum_days: m,
+                after_termination_days: a,
+                clause: "A".into(),
+            }),
+            (0..=MAX_DAYS)
+                .prop_flat_map(|d| (0..=d, Just(d)))
+                .prop_map(|(m, d)| {
+                    RuleDef::FixedAfterCollection {
+                        minimum_days: m,
+                        days: d,
+                        clause: "B".into(),
+                    }
+                }),
+            (0..=MAX_WORKING_DAYS, 0..=MAX_MONTHS).prop_map(|(w, m)| {
+                RuleDef::RequestOrServiceEnd {
+                    request_working_days: w,
+                    service_end_months: m,
+                    clause: "C".into(),
+                }
+            }),
+        ]
+    }
+
+    fn calendars() -> impl Strategy<Value = WorkingCalendar> {
+        let days = [
+            Weekday::Monday,
+            Weekday::Tuesday,
+            Weekday::Wednesday,
+            Weekday::Thursday,
+            Weekday::Friday,
+            Weekday::Saturday,
+            Weekday::Sunday,
+        ];
+        (
+            proptest::sample::subsequence(days.to_vec(), 0..=6),
+            proptest::collection::vec((1900i16..=9999, 1i8..=12, 1i8..=28), 0..20),
+        )
+            .prop_map(|(weekend, holidays)| {
+                let holidays = holidays
+                    .into_iter()
+                    .map(|(y, m, d)| Date::new(y, m, d).unwrap())
+                    .collect();
+                WorkingCalendar::new(weekend, holidays, "cal".into())
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn every_recorded_trigger_sets_a_deadline(
+            rule in rules(),
+            calendar in calendars(),
+            times in proptest::collection::vec(instants(), 4),
+            hold in proptest::option::of((instants(), proptest::option::of(instants()))),
+        ) {
+            let collected = at(times[0], 0);
+            let trigger = at(times[1], 1);
+            let placed;
+            let released;
+            let mut holds = Vec::new();
+            if let Some((p, r)) = hold {
+                placed = at(p, 2);
+                released = r.map(|r| at(r.max(p), 3));
+                holds.push((&placed, released.as_ref()));
+            }
+            let triggers = Triggers {
+                collected: Some(&collected),
+                hosting_terminated: Some(&trigger),
+                service_use_ended: Some(&trigger),
+                deletion_requested: Some(&trigger),
+                holds,
+            };
+            let outcome = compute("R", &rule, Some(&calendar), &triggers);
+            prop_assert!(
+                !matches!(outcome, DeadlineOutcome::None { .. }),
+                "no deadline under {rule:?}: {outcome:?}"
+            );
+        }
+    }
+}

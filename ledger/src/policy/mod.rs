@@ -160,7 +160,7 @@ struct PolicyFile {
     title: String,
     service: ServiceDef,
     stores: BTreeMap<String, StoreDef>,
-    rules: BTreeMap<String, RuleDef>,
+    rules: BTreeMap<String, Spanned<RuleDef>>,
     categories: BTreeMap<String, CategoryDef>,
     calendars: BTreeMap<String, CalendarDef>,
     jurisdictions: JurisdictionsDef,
@@ -200,6 +200,107 @@ pub struct Policy {
     pub calendars: BTreeMap<String, WorkingCalendar>,
     pub default_calendar: String,
     pub calendar_by_region: BTreeMap<String, String>,
+}
+
+/// The largest values a policy may give (`policy check` refuses more):
+/// every deadline stays within 100 years of its event (1,000 working days
+/// with one working weekday and 2,000 holidays take under 60 years), so
+/// that with event times up to year 9799 (the event schema's bound) every
+/// deadline is representable, and counting working days stays cheap.
+pub const MAX_DAYS: u32 = 36_500;
+pub const MAX_MONTHS: u32 = 1_200;
+pub const MAX_WORKING_DAYS: u32 = 1_000;
+pub const MAX_HOLIDAYS: usize = 2_000;
+pub const MAX_TOLERANCE_MINUTES: u32 = 525_600;
+/// The years a calendar's holidays may lie in.
+pub const HOLIDAY_YEARS: (i16, i16) = (1900, 9999);
+
+/// The line of `field = …` inside the table `table` (`rules.A`), or of
+/// the table's span start when the field is not written on its own line.
+fn field_line(text: &str, table: &str, field: &str, fallback_offset: usize) -> usize {
+    let header = format!("[{table}]");
+    let mut in_table = false;
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            in_table = t == header;
+            continue;
+        }
+        if in_table
+            && t.strip_prefix(field)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        {
+            return i + 1;
+        }
+    }
+    line_of(text, fallback_offset)
+}
+
+/// Refuses a rule value that is out of range, or a rule that cannot be
+/// met (a minimum past the deadline).
+fn check_rule_bounds(text: &str, name: &str, rule: &Spanned<RuleDef>) -> Result<(), PolicyError> {
+    let table = format!("rules.{name}");
+    let at = rule.span().start;
+    let bound = |field: &str, value: u32, max: u32, what: &str| {
+        if value > max {
+            Err(PolicyError {
+                line: field_line(text, &table, field, at),
+                field: format!("{table}.{field}"),
+                message: format!("{value} is out of range: at most {max} ({what})"),
+            })
+        } else {
+            Ok(())
+        }
+    };
+    match rule.get_ref() {
+        RuleDef::HostingTermination {
+            minimum_days,
+            after_termination_days,
+            ..
+        } => {
+            bound("minimum_days", *minimum_days, MAX_DAYS, "100 years")?;
+            bound(
+                "after_termination_days",
+                *after_termination_days,
+                MAX_DAYS,
+                "100 years",
+            )?;
+        }
+        RuleDef::FixedAfterCollection {
+            minimum_days, days, ..
+        } => {
+            bound("minimum_days", *minimum_days, MAX_DAYS, "100 years")?;
+            bound("days", *days, MAX_DAYS, "100 years")?;
+            if minimum_days > days {
+                return Err(PolicyError {
+                    line: field_line(text, &table, "minimum_days", at),
+                    field: format!("{table}.minimum_days"),
+                    message: format!(
+                        "{minimum_days} is past the deadline of {days} days: no deletion could be on time"
+                    ),
+                });
+            }
+        }
+        RuleDef::RequestOrServiceEnd {
+            request_working_days,
+            service_end_months,
+            ..
+        } => {
+            bound(
+                "request_working_days",
+                *request_working_days,
+                MAX_WORKING_DAYS,
+                "about 4 years of five-day weeks",
+            )?;
+            bound(
+                "service_end_months",
+                *service_end_months,
+                MAX_MONTHS,
+                "100 years",
+            )?;
+        }
+    }
+    Ok(())
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -247,7 +348,11 @@ impl Policy {
     pub fn parse(text: &str) -> Result<Policy, PolicyError> {
         let de = toml::Deserializer::parse(text).map_err(|e| toml_error(text, &e))?;
         let file: PolicyFile = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
+            // A span wrapper shows in the path; the field is what matters.
+            let path = e
+                .path()
+                .to_string()
+                .replace(".$__serde_spanned_private_value", "");
             let inner = e.into_inner();
             let line = inner.span().map_or(0, |s| line_of(text, s.start));
             PolicyError {
@@ -259,6 +364,21 @@ impl Policy {
         let check = Checker { text };
         if file.policy_version.get_ref().trim().is_empty() {
             return Err(check.error(&file.policy_version, "policy_version", "must not be empty"));
+        }
+        for (name, rule) in &file.rules {
+            check_rule_bounds(text, name, rule)?;
+        }
+        if let Some(t) = &file.service.future_event_tolerance {
+            if t.minutes > MAX_TOLERANCE_MINUTES {
+                return Err(PolicyError {
+                    line: field_line(text, "service.future_event_tolerance", "minutes", 0),
+                    field: "service.future_event_tolerance.minutes".into(),
+                    message: format!(
+                        "{} is out of range: at most {MAX_TOLERANCE_MINUTES} (one year)",
+                        t.minutes
+                    ),
+                });
+            }
         }
         let mut calendars = BTreeMap::new();
         for (name, def) in &file.calendars {
@@ -284,7 +404,30 @@ impl Policy {
                         format!("{:?} is not a date (YYYY-MM-DD): {e}", day.get_ref()),
                     )
                 })?;
+                if !(HOLIDAY_YEARS.0..=HOLIDAY_YEARS.1).contains(&date.year()) {
+                    return Err(check.error(
+                        day,
+                        format!("calendars.{name}.holidays"),
+                        format!(
+                            "{date} is out of range: holidays lie in the years {} to {}",
+                            HOLIDAY_YEARS.0, HOLIDAY_YEARS.1
+                        ),
+                    ));
+                }
                 holidays.push(date);
+            }
+            if def.holidays.len() > MAX_HOLIDAYS {
+                return Err(PolicyError {
+                    line: def
+                        .holidays
+                        .first()
+                        .map_or(0, |d| line_of(text, d.span().start)),
+                    field: format!("calendars.{name}.holidays"),
+                    message: format!(
+                        "{} holidays: at most {MAX_HOLIDAYS} per calendar",
+                        def.holidays.len()
+                    ),
+                });
             }
             if weekend.len() >= 7 {
                 return Err(PolicyError {
@@ -390,7 +533,11 @@ impl Policy {
                 .into_iter()
                 .map(|(k, v)| (k, (v.role, v.clause)))
                 .collect(),
-            rules: file.rules,
+            rules: file
+                .rules
+                .into_iter()
+                .map(|(k, v)| (k, v.into_inner()))
+                .collect(),
             categories,
             calendars,
             default_calendar: file.jurisdictions.default.into_inner(),

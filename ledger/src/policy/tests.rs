@@ -105,3 +105,53 @@ fn working_days_skip_weekends_and_holidays() {
         policy.calendars.get("default")
     );
 }
+
+#[test]
+fn values_that_could_overflow_are_refused_at_their_line() {
+    let cases = [
+        (
+            "service_end_months = 1",
+            "service_end_months = 4000000000",
+            "rules.C.service_end_months",
+        ),
+        (
+            "request_working_days = 30",
+            "request_working_days = 1001",
+            "rules.C.request_working_days",
+        ),
+        ("\ndays = 180", "\ndays = 4294967295", "rules.B.days"),
+        (
+            "after_termination_days = 30",
+            "after_termination_days = 36501",
+            "rules.A.after_termination_days",
+        ),
+    ];
+    for (from, to, field) in cases {
+        let text = SHIPPED.replacen(from, to, 1);
+        assert_ne!(text, SHIPPED, "{from} is not in the shipped policy");
+        let err = Policy::parse(&text).expect_err(to);
+        assert_eq!(err.field, field, "{err}");
+        assert_eq!(err.line, line_containing(&text, to.trim_start()), "{err}");
+        assert!(err.message.contains("out of range"), "{err}");
+    }
+    // At the bounds they pass.
+    let at_bounds = SHIPPED
+        .replacen("service_end_months = 1", "service_end_months = 1200", 1)
+        .replacen(
+            "request_working_days = 30",
+            "request_working_days = 1000",
+            1,
+        );
+    Policy::parse(&at_bounds).unwrap();
+}
+
+#[test]
+fn a_minimum_past_the_deadline_is_refused() {
+    let text = SHIPPED.replacen("\ndays = 180", "\ndays = 90", 1);
+    let err = Policy::parse(&text).unwrap_err();
+    assert_eq!(err.field, "rules.B.minimum_days", "{err}");
+    assert!(
+        err.message.contains("no deletion could be on time"),
+        "{err}"
+    );
+}
