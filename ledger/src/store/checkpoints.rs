@@ -132,11 +132,12 @@ impl Ledger {
         }
     }
 
-    /// Texts of every policy published with its text, oldest first.
+    /// Texts of every policy published with its text, oldest first, as
+    /// chain `policy` names them (not the projection, which may lag).
     pub fn policy_texts(&self) -> Result<Vec<String>, StoreError> {
         let mut texts = Vec::new();
-        for p in self.load_projection()?.policies {
-            if let Some(text) = self.policy_text(&p.hash)? {
+        for hash in self.published_hashes(u64::MAX)? {
+            if let Some(text) = self.policy_text(&hash)? {
                 texts.push(text);
             }
         }

@@ -184,12 +184,9 @@ impl Ledger {
     }
 
     /// The policy hashes published by the first `size` entries of chain
-    /// `policy`.
-    fn published_hashes(
-        &self,
-        size: u64,
-    ) -> Result<std::collections::BTreeSet<String>, StoreError> {
-        let mut out = std::collections::BTreeSet::new();
+    /// `policy`, in order of publication, each once.
+    pub(crate) fn published_hashes(&self, size: u64) -> Result<Vec<String>, StoreError> {
+        let mut out: Vec<String> = Vec::new();
         for record in self.records(POLICY_CHAIN, 0)? {
             let record = record?;
             if record.position >= size {
@@ -202,7 +199,9 @@ impl Ledger {
                     .ok()
                     .and_then(|v| v["kind"]["policy_hash"].as_str().map(str::to_owned))
                 {
-                    out.insert(hash);
+                    if !out.contains(&hash) {
+                        out.push(hash);
+                    }
                 }
             }
         }
