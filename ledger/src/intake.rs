@@ -226,7 +226,7 @@ pub fn guard_policy_chain(classified: Classified, chain: &str, publishing: bool)
 /// Whether canonical event JSON is of kind `policy_published`.
 pub fn is_policy_publication(canonical: &[u8]) -> bool {
     const NEEDLE: &[u8] = b"policy_published";
-    if !canonical.windows(NEEDLE.len()).any(|w| w == NEEDLE) {
+    if memchr::memmem::find(canonical, NEEDLE).is_none() {
         return false;
     }
     serde_json::from_slice::<serde_json::Value>(canonical)

@@ -187,15 +187,26 @@ impl ChainVerifier {
     /// Checks the next stored record: the hash stored beside it and its
     /// encoding.
     pub fn check(&mut self, stored_hash: &EntryHash, encoding: &[u8]) -> Result<(), Finding> {
+        let alone = precheck(&self.summary.chain, stored_hash, encoding, self.depth);
+        self.check_prechecked(stored_hash, encoding, alone)
+    }
+
+    /// Checks the next stored record given what [`precheck`] found of it
+    /// alone (perhaps on another thread): here only what depends on its
+    /// place in the chain (chain name, seq, link) is checked.
+    pub fn check_prechecked(
+        &mut self,
+        stored_hash: &EntryHash,
+        encoding: &[u8],
+        alone: Precheck,
+    ) -> Result<(), Finding> {
+        let body_problem = match alone {
+            Precheck::Broken(p) => return Err(self.finding(p)),
+            Precheck::BadBody(p) => Some(p),
+            Precheck::Sound => None,
+        };
         let entry = EntryView::decode(encoding)
             .map_err(|e| self.finding(Problem::Undecodable(e.to_string())))?;
-        let computed = EntryHash::of_encoding(encoding);
-        if computed != *stored_hash {
-            return Err(self.finding(Problem::HashMismatch {
-                stored: *stored_hash,
-                computed,
-            }));
-        }
         if entry.chain != self.summary.chain {
             return Err(self.finding(Problem::WrongChain {
                 found: entry.chain.to_owned(),
@@ -210,21 +221,16 @@ impl ChainVerifier {
                 found: entry.prev_hash,
             }));
         }
+        if let Some(p) = body_problem {
+            return Err(self.finding(p));
+        }
         match entry.body {
-            BodyView::Event {
-                raw,
-                event_id,
-                canonical,
-            } => {
-                check_event_body(&self.summary.chain, raw, event_id, canonical, self.depth)
-                    .map_err(|p| self.finding(p))?;
-                self.summary.events += 1;
-            }
+            BodyView::Event { .. } => self.summary.events += 1,
             BodyView::Rejected { .. } => self.summary.rejected += 1,
         }
         self.summary.entries += 1;
-        self.summary.last_hash = Some(computed);
-        self.prev_hash = computed;
+        self.summary.last_hash = Some(*stored_hash);
+        self.prev_hash = *stored_hash;
         Ok(())
     }
 
@@ -259,6 +265,101 @@ impl ChainVerifier {
             Some(_) => Ok(self.summary),
         }
     }
+}
+
+/// What one stored record shows on its own, whatever its neighbours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precheck {
+    /// It decodes, hashes to the stored hash, and its body checks out.
+    Sound,
+    /// It does not decode, or does not hash to the stored hash: nothing
+    /// about it can be trusted, its place in the chain included.
+    Broken(Problem),
+    /// Its bytes are what was hashed, but its body fails (an event that
+    /// contradicts its received bytes, or is on the wrong chain): reported
+    /// after the chain-position checks.
+    BadBody(Problem),
+}
+
+/// The checks of one record of `chain` that need no other record: decode,
+/// hash against the stored hash, and the body (at `depth`).
+pub fn precheck(chain: &str, stored_hash: &EntryHash, encoding: &[u8], depth: Depth) -> Precheck {
+    let entry = match EntryView::decode(encoding) {
+        Ok(e) => e,
+        Err(e) => return Precheck::Broken(Problem::Undecodable(e.to_string())),
+    };
+    let computed = EntryHash::of_encoding(encoding);
+    if computed != *stored_hash {
+        return Precheck::Broken(Problem::HashMismatch {
+            stored: *stored_hash,
+            computed,
+        });
+    }
+    if let BodyView::Event {
+        raw,
+        event_id,
+        canonical,
+    } = entry.body
+    {
+        if let Err(p) = check_event_body(chain, raw, event_id, canonical, depth) {
+            return Precheck::BadBody(p);
+        }
+    }
+    Precheck::Sound
+}
+
+/// [`precheck`] of every record of a chain, spread over the machine's
+/// cores; only the records that are not sound, by index.
+pub fn precheck_all(
+    chain: &str,
+    records: &[(&EntryHash, &[u8])],
+    depth: Depth,
+) -> std::collections::BTreeMap<usize, Precheck> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .clamp(1, 16);
+    // Small chains are not worth a thread.
+    if threads == 1 || records.len() < 4_096 {
+        return check_slice(chain, records, 0, depth);
+    }
+    let chunk = records.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = records
+            .chunks(chunk)
+            .enumerate()
+            .map(|(i, part)| {
+                let handle = scope.spawn(move || check_slice(chain, part, i * chunk, depth));
+                (i, part, handle)
+            })
+            .collect();
+        let mut out = std::collections::BTreeMap::new();
+        for (i, part, handle) in handles {
+            // A worker that could not finish: its part is checked here.
+            match handle.join() {
+                Ok(found) => out.extend(found),
+                Err(_) => out.extend(check_slice(chain, part, i * chunk, depth)),
+            }
+        }
+        out
+    })
+}
+
+fn check_slice(
+    chain: &str,
+    records: &[(&EntryHash, &[u8])],
+    offset: usize,
+    depth: Depth,
+) -> std::collections::BTreeMap<usize, Precheck> {
+    records
+        .iter()
+        .enumerate()
+        .filter_map(
+            |(i, (hash, encoding))| match precheck(chain, hash, encoding, depth) {
+                Precheck::Sound => None,
+                other => Some((offset + i, other)),
+            },
+        )
+        .collect()
 }
 
 /// The checks of one event entry of `chain` beyond its hash and links:

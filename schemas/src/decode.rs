@@ -243,6 +243,20 @@ pub fn decode_event(raw: &[u8]) -> Result<Event, DecodeError> {
             supported: SUPPORTED_VERSIONS,
         });
     }
+    // Most events are valid: decode without tracking paths first, and only
+    // on failure again with paths, to name the field.
+    let event = match serde_json::from_str::<Event>(text) {
+        Ok(event) => event,
+        Err(_) => decode_naming_the_field(text, &envelope)?,
+    };
+    event
+        .validate()
+        .map_err(|v| DecodeError::field(v.path, v.message))?;
+    Ok(event)
+}
+
+/// Decodes an event that failed to decode, for the error naming its field.
+fn decode_naming_the_field(text: &str, envelope: &Envelope<'_>) -> Result<Event, DecodeError> {
     let mut de = serde_json::Deserializer::from_str(text);
     let event: Event = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = err.path().to_string();
@@ -258,9 +272,6 @@ pub fn decode_event(raw: &[u8]) -> Result<Event, DecodeError> {
         field_error(&path, message_of(&inner))
     })?;
     de.end().map_err(|err| syntax_error(&err))?;
-    event
-        .validate()
-        .map_err(|v| DecodeError::field(v.path, v.message))?;
     Ok(event)
 }
 

@@ -14,7 +14,7 @@ use crate::checkpoint::{Checkpoint, NoteError, PublicKey, verify_note};
 use crate::entry::{Entry, EntryHash};
 use crate::merkle::{self, CompactRange, Hash};
 use crate::projection::POLICY_CHAIN;
-use crate::verify::{ChainVerifier, Depth, Problem, check_event_body};
+use crate::verify::{ChainVerifier, Depth, Precheck, Problem, check_event_body, precheck_all};
 
 /// What kind of tampering a finding shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -335,8 +335,12 @@ pub fn verify_bundle(
             roots_at.insert(0, range.root());
         }
         let mut broken = None;
+        // What each record shows alone (hash, decoding, body) is checked on
+        // every core first; the walk then checks links and builds the tree.
+        let mut alone = precheck_all(name, entries, depth);
         for (i, (hash, enc)) in entries.iter().enumerate() {
-            if let Err(f) = verifier.check(hash, enc) {
+            let found = alone.remove(&i).unwrap_or(Precheck::Sound);
+            if let Err(f) = verifier.check_prechecked(hash, enc, found) {
                 let class = classify(&f.problem, f.seq, &entries[i + 1..]);
                 broken = Some(f.seq);
                 findings.push(finding(
