@@ -308,13 +308,13 @@ pub fn precheck(chain: &str, stored_hash: &EntryHash, encoding: &[u8], depth: De
     Precheck::Sound
 }
 
-/// [`precheck`] of every record of a chain, spread over the machine's
-/// cores; only the records that are not sound, by index.
-pub fn precheck_all(
-    chain: &str,
-    records: &[(&EntryHash, &[u8])],
-    depth: Depth,
-) -> std::collections::BTreeMap<usize, Precheck> {
+/// What [`precheck_all`] found: the records that are not sound, by index,
+/// and every record's Merkle leaf hash (of its stored hash).
+pub type Prechecked = (std::collections::BTreeMap<usize, Precheck>, Vec<crate::merkle::Hash>);
+
+/// [`precheck`] of every record of a chain, with its Merkle leaf hash,
+/// spread over the machine's cores.
+pub fn precheck_all(chain: &str, records: &[(&EntryHash, &[u8])], depth: Depth) -> Prechecked {
     let threads = std::thread::available_parallelism()
         .map_or(1, std::num::NonZeroUsize::get)
         .clamp(1, 16);
@@ -332,15 +332,17 @@ pub fn precheck_all(
                 (i, part, handle)
             })
             .collect();
-        let mut out = std::collections::BTreeMap::new();
+        let mut problems = std::collections::BTreeMap::new();
+        let mut leaves = Vec::with_capacity(records.len());
         for (i, part, handle) in handles {
             // A worker that could not finish: its part is checked here.
-            match handle.join() {
-                Ok(found) => out.extend(found),
-                Err(_) => out.extend(check_slice(chain, part, i * chunk, depth)),
-            }
+            let (found, part_leaves) = handle
+                .join()
+                .unwrap_or_else(|_| check_slice(chain, part, i * chunk, depth));
+            problems.extend(found);
+            leaves.extend(part_leaves);
         }
-        out
+        (problems, leaves)
     })
 }
 
@@ -349,17 +351,17 @@ fn check_slice(
     records: &[(&EntryHash, &[u8])],
     offset: usize,
     depth: Depth,
-) -> std::collections::BTreeMap<usize, Precheck> {
-    records
-        .iter()
-        .enumerate()
-        .filter_map(
-            |(i, (hash, encoding))| match precheck(chain, hash, encoding, depth) {
-                Precheck::Sound => None,
-                other => Some((offset + i, other)),
-            },
-        )
-        .collect()
+) -> Prechecked {
+    let mut problems = std::collections::BTreeMap::new();
+    let mut leaves = Vec::with_capacity(records.len());
+    for (i, (hash, encoding)) in records.iter().enumerate() {
+        let found = precheck(chain, hash, encoding, depth);
+        if found != Precheck::Sound {
+            problems.insert(offset + i, found);
+        }
+        leaves.push(crate::merkle::leaf_hash(hash));
+    }
+    (problems, leaves)
 }
 
 /// The checks of one event entry of `chain` beyond its hash and links:

@@ -337,7 +337,7 @@ pub fn verify_bundle(
         let mut broken = None;
         // What each record shows alone (hash, decoding, body) is checked on
         // every core first; the walk then checks links and builds the tree.
-        let mut alone = precheck_all(name, entries, depth);
+        let (mut alone, leaves) = precheck_all(name, entries, depth);
         for (i, (hash, enc)) in entries.iter().enumerate() {
             let found = alone.remove(&i).unwrap_or(Precheck::Sound);
             if let Err(f) = verifier.check_prechecked(hash, enc, found) {
@@ -351,7 +351,7 @@ pub fn verify_bundle(
                 ));
                 break;
             }
-            range.push(merkle::leaf_hash(hash));
+            range.push_leaf(leaves[i]);
             if sizes.contains(&range.size()) {
                 roots_at.insert(range.size(), range.root());
             }

@@ -98,3 +98,19 @@ proptest! {
         prop_assert_eq!(range.root(), full.root());
     }
 }
+
+proptest! {
+    #[test]
+    fn pushing_leaves_quietly_gives_the_same_roots(n in 0u64..300) {
+        let l = leaves(n);
+        let mut reporting = CompactRange::default();
+        let mut quiet = CompactRange::default();
+        for leaf in &l {
+            reporting.push(*leaf);
+            quiet.push_leaf(*leaf);
+            prop_assert_eq!(quiet.root(), reporting.root());
+            prop_assert_eq!(quiet.size(), reporting.size());
+        }
+        prop_assert_eq!(quiet.root(), MemoryTree::from_leaves(l).root());
+    }
+}
