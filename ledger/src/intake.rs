@@ -225,8 +225,10 @@ pub fn guard_policy_chain(classified: Classified, chain: &str, publishing: bool)
 
 /// Whether canonical event JSON is of kind `policy_published`.
 pub fn is_policy_publication(canonical: &[u8]) -> bool {
-    const NEEDLE: &[u8] = b"policy_published";
-    if memchr::memmem::find(canonical, NEEDLE).is_none() {
+    static NEEDLE: std::sync::OnceLock<memchr::memmem::Finder<'static>> =
+        std::sync::OnceLock::new();
+    let needle = NEEDLE.get_or_init(|| memchr::memmem::Finder::new(b"policy_published"));
+    if needle.find(canonical).is_none() {
         return false;
     }
     serde_json::from_slice::<serde_json::Value>(canonical)
