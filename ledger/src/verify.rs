@@ -310,7 +310,10 @@ pub fn precheck(chain: &str, stored_hash: &EntryHash, encoding: &[u8], depth: De
 
 /// What [`precheck_all`] found: the records that are not sound, by index,
 /// and every record's Merkle leaf hash (of its stored hash).
-pub type Prechecked = (std::collections::BTreeMap<usize, Precheck>, Vec<crate::merkle::Hash>);
+pub type Prechecked = (
+    std::collections::BTreeMap<usize, Precheck>,
+    Vec<crate::merkle::Hash>,
+);
 
 /// [`precheck`] of every record of a chain, with its Merkle leaf hash,
 /// spread over the machine's cores.
