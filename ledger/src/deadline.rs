@@ -4,16 +4,24 @@
 //! the moment it judges) and the policy's rule; the answer names the rule,
 //! its clause and the entries that set the deadline.
 //!
-//! Time arithmetic keeps the trigger's time of day, in UTC: "+ N days" adds
-//! N × 24 h; "+ N months" is calendar-month arithmetic that clamps to the
-//! month's last day (Jan 31 + 1 month = Feb 28 or 29); "+ N working days"
-//! steps over the weekends and holidays of the item's jurisdiction. A
-//! deletion is on time when its event time is at or before `due_by`.
+//! Time arithmetic happens on the dates of the item's calendar's time zone
+//! (UTC if the policy names none): "+ N days" is N calendar days, "+ N
+//! months" is calendar-month arithmetic that clamps to the month's last day
+//! (Jan 31 + 1 month = Feb 28 or 29), "+ N working days" steps over the
+//! weekends and holidays of the item's jurisdiction. A rule counting
+//! *instants* keeps the trigger's wall-clock time of day (across a DST
+//! change too); a rule counting *whole days* makes the deadline the whole
+//! deadline day (`due_by` is its last nanosecond) and lets a minimum end
+//! when the minimum day begins. Either way the deadline is an instant
+//! again: a deletion is on time when its event time is at or before
+//! `due_by`.
 
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp, ToSpan};
 
-use crate::policy::{RuleDef, WorkingCalendar};
+use jiff::civil::Date;
+
+use crate::policy::{Counting, RuleDef, WorkingCalendar};
 use crate::projection::EntryRef;
 
 /// What can start or move an item's retention clock.
@@ -31,6 +39,7 @@ pub struct Triggers<'a> {
 /// A deadline and everything that set it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Deadline {
+    /// The last instant a deletion is on time.
     pub due_by: Timestamp,
     pub rule: String,
     pub clause: String,
@@ -41,6 +50,26 @@ pub struct Deadline {
     pub explanation: String,
     /// How far legal holds moved it.
     pub held_for: SignedDuration,
+    /// With whole-day counting: the deadline day, in `zone`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub day: Option<Date>,
+    /// The time zone whose dates were counted.
+    pub zone: String,
+}
+
+impl Deadline {
+    /// How long after the deadline `at` is (negative: before it), from the
+    /// end of the deadline day with whole-day counting.
+    pub fn passed_by(&self, at: Timestamp) -> SignedDuration {
+        let end = if self.day.is_some() {
+            self.due_by
+                .checked_add(SignedDuration::from_nanos(1))
+                .unwrap_or(self.due_by)
+        } else {
+            self.due_by
+        };
+        at.duration_since(end)
+    }
 }
 
 /// The outcome of the engine for one item.
@@ -57,26 +86,78 @@ pub enum DeadlineOutcome {
     Set(Deadline),
 }
 
-fn plus_days(at: Timestamp, days: u32) -> Option<Timestamp> {
-    at.checked_add(SignedDuration::from_hours(24 * i64::from(days)))
+/// How a rule's clock counts: on which zone's dates, instants or whole days.
+#[derive(Debug, Clone, Copy)]
+struct Clock<'a> {
+    tz: &'a TimeZone,
+    counting: Counting,
+}
+
+impl Clock<'_> {
+    /// The instant a count that ended at `at` (the trigger's wall-clock
+    /// time on the last day counted) stands for: itself with instants, the
+    /// end of its day with whole days.
+    fn close(&self, at: jiff::ZonedDateTime) -> Option<Timestamp> {
+        match self.counting {
+            Counting::Instants => Some(at.timestamp()),
+            Counting::WholeDays => end_of_day(at.date(), self.tz),
+        }
+    }
+
+    fn plus_days(&self, at: Timestamp, days: u32) -> Option<Timestamp> {
+        let local = at.to_zoned_datetime(self.tz.clone());
+        self.close(local.checked_add(i64::from(days).days()).ok()?)
+    }
+
+    fn plus_months(&self, at: Timestamp, months: u32) -> Option<Timestamp> {
+        let local = at.to_zoned_datetime(self.tz.clone());
+        self.close(local.checked_add(i64::from(months).months()).ok()?)
+    }
+
+    fn plus_working_days(
+        &self,
+        at: Timestamp,
+        days: u32,
+        calendar: &WorkingCalendar,
+    ) -> Option<Timestamp> {
+        let local = at.to_zoned_datetime(self.tz.clone());
+        let date = calendar.add_working_days(local.date(), days)?;
+        let then = date
+            .to_datetime(local.time())
+            .to_zoned_datetime(self.tz.clone())
+            .ok()?;
+        self.close(then)
+    }
+}
+
+/// The last nanosecond of `date` in `tz`.
+fn end_of_day(date: Date, tz: &TimeZone) -> Option<Timestamp> {
+    let next = date.tomorrow().ok()?.to_zoned_datetime(tz.clone()).ok()?;
+    next.timestamp()
+        .checked_sub(SignedDuration::from_nanos(1))
         .ok()
 }
 
-fn plus_months(at: Timestamp, months: u32) -> Option<Timestamp> {
-    let zoned = at.to_zoned_datetime(TimeZone::UTC);
-    zoned
-        .checked_add(i64::from(months).months())
-        .ok()
-        .map(|z| z.timestamp())
-}
-
-fn plus_working_days(at: Timestamp, days: u32, calendar: &WorkingCalendar) -> Option<Timestamp> {
-    let zoned = at.to_zoned_datetime(TimeZone::UTC);
-    let date = calendar.add_working_days(zoned.date(), days)?;
-    date.to_datetime(zoned.time())
-        .to_zoned_datetime(TimeZone::UTC)
-        .ok()
-        .map(|z| z.timestamp())
+/// When a rule's minimum retention of `days` after `collected` ends: a
+/// deletion before it is early. With whole days, the minimum ends when the
+/// minimum day begins in the calendar's zone.
+pub fn minimum_until(
+    collected: Timestamp,
+    days: u32,
+    counting: Counting,
+    calendar: Option<&WorkingCalendar>,
+) -> Option<Timestamp> {
+    let tz = calendar.map_or(TimeZone::UTC, |c| c.zone.tz.clone());
+    let local = collected.to_zoned_datetime(tz.clone());
+    let then = local.checked_add(i64::from(days).days()).ok()?;
+    match counting {
+        Counting::Instants => Some(then.timestamp()),
+        Counting::WholeDays => then
+            .date()
+            .to_zoned_datetime(tz)
+            .ok()
+            .map(|z| z.timestamp()),
+    }
 }
 
 /// Moves `due_by` later by the time holds were in force between
@@ -128,6 +209,12 @@ pub fn compute(
             why: "the item's collection is not recorded".into(),
         };
     };
+    let tz = calendar.map_or(TimeZone::UTC, |c| c.zone.tz.clone());
+    let zone = calendar.map_or_else(|| "UTC".to_owned(), |c| c.zone.name.clone());
+    let clock = Clock {
+        tz: &tz,
+        counting: rule.counting(),
+    };
     let overflow = || DeadlineOutcome::None {
         why: "the deadline falls outside the representable time range".into(),
     };
@@ -143,8 +230,8 @@ pub fn compute(
                 };
             };
             let (Some(by_termination), Some(by_minimum)) = (
-                plus_days(terminated.event_time, *after_termination_days),
-                plus_days(collected.event_time, *minimum_days),
+                clock.plus_days(terminated.event_time, *after_termination_days),
+                clock.plus_days(collected.event_time, *minimum_days),
             ) else {
                 return overflow();
             };
@@ -160,7 +247,7 @@ pub fn compute(
             )
         }
         RuleDef::FixedAfterCollection { days, .. } => {
-            let Some(due) = plus_days(collected.event_time, *days) else {
+            let Some(due) = clock.plus_days(collected.event_time, *days) else {
                 return overflow();
             };
             (
@@ -179,12 +266,12 @@ pub fn compute(
                 let calendar = calendar?;
                 Some((
                     r,
-                    plus_working_days(r.event_time, *request_working_days, calendar)?,
+                    clock.plus_working_days(r.event_time, *request_working_days, calendar)?,
                 ))
             });
             let by_end = triggers
                 .service_use_ended
-                .and_then(|e| Some((e, plus_months(e.event_time, *service_end_months)?)));
+                .and_then(|e| Some((e, clock.plus_months(e.event_time, *service_end_months)?)));
             let chosen = match (by_request, by_end) {
                 (None, None) => {
                     return DeadlineOutcome::None {
@@ -231,14 +318,33 @@ pub fn compute(
     };
     match apply_holds(clock_start, due_by, &triggers.holds, &mut basis) {
         Err(hold) => DeadlineOutcome::Suspended { hold },
-        Ok((due_by, held_for)) => {
+        Ok((moved, held_for)) => {
             basis.sort_by_key(EntryRef::order_key);
             basis.dedup();
-            let explanation = if held_for.is_zero() {
+            let mut explanation = if held_for.is_zero() {
                 explanation
             } else {
                 format!("{explanation}, moved later by {held_for:#} of legal hold")
             };
+            // With whole days a hold moves the deadline to the end of the
+            // day its moved end falls in.
+            let (due_by, day) = match rule.counting() {
+                Counting::Instants => (moved, None),
+                Counting::WholeDays => {
+                    let day = moved.to_zoned_datetime(tz.clone()).date();
+                    match end_of_day(day, &tz) {
+                        Some(end) => (end, Some(day)),
+                        None => return overflow(),
+                    }
+                }
+            };
+            if let Some(day) = day {
+                explanation.push_str(&format!(
+                    "; whole days in {zone}: any time on {day} is on time"
+                ));
+            } else if zone != "UTC" {
+                explanation.push_str(&format!("; counted on the dates of {zone}"));
+            }
             DeadlineOutcome::Set(Deadline {
                 due_by,
                 rule: rule_name.to_owned(),
@@ -246,6 +352,8 @@ pub fn compute(
                 basis,
                 explanation,
                 held_for,
+                day,
+                zone,
             })
         }
     }

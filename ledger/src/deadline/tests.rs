@@ -2,6 +2,7 @@ use jiff::civil::{Date, Weekday};
 use proptest::prelude::*;
 
 use super::*;
+use crate::policy::Counting;
 
 fn at(secs: i64, seq: u64) -> EntryRef {
     let t = Timestamp::from_second(secs).unwrap();
@@ -29,6 +30,8 @@ fn rule_a() -> RuleDef {
         minimum_days: 180,
         after_termination_days: 30,
         clause: "A".into(),
+        counting: Counting::Instants,
+        counting_clause: String::new(),
     }
 }
 
@@ -37,6 +40,8 @@ fn rule_b() -> RuleDef {
         minimum_days: 180,
         days: 180,
         clause: "B".into(),
+        counting: Counting::Instants,
+        counting_clause: String::new(),
     }
 }
 
@@ -45,6 +50,8 @@ fn rule_c() -> RuleDef {
         request_working_days: 30,
         service_end_months: 1,
         clause: "C".into(),
+        counting: Counting::Instants,
+        counting_clause: String::new(),
     }
 }
 
@@ -243,6 +250,8 @@ mod within_bounds {
                 minimum_days: m,
                 after_termination_days: a,
                 clause: "A".into(),
+                counting: Counting::Instants,
+                counting_clause: String::new(),
             }),
             (0..=MAX_DAYS)
                 .prop_flat_map(|d| (0..=d, Just(d)))
@@ -251,6 +260,8 @@ mod within_bounds {
                         minimum_days: m,
                         days: d,
                         clause: "B".into(),
+                        counting: Counting::Instants,
+                        counting_clause: String::new(),
                     }
                 }),
             (0..=MAX_WORKING_DAYS, 0..=MAX_MONTHS).prop_map(|(w, m)| {
@@ -258,6 +269,8 @@ mod within_bounds {
                     request_working_days: w,
                     service_end_months: m,
                     clause: "C".into(),
+                    counting: Counting::Instants,
+                    counting_clause: String::new(),
                 }
             }),
         ]
@@ -317,5 +330,171 @@ mod within_bounds {
                 "no deadline under {rule:?}: {outcome:?}"
             );
         }
+    }
+}
+
+/// Counting on a calendar's own dates, in its time zone.
+mod local_dates {
+    use super::*;
+    use crate::policy::Zone;
+
+    fn zoned(name: &str) -> WorkingCalendar {
+        weekdays_only().in_zone(Zone::named(name, "test".into()).unwrap())
+    }
+
+    fn rule(mut r: RuleDef, whole: bool) -> RuleDef {
+        if whole {
+            match &mut r {
+                RuleDef::HostingTermination { counting, .. }
+                | RuleDef::FixedAfterCollection { counting, .. }
+                | RuleDef::RequestOrServiceEnd { counting, .. } => *counting = Counting::WholeDays,
+            }
+        }
+        r
+    }
+
+    fn set(outcome: DeadlineOutcome) -> Deadline {
+        match outcome {
+            DeadlineOutcome::Set(d) => d,
+            other => panic!("no deadline: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_month_counts_on_tokyo_dates() {
+        // 00:30 on 1 March in Tokyo is still 28 February in UTC.
+        let collected = at_time("2026-01-10T00:00:00Z", 0);
+        let ended = at_time("2026-03-01T00:30:00+09:00", 1);
+        let triggers = Triggers {
+            collected: Some(&collected),
+            service_use_ended: Some(&ended),
+            ..Triggers::default()
+        };
+        let utc = set(compute("C", &rule_c(), Some(&weekdays_only()), &triggers));
+        assert_eq!(utc.due_by, ts("2026-03-28T15:30:00Z"));
+        let tokyo = set(compute(
+            "C",
+            &rule_c(),
+            Some(&zoned("Asia/Tokyo")),
+            &triggers,
+        ));
+        assert_eq!(tokyo.due_by, ts("2026-04-01T00:30:00+09:00"));
+        assert_eq!(tokyo.zone, "Asia/Tokyo");
+        let whole = set(compute(
+            "C",
+            &rule(rule_c(), true),
+            Some(&zoned("Asia/Tokyo")),
+            &triggers,
+        ));
+        assert_eq!(whole.day, Some(Date::new(2026, 4, 1).unwrap()));
+        assert_eq!(whole.due_by, ts("2026-04-01T23:59:59.999999999+09:00"));
+    }
+
+    #[test]
+    fn a_sunday_evening_request_in_new_york_counts_from_sunday() {
+        // Sunday 22:00 in New York is Monday 02:00 in UTC: counted from
+        // Monday in UTC, Monday itself does not count; counted from Sunday
+        // in New York, it does.
+        let collected = at_time("2026-01-10T00:00:00Z", 0);
+        let request = at_time("2026-03-15T22:00:00-04:00", 1);
+        let triggers = Triggers {
+            collected: Some(&collected),
+            deletion_requested: Some(&request),
+            ..Triggers::default()
+        };
+        let utc = set(compute("C", &rule_c(), Some(&weekdays_only()), &triggers));
+        let ny = set(compute(
+            "C",
+            &rule_c(),
+            Some(&zoned("America/New_York")),
+            &triggers,
+        ));
+        // From Monday 16 March (UTC): Tuesday 17 is the first working day,
+        // Monday 27 April the 30th.
+        assert_eq!(utc.due_by, ts("2026-04-27T02:00:00Z"));
+        // From Sunday 15 March (New York): Monday 16 is the first, Friday
+        // 24 April the 30th, at 22:00 local.
+        assert_eq!(ny.due_by, ts("2026-04-24T22:00:00-04:00"));
+    }
+
+    #[test]
+    fn days_keep_the_wall_clock_across_a_dst_change() {
+        // New York moves to daylight time on 8 March 2026: 30 days after
+        // noon on 7 March is noon on 6 April, one hour short of 30 × 24 h.
+        let collected = at_time("2026-03-07T12:00:00-05:00", 0);
+        let b30 = RuleDef::FixedAfterCollection {
+            minimum_days: 0,
+            days: 30,
+            clause: "B".into(),
+            counting: Counting::Instants,
+            counting_clause: String::new(),
+        };
+        let triggers = Triggers {
+            collected: Some(&collected),
+            ..Triggers::default()
+        };
+        let ny = set(compute(
+            "B",
+            &b30,
+            Some(&zoned("America/New_York")),
+            &triggers,
+        ));
+        assert_eq!(ny.due_by, ts("2026-04-06T12:00:00-04:00"));
+        assert_eq!(
+            ny.due_by.duration_since(collected.event_time),
+            SignedDuration::from_hours(30 * 24 - 1)
+        );
+        // Whole days: all of 6 April, New York time.
+        let whole = set(compute(
+            "B",
+            &rule(b30, true),
+            Some(&zoned("America/New_York")),
+            &triggers,
+        ));
+        assert_eq!(
+            whole.due_by,
+            ts("2026-04-07T04:00:00Z") - SignedDuration::from_nanos(1)
+        );
+        assert_eq!(
+            whole.passed_by(ts("2026-04-07T05:00:00Z")),
+            SignedDuration::from_hours(1)
+        );
+        assert!(whole.passed_by(ts("2026-04-07T03:59:59Z")).is_negative());
+    }
+
+    #[test]
+    fn a_whole_day_minimum_ends_when_its_day_begins() {
+        let collected = ts("2026-01-01T20:00:00Z"); // 2 January, 04:00 in Singapore
+        let sg = zoned("Asia/Singapore");
+        assert_eq!(
+            minimum_until(collected, 180, Counting::Instants, Some(&sg)),
+            Some(ts("2026-06-30T20:00:00Z"))
+        );
+        // Day 180 after 2 January is 1 July: a deletion any time on 1 July
+        // (Singapore) is not early.
+        assert_eq!(
+            minimum_until(collected, 180, Counting::WholeDays, Some(&sg)),
+            Some(ts("2026-07-01T00:00:00+08:00"))
+        );
+    }
+
+    #[test]
+    fn a_hold_moves_a_whole_day_deadline_to_the_end_of_a_day() {
+        let collected = at_time("2026-01-01T00:00:00Z", 0);
+        let placed = at_time("2026-02-01T00:00:00Z", 1);
+        let released = at_time("2026-02-01T06:00:00Z", 2);
+        let b = rule(rule_b(), true);
+        let triggers = Triggers {
+            collected: Some(&collected),
+            holds: vec![(&placed, Some(&released))],
+            ..Triggers::default()
+        };
+        let d = set(compute("B", &b, Some(&weekdays_only()), &triggers));
+        // 30 June, moved 6 hours into 1 July: all of 1 July.
+        assert_eq!(d.day, Some(Date::new(2026, 7, 1).unwrap()));
+        assert_eq!(
+            d.due_by,
+            ts("2026-07-02T00:00:00Z") - SignedDuration::from_nanos(1)
+        );
     }
 }

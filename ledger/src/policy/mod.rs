@@ -14,7 +14,7 @@ use serde::Deserialize;
 use thiserror::Error;
 use toml::Spanned;
 
-pub use calendar::WorkingCalendar;
+pub use calendar::{WorkingCalendar, Zone};
 
 /// Why a policy file was refused. Names the line and the field.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -33,6 +33,21 @@ pub enum StoreRole {
     TemporaryBackup,
 }
 
+/// How a rule counts its days, months and working days.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Counting {
+    /// From the trigger's instant to the same wall-clock time N days
+    /// (months, working days) later in the calendar's time zone: one hour
+    /// late is late.
+    #[default]
+    Instants,
+    /// On the calendar's dates: the deadline is the whole deadline day (a
+    /// deletion any time that day is on time), the minimum ends when the
+    /// minimum day begins (a deletion on that day is not early).
+    WholeDays,
+}
+
 /// A retention rule: one of the rule kinds, with its parameters and the
 /// clause it comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -45,6 +60,13 @@ pub enum RuleDef {
         minimum_days: u32,
         after_termination_days: u32,
         clause: String,
+        /// Instants (the default) or whole days.
+        #[serde(default)]
+        counting: Counting,
+        /// Where `counting` comes from (required with whole days: the seed
+        /// text is silent, so it is a decision).
+        #[serde(default)]
+        counting_clause: String,
     },
     /// Collection + `days`. Deleting before collection + `minimum_days` is
     /// early.
@@ -52,6 +74,13 @@ pub enum RuleDef {
         minimum_days: u32,
         days: u32,
         clause: String,
+        /// Instants (the default) or whole days.
+        #[serde(default)]
+        counting: Counting,
+        /// Where `counting` comes from (required with whole days: the seed
+        /// text is silent, so it is a decision).
+        #[serde(default)]
+        counting_clause: String,
     },
     /// The earlier of request + `request_working_days` working days and
     /// end of service use + `service_end_months` calendar months.
@@ -59,6 +88,13 @@ pub enum RuleDef {
         request_working_days: u32,
         service_end_months: u32,
         clause: String,
+        /// Instants (the default) or whole days.
+        #[serde(default)]
+        counting: Counting,
+        /// Where `counting` comes from (required with whole days: the seed
+        /// text is silent, so it is a decision).
+        #[serde(default)]
+        counting_clause: String,
     },
 }
 
@@ -68,6 +104,28 @@ impl RuleDef {
             RuleDef::HostingTermination { clause, .. }
             | RuleDef::FixedAfterCollection { clause, .. }
             | RuleDef::RequestOrServiceEnd { clause, .. } => clause,
+        }
+    }
+
+    pub fn counting(&self) -> Counting {
+        match self {
+            RuleDef::HostingTermination { counting, .. }
+            | RuleDef::FixedAfterCollection { counting, .. }
+            | RuleDef::RequestOrServiceEnd { counting, .. } => *counting,
+        }
+    }
+
+    pub fn counting_clause(&self) -> &str {
+        match self {
+            RuleDef::HostingTermination {
+                counting_clause, ..
+            }
+            | RuleDef::FixedAfterCollection {
+                counting_clause, ..
+            }
+            | RuleDef::RequestOrServiceEnd {
+                counting_clause, ..
+            } => counting_clause,
         }
     }
 
@@ -144,6 +202,12 @@ struct CalendarDef {
     weekend: Vec<Spanned<String>>,
     holidays: Vec<Spanned<String>>,
     clause: String,
+    /// The IANA time zone whose dates the calendar counts (UTC if absent,
+    /// as policies before time zones were judged).
+    #[serde(default)]
+    time_zone: Option<Spanned<String>>,
+    #[serde(default)]
+    time_zone_clause: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -367,6 +431,20 @@ impl Policy {
         }
         for (name, rule) in &file.rules {
             check_rule_bounds(text, name, rule)?;
+            let r = rule.get_ref();
+            if r.counting() == Counting::WholeDays && r.counting_clause().trim().is_empty() {
+                return Err(PolicyError {
+                    line: field_line(
+                        text,
+                        &format!("rules.{name}"),
+                        "counting",
+                        rule.span().start,
+                    ),
+                    field: format!("rules.{name}.counting_clause"),
+                    message: "whole-day counting needs the clause (or decision) it comes from"
+                        .into(),
+                });
+            }
         }
         if let Some(t) = &file.service.future_event_tolerance {
             if t.minutes > MAX_TOLERANCE_MINUTES {
@@ -439,9 +517,33 @@ impl Policy {
                     message: "a calendar needs at least one working weekday".into(),
                 });
             }
+            let zone = match &def.time_zone {
+                None => Zone::utc(),
+                Some(tz) => {
+                    let field = format!("calendars.{name}.time_zone");
+                    let clause = def
+                        .time_zone_clause
+                        .clone()
+                        .filter(|c| !c.trim().is_empty())
+                        .ok_or_else(|| {
+                            check.error(
+                                tz,
+                                format!("calendars.{name}.time_zone_clause"),
+                                "a time zone needs the clause (or decision) it comes from",
+                            )
+                        })?;
+                    Zone::named(tz.get_ref(), clause).map_err(|e| {
+                        check.error(
+                            tz,
+                            field,
+                            format!("{:?} is not an IANA time zone: {e}", tz.get_ref()),
+                        )
+                    })?
+                }
+            };
             calendars.insert(
                 name.clone(),
-                WorkingCalendar::new(weekend, holidays, def.clause.clone()),
+                WorkingCalendar::new(weekend, holidays, def.clause.clone()).in_zone(zone),
             );
         }
         let known_calendar = |at: &Spanned<String>, field: String| {

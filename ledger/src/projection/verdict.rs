@@ -394,12 +394,10 @@ pub fn judge(
     };
     let mut reported_late = false;
     let minimum_until = rule
-        .and_then(|(_, r)| r.minimum_days())
+        .and_then(|(_, r)| r.minimum_days().map(|days| (days, r.counting())))
         .zip(collection)
-        .and_then(|(days, c)| {
-            c.at.event_time
-                .checked_add(SignedDuration::from_hours(24 * i64::from(days)))
-                .ok()
+        .and_then(|((days, counting), c)| {
+            deadline::minimum_until(c.at.event_time, days, counting, calendar)
         });
     // The first moment every copy was gone, if that was before the
     // minimum: an early deletion, which stays a finding even when a later
@@ -448,7 +446,7 @@ pub fn judge(
                 } else {
                     Status::DeletedLate {
                         deleted_at,
-                        late_by: deleted_at.duration_since(d.due_by),
+                        late_by: d.passed_by(deleted_at),
                     }
                 }
             }
@@ -465,7 +463,7 @@ pub fn judge(
                 since: hold.event_time,
             },
             Some(DeadlineOutcome::Set(d)) if as_of <= d.due_by => Status::Due {
-                remaining: d.due_by.duration_since(as_of),
+                remaining: -d.passed_by(as_of),
             },
             Some(DeadlineOutcome::Set(d)) => {
                 // Past the deadline. A hold placed since (one placed before
@@ -484,7 +482,7 @@ pub fn judge(
                         }
                     }
                     None => Status::Overdue {
-                        overdue_by: as_of.duration_since(d.due_by),
+                        overdue_by: d.passed_by(as_of),
                         copies_remaining: remaining,
                     },
                 }
