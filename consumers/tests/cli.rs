@@ -143,7 +143,7 @@ fn policy_publish_then_status_item_and_findings() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout(&out).contains("published policy 2026-11.2"));
+    assert!(stdout(&out).contains("published policy 2026-11.3"));
     let again = run(&ledger, &["policy", "publish", policy.to_str().unwrap()]);
     assert!(
         stdout(&again).contains("already published"),
@@ -173,7 +173,7 @@ fn policy_publish_then_status_item_and_findings() {
     );
     let status: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(status["items"], 2);
-    assert_eq!(status["policy_version"], "2026-11.2");
+    assert_eq!(status["policy_version"], "2026-11.3");
     assert_eq!(status["by_status"]["retained"], 1);
     assert_eq!(status["by_status"]["due"], 1);
     assert_eq!(status["by_violation"]["forbidden_store"], 1);
@@ -183,10 +183,14 @@ fn policy_publish_then_status_item_and_findings() {
     let item: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(item["verdict"]["status"]["status"], "due");
     assert_eq!(item["verdict"]["deadline"]["rule"], "B");
+    // Collected 2 March 09:00 UTC (17:00 in Singapore): 180 whole days on
+    // Singapore dates is all of 29 August there.
     assert_eq!(
         item["verdict"]["deadline"]["due_by"],
-        "2026-08-29T09:00:00Z"
+        "2026-08-29T15:59:59.999999999Z"
     );
+    assert_eq!(item["verdict"]["deadline"]["day"], "2026-08-29");
+    assert_eq!(item["verdict"]["deadline"]["zone"], "Asia/Singapore");
     assert!(
         item["verdict"]["deadline"]["clause"]
             .as_str()
@@ -613,7 +617,7 @@ fn replays_show_past_states_and_never_write_the_ledger() {
             d["alternative"]["deadline"]["due_by"]
         );
     }
-    assert_eq!(whatif["alternative"]["version"], "short-b-2026-11.2");
+    assert_eq!(whatif["alternative"]["version"], "short-b-2026-11.3");
 
     // Human output of each, for good measure.
     for args in [
@@ -709,7 +713,7 @@ fn the_monitor_alerts_once_per_change_as_its_clock_moves() {
     assert_eq!(june[0]["state"], "overdue");
     assert_eq!(june[0]["copies_remaining"], serde_json::json!(["mongodb"]));
     assert_eq!(june[0]["rule"], "C");
-    assert_eq!(june[0]["policy_version"], "2026-11.2");
+    assert_eq!(june[0]["policy_version"], "2026-11.3");
     assert!(june[0]["clause"].as_str().unwrap().contains("rule C"));
     assert_eq!(june[0]["account"]["app_id"], "1250000003");
     assert!(june[0]["cause"]["seq"].is_u64());
@@ -1100,7 +1104,7 @@ fn only_policy_publish_writes_policy_publications() {
     let status = run(&ledger, &["status", "--json"]);
     assert_eq!(status.status.code(), Some(0), "{status:?}");
     let json: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();
-    assert_eq!(json["policy_version"], "2026-11.2", "{json}");
+    assert_eq!(json["policy_version"], "2026-11.3", "{json}");
 }
 
 #[test]

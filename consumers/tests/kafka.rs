@@ -847,7 +847,7 @@ fn the_monitor_alerts_once_per_change_across_restarts_and_a_crash() {
     );
     for (key, a) in &alerts {
         assert_eq!(key, a["item_id"].as_str().unwrap());
-        assert_eq!(a["policy_version"], "2026-11.2");
+        assert_eq!(a["policy_version"], "2026-11.3");
         assert_eq!(a["rule"], "B");
     }
     let get = |id: &str| &alerts.iter().find(|(_, a)| a["alert_id"] == id).unwrap().1;

@@ -26,6 +26,8 @@ fn verdict(status: Status, due: Option<(i64, &str)>) -> ItemVerdict {
             basis: vec![],
             explanation: String::new(),
             held_for: SignedDuration::ZERO,
+            day: None,
+            zone: "UTC".into(),
         }),
         reported_late: false,
         copies: vec![],

@@ -14,6 +14,11 @@ fn day(d: i64) -> Timestamp {
     Timestamp::from_second(1_767_225_600 + d * 86_400).unwrap()
 }
 
+/// The last instant of day `d` in Singapore (UTC+8): a whole-day deadline.
+fn sg_day_end(d: i64) -> Timestamp {
+    day(d) + SignedDuration::from_hours(16) - SignedDuration::from_nanos(1)
+}
+
 fn fold(p: &mut Projection, entries: &[Entry]) {
     for e in entries {
         p.apply(e).unwrap();
@@ -74,7 +79,7 @@ fn an_item_goes_due_soon_then_overdue_then_clear_with_one_alert_each() {
     );
     assert_eq!(soon[0].alert_id, "x#1");
     assert_eq!(soon[0].cause.by, "clock");
-    assert_eq!(soon[0].deadline, Some(day(180)));
+    assert_eq!(soon[0].deadline, Some(sg_day_end(180)));
     assert_eq!(soon[0].rule.as_deref(), Some("B"));
     assert!(m.tick(&p, &policy, &Dirty::default(), day(179)).is_empty());
     let overdue = m.tick(&p, &policy, &Dirty::default(), day(181));
@@ -84,7 +89,7 @@ fn an_item_goes_due_soon_then_overdue_then_clear_with_one_alert_each() {
     assert_eq!(overdue[0].alert_id, "x#2");
     let counts = m.counts();
     assert_eq!((counts.due_soon, counts.overdue), (0, 1));
-    assert_eq!(counts.oldest_overdue_deadline, Some(day(180)));
+    assert_eq!(counts.oldest_overdue_deadline, Some(sg_day_end(180)));
 
     // A restarted monitor that reloads the states repeats nothing.
     let saved: HashMap<String, Watched> = m.take_changed().into_iter().collect();

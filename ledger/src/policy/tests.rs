@@ -5,7 +5,7 @@ const SHIPPED: &str = include_str!("../../policies/retention-2026-11.toml");
 #[test]
 fn the_shipped_policy_loads_and_covers_every_category() {
     let policy = Policy::parse(SHIPPED).unwrap();
-    assert_eq!(policy.version, "2026-11.2");
+    assert_eq!(policy.version, "2026-11.3");
     assert_eq!(policy.categories.len(), 7);
     assert_eq!(
         policy.categories["product_configuration"].stores,
