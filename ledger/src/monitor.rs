@@ -52,6 +52,11 @@ pub struct Watched {
     pub changes: u64,
     /// The deadline the state was judged against.
     pub due_by: Option<Timestamp>,
+    /// How many `future_dated` findings the item had when last alerted: a
+    /// new one (a producer's clock running ahead) is alerted too, even
+    /// when the state stays.
+    #[serde(default)]
+    pub future_dated: u64,
 }
 
 /// Where an alert's cause was recorded.
@@ -90,6 +95,10 @@ pub struct Alert {
     pub cause: Cause,
     /// The monitor's "now" when it saw the change.
     pub observed_at: Timestamp,
+    /// The item's findings (violations) when judged, by name; an alert
+    /// whose state did not change was raised by a new `future_dated` one.
+    #[serde(default)]
+    pub findings: Vec<String>,
 }
 
 /// The watch state an item's verdict puts it in, and when it would next
@@ -280,7 +289,13 @@ impl Monitor {
         let previous = self.states.get(&item.item_id).cloned();
         let previous_state = previous.as_ref().map_or(Watch::Clear, |w| w.state);
         let due_by = verdict.deadline.as_ref().map(|d| d.due_by);
-        if state == previous_state {
+        let future_dated = verdict
+            .violations
+            .iter()
+            .filter(|v| v.name() == "future_dated")
+            .count() as u64;
+        let new_future_dated = future_dated > previous.as_ref().map_or(0, |w| w.future_dated);
+        if state == previous_state && !new_future_dated {
             // Keep the deadline current (it feeds the oldest-overdue gauge)
             // without an alert.
             if let Some(w) = self.states.get_mut(&item.item_id) {
@@ -296,6 +311,7 @@ impl Monitor {
             state,
             changes,
             due_by,
+            future_dated,
         };
         self.states.insert(item.item_id.clone(), watched.clone());
         self.changed.insert(item.item_id.clone(), watched);
@@ -334,6 +350,11 @@ impl Monitor {
                 seq: latest.map(|r| r.seq),
             },
             observed_at: now,
+            findings: verdict
+                .violations
+                .iter()
+                .map(|v| v.name().to_owned())
+                .collect(),
         })
     }
 }

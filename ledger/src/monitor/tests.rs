@@ -295,3 +295,77 @@ fn alerts_match_their_published_schema() {
     broken["state"] = json!("panic");
     assert!(schemas.validate(&broken, index).is_err());
 }
+
+/// An entry of item `f` dated on `event_day`, received on `received_day`.
+fn received_on(
+    head: &mut crate::chain::ChainHead,
+    i: usize,
+    event_day: i64,
+    received_day: i64,
+    kind: serde_json::Value,
+) -> Entry {
+    let (v, _) = event(i, event_day, "f", kind);
+    let raw = serde_json::to_vec(&v).unwrap();
+    let decoded = lifeledger_schemas::decode_event(&raw).unwrap();
+    let body = crate::entry::Body::Event {
+        canonical: lifeledger_schemas::canonical_json(&decoded),
+        event_id: decoded.event_id.clone(),
+        raw,
+    };
+    let source = crate::entry::Source::File {
+        path: "p".into(),
+        line: 1,
+    };
+    Entry::decode(&head.append(day(received_day), source, body).encoding).unwrap()
+}
+
+#[test]
+fn a_new_future_dated_event_is_alerted_even_when_the_state_stays() {
+    let policy = Policy::parse(POLICY).unwrap();
+    let week = SignedDuration::from_hours(24 * 7);
+    let mut head = crate::chain::ChainHead::empty("a");
+    let collected = json!({"type": "collected", "sensitive": false, "purpose": "p"});
+    let stored = json!({"type": "stored", "store": "mysql"});
+    let mut p = Projection::default();
+    fold(
+        &mut p,
+        &[
+            received_on(&mut head, 0, 0, 0, collected),
+            received_on(&mut head, 1, 0, 0, stored.clone()),
+        ],
+    );
+    let mut m = Monitor::new(week, HashMap::new());
+    assert!(m.sweep(&p, &policy, day(10)).is_empty());
+    p.take_touched();
+    // A copy dated 30 days after the ledger received it: the producer's
+    // clock runs ahead. The item stays clear, and the finding is alerted.
+    fold(&mut p, &[received_on(&mut head, 2, 40, 10, stored.clone())]);
+    let touched = p.take_touched();
+    let alerts = m.tick(&p, &policy, &touched, day(10));
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(
+        (alerts[0].previous_state, alerts[0].state),
+        (Watch::Clear, Watch::Clear)
+    );
+    assert_eq!(alerts[0].findings, vec!["future_dated".to_owned()]);
+    assert_eq!(alerts[0].cause.by, "entry");
+    assert_eq!(alerts[0].alert_id, "f#1");
+    // Looking again says nothing; a second future-dated event is alerted.
+    assert!(m.tick(&p, &policy, &Dirty::default(), day(11)).is_empty());
+    fold(&mut p, &[received_on(&mut head, 3, 60, 11, stored)]);
+    let touched = p.take_touched();
+    let again = m.tick(&p, &policy, &touched, day(11));
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0].alert_id, "f#2");
+    assert_eq!(
+        again[0].findings,
+        vec!["future_dated".to_owned(), "future_dated".to_owned()]
+    );
+    // A restarted monitor that reloads the states repeats nothing.
+    let saved: HashMap<String, Watched> = m.take_changed().into_iter().collect();
+    assert!(
+        Monitor::new(week, saved)
+            .sweep(&p, &policy, day(12))
+            .is_empty()
+    );
+}
