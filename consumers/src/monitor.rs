@@ -405,6 +405,7 @@ mod tests {
                 seq: None,
             },
             observed_at: Timestamp::UNIX_EPOCH,
+            findings: vec![],
         }
     }
 
