@@ -568,10 +568,7 @@ pub fn render(data: &ReportData) -> String {
                 r.seq,
                 esc(&r.hash[..16.min(r.hash.len())]),
                 esc(&r.source),
-                esc(&match r.repeated_deletion_of_copy_gone_since {
-                    Some(t) => format!("{} (repeated: copy gone since {t})", r.kind),
-                    None => r.kind.clone(),
-                }),
+                esc(&event_text(r)),
                 esc(&then.join("; "))
             );
         }
@@ -580,6 +577,28 @@ pub fn render(data: &ReportData) -> String {
     h.push_str("</tbody></table></section></main>");
     let _ = write!(h, "<script>{SCRIPT}</script></body></html>");
     h
+}
+
+/// A timeline row's event, with what the judgement made of it: a repeated
+/// deletion, or a deletion request that did not apply to the item.
+fn event_text(r: &Row) -> String {
+    use lifeledger_ledger::projection::verdict::Consideration;
+    let mut text = match r.repeated_deletion_of_copy_gone_since {
+        Some(t) => format!("{} (repeated: copy gone since {t})", r.kind),
+        None => r.kind.clone(),
+    };
+    for s in &r.standings {
+        for c in &s.verdict.considered {
+            let Consideration::RequestDidNotApply { at, rule, clause } = c;
+            if at.chain == r.chain && at.seq == r.seq {
+                text.push_str(&format!(
+                    " (considered for {}: does not apply, rule {rule} runs no clock on a request; {clause})",
+                    s.item_id
+                ));
+            }
+        }
+    }
+    text
 }
 
 #[cfg(test)]

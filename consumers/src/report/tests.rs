@@ -104,3 +104,52 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_timeline_row_says_when_a_request_did_not_apply() {
+    use lifeledger_ledger::projection::EntryRef;
+    use lifeledger_ledger::projection::diff::VerdictBrief;
+    use lifeledger_ledger::projection::timeline::{ItemStanding, Row};
+    use lifeledger_ledger::projection::verdict::Consideration;
+    let request = EntryRef {
+        chain: "file".into(),
+        seq: 7,
+        event_id: "r1".into(),
+        event_time: at(0),
+        received_at: at(0),
+    };
+    let row = |seq| Row {
+        chain: "file".into(),
+        seq,
+        hash: "00".repeat(32),
+        source: "f:8".into(),
+        event_id: "r1".into(),
+        kind: "deletion_requested".into(),
+        item_id: None,
+        event_time: at(0),
+        received_at: at(0),
+        judged_as_of: at(0),
+        repeated_deletion_of_copy_gone_since: None,
+        standings: vec![ItemStanding {
+            item_id: "assets".into(),
+            verdict: VerdictBrief {
+                status: "retained".into(),
+                violations: vec![],
+                considered: vec![Consideration::RequestDidNotApply {
+                    at: request.clone(),
+                    rule: "A".into(),
+                    clause: "PP, retention rule A".into(),
+                }],
+            },
+            deadline: None,
+        }],
+    };
+    let text = event_text(&row(7));
+    assert!(
+        text.starts_with("deletion_requested (considered for assets: does not apply, rule A"),
+        "{text}"
+    );
+    assert!(text.contains("PP, retention rule A"), "{text}");
+    // Another entry's row does not claim it.
+    assert_eq!(event_text(&row(8)), "deletion_requested");
+}

@@ -51,6 +51,10 @@ pub struct DeadlineChanged {
 pub struct VerdictBrief {
     pub status: String,
     pub violations: Vec<String>,
+    /// What the judgement weighed and found not to apply (a deletion
+    /// request under a rule that runs no clock on requests).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub considered: Vec<super::verdict::Consideration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -96,6 +100,7 @@ impl VerdictBrief {
         VerdictBrief {
             status: v.status.name().to_owned(),
             violations: v.violations.iter().map(|x| x.name().to_owned()).collect(),
+            considered: v.considered.clone(),
         }
     }
 }
