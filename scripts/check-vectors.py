@@ -362,9 +362,14 @@ def check_body(chain, e):
     _, raw, event_id, canonical = e["body"]
     if not event_says_its_bytes(raw, event_id, canonical):
         return ("changed_entry", "event contradicts its raw bytes")
-    publication, _ = is_publication(canonical)
-    if publication != (chain == "policy"):
-        return ("misplaced_publication", "publication off chain policy, or other event on it")
+    try:
+        kind = json.loads(canonical).get("kind", {}).get("type")
+    except ValueError:
+        kind = None
+    reserved = {"policy_published": "policy", "history_imported": "imports"}
+    if (kind in reserved and reserved[kind] != chain) or \
+            (chain in reserved.values() and reserved.get(kind) != chain):
+        return ("misplaced_publication", "a ledger record off its chain, or another event on it")
     return None
 
 

@@ -441,8 +441,8 @@ pub fn render(data: &ReportData) -> String {
     // Counts.
     let _ = write!(
         h,
-        "<section id=\"counts\"><h2>{} items, {} with findings ({} deletions reported late)</h2><div class=\"grid\">",
-        s.items, s.findings, s.reported_late
+        "<section id=\"counts\"><h2>{} items, {} with findings ({} deletions reported late; {} more late only as declared imported history)</h2><div class=\"grid\">",
+        s.items, s.findings, s.reported_late, s.reported_late_imported
     );
     h.push_str(&counts_table(
         "Verdicts",

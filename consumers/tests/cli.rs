@@ -1136,3 +1136,99 @@ fn a_future_dated_event_is_a_finding_as_of_now() {
     let status = stdout(&run(&ledger, &["status"]));
     assert!(status.contains("future_dated"), "{status}");
 }
+
+#[test]
+fn a_declared_backfill_is_told_apart_from_live_late_reports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = tmp.path().join("ledger");
+    let policy = policy_file();
+    assert_eq!(
+        run(&ledger, &["policy", "publish", policy.to_str().unwrap()])
+            .status
+            .code(),
+        Some(0)
+    );
+    // Rule B items (version management) collected on 2 January and deleted
+    // on 1 July, day 180: on time by event time, but received today, long
+    // after the deadline.
+    let item = |prefix: &str, item: &str| -> Vec<String> {
+        let at = |kind: &str, day: &str| {
+            format!(
+                r#"{{"schema_version":1,"event_id":"{prefix}-{kind}","event_time":"{day}T09:00:00Z","account":{{"app_id":"1250000001","uin":"100000000001"}},"item_id":"{item}","category":"version_management",{}}}"#,
+                match kind {
+                    "collected" => r#""region":"SG","kind":{"type":"collected","sensitive":false,"purpose":"inventory"}"#.to_owned(),
+                    "stored" => r#""kind":{"type":"stored","store":"mysql"}"#.to_owned(),
+                    _ => r#""kind":{"type":"deleted","store":"mysql"}"#.to_owned(),
+                }
+            )
+        };
+        vec![
+            at("collected", "2026-01-02"),
+            at("stored", "2026-01-02"),
+            at("deleted", "2026-07-01"),
+        ]
+    };
+    let history = write_lines(tmp.path(), "history.jsonl", &item("h", "old"));
+    let out = run(
+        &ledger,
+        &[
+            "ingest",
+            history.to_str().unwrap(),
+            "--backfill",
+            "--declared-by",
+            "platform-team",
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let summary = json_of(&out);
+    assert_eq!(summary["declared_import"]["first_seq"], 0, "{summary}");
+    assert_eq!(summary["declared_import"]["last_seq"], 2, "{summary}");
+    // The same pattern, arriving live.
+    let live = write_lines(tmp.path(), "live.jsonl", &item("l", "new"));
+    assert_eq!(
+        run(&ledger, &["ingest", live.to_str().unwrap()])
+            .status
+            .code(),
+        Some(0)
+    );
+
+    let status = json_of(&run(&ledger, &["status", "--json"]));
+    assert_eq!(status["reported_late"], 1, "{status}");
+    assert_eq!(status["reported_late_imported"], 1, "{status}");
+    let findings = json_of(&run(&ledger, &["findings", "--json"]));
+    let ids: Vec<&str> = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["item_id"].as_str())
+        .collect();
+    assert_eq!(ids, vec!["new"], "{findings}");
+    let old = json_of(&run(&ledger, &["item", "old", "--json"]));
+    assert_eq!(old["verdict"]["reported_late_imported"], true, "{old}");
+    assert_eq!(old["verdict"]["reported_late"], false, "{old}");
+
+    // The declaration is on chain `imports`, and an auditor sees it.
+    let log = run(&ledger, &["log", "--chain", "imports", "--json"]);
+    assert!(stdout(&log).contains("history_imported"), "{log:?}");
+    assert!(stdout(&log).contains("platform-team"), "{log:?}");
+    assert_eq!(run(&ledger, &["verify"]).status.code(), Some(0));
+
+    // Nobody else declares imports: a producer's declaration, on any
+    // chain, is kept as a rejection, and excuses nothing.
+    let forged = r#"{"schema_version":1,"event_id":"forged-import","event_time":"2026-11-01T00:00:00Z","kind":{"type":"history_imported","declared_by":"someone","chain":"file","first_seq":0,"last_seq":99}}"#;
+    for chain in ["imports", "file"] {
+        let file = write_lines(
+            tmp.path(),
+            &format!("forged-{chain}.jsonl"),
+            &[forged.to_owned()],
+        );
+        let out = run(
+            &ledger,
+            &["ingest", file.to_str().unwrap(), "--chain", chain, "--json"],
+        );
+        assert_eq!(json_of(&out)["rejected"], 1, "{chain}: {out:?}");
+    }
+    let status = json_of(&run(&ledger, &["status", "--json"]));
+    assert_eq!(status["reported_late"], 1, "{status}");
+}

@@ -181,13 +181,69 @@ pub fn classify(incoming: Incoming, limits: &IntakeLimits) -> Classified {
     }
 }
 
-/// Keeps chain `policy` and `policy_published` events to `lifeledger policy
-/// publish` (`publishing`): anything else sent to chain `policy`, and a
-/// `policy_published` event sent anywhere else, becomes a rejection that
-/// says so (class schema). Otherwise a publication could be forged by any
-/// producer, naming an older, laxer policy.
-pub fn guard_policy_chain(classified: Classified, chain: &str, publishing: bool) -> Classified {
-    let on_policy_chain = chain == crate::projection::POLICY_CHAIN;
+/// The kinds of record only the ledger itself writes, each on a chain of
+/// its own: `policy_published` on chain `policy` (by `policy publish`) and
+/// `history_imported` on chain `imports` (by `ingest --backfill`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedgerRecord {
+    PolicyPublished,
+    HistoryImported,
+}
+
+impl LedgerRecord {
+    pub fn chain(self) -> &'static str {
+        match self {
+            LedgerRecord::PolicyPublished => crate::projection::POLICY_CHAIN,
+            LedgerRecord::HistoryImported => crate::projection::IMPORTS_CHAIN,
+        }
+    }
+
+    pub fn kind(self) -> &'static str {
+        match self {
+            LedgerRecord::PolicyPublished => "policy_published",
+            LedgerRecord::HistoryImported => "history_imported",
+        }
+    }
+
+    fn writer(self) -> &'static str {
+        match self {
+            LedgerRecord::PolicyPublished => "`lifeledger policy publish`",
+            LedgerRecord::HistoryImported => "`lifeledger ingest --backfill`",
+        }
+    }
+
+    /// The ledger record a chain is reserved for, if any.
+    pub fn of_chain(chain: &str) -> Option<LedgerRecord> {
+        [LedgerRecord::PolicyPublished, LedgerRecord::HistoryImported]
+            .into_iter()
+            .find(|r| r.chain() == chain)
+    }
+
+    /// The ledger record a canonical event is, if any.
+    pub fn of_canonical(canonical: &[u8]) -> Option<LedgerRecord> {
+        if is_policy_publication(canonical) {
+            Some(LedgerRecord::PolicyPublished)
+        } else if is_import_declaration(canonical) {
+            Some(LedgerRecord::HistoryImported)
+        } else {
+            None
+        }
+    }
+}
+
+/// Keeps the ledger's own records to the ledger: anything else sent to a
+/// reserved chain (`policy`, `imports`), and a `policy_published` or
+/// `history_imported` event sent anywhere else or not by the ledger
+/// (`writing`: the record the ledger is writing now), becomes a rejection
+/// that says so (class schema). Otherwise a publication or a declaration
+/// could be forged by any producer: naming an older, laxer policy, or
+/// excusing late reports as imported history.
+pub fn guard_policy_chain(
+    classified: Classified,
+    chain: &str,
+    writing: Option<LedgerRecord>,
+) -> Classified {
+    let reserved = LedgerRecord::of_chain(chain);
     match classified {
         Classified::Event {
             raw,
@@ -196,20 +252,25 @@ pub fn guard_policy_chain(classified: Classified, chain: &str, publishing: bool)
             event_id,
             raw_hash,
         } => {
-            let publication = is_policy_publication(&canonical);
-            let reason = match (publication, on_policy_chain, publishing) {
-                (true, true, true) => None,
-                (true, _, _) => Some(
-                    "a policy_published event is accepted only from `lifeledger policy publish`, \
-                     on chain \"policy\"",
-                ),
-                (false, true, _) => Some(
-                    "chain \"policy\" holds only policy publications, written by `lifeledger policy publish`",
-                ),
-                (false, false, _) => None,
+            let record = LedgerRecord::of_canonical(&canonical);
+            let reason = match (record, reserved) {
+                (Some(r), Some(c)) if r == c && writing == Some(r) => None,
+                (Some(r), _) => Some(format!(
+                    "a {} event is accepted only from {}, on chain {:?}",
+                    r.kind(),
+                    r.writer(),
+                    r.chain()
+                )),
+                (None, Some(c)) => Some(format!(
+                    "chain {:?} holds only {} records, written by {}",
+                    c.chain(),
+                    c.kind(),
+                    c.writer()
+                )),
+                (None, None) => None,
             };
             match reason {
-                Some(reason) => rejected(source, raw, RejectClass::Schema, reason.to_owned()),
+                Some(reason) => rejected(source, raw, RejectClass::Schema, reason),
                 None => Classified::Event {
                     raw,
                     source,
@@ -225,14 +286,31 @@ pub fn guard_policy_chain(classified: Classified, chain: &str, publishing: bool)
 
 /// Whether canonical event JSON is of kind `policy_published`.
 pub fn is_policy_publication(canonical: &[u8]) -> bool {
-    static NEEDLE: std::sync::OnceLock<memchr::memmem::Finder<'static>> =
+    is_kind(canonical, b"policy_published", "policy_published")
+}
+
+/// Whether canonical event JSON is of kind `history_imported`.
+pub fn is_import_declaration(canonical: &[u8]) -> bool {
+    is_kind(canonical, b"history_imported", "history_imported")
+}
+
+fn is_kind(canonical: &[u8], needle: &'static [u8], kind: &str) -> bool {
+    static FINDERS: std::sync::OnceLock<[memchr::memmem::Finder<'static>; 2]> =
         std::sync::OnceLock::new();
-    let needle = NEEDLE.get_or_init(|| memchr::memmem::Finder::new(b"policy_published"));
-    if needle.find(canonical).is_none() {
+    let finders = FINDERS.get_or_init(|| {
+        [
+            memchr::memmem::Finder::new(b"policy_published"),
+            memchr::memmem::Finder::new(b"history_imported"),
+        ]
+    });
+    let found = finders.iter().find(|f| f.needle() == needle).map_or_else(
+        || memchr::memmem::find(canonical, needle).is_some(),
+        |f| f.find(canonical).is_some(),
+    );
+    if !found {
         return false;
     }
-    serde_json::from_slice::<serde_json::Value>(canonical)
-        .is_ok_and(|v| v["kind"]["type"] == "policy_published")
+    serde_json::from_slice::<serde_json::Value>(canonical).is_ok_and(|v| v["kind"]["type"] == kind)
 }
 
 /// Decides on classified input, given what the ledger has seen before.

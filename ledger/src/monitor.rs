@@ -271,7 +271,10 @@ impl Monitor {
             .map(|r| r.event_time)
             .filter(|t| *t > now)
             .min();
-        let verdict = judge(item, account, policy, now);
+        let verdict = judge(item, account, policy, now).map(|mut v| {
+            v.weigh_imports(projection);
+            v
+        });
         let (state, wakeup) = verdict
             .as_ref()
             .map_or((Watch::Clear, None), |v| classify(v, self.horizon));

@@ -381,17 +381,21 @@ pub fn check_event_body(
     if depth == Depth::Events {
         check_event(raw, event_id, canonical).map_err(Problem::CanonicalMismatch)?;
     }
-    let on_policy_chain = chain == crate::projection::POLICY_CHAIN;
+    use crate::intake::LedgerRecord;
     match (
-        crate::intake::is_policy_publication(canonical),
-        on_policy_chain,
+        LedgerRecord::of_canonical(canonical),
+        LedgerRecord::of_chain(chain),
     ) {
-        (true, false) => Err(Problem::MisplacedPublication(format!(
-            "a policy_published event on chain {chain:?}: publications belong on chain \"policy\" only"
+        (Some(r), c) if c != Some(r) => Err(Problem::MisplacedPublication(format!(
+            "a {} event on chain {chain:?}: it belongs on chain {:?} only",
+            r.kind(),
+            r.chain()
         ))),
-        (false, true) => Err(Problem::MisplacedPublication(
-            "an event other than a policy publication on chain \"policy\"".to_owned(),
-        )),
+        (None, Some(c)) => Err(Problem::MisplacedPublication(format!(
+            "an event other than {} on chain {:?}",
+            c.kind(),
+            c.chain()
+        ))),
         _ => Ok(()),
     }
 }

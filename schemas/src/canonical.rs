@@ -85,6 +85,14 @@ fn write_kind(kind: &Kind, out: &mut Vec<u8>) {
             k.string("policy_hash", &p.policy_hash);
             k.string("policy_version", &p.policy_version);
         }
+        Kind::HistoryImported(h) => {
+            k.string("chain", &h.chain);
+            k.string("declared_by", &h.declared_by);
+            k.key("first_seq");
+            k.out.extend_from_slice(h.first_seq.to_string().as_bytes());
+            k.key("last_seq");
+            k.out.extend_from_slice(h.last_seq.to_string().as_bytes());
+        }
     }
     k.string("type", kind.type_name());
     k.close();

@@ -212,6 +212,7 @@ fn diagnose_kind(kind: &RawValue) -> Option<DecodeError> {
         "deletion_requested" => first_error::<v1::DeletionRequested>(fields),
         "legal_hold_placed" | "legal_hold_released" => first_error::<v1::LegalHold>(fields),
         "policy_published" => first_error::<v1::PolicyPublished>(fields),
+        "history_imported" => first_error::<v1::HistoryImported>(fields),
         other => {
             return Some(DecodeError::field(
                 "kind.type",

@@ -113,6 +113,7 @@ pub enum Kind {
     LegalHoldPlaced(LegalHold),
     LegalHoldReleased(LegalHold),
     PolicyPublished(PolicyPublished),
+    HistoryImported(HistoryImported),
 }
 
 /// Data about the account was collected into a new item.
@@ -187,6 +188,25 @@ pub struct PolicyPublished {
     pub policy_hash: String,
 }
 
+/// Entries `first_seq..=last_seq` of chain `chain` are a declared import
+/// of history (a backfill), declared by `declared_by`: their lateness is
+/// the import's, not the live stream's. Written only by the ledger
+/// (`lifeledger ingest --backfill`), on chain `imports`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryImported {
+    pub declared_by: String,
+    pub chain: String,
+    #[serde(deserialize_with = "whole_number")]
+    pub first_seq: u64,
+    #[serde(deserialize_with = "whole_number")]
+    pub last_seq: u64,
+}
+
+/// The largest seq a declaration may name: JSON's exactly representable
+/// integers (2^53 - 1), so that every JSON reader agrees on it.
+pub const MAX_DECLARED_SEQ: u64 = 9_007_199_254_740_991;
+
 /// The names of the kinds, as in `type`.
 pub const KIND_NAMES: &[&str] = &[
     "collected",
@@ -199,6 +219,7 @@ pub const KIND_NAMES: &[&str] = &[
     "legal_hold_placed",
     "legal_hold_released",
     "policy_published",
+    "history_imported",
 ];
 
 /// How an event kind relates to the envelope's subject fields.
@@ -228,6 +249,7 @@ impl Kind {
             Kind::LegalHoldPlaced(_) => "legal_hold_placed",
             Kind::LegalHoldReleased(_) => "legal_hold_released",
             Kind::PolicyPublished(_) => "policy_published",
+            Kind::HistoryImported(_) => "history_imported",
         }
     }
 
@@ -240,7 +262,7 @@ impl Kind {
             | Kind::ServiceUseEnded(_)
             | Kind::DeletionRequested(_) => Scope::Account,
             Kind::LegalHoldPlaced(_) | Kind::LegalHoldReleased(_) => Scope::AccountOrItem,
-            Kind::PolicyPublished(_) => Scope::Ledger,
+            Kind::PolicyPublished(_) | Kind::HistoryImported(_) => Scope::Ledger,
         }
     }
 }
@@ -435,6 +457,31 @@ impl Event {
                         "kind.policy_hash",
                         "must be 64 lowercase hex digits (a blake3 hash)",
                     ));
+                }
+            }
+            Kind::HistoryImported(HistoryImported {
+                declared_by,
+                chain,
+                first_seq,
+                last_seq,
+            }) => {
+                check_id("kind.declared_by", declared_by)?;
+                let chain_ok = (1..=200).contains(&chain.len())
+                    && chain.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'/')
+                    });
+                if !chain_ok {
+                    return Err(violation(
+                        "kind.chain",
+                        format!(
+                            "{chain:?} is not a chain name (1 to 200 of A-Z a-z 0-9 . _ - : /)"
+                        ),
+                    ));
+                }
+                for (path, seq) in [("kind.first_seq", first_seq), ("kind.last_seq", last_seq)] {
+                    if *seq > MAX_DECLARED_SEQ {
+                        return Err(violation(path, format!("{seq} is over {MAX_DECLARED_SEQ}")));
+                    }
                 }
             }
         }

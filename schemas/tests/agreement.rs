@@ -144,13 +144,15 @@ fn events() -> impl Strategy<Value = Value> {
         ids().prop_map(|h| json!({"type": "legal_hold_placed", "hold_id": h})),
         ids().prop_map(|h| json!({"type": "legal_hold_released", "hold_id": h})),
         "[0-9a-f]{64}".prop_map(|h| json!({"type": "policy_published", "policy_version": "2026-11.2", "policy_hash": h})),
+        (ids(), prop_oneof![Just(json!(0)), Just(json!(41)), Just(json!(1.0)), Just(json!(-1)), Just(json!(9_007_199_254_740_992u64))], "[a-z:0-9]{1,12}")
+            .prop_map(|(by, seq, chain)| json!({"type": "history_imported", "declared_by": by, "chain": chain, "first_seq": seq, "last_seq": 41})),
     ];
     (kind, ids(), times(), ids()).prop_map(|(kind, event_id, time, item)| {
         let t = kind["type"].as_str().unwrap().to_owned();
         let mut e =
             json!({"schema_version": 1, "event_id": event_id, "event_time": time, "kind": kind});
         match t.as_str() {
-            "policy_published" => {}
+            "policy_published" | "history_imported" => {}
             "collected" | "stored" | "backed_up" | "deleted" => {
                 e["account"] = json!({"app_id": "1250000001", "uin": "100000000001"});
                 e["item_id"] = item;

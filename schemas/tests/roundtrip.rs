@@ -4,7 +4,8 @@
 
 use jiff::Timestamp;
 use lifeledger_schemas::v1::{
-    BackedUp, Collected, Deleted, DeletionRequested, LegalHold, NoFields, PolicyPublished, Stored,
+    BackedUp, Collected, Deleted, DeletionRequested, HistoryImported, LegalHold, NoFields,
+    PolicyPublished, Stored,
 };
 use lifeledger_schemas::{
     Account, Event, Kind, canonical_json, canonical_json_generic, decode_event,
@@ -52,6 +53,16 @@ fn kind() -> impl Strategy<Value = Kind> {
                 policy_hash,
             })
         }),
+        (ID, "[a-z:0-9]{1,20}", 0u64..1_000_000, 0u64..1_000_000).prop_map(
+            |(declared_by, chain, first_seq, last_seq)| {
+                Kind::HistoryImported(HistoryImported {
+                    declared_by,
+                    chain,
+                    first_seq,
+                    last_seq,
+                })
+            }
+        ),
     ]
 }
 
@@ -78,7 +89,7 @@ fn event() -> impl Strategy<Value = Event> {
                     Kind::LegalHoldPlaced(_) | Kind::LegalHoldReleased(_) => {
                         (account, other_region.as_ref().map(|_| item), None, None)
                     }
-                    Kind::PolicyPublished(_) => (None, None, None, None),
+                    Kind::PolicyPublished(_) | Kind::HistoryImported(_) => (None, None, None, None),
                     _ => (account, None, None, other_region),
                 };
                 Event {

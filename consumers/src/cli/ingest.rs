@@ -32,6 +32,15 @@ pub struct IngestArgs {
     pub checkpoint_every: u64,
     #[arg(long, default_value_t = 60)]
     pub checkpoint_interval: u64,
+    /// The file is history being loaded (a backfill): after it, record in
+    /// chain `imports` that the entries this run appended are a declared
+    /// import, so that their late reports are told apart from the live
+    /// stream's.
+    #[arg(long, requires = "declared_by")]
+    pub backfill: bool,
+    /// Who declares the import (an identifier: team, ticket, person).
+    #[arg(long, requires = "backfill")]
+    pub declared_by: Option<String>,
 }
 
 pub fn run(dir: &Path, args: IngestArgs) -> anyhow::Result<Outcome> {
@@ -64,6 +73,7 @@ pub fn run(dir: &Path, args: IngestArgs) -> anyhow::Result<Outcome> {
         std::time::Duration::from_secs(args.checkpoint_interval),
         &ledger,
     );
+    let first_seq = ledger.head(&args.chain).map_or(0, |h| h.next_seq);
     let summary = ingest_file(
         &mut ledger,
         &args.chain,
@@ -76,9 +86,27 @@ pub fn run(dir: &Path, args: IngestArgs) -> anyhow::Result<Outcome> {
             checkpoints.maybe(ledger, false)
         },
     )?;
+    let head = ledger.head(&args.chain).map_or(0, |h| h.next_seq);
+    let declared = match (&args.declared_by, head > first_seq) {
+        (Some(by), true) if args.backfill => {
+            let path = std::fs::canonicalize(&args.file).unwrap_or_else(|_| args.file.clone());
+            let at = ledger
+                .declare_import(
+                    &args.chain,
+                    first_seq,
+                    head - 1,
+                    by,
+                    &path.display().to_string(),
+                    Timestamp::now(),
+                )
+                .with_context(|| "declaring the import".to_owned())?;
+            ledger.catch_up(&mut projection, &mut |_| {})?;
+            Some(at)
+        }
+        _ => None,
+    };
     checkpoints.maybe(&mut ledger, true)?;
     bar.finish_and_clear();
-    let head = ledger.head(&args.chain).map_or(0, |h| h.next_seq);
     if args.json {
         let json = serde_json::json!({
             "file": args.file.display().to_string(),
@@ -89,6 +117,12 @@ pub fn run(dir: &Path, args: IngestArgs) -> anyhow::Result<Outcome> {
             "duplicates": summary.duplicates,
             "blank_lines": summary.blank_lines,
             "chain_entries": head,
+            "declared_import": declared.as_ref().map(|_| serde_json::json!({
+                "chain": args.chain,
+                "first_seq": first_seq,
+                "last_seq": head.saturating_sub(1),
+                "declared_by": args.declared_by,
+            })),
         });
         out!("{json}");
     } else {
@@ -107,6 +141,13 @@ pub fn run(dir: &Path, args: IngestArgs) -> anyhow::Result<Outcome> {
             args.chain,
             head
         );
+        if declared.is_some() {
+            out!(
+                "declared seqs {first_seq}..={} of chain {:?} an import of history (chain \"imports\")",
+                head.saturating_sub(1),
+                args.chain
+            );
+        }
     }
     Ok(Outcome::Ok)
 }

@@ -141,10 +141,11 @@ pub(super) fn print_report(report: &StatusReport, policy: &Policy, due_within_da
         policy.hash
     );
     out!(
-        "{} items; {} with findings ({} deletions reported late)",
+        "{} items; {} with findings ({} deletions reported late; {} more late only as declared imported history)",
         report.items,
         report.findings,
-        report.reported_late
+        report.reported_late,
+        report.reported_late_imported
     );
     out!("\n{:<18} {:>8}", "verdict", "items");
     for (status, n) in &report.by_status {
@@ -312,7 +313,10 @@ pub fn item(dir: &Path, args: ItemArgs) -> anyhow::Result<Outcome> {
         .account
         .as_ref()
         .and_then(|a| j.projection.accounts.get(&account_key(a)));
-    let verdict = judge(state, account, &j.policy, j.as_of);
+    let verdict = judge(state, account, &j.policy, j.as_of).map(|mut v| {
+        v.weigh_imports(&j.projection);
+        v
+    });
     if args.judge.json {
         let json = serde_json::json!({
             "item": state,
@@ -404,6 +408,11 @@ pub fn item(dir: &Path, args: ItemArgs) -> anyhow::Result<Outcome> {
                 at.event_time
             ),
         }
+    }
+    if v.reported_late_imported {
+        out!(
+            "EVIDENCE  the deletion reached the ledger after the deadline, as declared imported history (chain \"imports\"): a backfill, not the live stream"
+        );
     }
     if v.reported_late {
         out!(

@@ -30,6 +30,7 @@ fn verdict(status: Status, due: Option<(i64, &str)>) -> ItemVerdict {
             zone: "UTC".into(),
         }),
         reported_late: false,
+        reported_late_imported: false,
         copies: vec![],
         considered: vec![],
     }

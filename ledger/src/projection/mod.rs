@@ -26,6 +26,9 @@ use crate::entry::{Body, Entry};
 /// The chain that policy publications are written to, and the only one
 /// whose `policy_published` entries govern verdicts.
 pub const POLICY_CHAIN: &str = "policy";
+/// The chain of import declarations (`history_imported`), written only by
+/// `ingest --backfill`.
+pub const IMPORTS_CHAIN: &str = "imports";
 
 /// A pointer to the entry an event came from, with both of its times.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -173,6 +176,33 @@ impl AccountState {
     }
 }
 
+/// Entries `first_seq..=last_seq` of `chain`, declared an import of
+/// history by `declared_by` (the declaration is `at`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeclaredImport {
+    pub chain: String,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub declared_by: String,
+    pub at: EntryRef,
+}
+
+impl Projection {
+    /// The declared import an entry belongs to, among the declarations
+    /// `known` (those recorded by the judging moment).
+    pub fn import_of(
+        &self,
+        entry: &EntryRef,
+        known: impl Fn(&EntryRef) -> bool,
+    ) -> Option<&DeclaredImport> {
+        self.imports.iter().find(|d| {
+            d.chain == entry.chain
+                && (d.first_seq..=d.last_seq).contains(&entry.seq)
+                && known(&d.at)
+        })
+    }
+}
+
 /// A policy version published on the chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishedPolicy {
@@ -242,6 +272,8 @@ pub struct Projection {
     pub items: BTreeMap<String, ItemState>,
     pub accounts: BTreeMap<String, AccountState>,
     pub policies: Vec<PublishedPolicy>,
+    /// Declared imports of history (chain `imports`), in ledger order.
+    pub imports: Vec<DeclaredImport>,
     /// Per chain, the seq of the next entry to fold in.
     pub covered: BTreeMap<String, u64>,
     /// Keys changed since [`Projection::take_dirty`] was last called.
@@ -261,6 +293,7 @@ impl PartialEq for Projection {
         self.items == other.items
             && self.accounts == other.accounts
             && self.policies == other.policies
+            && self.imports == other.imports
             && self.covered == other.covered
     }
 }
@@ -346,6 +379,26 @@ impl Projection {
             });
             self.policies
                 .sort_by_key(|p| (p.at.chain.clone(), p.at.seq));
+            self.dirty.policies = true;
+            self.touched.policies = true;
+            return;
+        }
+        if let Kind::HistoryImported(h) = &event.kind {
+            // Only chain `imports` declares imports (the store rejects a
+            // declaration anywhere else).
+            if at.chain != IMPORTS_CHAIN {
+                return;
+            }
+            self.imports.push(DeclaredImport {
+                chain: h.chain.clone(),
+                first_seq: h.first_seq,
+                last_seq: h.last_seq,
+                declared_by: h.declared_by.clone(),
+                at,
+            });
+            self.imports.sort_by_key(|d| (d.at.chain.clone(), d.at.seq));
+            // Like a new policy, a declaration changes how items are
+            // judged: the monitor looks at every item again.
             self.dirty.policies = true;
             self.touched.policies = true;
             return;

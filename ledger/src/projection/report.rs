@@ -19,7 +19,9 @@ pub fn judge_all(projection: &Projection, policy: &Policy, as_of: Timestamp) -> 
                 .account
                 .as_ref()
                 .and_then(|a| projection.accounts.get(&account_key(a)));
-            judge(item, account, policy, as_of)
+            let mut v = judge(item, account, policy, as_of)?;
+            v.weigh_imports(projection);
+            Some(v)
         })
         .collect()
 }
@@ -44,6 +46,9 @@ pub struct StatusReport {
     /// reported late).
     pub findings: u64,
     pub reported_late: u64,
+    /// Deletions reported late by declared imported history only (not
+    /// findings).
+    pub reported_late_imported: u64,
     pub by_status: BTreeMap<String, u64>,
     pub by_violation: BTreeMap<String, u64>,
     /// Per category, items per status.
@@ -73,6 +78,7 @@ pub fn summarize(
         items: verdicts.len() as u64,
         findings: 0,
         reported_late: 0,
+        reported_late_imported: 0,
         by_status: BTreeMap::new(),
         by_violation: BTreeMap::new(),
         by_category: BTreeMap::new(),
@@ -106,6 +112,9 @@ pub fn summarize(
         }
         if v.is_finding() {
             report.findings += 1;
+        }
+        if v.reported_late_imported {
+            report.reported_late_imported += 1;
         }
         if v.reported_late {
             report.reported_late += 1;

@@ -179,6 +179,10 @@ pub struct ItemVerdict {
     /// A deletion that completed the item reached the ledger after the
     /// deadline: the chain cannot vouch that the deadline was met.
     pub reported_late: bool,
+    /// The same, but every late report is of history declared imported (a
+    /// backfill, chain `imports`): shown apart, not a finding.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub reported_late_imported: bool,
     pub copies: Vec<CopyStatus>,
     /// What was weighed and set no deadline (a request that did not
     /// apply).
@@ -189,6 +193,35 @@ impl ItemVerdict {
     /// Whether anything about the item is non-compliant.
     pub fn is_finding(&self) -> bool {
         self.status.is_finding() || !self.violations.is_empty() || self.reported_late
+    }
+
+    /// Weighs the declared imports of history (`ingest --backfill`): a
+    /// deletion reported late only by entries of a declared import, known
+    /// at the judging moment, is `reported_late_imported` instead of
+    /// `reported_late`: the lateness is the import's, not the live
+    /// stream's. An auditor still sees it, and which import.
+    pub fn weigh_imports(&mut self, projection: &super::Projection) {
+        if !self.reported_late {
+            return;
+        }
+        let Some(due_by) = self.deadline.as_ref().map(|d| d.due_by) else {
+            return;
+        };
+        let as_of = self.as_of;
+        let late: Vec<&EntryRef> = self
+            .copies
+            .iter()
+            .map(|c| &c.at)
+            .filter(|r| r.received_at > due_by)
+            .collect();
+        let imported = !late.is_empty()
+            && late
+                .iter()
+                .all(|r| projection.import_of(r, |d| d.event_time <= as_of).is_some());
+        if imported {
+            self.reported_late = false;
+            self.reported_late_imported = true;
+        }
     }
 }
 
@@ -274,6 +307,7 @@ pub fn judge(
             violations: future,
             deadline: None,
             reported_late: false,
+            reported_late_imported: false,
             copies: Vec::new(),
             considered: Vec::new(),
         });
@@ -513,6 +547,7 @@ pub fn judge(
         violations,
         deadline,
         reported_late,
+        reported_late_imported: false,
         copies: copies
             .iter()
             .map(|(copy, last): &(&CopyId, &super::CopyChange)| CopyStatus {

@@ -192,7 +192,9 @@ pub struct Ledger {
     next_index_record: u64,
     /// Set only while [`Ledger::publish_policy`] appends: the one writer
     /// of chain `policy` and of `policy_published` events.
-    publishing: bool,
+    /// The ledger's own record being written now (`publish_policy`,
+    /// `declare_import`), which the intake guard lets through.
+    writing: Option<crate::intake::LedgerRecord>,
 }
 
 /// The index database's directory inside a ledger directory.
@@ -371,7 +373,7 @@ impl Ledger {
             frontiers: HashMap::new(),
             event_index: None,
             next_index_record: 0,
-            publishing: false,
+            writing: None,
         })
     }
 
@@ -597,10 +599,10 @@ impl Ledger {
             };
             let mut report = AppendReport::default();
             let mut sealed: Vec<SealedEntry> = Vec::with_capacity(inputs.len());
-            let publishing = self.publishing;
+            let writing = self.writing;
             let classified_inputs = intake::classify_all(inputs, &self.options.limits)
                 .into_iter()
-                .map(|c| intake::guard_policy_chain(c, chain, publishing));
+                .map(|c| intake::guard_policy_chain(c, chain, writing));
             for classified in classified_inputs {
                 let seen = match &classified {
                     Classified::Event { event_id, .. } => match batch_events.get(event_id) {

@@ -70,6 +70,7 @@ impl Ledger {
                     projection.accounts.insert(name, decode(&k, &v)?);
                 }
                 Some(b'p') => projection.policies = decode(&k, &v)?,
+                Some(b'm') => projection.imports = decode(&k, &v)?,
                 _ => return Err(codec_error(&k, "unknown projection key")),
             }
         }
@@ -112,6 +113,7 @@ impl Ledger {
         }
         if dirty.policies {
             batch.insert(key(b'p', ""), encode(&projection.policies)?);
+            batch.insert(key(b'm', ""), encode(&projection.imports)?);
         }
         for (chain, seq) in &projection.covered {
             batch.insert(key(b'c', chain), seq.to_be_bytes().to_vec());
@@ -213,10 +215,65 @@ impl Ledger {
             },
             raw: serde_json::to_vec(&raw).map_err(|e| codec_error(b"policy", e))?,
         };
-        self.publishing = true;
+        self.writing = Some(crate::intake::LedgerRecord::PolicyPublished);
         let appended = self.append(crate::projection::POLICY_CHAIN, vec![input], now);
-        self.publishing = false;
+        self.writing = None;
         let report = appended?;
+        Ok(Publication::Published {
+            seq: report.next_seq.saturating_sub(1),
+        })
+    }
+
+    /// Declares entries `first_seq..=last_seq` of `chain` an import of
+    /// history (a backfill) by `declared_by`: appends a `history_imported`
+    /// event to chain `imports`, the only way one gets there. Declaring the
+    /// same range again finds the first declaration. `source_path` is the
+    /// imported file as resolved (line 0: the whole file).
+    pub fn declare_import(
+        &mut self,
+        chain: &str,
+        first_seq: u64,
+        last_seq: u64,
+        declared_by: &str,
+        source_path: &str,
+        now: jiff::Timestamp,
+    ) -> Result<Publication, StoreError> {
+        let key = format!("{chain}\n{first_seq}\n{last_seq}\n{declared_by}");
+        let event_id = format!("import-{}", &blake3::hash(key.as_bytes()).to_hex()[..32]);
+        if let Some((chain, seq)) = self.find_event(&event_id)? {
+            return Ok(Publication::AlreadyPublished { chain, seq });
+        }
+        let raw = serde_json::json!({
+            "schema_version": 1,
+            "event_id": event_id,
+            "event_time": now.to_string(),
+            "kind": {
+                "type": "history_imported",
+                "declared_by": declared_by,
+                "chain": chain,
+                "first_seq": first_seq,
+                "last_seq": last_seq,
+            },
+        });
+        let input = crate::intake::Incoming {
+            source: crate::entry::Source::File {
+                path: source_path.to_owned(),
+                line: 0,
+            },
+            raw: serde_json::to_vec(&raw).map_err(|e| codec_error(b"imports", e))?,
+        };
+        self.writing = Some(crate::intake::LedgerRecord::HistoryImported);
+        let appended = self.append(crate::projection::IMPORTS_CHAIN, vec![input], now);
+        self.writing = None;
+        let report = appended?;
+        if report.rejected > 0 {
+            // A declared_by that is not an identifier, say: the rejection is
+            // kept, and the caller told.
+            return Err(codec_error(
+                b"imports",
+                "the import declaration was rejected (declared_by must be 1 to 128 of A-Z a-z 0-9 . _ - : /)",
+            ));
+        }
         Ok(Publication::Published {
             seq: report.next_seq.saturating_sub(1),
         })
