@@ -910,3 +910,70 @@ fn check_offsets_names_the_ledger_that_holds_a_staged_batch() {
     assert_eq!(p1.missing, p1.messages);
     assert_eq!(p1.staged, 0);
 }
+
+#[test]
+fn a_backfill_topic_declares_its_appends_an_import_of_history() {
+    let broker = Broker::start();
+    create_topics(&broker, 2);
+    // History: a rule B item collected on 1 January and deleted on day 180
+    // (on time by event time), and a live-looking one like it, all
+    // received today, long after the deadline.
+    let mut messages = Vec::new();
+    for item in ["old-1", "old-2"] {
+        messages.push(product_event(
+            &format!("{item}-c"),
+            item,
+            0,
+            r#"{"type":"collected","sensitive":false,"purpose":"p"}"#,
+        ));
+        messages.push(product_event(
+            &format!("{item}-s"),
+            item,
+            0,
+            r#"{"type":"stored","store":"mysql"}"#,
+        ));
+        messages.push(product_event(
+            &format!("{item}-d"),
+            item,
+            180,
+            r#"{"type":"deleted","store":"mysql"}"#,
+        ));
+    }
+    produce(&broker, &messages);
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = ConsumerConfig {
+        backfill_declared_by: Some("platform-team".into()),
+        ..config(&broker, tmp.path(), "backfill")
+    };
+    let summary = consume(&cfg, None);
+    assert_eq!(summary.appended, messages.len() as u64);
+
+    let mut ledger = retry_locked(|| Ledger::open(tmp.path(), LedgerOptions::default()));
+    // Every append was declared, on chain `imports`, and the ledger verifies.
+    let imports = ledger.head("imports").map_or(0, |h| h.next_seq);
+    assert!(imports >= 1, "no declaration");
+    let report = ledger.verify(Depth::Events, &mut |_| {}).unwrap();
+    assert!(report.is_intact(), "{:?}", report.findings);
+    let projection = ledger.rebuild_projection(&mut |_| {}).unwrap();
+    let covered: u64 = projection
+        .imports
+        .iter()
+        .map(|d| d.last_seq - d.first_seq + 1)
+        .sum();
+    assert_eq!(covered, messages.len() as u64, "{:?}", projection.imports);
+    let policy = lifeledger_ledger::policy::Policy::parse(include_str!(
+        "../../ledger/policies/retention-2026-11.toml"
+    ))
+    .unwrap();
+    let verdicts = lifeledger_ledger::projection::report::judge_all(
+        &projection,
+        &policy,
+        jiff::Timestamp::now(),
+    );
+    assert_eq!(verdicts.len(), 2);
+    for v in &verdicts {
+        assert!(!v.reported_late, "{v:?}");
+        assert!(v.reported_late_imported, "{v:?}");
+        assert!(!v.is_finding(), "{v:?}");
+    }
+}

@@ -56,6 +56,10 @@ pub struct ConsumeArgs {
     /// Do not fold batches into the retention projection as they land.
     #[arg(long)]
     pub no_projection: bool,
+    /// Backfill mode: declare every append an import of history by this
+    /// name (chain `imports`).
+    #[arg(long)]
+    pub backfill_declared_by: Option<String>,
     /// Copy sealed segments, checkpoints and policy texts to this
     /// write-once archive (s3://BUCKET/PREFIX, file:///PATH or a path).
     #[arg(long, env = "LIFELEDGER_ARCHIVE")]
@@ -117,6 +121,9 @@ pub fn resolve(
     }
     if args.no_projection {
         c.update_projection = false;
+    }
+    if args.backfill_declared_by.is_some() {
+        c.backfill_declared_by = args.backfill_declared_by.clone();
     }
     if args.alerts_topic.is_some() {
         c.alerts_topic = args.alerts_topic.clone();

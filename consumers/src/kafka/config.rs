@@ -61,6 +61,11 @@ pub struct ConsumerConfig {
     /// `AWS_ALLOW_HTTP`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
     /// `AWS_REGION`, `LIFELEDGER_ARCHIVE_OBJECT_LOCK`).
     pub archive_options: BTreeMap<String, String>,
+    /// Backfill mode: the topic holds history being loaded. After each
+    /// append, the entries it added are declared an import of history by
+    /// this name (chain `imports`), so that their late reports are told
+    /// apart from the live stream's.
+    pub backfill_declared_by: Option<String>,
     /// librdkafka settings passed through as they are.
     pub librdkafka: BTreeMap<String, String>,
 }
@@ -75,6 +80,7 @@ impl Default for ConsumerConfig {
             batch_size: 5_000,
             max_latency_ms: 200,
             dead_letter_topic: None,
+            backfill_declared_by: None,
             metrics_addr: None,
             max_event_bytes: 64 * 1024,
             checkpoint_key: None,

@@ -858,7 +858,10 @@ pub fn run(
         }),
         None => None,
     };
-    let sink = Arc::new(Mutex::new(sink.for_group()));
+    let sink = Arc::new(Mutex::new(
+        sink.for_group()
+            .declaring_backfill(config.backfill_declared_by.clone()),
+    ));
     let custody = CustodyLog::open(&client_config(config, false), &config.custody_topic)?;
     let context = LedgerContext {
         sink: Arc::clone(&sink),

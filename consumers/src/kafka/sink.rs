@@ -83,6 +83,8 @@ struct PartitionBatch {
 #[derive(Debug)]
 pub struct Sink {
     ledger: Ledger,
+    /// Backfill mode: who declares each append an import of history.
+    backfill: Option<String>,
     projection: Option<Projection>,
     /// Per (topic, partition): the next offset not yet durable or pending.
     cursors: HashMap<(String, i32), i64>,
@@ -132,6 +134,7 @@ impl Sink {
             CheckpointSchedule::new(signer, checkpoint_every, checkpoint_interval, &ledger);
         Ok(Sink {
             ledger,
+            backfill: None,
             projection,
             cursors: HashMap::new(),
             pending: BTreeMap::new(),
@@ -153,6 +156,15 @@ impl Sink {
 
     /// Takes only messages of partitions handed to it with
     /// [`Sink::assign`] (a group member), and checks offset continuity.
+    /// In backfill mode (`Some(who)`), every append is declared an import
+    /// of history by `who` right after it lands. A crash in between leaves
+    /// those entries undeclared: counted as live, which over-reports and
+    /// hides nothing.
+    pub fn declaring_backfill(mut self, declared_by: Option<String>) -> Self {
+        self.backfill = declared_by;
+        self
+    }
+
     pub fn for_group(mut self) -> Self {
         self.assigned = Some(HashSet::new());
         self
@@ -548,6 +560,22 @@ impl Sink {
         let started = self.oldest_staged.take();
         let chains: Vec<String> = partitions.iter().map(|(t, p)| chain_name(t, *p)).collect();
         let reports = self.ledger.append_staged(&chains, Timestamp::now())?;
+        if let Some(by) = self.backfill.clone() {
+            for (chain, report) in &reports {
+                if report.appended == 0 {
+                    continue;
+                }
+                let first = report.next_seq - report.appended;
+                self.ledger.declare_import(
+                    chain,
+                    first,
+                    report.next_seq - 1,
+                    &by,
+                    &format!("{chain} (consumer backfill)"),
+                    Timestamp::now(),
+                )?;
+            }
+        }
         let mut flushed = Flushed::default();
         let mut timestamps = Vec::new();
         for (chain, report) in reports {
