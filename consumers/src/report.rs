@@ -587,6 +587,15 @@ fn event_text(r: &Row) -> String {
         Some(t) => format!("{} (repeated: copy gone since {t})", r.kind),
         None => r.kind.clone(),
     };
+    if let Some(by) = &r.imported_by {
+        text.push_str(&format!(" (imported history, declared by {by})"));
+    }
+    if let Some(ahead) = r.ahead_of_receipt {
+        text.push_str(&format!(
+            " (future-dated: {:.0} after the ledger received it)",
+            ahead.round(jiff::Unit::Second).unwrap_or(ahead)
+        ));
+    }
     for s in &r.standings {
         for c in &s.verdict.considered {
             let Consideration::RequestDidNotApply { at, rule, clause } = c;

@@ -1135,6 +1135,16 @@ fn a_future_dated_event_is_a_finding_as_of_now() {
     assert!(!text.contains("\"ok\""), "{text}");
     let status = stdout(&run(&ledger, &["status"]));
     assert!(status.contains("future_dated"), "{status}");
+    // The timeline marks the future-dated entry, and item --json names it.
+    let timeline = json_of(&run(&ledger, &["timeline", "--item", "fut", "--json"]));
+    assert!(
+        timeline["rows"][0]["ahead_of_receipt"].is_string(),
+        "{timeline}"
+    );
+    let ok = json_of(&run(&ledger, &["timeline", "--item", "ok", "--json"]));
+    assert!(ok["rows"][0].get("ahead_of_receipt").is_none(), "{ok}");
+    let item = stdout(&run(&ledger, &["item", "fut", "--json"]));
+    assert!(item.contains("future_dated"), "{item}");
 }
 
 #[test]
@@ -1207,6 +1217,17 @@ fn a_declared_backfill_is_told_apart_from_live_late_reports() {
     let old = json_of(&run(&ledger, &["item", "old", "--json"]));
     assert_eq!(old["verdict"]["reported_late_imported"], true, "{old}");
     assert_eq!(old["verdict"]["reported_late"], false, "{old}");
+
+    // The timeline marks the imported entries, and only those.
+    for (item, by) in [("old", Some("platform-team")), ("new", None)] {
+        let timeline = json_of(&run(&ledger, &["timeline", "--item", item, "--json"]));
+        let rows = timeline["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 3, "{timeline}");
+        assert!(
+            rows.iter().all(|r| r["imported_by"].as_str() == by),
+            "{timeline}"
+        );
+    }
 
     // The declaration is on chain `imports`, and an auditor sees it.
     let log = run(&ledger, &["log", "--chain", "imports", "--json"]);

@@ -420,7 +420,7 @@ pub fn timeline_of(dir: &Path, args: TimelineArgs) -> anyhow::Result<Outcome> {
     } else {
         Order::Event
     };
-    let rows = timeline(steps, &scope, &policy, order);
+    let rows = timeline(steps, &scope, &policy, order, &replay.projection.imports);
     if args.json {
         let json = serde_json::json!({
             "scope": match &scope { Scope::Item(i) => serde_json::json!({"item": i}), Scope::Account(a) => serde_json::json!({"account": a}), Scope::All => serde_json::json!({}) },
@@ -441,12 +441,19 @@ pub fn timeline_of(dir: &Path, args: TimelineArgs) -> anyhow::Result<Outcome> {
     );
     for r in &rows {
         out!(
-            "\n{}{}  happened {}  received {}",
+            "\n{}{}{}{}  happened {}  received {}",
             r.kind,
             r.repeated_deletion_of_copy_gone_since
                 .map(|t| format!(
                     " (repeated: the copy was already gone since {t}; changes nothing)"
                 ))
+                .unwrap_or_default(),
+            r.imported_by
+                .as_ref()
+                .map(|by| format!(" (imported history, declared by {by})"))
+                .unwrap_or_default(),
+            r.ahead_of_receipt
+                .map(|a| format!(" (future-dated: {a:#} after its receipt)"))
                 .unwrap_or_default(),
             r.event_time,
             r.received_at

@@ -186,6 +186,7 @@ pub fn run(dir: &Path, args: ReportArgs) -> anyhow::Result<Outcome> {
                 &Scope::Item(v.item_id.clone()),
                 &policy,
                 Order::Event,
+                &replay.projection.imports,
             );
             ((*v).clone(), rows)
         })

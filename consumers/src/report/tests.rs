@@ -131,6 +131,8 @@ fn a_timeline_row_says_when_a_request_did_not_apply() {
         received_at: at(0),
         judged_as_of: at(0),
         repeated_deletion_of_copy_gone_since: None,
+        imported_by: None,
+        ahead_of_receipt: None,
         standings: vec![ItemStanding {
             item_id: "assets".into(),
             verdict: VerdictBrief {

@@ -333,7 +333,13 @@ proptest! {
                 timeline::Step { entry, hash, event }
             })
             .collect();
-        let rows = timeline::timeline(steps, &replay::Scope::All, &policy, timeline::Order::Event);
+        let rows = timeline::timeline(
+            steps,
+            &replay::Scope::All,
+            &policy,
+            timeline::Order::Event,
+            &[],
+        );
         prop_assert_eq!(rows.len(), events.len());
         prop_assert!(rows.windows(2).all(|w| w[0].event_time <= w[1].event_time));
         // Every item's last standing on the timeline is its verdict as of
@@ -465,7 +471,13 @@ fn a_timeline_marks_a_deletion_of_a_copy_already_gone() {
             timeline::Step { entry, hash, event }
         })
         .collect();
-    let rows = timeline::timeline(steps, &replay::Scope::All, &policy, timeline::Order::Event);
+    let rows = timeline::timeline(
+        steps,
+        &replay::Scope::All,
+        &policy,
+        timeline::Order::Event,
+        &[],
+    );
     let marks: Vec<Option<Timestamp>> = rows
         .iter()
         .map(|r| r.repeated_deletion_of_copy_gone_since)

@@ -63,13 +63,28 @@ pub struct Row {
     /// A deletion of a copy that was already gone: when it went. Such a
     /// step changes no deadline and no verdict.
     pub repeated_deletion_of_copy_gone_since: Option<Timestamp>,
+    /// The entry belongs to a declared import of history: who declared it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub imported_by: Option<String>,
+    /// The event is dated beyond its receipt by more than the policy
+    /// tolerates (a `future_dated` finding): by how much.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ahead_of_receipt: Option<jiff::SignedDuration>,
     /// The entry's own item, and every other item in scope whose verdict
     /// or deadline changed at this step.
     pub standings: Vec<ItemStanding>,
 }
 
-/// Orders the steps and judges the items in scope after each.
-pub fn timeline(mut steps: Vec<Step>, scope: &Scope, policy: &Policy, order: Order) -> Vec<Row> {
+/// Orders the steps and judges the items in scope after each. `imports`
+/// are the ledger's declared imports of history, to mark the rows they
+/// cover.
+pub fn timeline(
+    mut steps: Vec<Step>,
+    scope: &Scope,
+    policy: &Policy,
+    order: Order,
+    imports: &[super::DeclaredImport],
+) -> Vec<Row> {
     let moment = |s: &Step| match order {
         Order::Event => s.event.event_time,
         Order::Receipt => s.entry.received_at,
@@ -117,6 +132,17 @@ pub fn timeline(mut steps: Vec<Step>, scope: &Scope, policy: &Policy, order: Ord
             received_at: step.entry.received_at,
             judged_as_of: as_of,
             repeated_deletion_of_copy_gone_since: gone_since,
+            imported_by: imports
+                .iter()
+                .find(|d| {
+                    d.chain == step.entry.chain
+                        && (d.first_seq..=d.last_seq).contains(&step.entry.seq)
+                })
+                .map(|d| d.declared_by.clone()),
+            ahead_of_receipt: policy.future_tolerance.as_ref().and_then(|t| {
+                let ahead = step.event.event_time.duration_since(step.entry.received_at);
+                (ahead > t.limit).then_some(ahead)
+            }),
             standings,
         });
     }
