@@ -17,7 +17,9 @@
 //! the ledger received the event (default: its event time); `account=N`
 //! picks another account. Expected lines are one per item, sorted by item.
 //! Each scenario is judged twice: with events in file order, and with the
-//! order reversed (arrival order must not matter).
+//! order reversed (arrival order must not matter). `calendar REGION ZONE`
+//! gives a region the shipped policy has no calendar for one of its own
+//! (weekends only, in IANA time zone ZONE) for that scenario.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
@@ -38,6 +40,10 @@ const POLICY: &str = include_str!("../policies/retention-2026-11.toml");
 
 struct Scenario {
     as_of: Timestamp,
+    /// Extra calendars: (region, IANA zone).
+    calendars: Vec<(String, String)>,
+    /// Event ids declared an import of history (flag `imported`).
+    imported: std::collections::BTreeSet<String>,
     /// (event JSON, received_at)
     events: Vec<(Value, Timestamp)>,
     expected: Vec<String>,
@@ -48,6 +54,8 @@ fn parse(text: &str) -> Scenario {
         .split_once("\n----\n")
         .expect("a scenario needs a ---- line");
     let mut as_of = None;
+    let mut calendars = Vec::new();
+    let mut imported = std::collections::BTreeSet::new();
     let mut events = Vec::new();
     let mut categories: BTreeMap<String, String> = BTreeMap::new();
     for (n, line) in input.lines().enumerate() {
@@ -59,6 +67,12 @@ fn parse(text: &str) -> Scenario {
         let first = words.next().unwrap();
         if first == "as_of" {
             as_of = Some(words.next().unwrap().parse().unwrap());
+            continue;
+        }
+        if first == "calendar" {
+            let region = words.next().unwrap().to_owned();
+            let zone = words.next().unwrap().to_owned();
+            calendars.push((region, zone));
             continue;
         }
         let time: Timestamp = first
@@ -74,6 +88,9 @@ fn parse(text: &str) -> Scenario {
                 }
                 None => flags.push(w),
             }
+        }
+        if flags.contains(&"imported") {
+            imported.insert(format!("ev-{}", n + 1));
         }
         let account = args.get("account").copied().unwrap_or("1");
         let mut event = json!({
@@ -126,6 +143,8 @@ fn parse(text: &str) -> Scenario {
     }
     Scenario {
         as_of: as_of.expect("a scenario needs as_of"),
+        calendars,
+        imported,
         events,
         expected: expected
             .lines()
@@ -136,7 +155,48 @@ fn parse(text: &str) -> Scenario {
     }
 }
 
-fn entries(events: &[(Value, Timestamp)]) -> Vec<Entry> {
+/// The events as entries of chain `scenario`, in the order given, and a
+/// declaration on chain `imports` for each event in `imported`, recorded
+/// when the event was received.
+fn entries(
+    events: &[(Value, Timestamp)],
+    imported: &std::collections::BTreeSet<String>,
+) -> Vec<Entry> {
+    let mut out = scenario_entries(events);
+    let mut imports = ChainHead::empty("imports");
+    let declarations: Vec<Entry> = out
+        .iter()
+        .filter_map(|e| match &e.body {
+            Body::Event { event_id, .. } if imported.contains(event_id) => Some(e),
+            _ => None,
+        })
+        .map(|e| {
+            let raw = serde_json::to_vec(&json!({
+                "schema_version": 1,
+                "event_id": format!("import-{}", e.seq),
+                "event_time": e.received_at.to_string(),
+                "kind": {"type": "history_imported", "declared_by": "scenario",
+                         "chain": "scenario", "first_seq": e.seq, "last_seq": e.seq},
+            }))
+            .unwrap();
+            let decoded = lifeledger_schemas::decode_event(&raw).unwrap();
+            let body = Body::Event {
+                canonical: lifeledger_schemas::canonical_json(&decoded),
+                event_id: decoded.event_id,
+                raw,
+            };
+            let source = Source::File {
+                path: "scenario".into(),
+                line: 0,
+            };
+            Entry::decode(&imports.append(e.received_at, source, body).encoding).unwrap()
+        })
+        .collect();
+    out.extend(declarations);
+    out
+}
+
+fn scenario_entries(events: &[(Value, Timestamp)]) -> Vec<Entry> {
     let mut head = ChainHead::empty("scenario");
     events
         .iter()
@@ -190,6 +250,9 @@ fn render(v: &ItemVerdict) -> String {
     if v.reported_late {
         out += " reported_late";
     }
+    if v.reported_late_imported {
+        out += " reported_late_imported";
+    }
     for c in &v.considered {
         match c {
             lifeledger_ledger::projection::verdict::Consideration::RequestDidNotApply {
@@ -213,9 +276,29 @@ fn verdicts(entries: &[Entry], as_of: Timestamp, policy: &Policy) -> Vec<String>
         .collect()
 }
 
+/// The shipped policy with a weekends-only calendar in `zone` for each
+/// region given.
+fn with_calendars(calendars: &[(String, String)]) -> Policy {
+    let mut text = POLICY.to_owned();
+    let mut regions = String::new();
+    for (region, zone) in calendars {
+        let name = format!("scenario_{}", region.to_lowercase());
+        text.push_str(&format!(
+            "\n[calendars.{name}]\nweekend = [\"saturday\", \"sunday\"]\nholidays = []\nclause = \"scenario calendar\"\ntime_zone = \"{zone}\"\ntime_zone_clause = \"scenario\"\n"
+        ));
+        regions.push_str(&format!(", {region} = \"{name}\""));
+    }
+    let text = text.replacen(
+        "by_region = { SG = \"sg\", DE = \"de\"",
+        &format!("by_region = {{ SG = \"sg\", DE = \"de\"{regions}"),
+        1,
+    );
+    Policy::parse(&text).unwrap()
+}
+
 #[test]
 fn golden_scenarios() {
-    let policy = Policy::parse(POLICY).unwrap();
+    let shipped = Policy::parse(POLICY).unwrap();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/scenarios");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
@@ -227,7 +310,18 @@ fn golden_scenarios() {
     for file in files {
         let scenario = parse(&std::fs::read_to_string(&file).unwrap());
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
-        let forward = verdicts(&entries(&scenario.events), scenario.as_of, &policy);
+        let extended;
+        let policy = if scenario.calendars.is_empty() {
+            &shipped
+        } else {
+            extended = with_calendars(&scenario.calendars);
+            &extended
+        };
+        let forward = verdicts(
+            &entries(&scenario.events, &scenario.imported),
+            scenario.as_of,
+            policy,
+        );
         if forward != scenario.expected {
             failures.push(format!(
                 "{name}\n  expected:\n    {}\n  got:\n    {}",
@@ -238,7 +332,11 @@ fn golden_scenarios() {
         }
         let mut reversed = scenario.events.clone();
         reversed.reverse();
-        let backward = verdicts(&entries(&reversed), scenario.as_of, &policy);
+        let backward = verdicts(
+            &entries(&reversed, &scenario.imported),
+            scenario.as_of,
+            policy,
+        );
         if backward != forward {
             failures.push(format!(
                 "{name}: arrival order changed the verdicts:\n    {}",
