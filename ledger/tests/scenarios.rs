@@ -166,10 +166,7 @@ fn entries(
     let mut imports = ChainHead::empty("imports");
     let declarations: Vec<Entry> = out
         .iter()
-        .filter_map(|e| match &e.body {
-            Body::Event { event_id, .. } if imported.contains(event_id) => Some(e),
-            _ => None,
-        })
+        .filter(|e| matches!(&e.body, Body::Event { event_id, .. } if imported.contains(event_id)))
         .map(|e| {
             let raw = serde_json::to_vec(&json!({
                 "schema_version": 1,
