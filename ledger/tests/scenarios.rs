@@ -176,21 +176,27 @@ fn entries(
                          "chain": "scenario", "first_seq": e.seq, "last_seq": e.seq},
             }))
             .unwrap();
-            let decoded = lifeledger_schemas::decode_event(&raw).unwrap();
-            let body = Body::Event {
-                canonical: lifeledger_schemas::canonical_json(&decoded),
-                event_id: decoded.event_id,
-                raw,
-            };
-            let source = Source::File {
-                path: "scenario".into(),
-                line: 0,
-            };
-            Entry::decode(&imports.append(e.received_at, source, body).encoding).unwrap()
+            event_entry(&mut imports, raw, e.received_at, 0)
         })
         .collect();
     out.extend(declarations);
     out
+}
+
+/// An event's bytes appended to a chain, as the ledger would record them.
+fn event_entry(head: &mut ChainHead, raw: Vec<u8>, received: Timestamp, line: u64) -> Entry {
+    let decoded = lifeledger_schemas::decode_event(&raw)
+        .unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(&raw)));
+    let body = Body::Event {
+        canonical: lifeledger_schemas::canonical_json(&decoded),
+        event_id: decoded.event_id,
+        raw,
+    };
+    let source = Source::File {
+        path: "scenario".into(),
+        line,
+    };
+    Entry::decode(&head.append(received, source, body).encoding).unwrap()
 }
 
 fn scenario_entries(events: &[(Value, Timestamp)]) -> Vec<Entry> {
@@ -199,20 +205,12 @@ fn scenario_entries(events: &[(Value, Timestamp)]) -> Vec<Entry> {
         .iter()
         .enumerate()
         .map(|(i, (event, received))| {
-            let raw = serde_json::to_vec(event).unwrap();
-            let decoded =
-                lifeledger_schemas::decode_event(&raw).unwrap_or_else(|e| panic!("{event}: {e}"));
-            let body = Body::Event {
-                canonical: lifeledger_schemas::canonical_json(&decoded),
-                event_id: decoded.event_id,
-                raw,
-            };
-            let source = Source::File {
-                path: "scenario".into(),
-                line: i as u64 + 1,
-            };
-            let sealed = head.append(*received, source, body);
-            Entry::decode(&sealed.encoding).unwrap()
+            event_entry(
+                &mut head,
+                serde_json::to_vec(event).unwrap(),
+                *received,
+                i as u64 + 1,
+            )
         })
         .collect()
 }

@@ -6,6 +6,7 @@
 //! leaves it at some earlier cursor, from which catching up continues.
 
 use super::{Ledger, StoreError};
+use crate::intake::LedgerRecord;
 use crate::policy::Policy;
 use crate::projection::{Projection, ProjectionError, PublishedPolicy};
 
@@ -208,17 +209,8 @@ impl Ledger {
                 "policy_hash": policy.hash,
             },
         });
-        let input = crate::intake::Incoming {
-            source: crate::entry::Source::File {
-                path: source_path.to_owned(),
-                line: 0,
-            },
-            raw: serde_json::to_vec(&raw).map_err(|e| codec_error(b"policy", e))?,
-        };
-        self.writing = Some(crate::intake::LedgerRecord::PolicyPublished);
-        let appended = self.append(crate::projection::POLICY_CHAIN, vec![input], now);
-        self.writing = None;
-        let report = appended?;
+        let report =
+            self.append_ledger_record(LedgerRecord::PolicyPublished, &raw, source_path, now)?;
         Ok(Publication::Published {
             seq: report.next_seq.saturating_sub(1),
         })
@@ -255,17 +247,8 @@ impl Ledger {
                 "last_seq": last_seq,
             },
         });
-        let input = crate::intake::Incoming {
-            source: crate::entry::Source::File {
-                path: source_path.to_owned(),
-                line: 0,
-            },
-            raw: serde_json::to_vec(&raw).map_err(|e| codec_error(b"imports", e))?,
-        };
-        self.writing = Some(crate::intake::LedgerRecord::HistoryImported);
-        let appended = self.append(crate::projection::IMPORTS_CHAIN, vec![input], now);
-        self.writing = None;
-        let report = appended?;
+        let report =
+            self.append_ledger_record(LedgerRecord::HistoryImported, &raw, source_path, now)?;
         if report.rejected > 0 {
             // A declared_by that is not an identifier, say: the rejection is
             // kept, and the caller told.
@@ -277,6 +260,29 @@ impl Ledger {
         Ok(Publication::Published {
             seq: report.next_seq.saturating_sub(1),
         })
+    }
+
+    /// Appends one of the ledger's own records to its reserved chain (the
+    /// intake guard lets it through only here), sourced from `source_path`
+    /// line 0 (the whole file).
+    fn append_ledger_record(
+        &mut self,
+        record: LedgerRecord,
+        raw: &serde_json::Value,
+        source_path: &str,
+        now: jiff::Timestamp,
+    ) -> Result<super::AppendReport, StoreError> {
+        let input = crate::intake::Incoming {
+            source: crate::entry::Source::File {
+                path: source_path.to_owned(),
+                line: 0,
+            },
+            raw: serde_json::to_vec(raw).map_err(|e| codec_error(record.chain().as_bytes(), e))?,
+        };
+        self.writing = Some(record);
+        let appended = self.append(record.chain(), vec![input], now);
+        self.writing = None;
+        appended
     }
 
     /// A stored policy text by hash, checked against the hash.
