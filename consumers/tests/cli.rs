@@ -1217,6 +1217,18 @@ fn a_declared_backfill_is_told_apart_from_live_late_reports() {
     let old = json_of(&run(&ledger, &["item", "old", "--json"]));
     assert_eq!(old["verdict"]["reported_late_imported"], true, "{old}");
     assert_eq!(old["verdict"]["reported_late"], false, "{old}");
+    let imported = old["imported_entries"].as_array().unwrap();
+    assert_eq!(imported.len(), 3, "{old}");
+    assert!(
+        imported.iter().all(|e| e["declared_by"] == "platform-team"),
+        "{old}"
+    );
+    let new = json_of(&run(&ledger, &["item", "new", "--json"]));
+    assert_eq!(
+        new["imported_entries"].as_array().unwrap().len(),
+        0,
+        "{new}"
+    );
 
     // The timeline marks the imported entries, and only those.
     for (item, by) in [("old", Some("platform-team")), ("new", None)] {

@@ -318,10 +318,31 @@ pub fn item(dir: &Path, args: ItemArgs) -> anyhow::Result<Outcome> {
         v
     });
     if args.judge.json {
+        // What the judgement set aside, named: deletions of copies already
+        // gone, and entries that are declared imported history.
+        let mut entries = state.entries();
+        entries.extend(account.map(|a| a.entries()).unwrap_or_default());
+        let imported: Vec<serde_json::Value> = entries
+            .iter()
+            .filter_map(|r| {
+                j.projection
+                    .import_of(r, |d| d.event_time <= j.as_of)
+                    .map(|d| {
+                        serde_json::json!({
+                            "chain": r.chain,
+                            "seq": r.seq,
+                            "declared_by": d.declared_by,
+                            "declared_at": {"chain": d.at.chain, "seq": d.at.seq},
+                        })
+                    })
+            })
+            .collect();
         let json = serde_json::json!({
             "item": state,
             "account": account,
             "verdict": verdict,
+            "repeated_deletions": state.repeated_deletions(),
+            "imported_entries": imported,
         });
         out!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(Outcome::Ok);

@@ -133,7 +133,37 @@ pub struct ItemState {
     pub holds: Vec<HoldChange>,
 }
 
+/// A deletion of a copy that was already gone: it changes no deadline and
+/// no verdict, and is shown for what it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RepeatedDeletion {
+    pub copy: String,
+    pub at: EntryRef,
+    /// When the copy went (its first deletion since it was last present).
+    pub gone_since: Timestamp,
+}
+
 impl ItemState {
+    /// The deletions of copies already gone, in event-time order per copy.
+    pub fn repeated_deletions(&self) -> Vec<RepeatedDeletion> {
+        let mut out = Vec::new();
+        for (copy, changes) in &self.copies {
+            let mut gone_since: Option<Timestamp> = None;
+            for c in changes {
+                match (c.present, gone_since) {
+                    (true, _) => gone_since = None,
+                    (false, None) => gone_since = Some(c.at.event_time),
+                    (false, Some(since)) => out.push(RepeatedDeletion {
+                        copy: copy.to_string(),
+                        at: c.at.clone(),
+                        gone_since: since,
+                    }),
+                }
+            }
+        }
+        out
+    }
+
     /// Every entry about the item, in ledger order (chain, seq). Derived
     /// rather than stored: every item event is a collection, a copy change
     /// or a hold change.

@@ -488,4 +488,17 @@ fn a_timeline_marks_a_deletion_of_a_copy_already_gone() {
         vec![None, None, None, Some(first_deletion), None, None],
         "only the second deletion, before the copy came back, is a repeat"
     );
+    // The item's state says the same (what `item --json` shows).
+    let mut p = Projection::default();
+    for e in entries(&evs) {
+        p.apply(&e).unwrap();
+    }
+    let repeats: Vec<(u64, Timestamp)> = p
+        .items
+        .values()
+        .flat_map(|i| i.repeated_deletions())
+        .map(|r| (r.at.seq, r.gone_since))
+        .collect();
+    assert_eq!(repeats.len(), 1, "{repeats:?}");
+    assert_eq!(repeats[0].1, first_deletion);
 }
