@@ -196,23 +196,23 @@ impl Ledger {
     ) -> Result<Publication, StoreError> {
         self.store_policy_text(&policy.hash, text)?;
         let event_id = format!("policy-{}", &policy.hash[..32.min(policy.hash.len())]);
-        if let Some((chain, seq)) = self.find_event(&event_id)? {
-            return Ok(Publication::AlreadyPublished { chain, seq });
-        }
-        let raw = serde_json::json!({
-            "schema_version": 1,
-            "event_id": event_id,
-            "event_time": now.to_string(),
-            "kind": {
-                "type": "policy_published",
-                "policy_version": policy.version,
-                "policy_hash": policy.hash,
-            },
+        let kind = serde_json::json!({
+            "type": "policy_published",
+            "policy_version": policy.version,
+            "policy_hash": policy.hash,
         });
-        let report =
-            self.append_ledger_record(LedgerRecord::PolicyPublished, &raw, source_path, now)?;
-        Ok(Publication::Published {
-            seq: report.next_seq.saturating_sub(1),
+        let written = self.append_ledger_record(
+            LedgerRecord::PolicyPublished,
+            &event_id,
+            kind,
+            source_path,
+            now,
+        )?;
+        Ok(match written {
+            Written::Found(found) => found,
+            Written::Appended(report) => Publication::Published {
+                seq: report.next_seq.saturating_sub(1),
+            },
         })
     }
 
@@ -232,23 +232,23 @@ impl Ledger {
     ) -> Result<Publication, StoreError> {
         let key = format!("{chain}\n{first_seq}\n{last_seq}\n{declared_by}");
         let event_id = format!("import-{}", &blake3::hash(key.as_bytes()).to_hex()[..32]);
-        if let Some((chain, seq)) = self.find_event(&event_id)? {
-            return Ok(Publication::AlreadyPublished { chain, seq });
-        }
-        let raw = serde_json::json!({
-            "schema_version": 1,
-            "event_id": event_id,
-            "event_time": now.to_string(),
-            "kind": {
-                "type": "history_imported",
-                "declared_by": declared_by,
-                "chain": chain,
-                "first_seq": first_seq,
-                "last_seq": last_seq,
-            },
+        let kind = serde_json::json!({
+            "type": "history_imported",
+            "declared_by": declared_by,
+            "chain": chain,
+            "first_seq": first_seq,
+            "last_seq": last_seq,
         });
-        let report =
-            self.append_ledger_record(LedgerRecord::HistoryImported, &raw, source_path, now)?;
+        let report = match self.append_ledger_record(
+            LedgerRecord::HistoryImported,
+            &event_id,
+            kind,
+            source_path,
+            now,
+        )? {
+            Written::Found(found) => return Ok(found),
+            Written::Appended(report) => report,
+        };
         if report.rejected > 0 {
             // A declared_by that is not an identifier, say: the rejection is
             // kept, and the caller told.
@@ -262,27 +262,39 @@ impl Ledger {
         })
     }
 
-    /// Appends one of the ledger's own records to its reserved chain (the
-    /// intake guard lets it through only here), sourced from `source_path`
-    /// line 0 (the whole file).
+    /// Appends one of the ledger's own records (an event `event_id` of
+    /// `kind`, at `now`) to its reserved chain, the only place the intake
+    /// guard lets it through, sourced from `source_path` line 0 (the whole
+    /// file). An event id already recorded is found instead: the record
+    /// was written before. What was rejected is the caller's to judge.
     fn append_ledger_record(
         &mut self,
         record: LedgerRecord,
-        raw: &serde_json::Value,
+        event_id: &str,
+        kind: serde_json::Value,
         source_path: &str,
         now: jiff::Timestamp,
-    ) -> Result<super::AppendReport, StoreError> {
+    ) -> Result<Written, StoreError> {
+        if let Some((chain, seq)) = self.find_event(event_id)? {
+            return Ok(Written::Found(Publication::AlreadyPublished { chain, seq }));
+        }
+        let raw = serde_json::json!({
+            "schema_version": 1,
+            "event_id": event_id,
+            "event_time": now.to_string(),
+            "kind": kind,
+        });
         let input = crate::intake::Incoming {
             source: crate::entry::Source::File {
                 path: source_path.to_owned(),
                 line: 0,
             },
-            raw: serde_json::to_vec(raw).map_err(|e| codec_error(record.chain().as_bytes(), e))?,
+            raw: serde_json::to_vec(&raw).map_err(|e| codec_error(record.chain().as_bytes(), e))?,
         };
         self.writing = Some(record);
         let appended = self.append(record.chain(), vec![input], now);
         self.writing = None;
-        appended
+        Ok(Written::Appended(appended?))
     }
 
     /// A stored policy text by hash, checked against the hash.
@@ -335,6 +347,13 @@ impl Ledger {
         }
         Ok(None)
     }
+}
+
+/// How one of the ledger's own records went: found (written before), or
+/// appended now.
+enum Written {
+    Found(Publication),
+    Appended(super::AppendReport),
 }
 
 /// What [`Ledger::publish_policy`] did.
