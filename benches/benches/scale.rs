@@ -9,7 +9,9 @@
 //!
 //! `cargo bench -p lifeledger-benches --bench scale` (sizes from
 //! `LIFELEDGER_SCALE_SIZES`, default `1000000`; e.g. `1000000,10000000`).
-//! Builds the release binary first. Needs `/usr/bin/time` (Debian `time`).
+//! Builds the release binary first, unless `LIFELEDGER_BIN` names one (to
+//! measure an earlier build beside this one). Needs `/usr/bin/time`
+//! (Debian `time`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,6 +22,9 @@ use lifeledger::kafka::demo::synthetic_stream;
 const CHUNKS: usize = 10;
 
 fn binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("LIFELEDGER_BIN") {
+        return PathBuf::from(bin);
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .args([

@@ -17,7 +17,8 @@ use jiff::{SignedDuration, Timestamp};
 use lifeledger_ledger::monitor::{Alert, Monitor, WatchCounts};
 use lifeledger_ledger::policy::Policy;
 use lifeledger_ledger::projection::Projection;
-use lifeledger_ledger::projection::report::{judge_all, summarize};
+use lifeledger_ledger::projection::facts::FactsError;
+use lifeledger_ledger::projection::report::{StatusTally, judge_each};
 use lifeledger_ledger::{Ledger, StoreError};
 use thiserror::Error;
 
@@ -63,6 +64,8 @@ impl Clock for ManualClock {
 pub enum MonitorError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Facts(#[from] FactsError),
     #[error("alerts could not be delivered: {0}")]
     Delivery(String),
 }
@@ -310,24 +313,31 @@ impl MonitorRunner {
         sweep: bool,
         now: Timestamp,
     ) -> Result<Vec<Alert>, MonitorError> {
+        let touched = projection.take_touched();
+        let facts = ledger.facts(projection)?;
         let alerts = if sweep {
-            projection.take_touched();
             self.last_verdict_gauges = None;
-            self.monitor.sweep(projection, policy, now)
+            self.monitor.sweep(&facts, policy, now)?
         } else {
-            let touched = projection.take_touched();
-            self.monitor.tick(projection, policy, &touched, now)
+            self.monitor.tick(&facts, policy, &touched, now)?
         };
+        drop(facts);
         let changed = self.monitor.take_changed();
         ledger.save_monitor(&changed, &alerts)?;
         let sent = self.deliver(ledger)?;
         let refresh = self
             .last_verdict_gauges
             .is_none_or(|t| t.elapsed() >= self.settings.verdict_gauges_every);
-        let by_status = refresh.then(|| {
-            let verdicts = judge_all(projection, policy, now);
-            summarize(&verdicts, now, &policy.version, self.settings.horizon).by_status
-        });
+        let by_status = if refresh {
+            // One verdict at a time: every item is judged, none is kept.
+            let mut tally = StatusTally::new(now, &policy.version, self.settings.horizon);
+            judge_each(&ledger.facts(projection)?, policy, now, &mut |v| {
+                tally.add(&v)
+            })?;
+            Some(tally.finish().by_status)
+        } else {
+            None
+        };
         if refresh {
             self.last_verdict_gauges = Some(Instant::now());
         }

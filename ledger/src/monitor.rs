@@ -22,8 +22,9 @@ use lifeledger_schemas::Account;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::Policy;
+use crate::projection::facts::{Facts, FactsError};
 use crate::projection::verdict::{ItemVerdict, Status, judge};
-use crate::projection::{Dirty, EntryRef, ItemState, Projection, account_key};
+use crate::projection::{AccountState, Dirty, EntryRef, ItemState, account_key};
 
 /// What the monitor says about an item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -158,36 +159,64 @@ impl Monitor {
     /// Looks at every item: on start, and when the policy changes.
     pub fn sweep(
         &mut self,
-        projection: &Projection,
+        facts: &dyn Facts,
         policy: &Policy,
         now: Timestamp,
-    ) -> Vec<Alert> {
+    ) -> Result<Vec<Alert>, FactsError> {
         self.account_items.clear();
         self.wakeups.clear();
         self.next_wakeup.clear();
         let mut alerts = Vec::new();
-        for item in projection.items.values() {
+        let mut failed = None;
+        facts.each_item(&mut |item| {
+            if failed.is_some() {
+                return;
+            }
             self.index(item);
-            alerts.extend(self.look(item, projection, policy, now, "sweep"));
-        }
+            match self.look_up_account(item, facts) {
+                Ok(account) => {
+                    let imports = facts.imports();
+                    alerts.extend(self.look(
+                        item,
+                        account.as_deref(),
+                        imports,
+                        policy,
+                        now,
+                        "sweep",
+                    ))
+                }
+                Err(e) => failed = Some(e),
+            }
+        })?;
         // Items the monitor remembers but the projection no longer has
         // cannot occur (the projection only grows); nothing to do.
-        alerts
+        failed.map_or(Ok(alerts), Err)
+    }
+
+    fn look_up_account<'f>(
+        &self,
+        item: &ItemState,
+        facts: &'f dyn Facts,
+    ) -> Result<Option<std::borrow::Cow<'f, AccountState>>, FactsError> {
+        match &item.account {
+            Some(a) => facts.account(&account_key(a)),
+            None => Ok(None),
+        }
     }
 
     /// Looks at what changed: items touched since the last tick (and the
     /// items of touched accounts), and items whose wakeup has come.
     pub fn tick(
         &mut self,
-        projection: &Projection,
+        facts: &dyn Facts,
         policy: &Policy,
         touched: &Dirty,
         now: Timestamp,
-    ) -> Vec<Alert> {
+    ) -> Result<Vec<Alert>, FactsError> {
         let mut by_entry: BTreeSet<String> = BTreeSet::new();
         for id in &touched.items {
-            if let Some(item) = projection.items.get(id) {
-                self.index(item);
+            if let Some(item) = facts.item(id)? {
+                self.index(&item);
             }
             by_entry.insert(id.clone());
         }
@@ -208,13 +237,15 @@ impl Monitor {
         }
         let mut alerts = Vec::new();
         for id in by_entry.iter().chain(by_clock.difference(&by_entry)) {
-            if let Some(item) = projection.items.get(id) {
+            if let Some(item) = facts.item(id)? {
                 let from_entry = by_entry.contains(id);
                 let by = if from_entry { "entry" } else { "clock" };
-                alerts.extend(self.look(item, projection, policy, now, by));
+                let account = self.look_up_account(&item, facts)?;
+                let imports = facts.imports();
+                alerts.extend(self.look(&item, account.as_deref(), imports, policy, now, by));
             }
         }
-        alerts
+        Ok(alerts)
     }
 
     /// Hands over the states changed since the last call, to be saved
@@ -253,15 +284,12 @@ impl Monitor {
     fn look(
         &mut self,
         item: &ItemState,
-        projection: &Projection,
+        account: Option<&AccountState>,
+        imports: &[crate::projection::DeclaredImport],
         policy: &Policy,
         now: Timestamp,
         by: &str,
     ) -> Option<Alert> {
-        let account = item
-            .account
-            .as_ref()
-            .and_then(|a| projection.accounts.get(&account_key(a)));
         // Facts dated after now (a producer's clock ahead of ours) count
         // only once now reaches them: look again then.
         let later_fact = item
@@ -272,7 +300,7 @@ impl Monitor {
             .filter(|t| *t > now)
             .min();
         let verdict = judge(item, account, policy, now).map(|mut v| {
-            v.weigh_imports(projection);
+            v.weigh_imports(imports);
             v
         });
         let (state, wakeup) = verdict

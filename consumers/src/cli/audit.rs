@@ -327,7 +327,7 @@ pub fn prove(dir: &Path, args: ProveArgs) -> anyhow::Result<Outcome> {
             args.item
         );
     }
-    let mut projection = ledger.load_or_rebuild_projection(&mut |_| {})?;
+    let mut projection = ledger.open_or_rebuild_projection(&mut |_| {})?;
     ledger.catch_up(&mut projection, &mut |_| {})?;
     let proof = ledger.prove_item(&args.item, &projection)?;
     std::fs::write(&args.out, serde_json::to_vec_pretty(&proof)?)

@@ -61,7 +61,7 @@ pub fn run(dir: &Path, args: IngestArgs) -> anyhow::Result<Outcome> {
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
-    let mut projection = ledger.load_or_rebuild_projection(&mut |_| {})?;
+    let mut projection = ledger.open_or_rebuild_projection(&mut |_| {})?;
     let signer = args
         .checkpoint_key
         .as_deref()

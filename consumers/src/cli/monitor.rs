@@ -92,7 +92,7 @@ fn pass(
     clock: &dyn Clock,
 ) -> anyhow::Result<(Vec<Alert>, (u64, u64))> {
     let mut ledger = super::open_existing_for_append(dir)?;
-    let mut projection = ledger.load_or_rebuild_projection(&mut |_| {})?;
+    let mut projection = ledger.open_or_rebuild_projection(&mut |_| {})?;
     ledger.catch_up(&mut projection, &mut |_| {})?;
     let settings = MonitorSettings {
         horizon: SignedDuration::from_hours(24 * i64::from(args.horizon_days)),

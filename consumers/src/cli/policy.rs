@@ -61,7 +61,7 @@ pub fn run(dir: &Path, command: PolicyCommand) -> anyhow::Result<Outcome> {
                 }
                 Publication::Published { seq } => seq,
             };
-            let mut projection = ledger.load_or_rebuild_projection(&mut |_| {})?;
+            let mut projection = ledger.open_or_rebuild_projection(&mut |_| {})?;
             ledger.catch_up(&mut projection, &mut |_| {})?;
             out!(
                 "published policy {} (blake3 {}) at chain {POLICY_CHAIN:?} seq {seq}",

@@ -7,10 +7,11 @@ use anyhow::{Context, anyhow, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use jiff::{SignedDuration, Timestamp};
 use lifeledger_ledger::policy::Policy;
+use lifeledger_ledger::projection::facts::Facts;
 use lifeledger_ledger::projection::replay::parse_moment;
-use lifeledger_ledger::projection::report::{StatusReport, judge_all, summarize};
+use lifeledger_ledger::projection::report::{StatusReport, StatusTally, judge_each};
 use lifeledger_ledger::projection::verdict::{ItemVerdict, Status, Violation, judge};
-use lifeledger_ledger::projection::{Projection, PublishedPolicy, account_key};
+use lifeledger_ledger::projection::{ItemState, Projection, PublishedPolicy, account_key};
 use lifeledger_ledger::{Body, Ledger, LedgerOptions, ReadOnlyLedger};
 
 use super::Outcome;
@@ -60,7 +61,9 @@ fn prepare(dir: &Path, args: &JudgeArgs) -> anyhow::Result<Judged> {
     // writes nothing in the ledger directory.
     let mut reading = super::open_for_reading(dir)?;
     let ledger = reading.ledger_mut();
-    let mut projection = ledger.load_or_rebuild_projection(&mut |_| {})?;
+    // Partial: items stay saved in the private copy and are read one at a
+    // time, so memory does not grow with the number of items.
+    let mut projection = ledger.open_or_rebuild_projection(&mut |_| {})?;
     let pending: u64 = ledger
         .heads()
         .map(|h| h.next_seq.saturating_sub(projection.next_seq(&h.chain)))
@@ -121,9 +124,11 @@ pub(super) fn days(d: SignedDuration) -> String {
 
 pub fn status(dir: &Path, args: StatusArgs) -> anyhow::Result<Outcome> {
     let j = prepare(dir, &args.judge)?;
-    let verdicts = judge_all(&j.projection, &j.policy, j.as_of);
     let window = SignedDuration::from_hours(24 * i64::from(args.due_within_days));
-    let report = summarize(&verdicts, j.as_of, &j.policy.version, window);
+    let mut tally = StatusTally::new(j.as_of, &j.policy.version, window);
+    let facts = j.ledger.ledger().facts(&j.projection)?;
+    judge_each(&facts, &j.policy, j.as_of, &mut |v| tally.add(&v))?;
+    let report = tally.finish();
     if args.judge.json {
         out!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(Outcome::Ok);
@@ -306,15 +311,18 @@ pub(super) fn violation_line(v: &Violation) -> String {
 
 pub fn item(dir: &Path, args: ItemArgs) -> anyhow::Result<Outcome> {
     let j = prepare(dir, &args.judge)?;
-    let Some(state) = j.projection.items.get(&args.item) else {
+    let facts = j.ledger.ledger().facts(&j.projection)?;
+    let Some(state) = facts.item(&args.item)? else {
         bail!("no item {:?} in the ledger", args.item);
     };
-    let account = state
-        .account
-        .as_ref()
-        .and_then(|a| j.projection.accounts.get(&account_key(a)));
+    let state: &ItemState = &state;
+    let account = match &state.account {
+        Some(a) => facts.account(&account_key(a))?,
+        None => None,
+    };
+    let account = account.as_deref();
     let verdict = judge(state, account, &j.policy, j.as_of).map(|mut v| {
-        v.weigh_imports(&j.projection);
+        v.weigh_imports(&j.projection.imports);
         v
     });
     if args.judge.json {
@@ -445,10 +453,13 @@ pub fn item(dir: &Path, args: ItemArgs) -> anyhow::Result<Outcome> {
 
 pub fn findings(dir: &Path, args: JudgeArgs) -> anyhow::Result<Outcome> {
     let j = prepare(dir, &args)?;
-    let found: Vec<ItemVerdict> = judge_all(&j.projection, &j.policy, j.as_of)
-        .into_iter()
-        .filter(ItemVerdict::is_finding)
-        .collect();
+    let mut found: Vec<ItemVerdict> = Vec::new();
+    let facts = j.ledger.ledger().facts(&j.projection)?;
+    judge_each(&facts, &j.policy, j.as_of, &mut |v| {
+        if v.is_finding() {
+            found.push(v);
+        }
+    })?;
     if args.json {
         out!("{}", serde_json::to_string_pretty(&found)?);
         return Ok(Outcome::Ok);
@@ -489,12 +500,11 @@ pub fn rebuild(dir: &Path) -> anyhow::Result<Outcome> {
         .with_context(|| format!("opening the ledger at {}", dir.display()))?;
     let start = std::time::Instant::now();
     let projection = ledger.rebuild_projection(&mut |_| {})?;
+    let (items, accounts) = ledger.projection_size()?;
     out!(
-        "rebuilt the projection from {} entries in {:.2?}: {} items, {} accounts",
+        "rebuilt the projection from {} entries in {:.2?}: {items} items, {accounts} accounts",
         projection.covered.values().sum::<u64>(),
         start.elapsed(),
-        projection.items.len(),
-        projection.accounts.len()
     );
     Ok(Outcome::Ok)
 }

@@ -121,7 +121,7 @@ impl Sink {
         checkpoint_interval: std::time::Duration,
     ) -> Result<Self, StoreError> {
         let projection = if update_projection {
-            let mut p = ledger.load_or_rebuild_projection(&mut |_| {})?;
+            let mut p = ledger.open_or_rebuild_projection(&mut |_| {})?;
             ledger.catch_up(&mut p, &mut |_| {})?;
             Some(p)
         } else {
@@ -733,7 +733,7 @@ impl Sink {
             kept.display()
         );
         if let Some(p) = self.projection.as_mut() {
-            *p = self.ledger.load_or_rebuild_projection(&mut |_| {})?;
+            *p = self.ledger.open_or_rebuild_projection(&mut |_| {})?;
         }
         let then = continue_chain(&mut self.ledger, archive, chain)?;
         Ok((first, Some(then)))

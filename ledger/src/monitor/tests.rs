@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::*;
 use crate::entry::Entry;
+use crate::projection::Projection;
 use crate::projection::tests::{POLICY, entries, events};
 
 fn day(d: i64) -> Timestamp {
@@ -68,10 +69,14 @@ fn an_item_goes_due_soon_then_overdue_then_clear_with_one_alert_each() {
     fold(&mut p, &all[..2]);
     let mut m = Monitor::new(week, HashMap::new());
     // Rule B: due at day 180. Day 100: nothing to say.
-    assert!(m.sweep(&p, &policy, day(100)).is_empty());
+    assert!(m.sweep(&p, &policy, day(100)).unwrap().is_empty());
     p.take_touched();
-    assert!(m.tick(&p, &policy, &Dirty::default(), day(172)).is_empty());
-    let soon = m.tick(&p, &policy, &Dirty::default(), day(174));
+    assert!(
+        m.tick(&p, &policy, &Dirty::default(), day(172))
+            .unwrap()
+            .is_empty()
+    );
+    let soon = m.tick(&p, &policy, &Dirty::default(), day(174)).unwrap();
     assert_eq!(soon.len(), 1);
     assert_eq!(
         (soon[0].previous_state, soon[0].state),
@@ -81,8 +86,12 @@ fn an_item_goes_due_soon_then_overdue_then_clear_with_one_alert_each() {
     assert_eq!(soon[0].cause.by, "clock");
     assert_eq!(soon[0].deadline, Some(sg_day_end(180)));
     assert_eq!(soon[0].rule.as_deref(), Some("B"));
-    assert!(m.tick(&p, &policy, &Dirty::default(), day(179)).is_empty());
-    let overdue = m.tick(&p, &policy, &Dirty::default(), day(181));
+    assert!(
+        m.tick(&p, &policy, &Dirty::default(), day(179))
+            .unwrap()
+            .is_empty()
+    );
+    let overdue = m.tick(&p, &policy, &Dirty::default(), day(181)).unwrap();
     assert_eq!(overdue.len(), 1);
     assert_eq!(overdue[0].state, Watch::Overdue);
     assert_eq!(overdue[0].copies_remaining, vec!["mysql".to_owned()]);
@@ -94,12 +103,12 @@ fn an_item_goes_due_soon_then_overdue_then_clear_with_one_alert_each() {
     // A restarted monitor that reloads the states repeats nothing.
     let saved: HashMap<String, Watched> = m.take_changed().into_iter().collect();
     let mut restarted = Monitor::new(week, saved);
-    assert!(restarted.sweep(&p, &policy, day(182)).is_empty());
+    assert!(restarted.sweep(&p, &policy, day(182)).unwrap().is_empty());
 
     // The deletion arrives: clear, caused by that entry.
     fold(&mut p, &all[2..]);
     let touched = p.take_touched();
-    let cleared = restarted.tick(&p, &policy, &touched, day(201));
+    let cleared = restarted.tick(&p, &policy, &touched, day(201)).unwrap();
     assert_eq!(cleared.len(), 1);
     assert_eq!(
         (cleared[0].previous_state, cleared[0].state),
@@ -112,6 +121,7 @@ fn an_item_goes_due_soon_then_overdue_then_clear_with_one_alert_each() {
     assert!(
         restarted
             .tick(&p, &policy, &Dirty::default(), day(400))
+            .unwrap()
             .is_empty()
     );
 }
@@ -133,7 +143,7 @@ proptest! {
         let mut p = Projection::default();
         let mut m = Monitor::new(SignedDuration::from_hours(24 * horizon_days), HashMap::new());
         let mut now = day(0);
-        m.sweep(&p, &policy, now);
+        m.sweep(&p, &policy, now).unwrap();
         let mut folded: usize = 0;
         let mut seen: HashMap<String, (u64, Watch)> = HashMap::new();
         for (take, advance) in steps.iter().chain(std::iter::once(&(usize::MAX, 900))) {
@@ -142,7 +152,7 @@ proptest! {
             folded = end;
             now = now.checked_add(SignedDuration::from_hours(24 * advance)).unwrap();
             let touched = p.take_touched();
-            for alert in m.tick(&p, &policy, &touched, now) {
+            for alert in m.tick(&p, &policy, &touched, now).unwrap() {
                 let (n, state) = seen.get(&alert.item_id).copied().unwrap_or((0, Watch::Clear));
                 prop_assert_eq!(alert.alert_id.clone(), format!("{}#{}", alert.item_id, n + 1));
                 prop_assert_eq!(alert.previous_state, state);
@@ -195,12 +205,12 @@ fn a_hold_a_deletion_and_a_revived_backup_each_change_the_state_once() {
     let mut p = Projection::default();
     let mut m = Monitor::new(week, HashMap::new());
     fold(&mut p, &all[..2]);
-    m.sweep(&p, &policy, day(181));
+    m.sweep(&p, &policy, day(181)).unwrap();
     p.take_touched();
     let step = |p: &mut Projection, m: &mut Monitor, upto: usize, now: i64| {
         fold(p, &all[p.next_seq("a") as usize..upto]);
         let touched = p.take_touched();
-        m.tick(p, &policy, &touched, day(now))
+        m.tick(p, &policy, &touched, day(now)).unwrap()
     };
     // The sweep found it overdue (#1); placing a hold clears it.
     let held = step(&mut p, &mut m, 3, 183);
@@ -267,9 +277,9 @@ fn alerts_match_their_published_schema() {
         let mut m = Monitor::new(SignedDuration::from_hours(24 * 7), HashMap::new());
         for d in [0, 100, 175, 181, 300, 600] {
             if d == 0 {
-                alerts.extend(m.sweep(&p, &policy, day(d)));
+                alerts.extend(m.sweep(&p, &policy, day(d)).unwrap());
             } else {
-                alerts.extend(m.tick(&p, &policy, &Dirty::default(), day(d)));
+                alerts.extend(m.tick(&p, &policy, &Dirty::default(), day(d)).unwrap());
             }
         }
     }
@@ -335,13 +345,13 @@ fn a_new_future_dated_event_is_alerted_even_when_the_state_stays() {
         ],
     );
     let mut m = Monitor::new(week, HashMap::new());
-    assert!(m.sweep(&p, &policy, day(10)).is_empty());
+    assert!(m.sweep(&p, &policy, day(10)).unwrap().is_empty());
     p.take_touched();
     // A copy dated 30 days after the ledger received it: the producer's
     // clock runs ahead. The item stays clear, and the finding is alerted.
     fold(&mut p, &[received_on(&mut head, 2, 40, 10, stored.clone())]);
     let touched = p.take_touched();
-    let alerts = m.tick(&p, &policy, &touched, day(10));
+    let alerts = m.tick(&p, &policy, &touched, day(10)).unwrap();
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(
         (alerts[0].previous_state, alerts[0].state),
@@ -351,10 +361,14 @@ fn a_new_future_dated_event_is_alerted_even_when_the_state_stays() {
     assert_eq!(alerts[0].cause.by, "entry");
     assert_eq!(alerts[0].alert_id, "f#1");
     // Looking again says nothing; a second future-dated event is alerted.
-    assert!(m.tick(&p, &policy, &Dirty::default(), day(11)).is_empty());
+    assert!(
+        m.tick(&p, &policy, &Dirty::default(), day(11))
+            .unwrap()
+            .is_empty()
+    );
     fold(&mut p, &[received_on(&mut head, 3, 60, 11, stored)]);
     let touched = p.take_touched();
-    let again = m.tick(&p, &policy, &touched, day(11));
+    let again = m.tick(&p, &policy, &touched, day(11)).unwrap();
     assert_eq!(again.len(), 1, "{again:?}");
     assert_eq!(again[0].alert_id, "f#2");
     assert_eq!(
@@ -366,6 +380,7 @@ fn a_new_future_dated_event_is_alerted_even_when_the_state_stays() {
     assert!(
         Monitor::new(week, saved)
             .sweep(&p, &policy, day(12))
+            .unwrap()
             .is_empty()
     );
 }

@@ -8,6 +8,7 @@
 //! ([`verdict::judge`]); they are never stored.
 
 pub mod diff;
+pub mod facts;
 pub mod replay;
 pub mod report;
 pub mod timeline;
@@ -225,12 +226,20 @@ impl Projection {
         entry: &EntryRef,
         known: impl Fn(&EntryRef) -> bool,
     ) -> Option<&DeclaredImport> {
-        self.imports.iter().find(|d| {
-            d.chain == entry.chain
-                && (d.first_seq..=d.last_seq).contains(&entry.seq)
-                && known(&d.at)
-        })
+        import_of(&self.imports, entry, known)
     }
+}
+
+/// The declared import among `imports` an entry belongs to, among the
+/// declarations `known` (those recorded by the judging moment).
+pub fn import_of<'a>(
+    imports: &'a [DeclaredImport],
+    entry: &EntryRef,
+    known: impl Fn(&EntryRef) -> bool,
+) -> Option<&'a DeclaredImport> {
+    imports.iter().find(|d| {
+        d.chain == entry.chain && (d.first_seq..=d.last_seq).contains(&entry.seq) && known(&d.at)
+    })
 }
 
 /// A policy version published on the chain.
@@ -314,6 +323,10 @@ pub struct Projection {
     /// must see every change whether or not the projection was saved.
     #[serde(skip)]
     touched: Dirty,
+    /// Holds only some items and accounts in memory (a writer's, see
+    /// [`Projection::partial`]); the rest are saved elsewhere.
+    #[serde(skip)]
+    partial: bool,
 }
 
 /// Two projections are equal when they hold the same facts and cursors;
@@ -342,6 +355,58 @@ impl Projection {
     /// The seq this projection expects next on `chain`.
     pub fn next_seq(&self, chain: &str) -> u64 {
         self.covered.get(chain).copied().unwrap_or(0)
+    }
+
+    /// The item and the account (by [`account_key`]) an event's facts
+    /// are folded into, if any: what must be in memory before
+    /// [`Projection::apply_decoded`] folds it into a projection that holds
+    /// only some items (see [`Projection::release`]).
+    pub fn folds_into(event: &Event) -> (Option<&str>, Option<String>) {
+        let Some(account) = &event.account else {
+            return (None, None);
+        };
+        match event.item() {
+            Some(item) => (Some(item), None),
+            None => (None, Some(account_key(account))),
+        }
+    }
+
+    /// A projection that will hold only some items and accounts in memory:
+    /// whoever folds entries into it puts each saved state back first
+    /// (see [`Projection::folds_into`]), and may drop saved ones
+    /// ([`Projection::release`]).
+    pub fn partial() -> Self {
+        Projection {
+            partial: true,
+            ..Projection::default()
+        }
+    }
+
+    /// Whether items and accounts live elsewhere too (see
+    /// [`Projection::partial`]).
+    pub fn is_partial(&self) -> bool {
+        self.partial
+    }
+
+    /// Drops from memory the items and accounts saved since they last
+    /// changed (none is dirty), keeping policies, imports and cursors.
+    /// Only a partial projection drops anything: the caller keeps the
+    /// saved states, and puts each back before an entry folds into it.
+    /// Returns how many were dropped.
+    pub fn release(&mut self) -> usize {
+        if !self.partial {
+            return 0;
+        }
+        let before = self.items.len() + self.accounts.len();
+        let dirty = &self.dirty;
+        self.items.retain(|id, _| dirty.items.contains(id));
+        self.accounts.retain(|key, _| dirty.accounts.contains(key));
+        before - self.items.len() - self.accounts.len()
+    }
+
+    /// Items and accounts held in memory.
+    pub fn resident(&self) -> usize {
+        self.items.len() + self.accounts.len()
     }
 
     /// Hands over and clears the record of what changed (for saving).

@@ -5,25 +5,50 @@ use std::collections::BTreeMap;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
+use super::facts::{Facts, FactsError};
 use super::verdict::{ItemVerdict, Status, judge};
 use super::{Projection, account_key};
 use crate::policy::Policy;
 
 /// Judges every item of a projection as of `as_of`, in item order.
 pub fn judge_all(projection: &Projection, policy: &Policy, as_of: Timestamp) -> Vec<ItemVerdict> {
-    projection
-        .items
-        .values()
-        .filter_map(|item| {
-            let account = item
-                .account
-                .as_ref()
-                .and_then(|a| projection.accounts.get(&account_key(a)));
-            let mut v = judge(item, account, policy, as_of)?;
-            v.weigh_imports(projection);
-            Some(v)
-        })
-        .collect()
+    let mut verdicts = Vec::new();
+    // A projection in memory reads without failing.
+    let _ = judge_each(projection, policy, as_of, &mut |v| verdicts.push(v));
+    verdicts
+}
+
+/// Judges every item `facts` holds as of `as_of`, in item order, handing
+/// each verdict to `visit` (so that no list of every verdict is kept).
+pub fn judge_each(
+    facts: &dyn Facts,
+    policy: &Policy,
+    as_of: Timestamp,
+    visit: &mut dyn FnMut(ItemVerdict),
+) -> Result<(), FactsError> {
+    let mut failed = None;
+    facts.each_item(&mut |item| {
+        if failed.is_some() {
+            return;
+        }
+        let account = match item
+            .account
+            .as_ref()
+            .map(|a| facts.account(&account_key(a)))
+        {
+            Some(Err(e)) => {
+                failed = Some(e);
+                return;
+            }
+            Some(Ok(a)) => a,
+            None => None,
+        };
+        if let Some(mut v) = judge(item, account.as_deref(), policy, as_of) {
+            v.weigh_imports(facts.imports());
+            visit(v);
+        }
+    })?;
+    failed.map_or(Ok(()), Err)
 }
 
 /// An item whose deadline is near.
@@ -72,38 +97,63 @@ pub fn summarize(
     policy_version: &str,
     due_within: SignedDuration,
 ) -> StatusReport {
-    let mut report = StatusReport {
-        as_of,
-        policy_version: policy_version.to_owned(),
-        items: verdicts.len() as u64,
-        findings: 0,
-        reported_late: 0,
-        reported_late_imported: 0,
-        by_status: BTreeMap::new(),
-        by_violation: BTreeMap::new(),
-        by_category: BTreeMap::new(),
-        copies_by_store: BTreeMap::new(),
-        due_soon: Vec::new(),
-    };
+    let mut tally = StatusTally::new(as_of, policy_version, due_within);
     for v in verdicts {
+        tally.add(v);
+    }
+    tally.finish()
+}
+
+/// A [`StatusReport`] summed up one verdict at a time.
+#[derive(Debug)]
+pub struct StatusTally {
+    report: StatusReport,
+    due_within: SignedDuration,
+}
+
+impl StatusTally {
+    pub fn new(as_of: Timestamp, policy_version: &str, due_within: SignedDuration) -> Self {
+        StatusTally {
+            report: StatusReport {
+                as_of,
+                policy_version: policy_version.to_owned(),
+                items: 0,
+                findings: 0,
+                reported_late: 0,
+                reported_late_imported: 0,
+                by_status: BTreeMap::new(),
+                by_violation: BTreeMap::new(),
+                by_category: BTreeMap::new(),
+                copies_by_store: BTreeMap::new(),
+                due_soon: Vec::new(),
+            },
+            due_within,
+        }
+    }
+
+    pub fn add(&mut self, v: &ItemVerdict) {
+        self.report.items += 1;
+        let due_within = self.due_within;
         let status = v.status.name().to_owned();
-        *report.by_status.entry(status.clone()).or_default() += 1;
+        *self.report.by_status.entry(status.clone()).or_default() += 1;
         let category = v.category.clone().unwrap_or_else(|| "(none)".into());
-        *report
+        *self
+            .report
             .by_category
             .entry(category)
             .or_default()
             .entry(status)
             .or_default() += 1;
         for violation in &v.violations {
-            *report
+            *self
+                .report
                 .by_violation
                 .entry(violation.name().to_owned())
                 .or_default() += 1;
         }
         for copy in &v.copies {
             let store = copy.copy.split('#').next().unwrap_or_default().to_owned();
-            let entry = report.copies_by_store.entry(store).or_default();
+            let entry = self.report.copies_by_store.entry(store).or_default();
             if copy.present {
                 entry.present += 1;
             } else {
@@ -111,17 +161,17 @@ pub fn summarize(
             }
         }
         if v.is_finding() {
-            report.findings += 1;
+            self.report.findings += 1;
         }
         if v.reported_late_imported {
-            report.reported_late_imported += 1;
+            self.report.reported_late_imported += 1;
         }
         if v.reported_late {
-            report.reported_late += 1;
+            self.report.reported_late += 1;
         }
         if let (Status::Due { remaining }, Some(d)) = (&v.status, &v.deadline) {
             if *remaining <= due_within {
-                report.due_soon.push(DueSoon {
+                self.report.due_soon.push(DueSoon {
                     item_id: v.item_id.clone(),
                     category: v.category.clone(),
                     due_by: d.due_by,
@@ -131,8 +181,11 @@ pub fn summarize(
             }
         }
     }
-    report
-        .due_soon
-        .sort_by_key(|d| (d.due_by, d.item_id.clone()));
-    report
+
+    pub fn finish(mut self) -> StatusReport {
+        self.report
+            .due_soon
+            .sort_by_key(|d| (d.due_by, d.item_id.clone()));
+        self.report
+    }
 }

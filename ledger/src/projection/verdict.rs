@@ -200,7 +200,7 @@ impl ItemVerdict {
     /// at the judging moment, is `reported_late_imported` instead of
     /// `reported_late`: the lateness is the import's, not the live
     /// stream's. An auditor still sees it, and which import.
-    pub fn weigh_imports(&mut self, projection: &super::Projection) {
+    pub fn weigh_imports(&mut self, imports: &[super::DeclaredImport]) {
         if !self.reported_late {
             return;
         }
@@ -217,7 +217,7 @@ impl ItemVerdict {
         let imported = !late.is_empty()
             && late
                 .iter()
-                .all(|r| projection.import_of(r, |d| d.event_time <= as_of).is_some());
+                .all(|r| super::import_of(imports, r, |d| d.event_time <= as_of).is_some());
         if imported {
             self.reported_late = false;
             self.reported_late_imported = true;

@@ -150,20 +150,28 @@ impl Ledger {
                         }
                     }
                     ExportScope::Account(account) => {
-                        let projection = self.load_projection()?;
+                        use crate::projection::facts::Facts;
+                        // Read one item at a time from the saved projection.
+                        let projection = self.open_projection()?;
+                        let facts = self.facts(&projection)?;
                         let mut add = |r: &crate::projection::EntryRef| {
                             wanted.entry(r.chain.clone()).or_default().push(r.seq)
                         };
-                        if let Some(a) = projection.accounts.get(account) {
+                        let read = |e: crate::projection::facts::FactsError| {
+                            damaged(account.as_bytes(), e.to_string())
+                        };
+                        if let Some(a) = facts.account(account).map_err(read)? {
                             a.entries().into_iter().for_each(&mut add);
                         }
-                        for item in projection.items.values() {
-                            if item.account.as_ref().map(account_key).as_deref()
-                                == Some(account.as_str())
-                            {
-                                item.entries().into_iter().for_each(&mut add);
-                            }
-                        }
+                        facts
+                            .each_item(&mut |item| {
+                                if item.account.as_ref().map(account_key).as_deref()
+                                    == Some(account.as_str())
+                                {
+                                    item.entries().into_iter().for_each(&mut add);
+                                }
+                            })
+                            .map_err(read)?;
                     }
                     ExportScope::Full => {}
                 }
@@ -259,9 +267,12 @@ impl Ledger {
         })?;
         let checkpoint = read_unverified(&note).map_err(|e| missing(&e.to_string()))?;
         let size_of = |chain: &str| checkpoint.chain(chain).map_or(0, |c| c.size);
-        let item = projection
-            .items
-            .get(item_id)
+        use crate::projection::facts::Facts;
+        let facts = self.facts(projection)?;
+        let facts_error = |e: crate::projection::facts::FactsError| missing(&e.to_string());
+        let item = facts
+            .item(item_id)
+            .map_err(facts_error)?
             .ok_or_else(|| missing("no such item in the ledger"))?;
         let prove = |r: &crate::projection::EntryRef| -> Result<ProvenEntry, StoreError> {
             let size = size_of(&r.chain);
@@ -289,12 +300,12 @@ impl Ledger {
                     .collect(),
             })
         };
+        let account = match &item.account {
+            Some(a) => facts.account(&account_key(a)).map_err(facts_error)?,
+            None => None,
+        };
         let mut refs = item.entries();
-        if let Some(account) = item
-            .account
-            .as_ref()
-            .and_then(|a| projection.accounts.get(&account_key(a)))
-        {
+        if let Some(account) = &account {
             refs.extend(account.entries());
         }
         refs.sort_by(|a, b| (a.chain.as_str(), a.seq).cmp(&(b.chain.as_str(), b.seq)));

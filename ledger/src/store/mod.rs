@@ -63,6 +63,10 @@ pub struct LedgerOptions {
     /// Frames are written zstd-compressed (FORMAT.md 15). Without it,
     /// damage is named at the record it touches rather than at its frame.
     pub compress_frames: bool,
+    /// Items and accounts a writer's projection ([`Ledger::open_projection`])
+    /// keeps in memory between saves; past this, the saved ones are
+    /// dropped and read back when an entry next folds into them.
+    pub projection_resident: usize,
 }
 
 impl Default for LedgerOptions {
@@ -71,6 +75,8 @@ impl Default for LedgerOptions {
             limits: IntakeLimits::default(),
             segment_max_bytes: 64 * 1024 * 1024,
             compress_frames: true,
+            // About 2.6 KB each in memory: some 50 MB.
+            projection_resident: 20_000,
         }
     }
 }

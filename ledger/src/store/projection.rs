@@ -8,9 +8,16 @@
 use super::{Ledger, StoreError};
 use crate::intake::LedgerRecord;
 use crate::policy::Policy;
-use crate::projection::{Projection, ProjectionError, PublishedPolicy};
+use crate::projection::facts::{Facts, FactsError};
+use crate::projection::{
+    AccountState, DeclaredImport, ItemState, Projection, ProjectionError, PublishedPolicy,
+    entry_event,
+};
+use lifeledger_schemas::Event;
+use std::borrow::Cow;
 
 const TREE: &str = "projection";
+
 /// Entries folded between two saves while catching up.
 const SAVE_EVERY: u64 = 50_000;
 
@@ -32,6 +39,13 @@ fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T,
         .map_err(|e| codec_error(key, e))
 }
 
+fn decode_cursor(key: &[u8], bytes: &[u8]) -> Result<u64, StoreError> {
+    let seq: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| codec_error(key, "cursor is not 8 bytes"))?;
+    Ok(u64::from_be_bytes(seq))
+}
+
 fn key(prefix: u8, name: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + name.len());
     k.push(prefix);
@@ -49,7 +63,9 @@ impl From<ProjectionError> for StoreError {
 }
 
 impl Ledger {
-    /// The projection as last saved (empty if never built).
+    /// The projection as last saved, every item in memory (empty if never
+    /// built). For a reader's snapshot; a writer opens
+    /// [`Ledger::open_projection`] instead.
     pub fn load_projection(&self) -> Result<Projection, StoreError> {
         let tree = self.db.open_tree(TREE)?;
         let mut projection = Projection::default();
@@ -58,11 +74,7 @@ impl Ledger {
             let name = String::from_utf8_lossy(&k[1..]).into_owned();
             match k.first() {
                 Some(b'c') => {
-                    let seq: [u8; 8] = v
-                        .as_ref()
-                        .try_into()
-                        .map_err(|_| codec_error(&k, "cursor is not 8 bytes"))?;
-                    projection.covered.insert(name, u64::from_be_bytes(seq));
+                    projection.covered.insert(name, decode_cursor(&k, &v)?);
                 }
                 Some(b'i') => {
                     projection.items.insert(name, decode(&k, &v)?);
@@ -78,14 +90,53 @@ impl Ledger {
         Ok(projection)
     }
 
-    /// The saved projection, or, when it cannot be read (saved by an older
-    /// build, or damaged), a new one rebuilt from the chains: it is
-    /// derived data, and the chains are the record.
+    /// The saved projection as a writer keeps it: cursors, policies and
+    /// imports in memory, items and accounts read back from the index
+    /// when an entry folds into them ([`Projection::partial`]), so that
+    /// memory does not grow with the number of items.
+    pub fn open_projection(&self) -> Result<Projection, StoreError> {
+        let tree = self.db.open_tree(TREE)?;
+        let mut projection = Projection::partial();
+        for kv in tree.scan_prefix([b'c']) {
+            let (k, v) = kv?;
+            let name = String::from_utf8_lossy(&k[1..]).into_owned();
+            projection.covered.insert(name, decode_cursor(&k, &v)?);
+        }
+        if let Some(v) = tree.get(key(b'p', ""))? {
+            projection.policies = decode(b"p", &v)?;
+        }
+        if let Some(v) = tree.get(key(b'm', ""))? {
+            projection.imports = decode(b"m", &v)?;
+        }
+        Ok(projection)
+    }
+
+    /// The saved projection (every item in memory), or, when it cannot be
+    /// read (saved by an older build, or damaged), rebuilt from the chains:
+    /// it is derived data, and the chains are the record.
     pub fn load_or_rebuild_projection(
         &mut self,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Projection, StoreError> {
         match self.load_projection() {
+            Err(StoreError::Damaged { key, detail }) if key.starts_with("projection") => {
+                tracing::warn!(
+                    "the saved projection cannot be read ({key}: {detail}); rebuilding it from the chains"
+                );
+                self.rebuild_projection(progress)?;
+                self.load_projection()
+            }
+            other => other,
+        }
+    }
+
+    /// Like [`Ledger::load_or_rebuild_projection`], for a writer
+    /// ([`Ledger::open_projection`]).
+    pub fn open_or_rebuild_projection(
+        &mut self,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Projection, StoreError> {
+        match self.open_projection() {
             Err(StoreError::Damaged { key, detail }) if key.starts_with("projection") => {
                 tracing::warn!(
                     "the saved projection cannot be read ({key}: {detail}); rebuilding it from the chains"
@@ -123,8 +174,42 @@ impl Ledger {
         self.make_durable()
     }
 
+    /// Puts back into a partial projection the saved states of the items
+    /// and accounts `events` fold into (those not in memory already).
+    fn fault_in<'e>(
+        &self,
+        projection: &mut Projection,
+        events: impl Iterator<Item = &'e Event>,
+    ) -> Result<(), StoreError> {
+        if !projection.is_partial() {
+            return Ok(());
+        }
+        let tree = self.db.open_tree(TREE)?;
+        for event in events {
+            match Projection::folds_into(event) {
+                (Some(item), _) if !projection.items.contains_key(item) => {
+                    let k = key(b'i', item);
+                    if let Some(v) = tree.get(&k)? {
+                        projection.items.insert(item.to_owned(), decode(&k, &v)?);
+                    }
+                }
+                (_, Some(account)) if !projection.accounts.contains_key(&account) => {
+                    let k = key(b'a', &account);
+                    if let Some(v) = tree.get(&k)? {
+                        projection.accounts.insert(account, decode(&k, &v)?);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Folds every entry the projection has not yet seen into it, saving as
-    /// it goes. Returns the number of entries folded.
+    /// it goes (and, for a partial projection, keeping at most
+    /// `LedgerOptions::projection_resident` items and accounts in memory
+    /// between saves). Returns
+    /// the number of entries folded.
     pub fn catch_up(
         &mut self,
         projection: &mut Projection,
@@ -141,11 +226,19 @@ impl Ledger {
                 if window.is_empty() {
                     break;
                 }
-                for (_, entry) in &window {
-                    projection.apply(entry)?;
+                let events = window
+                    .iter()
+                    .map(|(_, entry)| entry_event(entry))
+                    .collect::<Result<Vec<_>, _>>()?;
+                self.fault_in(projection, events.iter().flatten())?;
+                for ((_, entry), event) in window.iter().zip(&events) {
+                    projection.apply_decoded(entry, event.as_ref())?;
                 }
                 folded += window.len() as u64;
                 self.save_projection(projection)?;
+                if projection.resident() > self.options.projection_resident {
+                    projection.release();
+                }
                 progress(folded);
             }
         }
@@ -153,15 +246,41 @@ impl Ledger {
         Ok(folded)
     }
 
-    /// Drops the saved projection and folds every chain again from seq 0.
+    /// Drops the saved projection and folds every chain again from seq 0,
+    /// into a partial projection (memory stays bounded however many items
+    /// there are).
     pub fn rebuild_projection(
         &mut self,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Projection, StoreError> {
         self.db.drop_tree(TREE)?;
-        let mut projection = Projection::default();
+        let mut projection = Projection::partial();
         self.catch_up(&mut projection, progress)?;
         Ok(projection)
+    }
+
+    /// How many items and accounts the saved projection holds.
+    pub fn projection_size(&self) -> Result<(u64, u64), StoreError> {
+        let tree = self.db.open_tree(TREE)?;
+        let count = |prefix: u8| -> Result<u64, StoreError> {
+            let mut n = 0;
+            for k in tree.scan_prefix([prefix]).keys() {
+                k?;
+                n += 1;
+            }
+            Ok(n)
+        };
+        Ok((count(b'i')?, count(b'a')?))
+    }
+
+    /// The facts of every item and account as `projection` and the saved
+    /// projection hold them together (a partial projection's items in
+    /// memory are the newer).
+    pub fn facts<'a>(&self, projection: &'a Projection) -> Result<SavedFacts<'a>, StoreError> {
+        Ok(SavedFacts {
+            tree: self.db.open_tree(TREE)?,
+            resident: projection,
+        })
     }
 
     /// Keeps a policy file's text, addressed by its BLAKE3 hash, so that
@@ -363,4 +482,72 @@ pub enum Publication {
     Published { seq: u64 },
     /// The same text was published before, there.
     AlreadyPublished { chain: String, seq: u64 },
+}
+
+/// The facts of a projection whose items are partly in memory, partly
+/// saved (see [`Ledger::facts`]).
+#[derive(Debug)]
+pub struct SavedFacts<'a> {
+    tree: sled::Tree,
+    resident: &'a Projection,
+}
+
+impl SavedFacts<'_> {
+    fn saved<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: u8,
+        name: &str,
+    ) -> Result<Option<T>, FactsError> {
+        if !self.resident.is_partial() {
+            return Ok(None);
+        }
+        let k = key(prefix, name);
+        let read = self.tree.get(&k).map_err(|e| FactsError(e.to_string()))?;
+        read.map(|v| decode(&k, &v))
+            .transpose()
+            .map_err(|e| FactsError(e.to_string()))
+    }
+}
+
+impl Facts for SavedFacts<'_> {
+    fn item(&self, id: &str) -> Result<Option<Cow<'_, ItemState>>, FactsError> {
+        match self.resident.items.get(id) {
+            Some(state) => Ok(Some(Cow::Borrowed(state))),
+            None => Ok(self.saved(b'i', id)?.map(Cow::Owned)),
+        }
+    }
+
+    fn account(&self, key: &str) -> Result<Option<Cow<'_, AccountState>>, FactsError> {
+        match self.resident.accounts.get(key) {
+            Some(state) => Ok(Some(Cow::Borrowed(state))),
+            None => Ok(self.saved(b'a', key)?.map(Cow::Owned)),
+        }
+    }
+
+    fn each_item(&self, visit: &mut dyn FnMut(&ItemState)) -> Result<(), FactsError> {
+        if !self.resident.is_partial() {
+            return self.resident.each_item(visit);
+        }
+        // Both are in item-id order (a string's order is its bytes'):
+        // merge them, the resident state winning.
+        let mut resident = self.resident.items.iter().peekable();
+        for kv in self.tree.scan_prefix([b'i']) {
+            let (k, v) = kv.map_err(|e| FactsError(e.to_string()))?;
+            let id = &k[1..];
+            while let Some((rid, state)) = resident.next_if(|(rid, _)| rid.as_bytes() < id) {
+                let _ = rid;
+                visit(state);
+            }
+            match resident.next_if(|(rid, _)| rid.as_bytes() == id) {
+                Some((_, state)) => visit(state),
+                None => visit(&decode::<ItemState>(&k, &v).map_err(|e| FactsError(e.to_string()))?),
+            }
+        }
+        resident.for_each(|(_, state)| visit(state));
+        Ok(())
+    }
+
+    fn imports(&self) -> &[DeclaredImport] {
+        &self.resident.imports
+    }
 }

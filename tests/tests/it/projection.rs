@@ -2,7 +2,7 @@
 //! equals one rebuilt from the chains.
 
 use lifeledger::file::ingest_file;
-use lifeledger_tests::{clock, collected, open, stored, write_lines};
+use lifeledger_tests::{clock, collected, open, retry_locked, stored, write_lines};
 
 fn deleted(id: &str, item: &str, store: &str) -> String {
     stored(id, item, store).replace("\"type\":\"stored\"", "\"type\":\"deleted\"")
@@ -76,4 +76,109 @@ fn incremental_projection_across_reopens_equals_a_rebuild() {
         "mongodb and cos copies: {:?}",
         item0.copies
     );
+}
+
+/// A line of an account-wide event (no item) of `kind` for account `uin`.
+fn account_event(id: &str, uin: u64, kind: &str) -> String {
+    format!(
+        r#"{{"schema_version":1,"event_id":"{id}","event_time":"2026-04-01T00:00:00Z","account":{{"app_id":"1250000001","uin":"{uin}"}},"kind":{kind}}}"#
+    )
+}
+
+fn item_event(id: &str, uin: u64, item: &str, kind: &str) -> String {
+    format!(
+        r#"{{"schema_version":1,"event_id":"{id}","event_time":"2026-03-0{}T09:00:00Z","account":{{"app_id":"1250000001","uin":"{uin}"}},"item_id":"{item}","category":"asset_management","region":"SG","kind":{kind}}}"#,
+        1 + id.len() % 9
+    )
+}
+
+/// A writer keeps only a few items in memory (it reads the others back
+/// when an entry folds into them): whatever it drops and reads back, the
+/// saved projection, and what the facts view shows of it, equal a fold of
+/// every entry with every item in memory.
+#[test]
+fn a_writer_holding_few_items_saves_what_a_full_fold_holds() {
+    use lifeledger_ledger::projection::Projection;
+    use lifeledger_ledger::projection::facts::Facts;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ledger");
+    // Items come back again and again, interleaved with their accounts'
+    // events, so that dropped states must be read back to be right.
+    let mut lines = Vec::new();
+    for round in 0..4 {
+        for i in 0..60u32 {
+            let item = format!("item-{}", (i * 7 + round * 13) % 50);
+            let uin = 100_000_000_000 + u64::from(i % 5);
+            let kind = match round {
+                0 => r#"{"type":"collected","sensitive":false,"purpose":"inventory"}"#.to_owned(),
+                1 => r#"{"type":"stored","store":"mongodb"}"#.to_owned(),
+                2 => format!(r#"{{"type":"backed_up","store":"cos","backup_id":"b{i}"}}"#),
+                _ => r#"{"type":"deleted","store":"mongodb"}"#.to_owned(),
+            };
+            lines.push(item_event(&format!("e{round}-{i}"), uin, &item, &kind));
+        }
+        for a in 0..5u64 {
+            let uin = 100_000_000_000 + a;
+            lines.push(account_event(
+                &format!("a{round}-{a}"),
+                uin,
+                r#"{"type":"deletion_requested","request_id":"dsr-1","categories":["asset_management"]}"#,
+            ));
+        }
+    }
+    let half = lines.len() / 2;
+    let a = write_lines(tmp.path(), "a.jsonl", &lines[..half]);
+    let b = write_lines(tmp.path(), "b.jsonl", &lines[half..]);
+    let options = lifeledger_ledger::LedgerOptions {
+        projection_resident: 3,
+        ..lifeledger_ledger::LedgerOptions::default()
+    };
+    for (file, batch) in [(&a, 7), (&b, 11)] {
+        // Reopened between the files: the writer starts from what it saved.
+        let mut ledger = retry_locked(|| lifeledger_ledger::Ledger::open(&dir, options));
+        let mut projection = ledger.open_projection().unwrap();
+        assert!(projection.is_partial());
+        ingest_file(
+            &mut ledger,
+            "file",
+            file,
+            batch,
+            clock,
+            |_| {},
+            |l| {
+                l.catch_up(&mut projection, &mut |_| {})?;
+                assert!(
+                    projection.resident() <= 3 + batch,
+                    "resident {}",
+                    projection.resident()
+                );
+                Ok(())
+            },
+        )
+        .unwrap();
+    }
+    let ledger = open(&dir);
+    let mut full = Projection::default();
+    for entry in ledger.entries("file", 0, u64::MAX).unwrap() {
+        full.apply(&entry.unwrap().1).unwrap();
+    }
+    assert_eq!(full.items.len(), 50);
+    assert_eq!(full.accounts.len(), 5);
+    let saved = ledger.load_projection().unwrap();
+    assert_eq!(saved, full);
+    // The facts view over an empty partial projection reads every item
+    // back from the saved one, in item order.
+    let partial = ledger.open_projection().unwrap();
+    let facts = ledger.facts(&partial).unwrap();
+    let mut seen = Vec::new();
+    facts
+        .each_item(&mut |item| seen.push(item.clone()))
+        .unwrap();
+    assert_eq!(seen, full.items.values().cloned().collect::<Vec<_>>());
+    let account = full.accounts.keys().next().unwrap();
+    assert_eq!(
+        facts.account(account).unwrap().as_deref(),
+        full.accounts.get(account)
+    );
+    assert_eq!(facts.item("no-such-item").unwrap(), None);
 }

@@ -1,0 +1,51 @@
+//! Where the facts about items and accounts are read from.
+//!
+//! A [`Projection`] in memory holds every item; a long-running writer keeps
+//! only the items it touched lately and reads the rest from where it saved
+//! them, so that its memory does not grow with the number of items. What
+//! judges items (the monitor, status counts) reads through this trait and
+//! works the same over both. Pure: the store implements it over its saved
+//! projection.
+
+use std::borrow::Cow;
+
+use thiserror::Error;
+
+use super::{AccountState, DeclaredImport, ItemState, Projection};
+
+/// A saved item or account could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("reading the saved projection: {0}")]
+pub struct FactsError(pub String);
+
+/// Read access to the facts of every item and account.
+pub trait Facts {
+    /// The facts about one item, if any were recorded.
+    fn item(&self, id: &str) -> Result<Option<Cow<'_, ItemState>>, FactsError>;
+    /// The account-wide facts about one account (by
+    /// [`super::account_key`]).
+    fn account(&self, key: &str) -> Result<Option<Cow<'_, AccountState>>, FactsError>;
+    /// Visits every item once, in item-id order.
+    fn each_item(&self, visit: &mut dyn FnMut(&ItemState)) -> Result<(), FactsError>;
+    /// Declared imports of history, in ledger order.
+    fn imports(&self) -> &[DeclaredImport];
+}
+
+impl Facts for Projection {
+    fn item(&self, id: &str) -> Result<Option<Cow<'_, ItemState>>, FactsError> {
+        Ok(self.items.get(id).map(Cow::Borrowed))
+    }
+
+    fn account(&self, key: &str) -> Result<Option<Cow<'_, AccountState>>, FactsError> {
+        Ok(self.accounts.get(key).map(Cow::Borrowed))
+    }
+
+    fn each_item(&self, visit: &mut dyn FnMut(&ItemState)) -> Result<(), FactsError> {
+        self.items.values().for_each(visit);
+        Ok(())
+    }
+
+    fn imports(&self) -> &[DeclaredImport] {
+        &self.imports
+    }
+}
