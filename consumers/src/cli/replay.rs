@@ -376,51 +376,22 @@ pub fn diff_points(dir: &Path, args: DiffArgs) -> anyhow::Result<Outcome> {
 }
 
 pub fn timeline_of(dir: &Path, args: TimelineArgs) -> anyhow::Result<Outcome> {
-    let ledger = open(dir)?;
+    let mut ledger = open(dir)?;
     let scope = args.scope.scope()?;
-    let mut replay = Replay::new();
-    let mut steps = Vec::new();
-    run_replay(
-        &ledger,
-        &mut replay,
-        &Cut::everything(Timestamp::now()),
-        &scope,
-        &mut |v| {
-            let Some(event) = v.event else { return };
-            // Account-wide events of other accounts ride along in an item's
-            // replay (its account is known only at the end); keep only those
-            // that name an account we can check later.
-            if event.account.is_some() || matches!(scope, Scope::All) {
-                steps.push(Step {
-                    entry: v.entry.clone(),
-                    hash: v.record.hash,
-                    event: event.clone(),
-                });
-            }
-        },
-    )?;
-    // For an item: its own events, and its account's account-wide events.
-    if let Scope::Item(item) = &scope {
-        let Some(state) = replay.projection.items.get(item) else {
-            bail!("no item {item:?} in the ledger");
-        };
-        let account = state.account.clone();
-        steps.retain(|s| match s.event.item() {
-            Some(i) => i == item,
-            None => s.event.account == account,
-        });
-    }
-    steps.retain(|s| s.event.account.is_some());
+    let (steps, policies, imports) = match &scope {
+        Scope::Item(item) => item_steps(&mut ledger, item)?,
+        _ => replayed_steps(&ledger, &scope)?,
+    };
     if steps.is_empty() {
         bail!("no entries for {} in the ledger", describe_scope(&scope));
     }
-    let policy = choose_policy(&ledger, &replay.projection.policies, args.policy.as_deref())?;
+    let policy = choose_policy(&ledger, &policies, args.policy.as_deref())?;
     let order = if args.by_receipt {
         Order::Receipt
     } else {
         Order::Event
     };
-    let rows = timeline(steps, &scope, &policy, order, &replay.projection.imports);
+    let rows = timeline(steps, &scope, &policy, order, &imports);
     if args.json {
         let json = serde_json::json!({
             "scope": match &scope { Scope::Item(i) => serde_json::json!({"item": i}), Scope::Account(a) => serde_json::json!({"account": a}), Scope::All => serde_json::json!({}) },
@@ -543,4 +514,61 @@ pub fn what_if(dir: &Path, args: WhatIfArgs) -> anyhow::Result<Outcome> {
         }
     }
     Ok(Outcome::Ok)
+}
+
+/// What a timeline is made of: the steps, the policies published and the
+/// declared imports.
+type TimelineInput = (
+    Vec<Step>,
+    Vec<lifeledger_ledger::projection::PublishedPolicy>,
+    Vec<lifeledger_ledger::projection::DeclaredImport>,
+);
+
+/// An item's steps, read at the places the (caught-up) projection names
+/// rather than by replaying every chain: the cost is the item's entries,
+/// not the ledger's.
+fn item_steps(ledger: &mut ReadOnlyLedger, item: &str) -> anyhow::Result<TimelineInput> {
+    let ledger = ledger.ledger_mut();
+    let mut projection = ledger.open_or_rebuild_projection(&mut |_| {})?;
+    ledger.catch_up(&mut projection, &mut |_| {})?;
+    let Some(entries) = ledger.entries_of_item(&projection, item)? else {
+        bail!("no item {item:?} in the ledger");
+    };
+    let mut steps = Vec::with_capacity(entries.len());
+    for (record, entry) in entries {
+        if let Some(event) = lifeledger_ledger::projection::entry_event(&entry)? {
+            steps.push(Step {
+                entry,
+                hash: record.hash,
+                event,
+            });
+        }
+    }
+    Ok((steps, projection.policies, projection.imports))
+}
+
+/// The steps of a scope, found by replaying every chain.
+fn replayed_steps(ledger: &ReadOnlyLedger, scope: &Scope) -> anyhow::Result<TimelineInput> {
+    let mut replay = Replay::new();
+    let mut steps = Vec::new();
+    run_replay(
+        ledger,
+        &mut replay,
+        &Cut::everything(Timestamp::now()),
+        scope,
+        &mut |v| {
+            let Some(event) = v.event else { return };
+            // Account-wide events of other accounts ride along in an
+            // account's replay; keep only those that name an account.
+            if event.account.is_some() || matches!(scope, Scope::All) {
+                steps.push(Step {
+                    entry: v.entry.clone(),
+                    hash: v.record.hash,
+                    event: event.clone(),
+                });
+            }
+        },
+    )?;
+    steps.retain(|s| s.event.account.is_some());
+    Ok((steps, replay.projection.policies, replay.projection.imports))
 }

@@ -870,9 +870,15 @@ impl Ledger {
     }
 }
 
+/// sled's page cache for the index. Its default (1 GiB) would be most of
+/// a command's memory budget; the index is read mostly near its newest
+/// keys and by single items, which a smaller cache serves.
+const INDEX_CACHE_BYTES: u64 = 128 * 1024 * 1024;
+
 fn open_index(index_dir: &Path) -> Result<sled::Db, StoreError> {
     sled::Config::new()
         .path(index_dir)
+        .cache_capacity(INDEX_CACHE_BYTES)
         .open()
         .map_err(|source| StoreError::Open {
             path: index_dir.to_owned(),

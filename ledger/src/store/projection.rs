@@ -19,7 +19,7 @@ use std::borrow::Cow;
 const TREE: &str = "projection";
 
 /// Entries folded between two saves while catching up.
-const SAVE_EVERY: u64 = 50_000;
+const SAVE_EVERY: u64 = 10_000;
 
 fn codec_error(key: &[u8], e: impl std::fmt::Display) -> StoreError {
     StoreError::Damaged {
@@ -257,6 +257,52 @@ impl Ledger {
         let mut projection = Projection::partial();
         self.catch_up(&mut projection, progress)?;
         Ok(projection)
+    }
+
+    /// Every entry about one item (its own, and its account's account-wide
+    /// ones), read from the evidence at the places `projection` (saved
+    /// and caught up) names, each checked against its recorded hash; in
+    /// ledger order. `None` if no entry names the item.
+    pub fn entries_of_item(
+        &self,
+        projection: &Projection,
+        item_id: &str,
+    ) -> Result<Option<Vec<(super::StoredRecord, crate::entry::Entry)>>, StoreError> {
+        let facts = self.facts(projection)?;
+        let read = |e: FactsError| codec_error(item_id.as_bytes(), e);
+        let Some(item) = facts.item(item_id).map_err(read)? else {
+            return Ok(None);
+        };
+        let account = match &item.account {
+            Some(a) => facts
+                .account(&crate::projection::account_key(a))
+                .map_err(read)?,
+            None => None,
+        };
+        let mut refs = item.entries();
+        refs.extend(account.as_ref().map(|a| a.entries()).unwrap_or_default());
+        refs.sort_by(|a, b| (a.chain.as_str(), a.seq).cmp(&(b.chain.as_str(), b.seq)));
+        let mut out = Vec::with_capacity(refs.len());
+        for r in refs {
+            let (record, entry) = self
+                .entries(&r.chain, r.seq, r.seq)?
+                .next()
+                .transpose()?
+                .ok_or_else(|| {
+                    codec_error(
+                        format!("{} seq {}", r.chain, r.seq).as_bytes(),
+                        "the projection names an entry the chain does not hold",
+                    )
+                })?;
+            if entry.hash() != record.hash {
+                return Err(codec_error(
+                    format!("{} seq {}", r.chain, r.seq).as_bytes(),
+                    "the entry does not hash to its recorded hash",
+                ));
+            }
+            out.push((record, entry));
+        }
+        Ok(Some(out))
     }
 
     /// How many items and accounts the saved projection holds.
