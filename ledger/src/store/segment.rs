@@ -187,7 +187,14 @@ pub fn decode_frame(
     match header.codec {
         CODEC_NONE => split_records(header, body).map_err(no_records),
         CODEC_ZSTD => {
-            let plain = zstd::bulk::decompress(body, MAX_RECORDS_BYTES)
+            // The frame states its content size: allocate that, not the
+            // limit (a 1 GiB buffer per frame costs a mapping and page
+            // faults on every read).
+            let capacity = match zstd::zstd_safe::get_frame_content_size(body) {
+                Ok(Some(size)) if size <= MAX_RECORDS_BYTES as u64 => size as usize,
+                _ => MAX_RECORDS_BYTES,
+            };
+            let plain = zstd::bulk::decompress(body, capacity)
                 .map_err(|e| no_records(format!("frame does not decompress: {e}")))?;
             split_records(header, &plain).map_err(no_records)
         }

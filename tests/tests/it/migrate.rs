@@ -7,7 +7,7 @@ use lifeledger_ledger::store::legacy;
 use lifeledger_ledger::verify::Depth;
 use lifeledger_ledger::{Ledger, LedgerOptions, Snapshot, StoreError, migrate};
 
-use lifeledger_tests::{clock, open, stored, write_lines};
+use lifeledger_tests::{clock, open, retry_locked, stored, write_lines};
 
 #[test]
 fn an_old_ledger_is_refused_then_migrated_with_the_same_heads() {
@@ -49,7 +49,8 @@ fn an_old_ledger_is_refused_then_migrated_with_the_same_heads() {
     );
     assert!(refused.to_string().contains("lifeledger migrate"));
 
-    let report = migrate(&old).unwrap();
+    // The refused open above held sled's lock a moment after it let go.
+    let report = retry_locked(|| migrate(&old));
     assert_eq!(report.heads.len(), 1);
     assert_eq!(report.heads[0].1, 300);
     assert_eq!(report.heads[0].2, records.last().unwrap().0);
