@@ -28,10 +28,9 @@ pub struct DemoArgs {
     /// About this many valid events (plus some garbage and resends).
     #[arg(long, default_value_t = 100_000)]
     pub events: usize,
-    /// Partitions of the demo topic. The mock cluster hands a consumer at
-    /// most about 15,000 messages of one partition (measured with
-    /// `cargo run --release --example mockprobe`), so keep partitions busy
-    /// with fewer than that.
+    /// Partitions of the demo topic. The stream is produced while it is
+    /// consumed, a bounded backlog ahead (the mock cluster keeps only the
+    /// newest 5 MiB of each partition), so any number of events fits.
     #[arg(long, default_value_t = 16)]
     pub partitions: i32,
     /// Keep the demo ledger here (must not exist); default: a fresh
@@ -57,16 +56,6 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<Outcome> {
         }
     };
     let stream = synthetic_stream(args.events, args.seed);
-    let per_partition = stream.messages.len() / args.partitions.max(1) as usize;
-    if per_partition > 12_000 {
-        bail!(
-            "{} messages over {} partitions is {per_partition} per partition; the mock cluster serves about 15,000 \
-             per partition, so pass --partitions {} or more",
-            stream.messages.len(),
-            args.partitions,
-            stream.messages.len() / 12_000 + 1
-        );
-    }
     out!(
         "demo stream: {} messages ({} events, {} garbage, {} resends) for {} partitions",
         stream.messages.len(),
@@ -82,29 +71,6 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<Outcome> {
     cluster.create_topic("lifecycle.dlq", 1, 1)?;
     cluster.create_topic("lifeledger.custody", 1, 1)?;
     let brokers = cluster.bootstrap_servers();
-
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("linger.ms", "5")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()?;
-    let produce_bar = bar(stream.messages.len() as u64, "produce");
-    let started = Instant::now();
-    for (key, payload) in &stream.messages {
-        let record = BaseRecord::to(TOPIC)
-            .key(key.as_str())
-            .payload(&payload[..]);
-        send_waiting(&producer, record)
-            .map_err(|e| anyhow!("producing to the mock cluster: {e}"))?;
-        produce_bar.inc(1);
-    }
-    producer.flush(Duration::from_secs(60))?;
-    produce_bar.finish_and_clear();
-    out!(
-        "produced {} messages in {:.2?}",
-        stream.messages.len(),
-        started.elapsed()
-    );
 
     // A fresh ledger judged by the shipped policy.
     let config = ConsumerConfig {
@@ -127,17 +93,25 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<Outcome> {
     )?;
 
     let total = stream.messages.len() as u64;
-    let consume_bar = bar(total, "consume");
+    let consume_bar = bar(total, "stream");
+    let started = Instant::now();
+    let producer_failed = Arc::new(AtomicBool::new(false));
+    let producer = stream_in(
+        &config.brokers,
+        stream.messages,
+        backlog_window(args.partitions),
+        Arc::clone(&metrics),
+        Arc::clone(&producer_failed),
+    );
     // Done when every message is in the ledger (an event, a rejection or a
     // skipped resend); `consumed` also counts messages read again.
     let stop = |m: &Metrics| {
-        let recorded = m.appended.load(Ordering::Relaxed)
-            + m.rejected.load(Ordering::Relaxed)
-            + m.duplicates.load(Ordering::Relaxed);
+        let recorded = recorded(m);
         consume_bar.set_position(recorded);
-        recorded >= total
+        // A producer that gave up (its error is reported below) ends the
+        // wait too.
+        recorded >= total || producer_failed.load(Ordering::Relaxed)
     };
-    let started = Instant::now();
     let (summary, sink) = run(
         &config,
         sink,
@@ -148,8 +122,13 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<Outcome> {
     let took = started.elapsed();
     consume_bar.finish_and_clear();
     drop(sink);
+    match producer.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e.context("producing the demo stream")),
+        Err(_) => bail!("the demo producer panicked"),
+    }
     out!(
-        "consumed {} messages in {:.2?} ({:.0} messages/s): {} appended, {} rejected (also sent to lifecycle.dlq), {} duplicates",
+        "streamed and consumed {} messages in {:.2?} ({:.0} messages/s): {} appended, {} rejected (also sent to lifecycle.dlq), {} duplicates",
         summary.consumed,
         took,
         summary.consumed as f64 / took.as_secs_f64(),
@@ -188,4 +167,61 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<Outcome> {
         out!("\nthe demo ledger is in {dir_str}; try `lifeledger --ledger {dir_str} findings`");
     }
     Ok(Outcome::Ok)
+}
+
+/// Messages counted into the ledger so far: events, rejections, resends
+/// skipped.
+fn recorded(m: &Metrics) -> u64 {
+    m.appended.load(Ordering::Relaxed)
+        + m.rejected.load(Ordering::Relaxed)
+        + m.duplicates.load(Ordering::Relaxed)
+}
+
+/// How far the producer may run ahead of the ledger. The mock cluster
+/// keeps only the newest 5 MiB of each partition's log (librdkafka's
+/// `rdkafka_mock.c`, `max_size`) and drops older message sets whether or
+/// not they were read: about 15,000 demo messages uncompressed. Kept at
+/// 5,000 per partition (and compressed), no message is dropped before the
+/// consumer has read it, whatever the number of events.
+fn backlog_window(partitions: i32) -> u64 {
+    u64::try_from(partitions.max(1)).unwrap_or(1) * 5_000
+}
+
+/// Produces the demo stream on its own thread, never more than `window`
+/// messages ahead of what the ledger has recorded; sets `failed` if it
+/// gives up.
+fn stream_in(
+    brokers: &str,
+    messages: Vec<(String, Vec<u8>)>,
+    window: u64,
+    metrics: Arc<Metrics>,
+    failed: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<anyhow::Result<()>> {
+    let brokers = brokers.to_owned();
+    std::thread::spawn(move || {
+        let result = (|| -> anyhow::Result<()> {
+            let producer: BaseProducer = ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .set("linger.ms", "5")
+                .set("compression.type", "lz4")
+                .set("queue.buffering.max.messages", "1000000")
+                .create()?;
+            for (sent, (key, payload)) in (0u64..).zip(messages) {
+                while sent.saturating_sub(recorded(&metrics)) >= window {
+                    producer.poll(Duration::from_millis(1));
+                }
+                let record = BaseRecord::to(TOPIC)
+                    .key(key.as_str())
+                    .payload(&payload[..]);
+                send_waiting(&producer, record)
+                    .map_err(|e| anyhow!("producing to the mock cluster: {e}"))?;
+            }
+            producer.flush(Duration::from_secs(60))?;
+            Ok(())
+        })();
+        if result.is_err() {
+            failed.store(true, Ordering::Relaxed);
+        }
+        result
+    })
 }
