@@ -147,8 +147,11 @@ impl Ledger {
         }
     }
 
-    /// Saves what changed in the projection, and its cursors, atomically and
-    /// durably.
+    /// Saves what changed in the projection, and its cursors, atomically.
+    /// Not fsynced here: the projection is derived, and a save lost in a
+    /// crash leaves an earlier cursor, from which catching up folds the
+    /// same entries again. It becomes durable with the index's next flush
+    /// (every append flushes it) or [`Ledger::rebuild_projection`]'s.
     pub fn save_projection(&mut self, projection: &mut Projection) -> Result<(), StoreError> {
         let tree = self.db.open_tree(TREE)?;
         let dirty = projection.take_dirty();
@@ -171,7 +174,7 @@ impl Ledger {
             batch.insert(key(b'c', chain), seq.to_be_bytes().to_vec());
         }
         tree.apply_batch(batch)?;
-        self.make_durable()
+        Ok(())
     }
 
     /// Puts back into a partial projection the saved states of the items
@@ -256,6 +259,7 @@ impl Ledger {
         self.db.drop_tree(TREE)?;
         let mut projection = Projection::partial();
         self.catch_up(&mut projection, progress)?;
+        self.make_durable()?;
         Ok(projection)
     }
 
