@@ -59,6 +59,43 @@ fn plain_consumer(broker: &Broker) -> (f64, Duration) {
     (EVENTS as f64 / took.as_secs_f64(), took)
 }
 
+/// The physical floor of "durable": the same consumer appending each
+/// message's bytes (length first) to a file and `fdatasync`ing it every
+/// `batch` messages, as the ledger does per write; nothing else.
+fn plain_durable_consumer(broker: &Broker, batch: usize) -> (f64, Duration) {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let file = std::fs::File::create(dir.path().join("log")).unwrap();
+    let mut out = std::io::BufWriter::with_capacity(4 << 20, file);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", "plain-durable")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[TOPIC]).unwrap();
+    let mut got = 0usize;
+    let mut first = None;
+    while got < EVENTS {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            first.get_or_insert_with(Instant::now);
+            let payload = rdkafka::Message::payload(&m).unwrap_or_default();
+            out.write_all(&(payload.len() as u32).to_be_bytes())
+                .unwrap();
+            out.write_all(payload).unwrap();
+            got += 1;
+            if got.is_multiple_of(batch) || got == EVENTS {
+                out.flush().unwrap();
+                out.get_ref().sync_data().unwrap();
+            }
+        }
+    }
+    let took = first.unwrap().elapsed();
+    (EVENTS as f64 / took.as_secs_f64(), took)
+}
+
 fn ledger_consumer(
     broker: &Broker,
     group: &str,
@@ -321,6 +358,10 @@ fn main() {
     println!(
         "plain rdkafka consumer, doing nothing:      {plain:>10.0} messages/s ({plain_took:.2?} from the first message)"
     );
+    let (durable, durable_took) = plain_durable_consumer(&broker, 5_000);
+    println!(
+        "plain consumer + file append, fdatasync per 5,000: {durable:>10.0} messages/s ({durable_took:.2?})"
+    );
     let (bare, bare_took, p50, p99) = ledger_consumer(&broker, "ledger-bare", false, 5_000, false);
     println!(
         "lifeledger consume, durable, no projection: {bare:>10.0} events/s ({bare_took:.2?}); batch latency p50 <= {:.3} s, p99 <= {:.3} s",
@@ -350,6 +391,12 @@ fn main() {
         "ratio to the plain consumer: {:.3} (no projection), {:.3} (with projection)",
         bare / plain,
         full / plain
+    );
+    println!(
+        "ratio to the plain durable consumer: {:.3} (no projection), {:.3} (with projection), {:.3} (the full job: projection and monitor)",
+        bare / durable,
+        full / durable,
+        watched / durable
     );
     // The archive on, beside the same consumer without it (`bare`, above):
     // to a local directory, and to an S3-compatible server (moto).

@@ -249,6 +249,9 @@ impl MonitorRunner {
         out: Box<dyn AlertOut>,
         gauges: Arc<MonitorGauges>,
     ) -> Result<Self, MonitorError> {
+        // From here on each tick looks at what the folds touched; the
+        // first tick sweeps every item anyway.
+        projection.track_touched();
         let saved = ledger.load_monitor()?;
         let mut runner = MonitorRunner {
             monitor: Monitor::new(settings.horizon, saved.states),

@@ -323,6 +323,11 @@ pub struct Projection {
     /// must see every change whether or not the projection was saved.
     #[serde(skip)]
     touched: Dirty,
+    /// A partial projection records what it touched only once asked to
+    /// ([`Projection::track_touched`]): a writer without a monitor would
+    /// otherwise keep every item id it ever folded.
+    #[serde(skip)]
+    untracked: bool,
     /// Holds only some items and accounts in memory (a writer's, see
     /// [`Projection::partial`]); the rest are saved elsewhere.
     #[serde(skip)]
@@ -378,8 +383,15 @@ impl Projection {
     pub fn partial() -> Self {
         Projection {
             partial: true,
+            untracked: true,
             ..Projection::default()
         }
+    }
+
+    /// Records from now on what each fold touches, for
+    /// [`Projection::take_touched`] (a projection in memory always does).
+    pub fn track_touched(&mut self) {
+        self.untracked = false;
     }
 
     /// Whether items and accounts live elsewhere too (see
@@ -516,7 +528,9 @@ impl Projection {
                 ..ItemState::default()
             });
         self.dirty.items.insert(item_id.to_owned());
-        self.touched.items.insert(item_id.to_owned());
+        if !self.untracked {
+            self.touched.items.insert(item_id.to_owned());
+        }
         if item.account.is_none() {
             item.account = Some(account.clone());
         }
@@ -580,7 +594,9 @@ impl Projection {
         let key = account_key(account);
         let state = self.accounts.entry(key.clone()).or_default();
         self.dirty.accounts.insert(key.clone());
-        self.touched.accounts.insert(key);
+        if !self.untracked {
+            self.touched.accounts.insert(key);
+        }
         if state.account.is_none() {
             state.account = Some(account.clone());
         }

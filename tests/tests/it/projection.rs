@@ -156,6 +156,9 @@ fn a_writer_holding_few_items_saves_what_a_full_fold_holds() {
             },
         )
         .unwrap();
+        // Without a monitor asking, a writer keeps no list of what it
+        // touched (it would hold every item id it ever folded).
+        assert_eq!(projection.take_touched().items.len(), 0);
     }
     let ledger = open(&dir);
     let mut full = Projection::default();
