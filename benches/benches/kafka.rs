@@ -313,6 +313,14 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
+    if let Ok(filter) = std::env::var("LIFELEDGER_LOG") {
+        // e.g. LIFELEDGER_LOG=lifeledger::kafka::consumer=debug: where each
+        // write's time goes.
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let broker = Broker::start();
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap())

@@ -194,7 +194,7 @@ impl AlertOut for KafkaAlertOut {
             )
             .map_err(kafka)?;
         }
-        self.producer.flush(self.timeout).map_err(kafka)?;
+        super::flush_promptly(&self.producer, self.timeout).map_err(kafka)?;
         let failed = self
             .producer
             .context()

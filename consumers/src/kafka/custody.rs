@@ -232,7 +232,7 @@ impl CustodyLog {
                 Err((e, _)) => return Err(e),
             }
         }
-        self.producer.flush(TIMEOUT)?;
+        super::flush_promptly(&self.producer, TIMEOUT)?;
         let began = Instant::now();
         loop {
             let delivered = self
@@ -248,7 +248,7 @@ impl CustodyLog {
             if began.elapsed() > TIMEOUT {
                 return Err(KafkaError::Flush(RDKafkaErrorCode::MessageTimedOut));
             }
-            self.producer.poll(Duration::from_millis(5));
+            self.producer.poll(Duration::from_millis(1));
         }
     }
 }

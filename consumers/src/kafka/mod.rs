@@ -70,6 +70,35 @@ pub fn parse_chain_name(chain: &str) -> Option<(String, i32)> {
     Some((topic.to_owned(), partition.parse().ok()?))
 }
 
+/// Waits until every message the producer holds is delivered (or failed:
+/// its delivery report served), for at most `timeout`. `Producer::flush`
+/// does the same but serves reports in rounds of up to 100 ms
+/// (rust-rdkafka 0.39 `BaseProducer::flush`), so every flush of a message
+/// in flight took at least 100 ms: most of a write's time at batches of
+/// thousands.
+pub fn flush_promptly<C>(
+    producer: &rdkafka::producer::BaseProducer<C>,
+    timeout: std::time::Duration,
+) -> Result<(), rdkafka::error::KafkaError>
+where
+    C: rdkafka::producer::ProducerContext,
+{
+    use rdkafka::producer::Producer;
+    let began = std::time::Instant::now();
+    loop {
+        producer.poll(std::time::Duration::ZERO);
+        if producer.in_flight_count() == 0 {
+            return Ok(());
+        }
+        if began.elapsed() >= timeout {
+            return Err(rdkafka::error::KafkaError::Flush(
+                rdkafka::types::RDKafkaErrorCode::MessageTimedOut,
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_micros(500));
+    }
+}
+
 /// Sends a record, waiting (while serving delivery reports) whenever the
 /// producer's queue is full; any other error is returned.
 pub fn send_waiting<K, P, C>(
