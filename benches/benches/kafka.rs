@@ -37,16 +37,22 @@ fn event(i: usize) -> String {
     )
 }
 
-fn plain_consumer(broker: &Broker) -> (f64, Duration) {
+/// A bare rdkafka consumer of the topic, in a group of its own.
+fn subscribed(broker: &Broker, group: &str) -> BaseConsumer {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap())
-        .set("group.id", "plain")
+        .set("group.id", group)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "10")
         .create()
         .unwrap();
     consumer.subscribe(&[TOPIC]).unwrap();
+    consumer
+}
+
+fn plain_consumer(broker: &Broker) -> (f64, Duration) {
+    let consumer = subscribed(broker, "plain");
     let mut got = 0usize;
     let mut first = None;
     while got < EVENTS {
@@ -67,15 +73,7 @@ fn plain_durable_consumer(broker: &Broker, batch: usize) -> (f64, Duration) {
     let dir = tempfile::tempdir().unwrap();
     let file = std::fs::File::create(dir.path().join("log")).unwrap();
     let mut out = std::io::BufWriter::with_capacity(4 << 20, file);
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("group.id", "plain-durable")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "10")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[TOPIC]).unwrap();
+    let consumer = subscribed(broker, "plain-durable");
     let mut got = 0usize;
     let mut first = None;
     while got < EVENTS {

@@ -584,8 +584,7 @@ impl Facts for SavedFacts<'_> {
         for kv in self.tree.scan_prefix([b'i']) {
             let (k, v) = kv.map_err(|e| FactsError(e.to_string()))?;
             let id = &k[1..];
-            while let Some((rid, state)) = resident.next_if(|(rid, _)| rid.as_bytes() < id) {
-                let _ = rid;
+            while let Some((_, state)) = resident.next_if(|(rid, _)| rid.as_bytes() < id) {
                 visit(state);
             }
             match resident.next_if(|(rid, _)| rid.as_bytes() == id) {

@@ -184,4 +184,24 @@ fn a_writer_holding_few_items_saves_what_a_full_fold_holds() {
         full.accounts.get(account)
     );
     assert_eq!(facts.item("no-such-item").unwrap(), None);
+    // Items in memory are newer than the saved ones and are merged in
+    // order: one changed, one not saved yet.
+    let mut resident = ledger.open_projection().unwrap();
+    let mut changed = full.items["item-1"].clone();
+    changed.category = Some("changed".into());
+    resident.items.insert("item-1".into(), changed.clone());
+    let unsaved = lifeledger_ledger::projection::ItemState {
+        item_id: "item-10a".into(),
+        ..Default::default()
+    };
+    resident.items.insert("item-10a".into(), unsaved.clone());
+    let facts = ledger.facts(&resident).unwrap();
+    let mut merged = Vec::new();
+    facts
+        .each_item(&mut |item| merged.push(item.clone()))
+        .unwrap();
+    let mut expected = full.items.clone();
+    expected.insert("item-1".into(), changed);
+    expected.insert("item-10a".into(), unsaved);
+    assert_eq!(merged, expected.into_values().collect::<Vec<_>>());
 }
