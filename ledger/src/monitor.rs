@@ -173,7 +173,7 @@ impl Monitor {
                 return;
             }
             self.index(item);
-            match self.look_up_account(item, facts) {
+            match facts.account_of(item) {
                 Ok(account) => {
                     let imports = facts.imports();
                     alerts.extend(self.look(
@@ -191,17 +191,6 @@ impl Monitor {
         // Items the monitor remembers but the projection no longer has
         // cannot occur (the projection only grows); nothing to do.
         failed.map_or(Ok(alerts), Err)
-    }
-
-    fn look_up_account<'f>(
-        &self,
-        item: &ItemState,
-        facts: &'f dyn Facts,
-    ) -> Result<Option<std::borrow::Cow<'f, AccountState>>, FactsError> {
-        match &item.account {
-            Some(a) => facts.account(&account_key(a)),
-            None => Ok(None),
-        }
     }
 
     /// Looks at what changed: items touched since the last tick (and the
@@ -240,7 +229,7 @@ impl Monitor {
             if let Some(item) = facts.item(id)? {
                 let from_entry = by_entry.contains(id);
                 let by = if from_entry { "entry" } else { "clock" };
-                let account = self.look_up_account(&item, facts)?;
+                let account = facts.account_of(&item)?;
                 let imports = facts.imports();
                 alerts.extend(self.look(&item, account.as_deref(), imports, policy, now, by));
             }

@@ -11,7 +11,7 @@ use lifeledger_ledger::projection::facts::Facts;
 use lifeledger_ledger::projection::replay::parse_moment;
 use lifeledger_ledger::projection::report::{StatusReport, StatusTally, judge_each};
 use lifeledger_ledger::projection::verdict::{ItemVerdict, Status, Violation, judge};
-use lifeledger_ledger::projection::{ItemState, Projection, PublishedPolicy, account_key};
+use lifeledger_ledger::projection::{ItemState, Projection, PublishedPolicy};
 use lifeledger_ledger::{Body, Ledger, LedgerOptions, ReadOnlyLedger};
 
 use super::Outcome;
@@ -316,10 +316,7 @@ pub fn item(dir: &Path, args: ItemArgs) -> anyhow::Result<Outcome> {
         bail!("no item {:?} in the ledger", args.item);
     };
     let state: &ItemState = &state;
-    let account = match &state.account {
-        Some(a) => facts.account(&account_key(a))?,
-        None => None,
-    };
+    let account = facts.account_of(state)?;
     let account = account.as_deref();
     let verdict = judge(state, account, &j.policy, j.as_of).map(|mut v| {
         v.weigh_imports(&j.projection.imports);

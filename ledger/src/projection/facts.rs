@@ -11,7 +11,7 @@ use std::borrow::Cow;
 
 use thiserror::Error;
 
-use super::{AccountState, DeclaredImport, ItemState, Projection};
+use super::{AccountState, DeclaredImport, ItemState, Projection, account_key};
 
 /// A saved item or account could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -25,6 +25,13 @@ pub trait Facts {
     /// The account-wide facts about one account (by
     /// [`super::account_key`]).
     fn account(&self, key: &str) -> Result<Option<Cow<'_, AccountState>>, FactsError>;
+    /// The account-wide facts about the account `item` belongs to.
+    fn account_of(&self, item: &ItemState) -> Result<Option<Cow<'_, AccountState>>, FactsError> {
+        match &item.account {
+            Some(a) => self.account(&account_key(a)),
+            None => Ok(None),
+        }
+    }
     /// Visits every item once, in item-id order.
     fn each_item(&self, visit: &mut dyn FnMut(&ItemState)) -> Result<(), FactsError>;
     /// Declared imports of history, in ledger order.

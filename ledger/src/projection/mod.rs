@@ -179,6 +179,16 @@ impl ItemState {
         refs.sort_by(|a, b| (a.chain.as_str(), a.seq).cmp(&(b.chain.as_str(), b.seq)));
         refs
     }
+
+    /// Every entry about the item and, with `account` (its account's
+    /// facts), the account-wide ones too, in ledger order (chain, seq):
+    /// what an item proof proves and an item's timeline reads.
+    pub fn entries_with<'a>(&'a self, account: Option<&'a AccountState>) -> Vec<&'a EntryRef> {
+        let mut refs = self.entries();
+        refs.extend(account.map(AccountState::entries).unwrap_or_default());
+        refs.sort_by(|a, b| (a.chain.as_str(), a.seq).cmp(&(b.chain.as_str(), b.seq)));
+        refs
+    }
 }
 
 /// Everything recorded about one account as a whole.
@@ -404,16 +414,13 @@ impl Projection {
     /// changed (none is dirty), keeping policies, imports and cursors.
     /// Only a partial projection drops anything: the caller keeps the
     /// saved states, and puts each back before an entry folds into it.
-    /// Returns how many were dropped.
-    pub fn release(&mut self) -> usize {
+    pub fn release(&mut self) {
         if !self.partial {
-            return 0;
+            return;
         }
-        let before = self.items.len() + self.accounts.len();
         let dirty = &self.dirty;
         self.items.retain(|id, _| dirty.items.contains(id));
         self.accounts.retain(|key, _| dirty.accounts.contains(key));
-        before - self.items.len() - self.accounts.len()
     }
 
     /// Items and accounts held in memory.

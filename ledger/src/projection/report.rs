@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
+use super::Projection;
 use super::facts::{Facts, FactsError};
 use super::verdict::{ItemVerdict, Status, judge};
-use super::{Projection, account_key};
 use crate::policy::Policy;
 
 /// Judges every item of a projection as of `as_of`, in item order.
@@ -31,17 +31,12 @@ pub fn judge_each(
         if failed.is_some() {
             return;
         }
-        let account = match item
-            .account
-            .as_ref()
-            .map(|a| facts.account(&account_key(a)))
-        {
-            Some(Err(e)) => {
+        let account = match facts.account_of(item) {
+            Ok(a) => a,
+            Err(e) => {
                 failed = Some(e);
                 return;
             }
-            Some(Ok(a)) => a,
-            None => None,
         };
         if let Some(mut v) = judge(item, account.as_deref(), policy, as_of) {
             v.weigh_imports(facts.imports());

@@ -300,16 +300,12 @@ impl Ledger {
                     .collect(),
             })
         };
-        let account = match &item.account {
-            Some(a) => facts.account(&account_key(a)).map_err(facts_error)?,
-            None => None,
-        };
-        let mut refs = item.entries();
-        if let Some(account) = &account {
-            refs.extend(account.entries());
-        }
-        refs.sort_by(|a, b| (a.chain.as_str(), a.seq).cmp(&(b.chain.as_str(), b.seq)));
-        let entries = refs.into_iter().map(prove).collect::<Result<Vec<_>, _>>()?;
+        let account = facts.account_of(&item).map_err(facts_error)?;
+        let entries = item
+            .entries_with(account.as_deref())
+            .into_iter()
+            .map(prove)
+            .collect::<Result<Vec<_>, _>>()?;
         let (published, policy_text) = projection
             .policies
             .iter()

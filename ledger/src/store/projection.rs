@@ -64,8 +64,7 @@ impl From<ProjectionError> for StoreError {
 
 impl Ledger {
     /// The projection as last saved, every item in memory (empty if never
-    /// built). For a reader's snapshot; a writer opens
-    /// [`Ledger::open_projection`] instead.
+    /// built); most callers want [`Ledger::open_projection`] instead.
     pub fn load_projection(&self) -> Result<Projection, StoreError> {
         let tree = self.db.open_tree(TREE)?;
         let mut projection = Projection::default();
@@ -111,27 +110,10 @@ impl Ledger {
         Ok(projection)
     }
 
-    /// The saved projection (every item in memory), or, when it cannot be
-    /// read (saved by an older build, or damaged), rebuilt from the chains:
-    /// it is derived data, and the chains are the record.
-    pub fn load_or_rebuild_projection(
-        &mut self,
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<Projection, StoreError> {
-        match self.load_projection() {
-            Err(StoreError::Damaged { key, detail }) if key.starts_with("projection") => {
-                tracing::warn!(
-                    "the saved projection cannot be read ({key}: {detail}); rebuilding it from the chains"
-                );
-                self.rebuild_projection(progress)?;
-                self.load_projection()
-            }
-            other => other,
-        }
-    }
-
-    /// Like [`Ledger::load_or_rebuild_projection`], for a writer
-    /// ([`Ledger::open_projection`]).
+    /// The saved projection as [`Ledger::open_projection`] opens it, or,
+    /// when it cannot be read (saved by an older build, or damaged),
+    /// rebuilt from the chains: it is derived data, and the chains are the
+    /// record.
     pub fn open_or_rebuild_projection(
         &mut self,
         progress: &mut dyn FnMut(u64),
@@ -277,15 +259,8 @@ impl Ledger {
         let Some(item) = facts.item(item_id).map_err(read)? else {
             return Ok(None);
         };
-        let account = match &item.account {
-            Some(a) => facts
-                .account(&crate::projection::account_key(a))
-                .map_err(read)?,
-            None => None,
-        };
-        let mut refs = item.entries();
-        refs.extend(account.as_ref().map(|a| a.entries()).unwrap_or_default());
-        refs.sort_by(|a, b| (a.chain.as_str(), a.seq).cmp(&(b.chain.as_str(), b.seq)));
+        let account = facts.account_of(&item).map_err(read)?;
+        let refs = item.entries_with(account.as_deref());
         let mut out = Vec::with_capacity(refs.len());
         for r in refs {
             let (record, entry) = self
