@@ -1041,6 +1041,7 @@ pub fn run(
     consumer
         .context()
         .write(&consumer, None, CommitMode::Sync)?;
+    lock(&sink).save_projection()?;
     lock(&sink).maybe_checkpoint(true)?;
     consumer.unsubscribe();
     drop(consumer);

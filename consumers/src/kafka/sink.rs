@@ -109,7 +109,14 @@ pub struct Sink {
     last_message: HashMap<(String, i32), Instant>,
     /// When the oldest input of the staged batches arrived.
     oldest_staged: Option<Instant>,
+    /// When the projection was last saved (it is saved when enough is
+    /// folded, or this long after the last save, not after every write).
+    projection_saved: Instant,
 }
+
+/// The longest a writer's folded projection waits to be saved while
+/// entries keep coming.
+const PROJECTION_SAVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Sink {
     pub fn new(
@@ -151,6 +158,7 @@ impl Sink {
             in_flight: HashMap::new(),
             last_message: HashMap::new(),
             oldest_staged: None,
+            projection_saved: Instant::now(),
         })
     }
 
@@ -559,7 +567,9 @@ impl Sink {
         }
         let started = self.oldest_staged.take();
         let chains: Vec<String> = partitions.iter().map(|(t, p)| chain_name(t, *p)).collect();
+        let appending = Instant::now();
         let reports = self.ledger.append_staged(&chains, Timestamp::now())?;
+        let appended = appending.elapsed();
         if let Some(by) = self.backfill.clone() {
             for (chain, report) in &reports {
                 if report.appended == 0 {
@@ -586,7 +596,15 @@ impl Sink {
         for chain in &chains {
             self.in_flight.remove(chain);
         }
+        let after = Instant::now();
         self.after_write(&timestamps, started)?;
+        // Where a write's time goes: the append (intake, evidence, index,
+        // fsync) and what follows it (projection, monitor, checkpoint).
+        tracing::debug!(
+            "appended {} chains in {appended:.1?}; projection, monitor and checkpoint {:.1?}",
+            chains.len(),
+            after.elapsed()
+        );
         Ok(flushed)
     }
 
@@ -644,10 +662,28 @@ impl Sink {
             self.metrics.observe_batch(t.elapsed());
         }
         if let Some(p) = self.projection.as_mut() {
-            self.ledger.catch_up(p, &mut |_| {})?;
+            self.ledger.catch_up_saving_when_due(p)?;
+            if p.unsaved() == 0 {
+                self.projection_saved = Instant::now();
+            } else if self.projection_saved.elapsed() >= PROJECTION_SAVE_INTERVAL {
+                self.save_projection()?;
+            }
         }
         self.tick_monitor()?;
         self.maybe_checkpoint(false)
+    }
+
+    /// Saves what the projection folded and has not saved yet (before the
+    /// consumer stops; a crash instead only makes the next start fold the
+    /// same entries again).
+    pub fn save_projection(&mut self) -> Result<(), StoreError> {
+        if let Some(p) = self.projection.as_mut() {
+            if p.unsaved() > 0 {
+                self.ledger.save_projection(p)?;
+            }
+        }
+        self.projection_saved = Instant::now();
+        Ok(())
     }
 
     /// Writes pending inputs (of `only` these partitions, or all) straight

@@ -328,6 +328,9 @@ pub struct Projection {
     /// Keys changed since [`Projection::take_dirty`] was last called.
     #[serde(skip)]
     dirty: Dirty,
+    /// Entries folded since [`Projection::take_dirty`] was last called.
+    #[serde(skip)]
+    unsaved: u64,
     /// Keys changed since [`Projection::take_touched`] was last called:
     /// the same as `dirty`, kept apart for the deadline monitor, which
     /// must see every change whether or not the projection was saved.
@@ -415,12 +418,20 @@ impl Projection {
     /// Only a partial projection drops anything: the caller keeps the
     /// saved states, and puts each back before an entry folds into it.
     pub fn release(&mut self) {
+        self.release_except(&Dirty::default());
+    }
+
+    /// [`Projection::release`], keeping also the items and accounts
+    /// `keep` names (those folded into lately, say).
+    pub fn release_except(&mut self, keep: &Dirty) {
         if !self.partial {
             return;
         }
         let dirty = &self.dirty;
-        self.items.retain(|id, _| dirty.items.contains(id));
-        self.accounts.retain(|key, _| dirty.accounts.contains(key));
+        self.items
+            .retain(|id, _| dirty.items.contains(id) || keep.items.contains(id));
+        self.accounts
+            .retain(|key, _| dirty.accounts.contains(key) || keep.accounts.contains(key));
     }
 
     /// Items and accounts held in memory.
@@ -430,7 +441,13 @@ impl Projection {
 
     /// Hands over and clears the record of what changed (for saving).
     pub fn take_dirty(&mut self) -> Dirty {
+        self.unsaved = 0;
         std::mem::take(&mut self.dirty)
+    }
+
+    /// Entries folded since the changes were last handed over for saving.
+    pub fn unsaved(&self) -> u64 {
+        self.unsaved
     }
 
     /// Hands over and clears the record of what changed since the last
@@ -466,6 +483,7 @@ impl Projection {
             self.fold_event(event, entry_ref(entry, event));
         }
         self.covered.insert(entry.chain.clone(), expected + 1);
+        self.unsaved += 1;
         Ok(())
     }
 

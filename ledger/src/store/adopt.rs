@@ -111,6 +111,7 @@ impl Ledger {
         }
         evidence::write_manifest(&self.dir, &manifest)?;
         self.evidence = Snapshot::of(self.dir.clone(), manifest);
+        self.just_appended.clear();
         self.frontiers.remove(chain);
         self.catch_up_derived()?;
         Ok(next_seq)
@@ -150,6 +151,7 @@ impl Ledger {
         // under segments/, where the next adoption replaces them.
         evidence::write_manifest(&self.dir, &manifest)?;
         self.evidence = Snapshot::of(self.dir.clone(), manifest);
+        self.just_appended.clear();
         if let Some(parent) = to.parent() {
             std::fs::create_dir_all(parent).map_err(super::io_error(parent))?;
         }

@@ -201,6 +201,10 @@ pub struct Ledger {
     /// The ledger's own record being written now (`publish_policy`,
     /// `declare_import`), which the intake guard lets through.
     writing: Option<crate::intake::LedgerRecord>,
+    /// The entries the last append wrote, per chain: a writer's
+    /// projection folds them next, and takes them from here rather than
+    /// reading back (and decompressing) the frames just written.
+    just_appended: HashMap<String, Vec<SealedEntry>>,
 }
 
 /// The index database's directory inside a ledger directory.
@@ -380,6 +384,7 @@ impl Ledger {
             event_index: None,
             next_index_record: 0,
             writing: None,
+            just_appended: HashMap::new(),
         })
     }
 
@@ -578,6 +583,7 @@ impl Ledger {
             check_chain_name(&b.chain)?;
         }
         self.load_event_index()?;
+        self.just_appended.clear();
         let mut new_index: Vec<(String, SeenEvent)> = Vec::new();
         let mut batch = sled::Batch::default();
         // What this write adds, which the database does not show yet.
@@ -732,6 +738,11 @@ impl Ledger {
             }
         };
         self.evidence = Snapshot::of(self.dir.clone(), manifest);
+        self.just_appended = new_heads
+            .into_iter()
+            .filter(|(_, sealed, _)| !sealed.is_empty())
+            .map(|(head, sealed, _)| (head.chain, sealed))
+            .collect();
         // The derived indexes follow the evidence; if this write is lost,
         // the next open derives it again from the segments.
         let indexed = self.db.apply_batch(batch).and_then(|_| self.db.flush());

@@ -135,6 +135,14 @@ impl Ledger {
     /// same entries again. It becomes durable with the index's next flush
     /// (every append flushes it) or [`Ledger::rebuild_projection`]'s.
     pub fn save_projection(&mut self, projection: &mut Projection) -> Result<(), StoreError> {
+        self.save_dirty(projection).map(drop)
+    }
+
+    /// [`Ledger::save_projection`], handing back what it saved.
+    fn save_dirty(
+        &mut self,
+        projection: &mut Projection,
+    ) -> Result<crate::projection::Dirty, StoreError> {
         let tree = self.db.open_tree(TREE)?;
         let dirty = projection.take_dirty();
         let mut batch = sled::Batch::default();
@@ -156,7 +164,7 @@ impl Ledger {
             batch.insert(key(b'c', chain), seq.to_be_bytes().to_vec());
         }
         tree.apply_batch(batch)?;
-        Ok(())
+        Ok(dirty)
     }
 
     /// Puts back into a partial projection the saved states of the items
@@ -191,44 +199,98 @@ impl Ledger {
     }
 
     /// Folds every entry the projection has not yet seen into it, saving as
-    /// it goes (and, for a partial projection, keeping at most
-    /// `LedgerOptions::projection_resident` items and accounts in memory
-    /// between saves). Returns
-    /// the number of entries folded.
+    /// it goes and at the end (and, for a partial projection, keeping at
+    /// most `LedgerOptions::projection_resident` items and accounts in
+    /// memory between saves). Returns the number of entries folded.
     pub fn catch_up(
         &mut self,
         projection: &mut Projection,
         progress: &mut dyn FnMut(u64),
+    ) -> Result<u64, StoreError> {
+        let folded = self.fold_new(projection, progress, 1)?;
+        if projection.unsaved() > 0 {
+            self.save_projection(projection)?;
+        }
+        Ok(folded)
+    }
+
+    /// Like [`Ledger::catch_up`], but saves only once `SAVE_EVERY` entries
+    /// (or more items than may stay resident) wait to be saved: for a
+    /// writer that folds every few entries it appends, where a save per
+    /// write would rewrite its hot items over and over. What is not saved
+    /// yet stays in `projection` (whose facts are the newer); the caller
+    /// saves it with [`Ledger::save_projection`] before it stops. A crash
+    /// loses only derived work: the saved cursor is older, and catching
+    /// up folds the same entries again.
+    pub fn catch_up_saving_when_due(
+        &mut self,
+        projection: &mut Projection,
+    ) -> Result<u64, StoreError> {
+        self.fold_new(projection, &mut |_| {}, SAVE_EVERY)
+    }
+
+    /// Folds new entries in windows, saving whenever `save_after` entries
+    /// are unsaved or too many states are resident.
+    fn fold_new(
+        &mut self,
+        projection: &mut Projection,
+        progress: &mut dyn FnMut(u64),
+        save_after: u64,
     ) -> Result<u64, StoreError> {
         let mut folded = 0u64;
         for chain in self.chain_names()? {
             // In windows, so that memory stays bounded and progress is saved.
             loop {
                 let from = projection.next_seq(&chain);
-                let window: Vec<_> = self
-                    .entries(&chain, from, from.saturating_add(SAVE_EVERY - 1))?
-                    .collect::<Result<_, _>>()?;
+                let window = self.window(&chain, from)?;
                 if window.is_empty() {
                     break;
                 }
                 let events = window
                     .iter()
-                    .map(|(_, entry)| entry_event(entry))
+                    .map(entry_event)
                     .collect::<Result<Vec<_>, _>>()?;
                 self.fault_in(projection, events.iter().flatten())?;
-                for ((_, entry), event) in window.iter().zip(&events) {
+                for (entry, event) in window.iter().zip(&events) {
                     projection.apply_decoded(entry, event.as_ref())?;
                 }
                 folded += window.len() as u64;
-                self.save_projection(projection)?;
-                if projection.resident() > self.options.projection_resident {
-                    projection.release();
+                let crowded = projection.resident() > self.options.projection_resident;
+                if projection.unsaved() >= save_after || (crowded && projection.is_partial()) {
+                    let saved = self.save_dirty(projection)?;
+                    if crowded {
+                        // What was folded into since the last save stays:
+                        // a writer's next entries are likely about it.
+                        projection.release_except(&saved);
+                    }
                 }
                 progress(folded);
             }
         }
         progress(folded);
         Ok(folded)
+    }
+
+    /// The entries of `chain` from `from` on that one fold takes (at most
+    /// `SAVE_EVERY`): those the last append wrote when they are the ones
+    /// wanted, else read from the evidence.
+    fn window(&mut self, chain: &str, from: u64) -> Result<Vec<crate::entry::Entry>, StoreError> {
+        if let Some(sealed) = self.just_appended.get(chain) {
+            if sealed.first().is_some_and(|e| e.seq == from) {
+                let sealed = self.just_appended.remove(chain).unwrap_or_default();
+                return sealed
+                    .iter()
+                    .map(|e| {
+                        crate::entry::Entry::decode(&e.encoding).map_err(|err| {
+                            codec_error(format!("{chain} seq {}", e.seq).as_bytes(), err)
+                        })
+                    })
+                    .collect();
+            }
+        }
+        self.entries(chain, from, from.saturating_add(SAVE_EVERY - 1))?
+            .map(|r| r.map(|(_, entry)| entry))
+            .collect()
     }
 
     /// Drops the saved projection and folds every chain again from seq 0,

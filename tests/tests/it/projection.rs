@@ -92,18 +92,9 @@ fn item_event(id: &str, uin: u64, item: &str, kind: &str) -> String {
     )
 }
 
-/// A writer keeps only a few items in memory (it reads the others back
-/// when an entry folds into them): whatever it drops and reads back, the
-/// saved projection, and what the facts view shows of it, equal a fold of
-/// every entry with every item in memory.
-#[test]
-fn a_writer_holding_few_items_saves_what_a_full_fold_holds() {
-    use lifeledger_ledger::projection::Projection;
-    use lifeledger_ledger::projection::facts::Facts;
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("ledger");
-    // Items come back again and again, interleaved with their accounts'
-    // events, so that dropped states must be read back to be right.
+/// Events that revisit 50 items of 5 accounts over four rounds, with
+/// account-wide events between the rounds.
+fn revisiting_events() -> Vec<String> {
     let mut lines = Vec::new();
     for round in 0..4 {
         for i in 0..60u32 {
@@ -126,6 +117,105 @@ fn a_writer_holding_few_items_saves_what_a_full_fold_holds() {
             ));
         }
     }
+    lines
+}
+
+/// Every entry of chain `file` folded with every item in memory.
+fn full_fold(ledger: &lifeledger_ledger::Ledger) -> lifeledger_ledger::projection::Projection {
+    let mut full = lifeledger_ledger::projection::Projection::default();
+    for entry in ledger.entries("file", 0, u64::MAX).unwrap() {
+        full.apply(&entry.unwrap().1).unwrap();
+    }
+    full
+}
+
+/// A writer that folds after every append but saves only when a save is
+/// due (as the consumer does) keeps what it has not saved in memory; a
+/// crash before the save costs only folding those entries again, and
+/// what ends up saved equals a fold of every entry.
+#[test]
+fn a_writer_saving_when_due_loses_nothing_to_a_crash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ledger");
+    let lines = revisiting_events();
+    let half = lines.len() / 2;
+    let a = write_lines(tmp.path(), "a.jsonl", &lines[..half]);
+    let b = write_lines(tmp.path(), "b.jsonl", &lines[half..]);
+    // Room for every item first (so nothing is due to be saved), then for
+    // only four (so that states are saved, dropped and read back).
+    let roomy = lifeledger_ledger::LedgerOptions::default();
+    let options = lifeledger_ledger::LedgerOptions {
+        projection_resident: 4,
+        ..roomy
+    };
+    {
+        // Folded as it goes, never saved: then the process dies.
+        let mut ledger = retry_locked(|| lifeledger_ledger::Ledger::open(&dir, roomy));
+        let mut projection = ledger.open_projection().unwrap();
+        ingest_file(
+            &mut ledger,
+            "file",
+            &a,
+            9,
+            clock,
+            |_| {},
+            |l| {
+                l.catch_up_saving_when_due(&mut projection)?;
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert!(projection.unsaved() > 0, "nothing is waiting to be saved");
+        // What the writer holds in memory is the newer: the facts view
+        // shows every fold, saved or not.
+        let full = full_fold(&ledger);
+        let facts = ledger.facts(&projection).unwrap();
+        let mut seen = Vec::new();
+        lifeledger_ledger::projection::facts::Facts::each_item(&facts, &mut |item| {
+            seen.push(item.clone())
+        })
+        .unwrap();
+        assert_eq!(seen, full.items.values().cloned().collect::<Vec<_>>());
+    }
+    let mut ledger = retry_locked(|| lifeledger_ledger::Ledger::open(&dir, options));
+    let mut projection = ledger.open_projection().unwrap();
+    assert!(
+        projection.next_seq("file") < half as u64,
+        "the crash lost no unsaved fold: cursor {}",
+        projection.next_seq("file")
+    );
+    ledger.catch_up_saving_when_due(&mut projection).unwrap();
+    ingest_file(
+        &mut ledger,
+        "file",
+        &b,
+        13,
+        clock,
+        |_| {},
+        |l| {
+            l.catch_up_saving_when_due(&mut projection)?;
+            Ok(())
+        },
+    )
+    .unwrap();
+    ledger.save_projection(&mut projection).unwrap();
+    drop(ledger);
+    let ledger = open(&dir);
+    assert_eq!(ledger.load_projection().unwrap(), full_fold(&ledger));
+}
+
+/// A writer keeps only a few items in memory (it reads the others back
+/// when an entry folds into them): whatever it drops and reads back, the
+/// saved projection, and what the facts view shows of it, equal a fold of
+/// every entry with every item in memory.
+#[test]
+fn a_writer_holding_few_items_saves_what_a_full_fold_holds() {
+    use lifeledger_ledger::projection::facts::Facts;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ledger");
+    // Items come back again and again, interleaved with their accounts'
+    // events, so that dropped states must be read back to be right.
+    let lines = revisiting_events();
     let half = lines.len() / 2;
     let a = write_lines(tmp.path(), "a.jsonl", &lines[..half]);
     let b = write_lines(tmp.path(), "b.jsonl", &lines[half..]);
@@ -161,10 +251,7 @@ fn a_writer_holding_few_items_saves_what_a_full_fold_holds() {
         assert_eq!(projection.take_touched().items.len(), 0);
     }
     let ledger = open(&dir);
-    let mut full = Projection::default();
-    for entry in ledger.entries("file", 0, u64::MAX).unwrap() {
-        full.apply(&entry.unwrap().1).unwrap();
-    }
+    let full = full_fold(&ledger);
     assert_eq!(full.items.len(), 50);
     assert_eq!(full.accounts.len(), 5);
     let saved = ledger.load_projection().unwrap();
