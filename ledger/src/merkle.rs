@@ -25,6 +25,22 @@ pub fn leaf_hash(entry: &EntryHash) -> Hash {
     *h.finalize().as_bytes()
 }
 
+/// The root of a perfect tree over `leaves`; `None` unless their number
+/// is a power of two.
+pub fn perfect_root(leaves: &[Hash]) -> Option<Hash> {
+    if !leaves.len().is_power_of_two() {
+        return None;
+    }
+    let mut level: Vec<Hash> = leaves.to_vec();
+    while level.len() > 1 {
+        level = level
+            .chunks_exact(2)
+            .map(|pair| node_hash(&pair[0], &pair[1]))
+            .collect();
+    }
+    level.first().copied()
+}
+
 pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
     let mut h = blake3::Hasher::new();
     h.update(&[0x01]);
@@ -337,6 +353,29 @@ impl CompactRange {
         }
         self.subtrees.push(current);
         self.size += 1;
+    }
+
+    /// Appends a perfect subtree of `2^level` leaves, given its root; the
+    /// tree's size must be a multiple of `2^level` (the subtree aligned),
+    /// else `false` and nothing changes.
+    pub fn push_subtree(&mut self, level: u8, root: Hash) -> bool {
+        let Some(width) = 1u64.checked_shl(u32::from(level)) else {
+            return false;
+        };
+        if self.size % width != 0 {
+            return false;
+        }
+        let mut current = (level, root);
+        while let Some(&(l, left)) = self.subtrees.last() {
+            if l != current.0 {
+                break;
+            }
+            self.subtrees.pop();
+            current = (l + 1, node_hash(&left, &current.1));
+        }
+        self.subtrees.push(current);
+        self.size += width;
+        true
     }
 
     pub fn push(&mut self, leaf: Hash) -> Vec<(u8, u64, Hash)> {

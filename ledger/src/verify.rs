@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use lifeledger_schemas::{canonical_json, decode_event};
+use lifeledger_schemas::{decode_event, is_canonical_json};
 
 use crate::chain::ChainHead;
 use crate::entry::{BodyView, EntryHash, EntryView, GENESIS_PREV_HASH};
@@ -234,6 +234,23 @@ impl ChainVerifier {
         Ok(())
     }
 
+    /// Takes a clean piece ([`Piece::clean`]) as a whole, if its first
+    /// record comes next and links to the last one checked; `false` leaves
+    /// the piece to be walked record by record.
+    pub fn accept_piece(&mut self, piece: &Piece, last_hash: &EntryHash) -> bool {
+        if !piece.clean || piece.first_seq != self.next_seq() || piece.first_prev != self.prev_hash
+        {
+            return false;
+        }
+        let count = piece.leaves.len() as u64;
+        self.summary.entries += count;
+        self.summary.events += piece.events;
+        self.summary.rejected += piece.rejected;
+        self.summary.last_hash = Some(*last_hash);
+        self.prev_hash = *last_hash;
+        true
+    }
+
     /// Ends the walk by comparing with the chain's recorded head.
     pub fn finish(self, head: Option<&ChainHead>) -> Result<ChainSummary, Finding> {
         let count = self.summary.entries;
@@ -284,16 +301,27 @@ pub enum Precheck {
 /// The checks of one record of `chain` that need no other record: decode,
 /// hash against the stored hash, and the body (at `depth`).
 pub fn precheck(chain: &str, stored_hash: &EntryHash, encoding: &[u8], depth: Depth) -> Precheck {
-    let entry = match EntryView::decode(encoding) {
-        Ok(e) => e,
-        Err(e) => return Precheck::Broken(Problem::Undecodable(e.to_string())),
-    };
+    match sound_view(chain, stored_hash, encoding, depth) {
+        Ok(_) => Precheck::Sound,
+        Err(found) => found,
+    }
+}
+
+/// [`precheck`], handing back the decoded record when it is sound.
+fn sound_view<'a>(
+    chain: &str,
+    stored_hash: &EntryHash,
+    encoding: &'a [u8],
+    depth: Depth,
+) -> Result<EntryView<'a>, Precheck> {
+    let entry = EntryView::decode(encoding)
+        .map_err(|e| Precheck::Broken(Problem::Undecodable(e.to_string())))?;
     let computed = EntryHash::of_encoding(encoding);
     if computed != *stored_hash {
-        return Precheck::Broken(Problem::HashMismatch {
+        return Err(Precheck::Broken(Problem::HashMismatch {
             stored: *stored_hash,
             computed,
-        });
+        }));
     }
     if let BodyView::Event {
         raw,
@@ -301,70 +329,139 @@ pub fn precheck(chain: &str, stored_hash: &EntryHash, encoding: &[u8], depth: De
         canonical,
     } = entry.body
     {
-        if let Err(p) = check_event_body(chain, raw, event_id, canonical, depth) {
-            return Precheck::BadBody(p);
-        }
+        check_event_body(chain, raw, event_id, canonical, depth).map_err(Precheck::BadBody)?;
     }
-    Precheck::Sound
+    Ok(entry)
 }
 
-/// What [`precheck_all`] found: the records that are not sound, by index,
-/// and every record's Merkle leaf hash (of its stored hash).
-pub type Prechecked = (
-    std::collections::BTreeMap<usize, Precheck>,
-    Vec<crate::merkle::Hash>,
-);
+/// Records per piece of a chain that [`precheck_pieces`] checks on one
+/// core; a multiple of [`BLOCK`].
+pub const PIECE: usize = 16 * BLOCK;
 
-/// [`precheck`] of every record of a chain, with its Merkle leaf hash,
-/// spread over the machine's cores.
-pub fn precheck_all(chain: &str, records: &[(&EntryHash, &[u8])], depth: Depth) -> Prechecked {
+/// Leaves per Merkle block that a piece hashes up to its root: a perfect
+/// subtree, aligned, so that the walk pushes one node instead of its
+/// leaves.
+pub const BLOCK: usize = 1 << BLOCK_LEVEL;
+pub const BLOCK_LEVEL: u8 = 10;
+
+/// What [`precheck_pieces`] found of one piece of a chain's records
+/// (those from index `start`, which is a multiple of [`PIECE`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Piece {
+    pub start: usize,
+    /// Every record is sound, on the chain, and linked to the record
+    /// before it in the piece (seq one more, previous hash its hash). Only
+    /// then do the fields below describe the piece: the walk checks its
+    /// first record's seq and link and takes the rest as a whole.
+    pub clean: bool,
+    pub first_seq: u64,
+    pub first_prev: EntryHash,
+    pub events: u64,
+    pub rejected: u64,
+    /// Each record's Merkle leaf hash (of its stored hash).
+    pub leaves: Vec<crate::merkle::Hash>,
+    /// The root of each full [`BLOCK`] of leaves, in order.
+    pub blocks: Vec<crate::merkle::Hash>,
+}
+
+/// [`precheck`] of every record of a chain, in pieces spread over the
+/// machine's cores, with the links inside each piece, each record's Merkle
+/// leaf hash and the roots of its full blocks: what does not depend on
+/// what came before the piece.
+pub fn precheck_pieces(chain: &str, records: &[(EntryHash, &[u8])], depth: Depth) -> Vec<Piece> {
     let threads = std::thread::available_parallelism()
         .map_or(1, std::num::NonZeroUsize::get)
         .clamp(1, 16);
-    // Small chains are not worth a thread.
-    if threads == 1 || records.len() < 4_096 {
-        return check_slice(chain, records, 0, depth);
+    let pieces = records.len().div_ceil(PIECE);
+    if threads == 1 || pieces <= 1 {
+        return (0..pieces)
+            .map(|i| check_piece(chain, records, i * PIECE, depth))
+            .collect();
     }
-    let chunk = records.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = records
-            .chunks(chunk)
-            .enumerate()
-            .map(|(i, part)| {
-                let handle = scope.spawn(move || check_slice(chain, part, i * chunk, depth));
-                (i, part, handle)
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut found: Vec<Piece> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.min(pieces))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= pieces {
+                            return mine;
+                        }
+                        mine.push(check_piece(chain, records, i * PIECE, depth));
+                    }
+                })
             })
             .collect();
-        let mut problems = std::collections::BTreeMap::new();
-        let mut leaves = Vec::with_capacity(records.len());
-        for (i, part, handle) in handles {
-            // A worker that could not finish: its part is checked here.
-            let (found, part_leaves) = handle
-                .join()
-                .unwrap_or_else(|_| check_slice(chain, part, i * chunk, depth));
-            problems.extend(found);
-            leaves.extend(part_leaves);
+        let mut all = Vec::with_capacity(pieces);
+        for worker in workers {
+            // A worker that could not finish: its pieces are checked below.
+            if let Ok(mine) = worker.join() {
+                all.extend(mine);
+            }
         }
-        (problems, leaves)
-    })
+        all
+    });
+    found.sort_by_key(|p| p.start);
+    if found.len() < pieces {
+        let have: std::collections::BTreeSet<usize> = found.iter().map(|p| p.start).collect();
+        for i in 0..pieces {
+            if !have.contains(&(i * PIECE)) {
+                found.push(check_piece(chain, records, i * PIECE, depth));
+            }
+        }
+        found.sort_by_key(|p| p.start);
+    }
+    found
 }
 
-fn check_slice(
-    chain: &str,
-    records: &[(&EntryHash, &[u8])],
-    offset: usize,
-    depth: Depth,
-) -> Prechecked {
-    let mut problems = std::collections::BTreeMap::new();
-    let mut leaves = Vec::with_capacity(records.len());
-    for (i, (hash, encoding)) in records.iter().enumerate() {
-        let found = precheck(chain, hash, encoding, depth);
-        if found != Precheck::Sound {
-            problems.insert(offset + i, found);
+fn check_piece(chain: &str, records: &[(EntryHash, &[u8])], start: usize, depth: Depth) -> Piece {
+    let part = &records[start..(start + PIECE).min(records.len())];
+    let mut piece = Piece {
+        start,
+        clean: true,
+        first_seq: 0,
+        first_prev: GENESIS_PREV_HASH,
+        events: 0,
+        rejected: 0,
+        leaves: Vec::with_capacity(part.len()),
+        blocks: Vec::new(),
+    };
+    let mut before: Option<(u64, EntryHash)> = None;
+    for (hash, encoding) in part {
+        piece.leaves.push(crate::merkle::leaf_hash(hash));
+        if !piece.clean {
+            continue;
         }
-        leaves.push(crate::merkle::leaf_hash(hash));
+        let Ok(entry) = sound_view(chain, hash, encoding, depth) else {
+            piece.clean = false;
+            continue;
+        };
+        let linked = match before {
+            None => {
+                piece.first_seq = entry.seq;
+                piece.first_prev = entry.prev_hash;
+                true
+            }
+            Some((seq, last)) => Some(entry.seq) == seq.checked_add(1) && entry.prev_hash == last,
+        };
+        if !linked || entry.chain != chain {
+            piece.clean = false;
+            continue;
+        }
+        match entry.body {
+            BodyView::Event { .. } => piece.events += 1,
+            BodyView::Rejected { .. } => piece.rejected += 1,
+        }
+        before = Some((entry.seq, *hash));
     }
-    (problems, leaves)
+    piece.blocks = piece
+        .leaves
+        .chunks_exact(BLOCK)
+        .filter_map(crate::merkle::perfect_root)
+        .collect();
+    piece
 }
 
 /// The checks of one event entry of `chain` beyond its hash and links:
@@ -408,7 +505,7 @@ fn check_event(raw: &[u8], event_id: &str, canonical: &[u8]) -> Result<(), Strin
             event.event_id
         ));
     }
-    if canonical_json(&event) != canonical {
+    if !is_canonical_json(&event, canonical) {
         return Err("canonical form differs from the one the received bytes give".to_owned());
     }
     Ok(())

@@ -19,7 +19,26 @@ use crate::v1::{Event, Kind};
 /// holds this to.
 pub fn canonical_json(event: &Event) -> Vec<u8> {
     let mut out = Vec::with_capacity(320);
-    let mut obj = Object::open(&mut out);
+    write_canonical_json(event, &mut out);
+    out
+}
+
+/// Whether `bytes` are the canonical JSON of `event`, without allocating
+/// for each event (a verifier asks this of every entry).
+pub fn is_canonical_json(event: &Event, bytes: &[u8]) -> bool {
+    thread_local! {
+        static OUT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    OUT.with_borrow_mut(|out| {
+        out.clear();
+        write_canonical_json(event, out);
+        out.as_slice() == bytes
+    })
+}
+
+/// Appends the canonical JSON of `event` to `out`.
+pub fn write_canonical_json(event: &Event, out: &mut Vec<u8>) {
+    let mut obj = Object::open(out);
     if let Some(a) = &event.account {
         obj.key("account");
         let mut acc = Object::open(obj.out);
@@ -44,7 +63,6 @@ pub fn canonical_json(event: &Event) -> Vec<u8> {
     obj.out
         .extend_from_slice(event.schema_version.to_string().as_bytes());
     obj.close();
-    out
 }
 
 fn write_kind(kind: &Kind, out: &mut Vec<u8>) {
@@ -153,6 +171,12 @@ fn write_string(s: &str, out: &mut Vec<u8>) {
     // Runs of bytes that need no escape are copied whole: every byte of a
     // multi-byte UTF-8 character is 0x80 or above.
     let bytes = s.as_bytes();
+    // Most strings need no escape at all: one test over the whole string.
+    if !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut run = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let escape: Option<&[u8]> = match b {

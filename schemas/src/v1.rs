@@ -63,8 +63,18 @@ where
 }
 
 fn event_time<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Timestamp, D::Error> {
-    let text = String::deserialize(de)?;
-    crate::time::parse_event_time(&text).map_err(serde::de::Error::custom)
+    /// Parses the text where it lies (no copy, unless it holds escapes).
+    struct TimeText;
+    impl serde::de::Visitor<'_> for TimeText {
+        type Value = Timestamp;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Timestamp, E> {
+            crate::time::parse_event_time(text).map_err(E::custom)
+        }
+    }
+    de.deserialize_str(TimeText)
 }
 
 /// A JSON number that is a whole number (`1`, `1.0`, `1e0`).

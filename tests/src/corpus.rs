@@ -49,8 +49,13 @@ pub fn chain(edit: impl Fn(u64) -> Option<Vec<u8>>) -> Vec<SealedEntry> {
 
 /// A chain of `ENTRIES` entries; `edit` may replace the body of entry i.
 pub fn chain_with_bodies(edit: impl Fn(u64) -> Option<Body>) -> Vec<SealedEntry> {
+    chain_of_length(ENTRIES, edit)
+}
+
+/// A chain of `n` entries; `edit` may replace the body of entry i.
+pub fn chain_of_length(n: u64, edit: impl Fn(u64) -> Option<Body>) -> Vec<SealedEntry> {
     let mut head = ChainHead::empty(CHAIN);
-    (0..ENTRIES)
+    (0..n)
         .map(|i| {
             let entry_body = edit(i)
                 .unwrap_or_else(|| body(event(i, if i % 3 == 0 { "mysql" } else { "mongodb" })));
@@ -244,7 +249,8 @@ pub fn bundle(
     w.finish().unwrap()
 }
 
-fn records(entries: &[SealedEntry]) -> Vec<(lifeledger_ledger::EntryHash, Vec<u8>)> {
+/// Each entry's stored hash and encoding, as a bundle holds them.
+pub fn records(entries: &[SealedEntry]) -> Vec<(lifeledger_ledger::EntryHash, Vec<u8>)> {
     entries
         .iter()
         .map(|e| (e.hash, e.encoding.clone()))

@@ -263,6 +263,21 @@ impl<'a> Frame<'a> {
 
 /// Splits a bundle into its records without decoding them.
 pub fn frames(bytes: &[u8]) -> Result<Vec<Frame<'_>>, BundleError> {
+    let mut out = Vec::new();
+    each_frame(bytes, |frame| {
+        out.push(frame);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Hands each record of a bundle, framed but not decoded, to `each` in
+/// file order (while its first bytes are still in the cache: a bundle is
+/// read once, whatever its size), then checks the end record's count.
+pub fn each_frame<'a>(
+    bytes: &'a [u8],
+    mut each: impl FnMut(Frame<'a>) -> Result<(), BundleError>,
+) -> Result<(), BundleError> {
     let mut c = Cursor { bytes, pos: 0 };
     if c.take(MAGIC.len()) != Some(MAGIC.as_slice()) {
         return Err(BundleError::BadMagic);
@@ -271,7 +286,7 @@ pub fn frames(bytes: &[u8]) -> Result<Vec<Frame<'_>>, BundleError> {
     if version != BUNDLE_VERSION {
         return Err(BundleError::Version(version));
     }
-    let mut out = Vec::new();
+    let mut count = 0usize;
     loop {
         let offset = c.pos;
         let tag = c.take(1).ok_or(BundleError::Truncated(offset))?[0];
@@ -280,33 +295,34 @@ pub fn frames(bytes: &[u8]) -> Result<Vec<Frame<'_>>, BundleError> {
         if tag == TAG_END {
             let claimed =
                 u64::from_be_bytes(payload.try_into().map_err(|_| BundleError::BadRecord {
-                    index: out.len(),
+                    index: count,
                     offset,
                     why: "the end record holds 8 bytes".into(),
                 })?);
-            if claimed != out.len() as u64 {
+            if claimed != count as u64 {
                 return Err(BundleError::CountMismatch {
                     claimed,
-                    found: out.len() as u64,
+                    found: count as u64,
                 });
             }
             if !c.done() {
                 return Err(BundleError::TrailingBytes);
             }
-            return Ok(out);
+            return Ok(());
         }
         if tag == TAG_ENTRY && payload.len() < 32 {
             return Err(BundleError::BadRecord {
-                index: out.len(),
+                index: count,
                 offset,
                 why: "entry shorter than its hash".into(),
             });
         }
-        out.push(Frame {
+        each(Frame {
             tag,
             payload,
             offset,
-        });
+        })?;
+        count += 1;
     }
 }
 

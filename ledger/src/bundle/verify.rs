@@ -9,12 +9,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::{BundleError, Record, frames};
+use super::{BundleError, Record, each_frame};
 use crate::checkpoint::{Checkpoint, NoteError, PublicKey, verify_note};
 use crate::entry::{Entry, EntryHash};
 use crate::merkle::{self, CompactRange, Hash};
 use crate::projection::POLICY_CHAIN;
-use crate::verify::{ChainVerifier, Depth, Precheck, Problem, check_event_body, precheck_all};
+use crate::verify::{
+    BLOCK, BLOCK_LEVEL, ChainVerifier, Depth, Piece, Problem, check_event_body, precheck,
+    precheck_pieces,
+};
 
 /// What kind of tampering a finding shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -130,7 +133,7 @@ fn note_finding(what: &str, err: NoteError) -> AuditFinding {
 /// Inclusion proofs of a chain's entries: seq → (tree size, proof).
 type Proofs<'a> = BTreeMap<u64, (u64, &'a [Hash])>;
 
-fn classify(problem: &Problem, expected: u64, rest: &[(&EntryHash, &[u8])]) -> TamperClass {
+fn classify(problem: &Problem, expected: u64, rest: &[(EntryHash, &[u8])]) -> TamperClass {
     match problem {
         Problem::SeqMismatch { found } if *found > expected => {
             let later = rest
@@ -150,6 +153,38 @@ fn classify(problem: &Problem, expected: u64, rest: &[(&EntryHash, &[u8])]) -> T
     }
 }
 
+/// Adds a clean piece's leaves to a chain's tree: a full block as its root
+/// unless a signed size falls inside it (its root there is wanted), the
+/// rest leaf by leaf; noting the root at every signed size.
+fn push_piece(
+    range: &mut CompactRange,
+    piece: &Piece,
+    sizes: &BTreeSet<u64>,
+    roots_at: &mut BTreeMap<u64, Hash>,
+) {
+    for (b, block) in piece.leaves.chunks(BLOCK).enumerate() {
+        let from = range.size();
+        let to = from + block.len() as u64;
+        let signed_inside = sizes.range(from + 1..to).next().is_some();
+        let whole = match piece.blocks.get(b) {
+            Some(root) if block.len() == BLOCK && !signed_inside => {
+                range.push_subtree(BLOCK_LEVEL, *root)
+            }
+            _ => false,
+        };
+        if !whole {
+            for leaf in block {
+                range.push_leaf(*leaf);
+                if sizes.contains(&range.size()) {
+                    roots_at.insert(range.size(), range.root());
+                }
+            }
+        } else if sizes.contains(&range.size()) {
+            roots_at.insert(range.size(), range.root());
+        }
+    }
+}
+
 /// Verifies a bundle. `progress` is told how many entries were checked.
 pub fn verify_bundle(
     bytes: &[u8],
@@ -158,16 +193,29 @@ pub fn verify_bundle(
     depth: Depth,
     progress: &mut dyn FnMut(u64),
 ) -> Result<AuditReport, BundleError> {
-    let frames = frames(bytes)?;
-    // Every record but the entries, decoded; entries stay borrowed.
+    // Every record but the entries, decoded; entries stay borrowed, each
+    // filed under its chain (the first field after the version byte; an
+    // entry too damaged to name its chain is filed under "") in bundle
+    // order, in the one pass that reads the file.
     let mut records = Vec::new();
-    let mut entry_frames = Vec::new();
-    for (i, f) in frames.iter().enumerate() {
+    let mut grouped: BTreeMap<String, Vec<(EntryHash, &[u8])>> = BTreeMap::new();
+    let mut index = 0usize;
+    each_frame(bytes, |f| {
         match f.entry() {
-            Some(entry) => entry_frames.push(entry),
-            None => records.push(f.decode(i)?),
+            Some((hash, encoding)) => {
+                let chain = crate::entry::peek_chain(encoding).unwrap_or_default();
+                match grouped.get_mut(chain) {
+                    Some(list) => list.push((hash, encoding)),
+                    None => {
+                        grouped.insert(chain.to_owned(), vec![(hash, encoding)]);
+                    }
+                }
+            }
+            None => records.push(f.decode(index)?),
         }
-    }
+        index += 1;
+        Ok(())
+    })?;
     let mut findings = Vec::new();
     let scope = records
         .iter()
@@ -273,19 +321,6 @@ pub fn verify_bundle(
                 .insert(*seq, (*size, proof.as_slice()));
         }
     }
-    // Each chain's entries, in bundle order. The chain name is the first
-    // field after the version byte; an entry too damaged to name its chain
-    // is filed under "".
-    let mut grouped: BTreeMap<String, Vec<(&EntryHash, &[u8])>> = BTreeMap::new();
-    for (hash, encoding) in &entry_frames {
-        let chain = crate::entry::peek_chain(encoding).unwrap_or_default();
-        match grouped.get_mut(chain) {
-            Some(list) => list.push((hash, encoding)),
-            None => {
-                grouped.insert(chain.to_owned(), vec![(hash, encoding)]);
-            }
-        }
-    }
     let mut names: BTreeSet<String> = grouped.keys().cloned().collect();
     for c in checkpoints.iter().chain(trusted.iter()) {
         names.extend(c.chains.iter().map(|cr| cr.chain.clone()));
@@ -335,30 +370,40 @@ pub fn verify_bundle(
             roots_at.insert(0, range.root());
         }
         let mut broken = None;
-        // What each record shows alone (hash, decoding, body) is checked on
-        // every core first; the walk then checks links and builds the tree.
-        let (mut alone, leaves) = precheck_all(name, entries, depth);
-        for (i, (hash, enc)) in entries.iter().enumerate() {
-            let found = alone.remove(&i).unwrap_or(Precheck::Sound);
-            if let Err(f) = verifier.check_prechecked(hash, enc, found) {
-                let class = classify(&f.problem, f.seq, &entries[i + 1..]);
-                broken = Some(f.seq);
-                findings.push(finding(
-                    class,
-                    Some(name),
-                    Some(f.seq),
-                    f.problem.to_string(),
-                ));
-                break;
-            }
-            range.push_leaf(leaves[i]);
-            if sizes.contains(&range.size()) {
-                roots_at.insert(range.size(), range.root());
-            }
-            checked += 1;
-            if checked % 65_536 == 0 {
+        // What each record shows alone (hash, decoding, body), the links
+        // inside each piece and the Merkle blocks are checked on every
+        // core first; the walk then joins the pieces, and walks record by
+        // record only a piece that is not clean (to name what is wrong).
+        let pieces = precheck_pieces(name, entries, depth);
+        'pieces: for piece in &pieces {
+            let part = &entries[piece.start..piece.start + piece.leaves.len()];
+            let last = part.last().map(|(hash, _)| *hash);
+            if last.is_some_and(|last| verifier.accept_piece(piece, &last)) {
+                push_piece(&mut range, piece, &sizes, &mut roots_at);
+                checked += part.len() as u64;
                 progress(checked);
+                continue;
             }
+            for (i, (hash, enc)) in part.iter().enumerate() {
+                let found = precheck(name, hash, enc, depth);
+                if let Err(f) = verifier.check_prechecked(hash, enc, found) {
+                    let class = classify(&f.problem, f.seq, &entries[piece.start + i + 1..]);
+                    broken = Some(f.seq);
+                    findings.push(finding(
+                        class,
+                        Some(name),
+                        Some(f.seq),
+                        f.problem.to_string(),
+                    ));
+                    break 'pieces;
+                }
+                range.push_leaf(piece.leaves[i]);
+                if sizes.contains(&range.size()) {
+                    roots_at.insert(range.size(), range.root());
+                }
+                checked += 1;
+            }
+            progress(checked);
         }
         let present = range.size();
         let mut vouched_ok = 0u64;
@@ -497,7 +542,7 @@ pub fn verify_bundle(
 /// bundle, and each such entry's text must be in the bundle.
 fn check_policies(
     records: &[Record],
-    policy_entries: Option<&Vec<(&EntryHash, &[u8])>>,
+    policy_entries: Option<&Vec<(EntryHash, &[u8])>>,
     findings: &mut Vec<AuditFinding>,
 ) {
     let mut published: BTreeMap<String, u64> = BTreeMap::new();
@@ -595,7 +640,7 @@ fn check_consistency_present(
 /// must carry an inclusion proof against a signed size of its chain.
 fn check_sparse(
     name: &str,
-    entries: &[(&EntryHash, &[u8])],
+    entries: &[(EntryHash, &[u8])],
     proofs: &Proofs<'_>,
     signed: &BTreeMap<(String, u64), Hash>,
     depth: Depth,
@@ -617,7 +662,7 @@ fn check_sparse(
             }
         };
         let seq = entry.seq;
-        if computed != **hash {
+        if computed != *hash {
             findings.push(finding(
                 TamperClass::ChangedEntry,
                 Some(name),
