@@ -339,20 +339,10 @@ impl CompactRange {
         self.size
     }
 
-    /// Appends a leaf; returns every perfect subtree it completes as
-    /// (level, index, hash), the leaf itself first.
     /// Appends a leaf hash, without reporting the subtrees it completes.
     pub fn push_leaf(&mut self, leaf: Hash) {
-        let mut current = (0u8, leaf);
-        while let Some(&(level, left)) = self.subtrees.last() {
-            if level != current.0 {
-                break;
-            }
-            self.subtrees.pop();
-            current = (level + 1, node_hash(&left, &current.1));
-        }
-        self.subtrees.push(current);
-        self.size += 1;
+        // A leaf is a subtree of one, and any size is a multiple of one.
+        self.push_subtree(0, leaf);
     }
 
     /// Appends a perfect subtree of `2^level` leaves, given its root; the
@@ -378,6 +368,8 @@ impl CompactRange {
         true
     }
 
+    /// Appends a leaf; returns every perfect subtree it completes as
+    /// (level, index, hash), the leaf itself first.
     pub fn push(&mut self, leaf: Hash) -> Vec<(u8, u64, Hash)> {
         let mut completed = vec![(0, self.size, leaf)];
         let mut current = (0u8, leaf);

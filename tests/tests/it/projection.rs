@@ -120,6 +120,16 @@ fn revisiting_events() -> Vec<String> {
     lines
 }
 
+/// [`revisiting_events`] in two files of `dir`, and the number of events
+/// in the first.
+fn revisiting_halves(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, usize) {
+    let lines = revisiting_events();
+    let half = lines.len() / 2;
+    let a = write_lines(dir, "a.jsonl", &lines[..half]);
+    let b = write_lines(dir, "b.jsonl", &lines[half..]);
+    (a, b, half)
+}
+
 /// Every entry of chain `file` folded with every item in memory.
 fn full_fold(ledger: &lifeledger_ledger::Ledger) -> lifeledger_ledger::projection::Projection {
     let mut full = lifeledger_ledger::projection::Projection::default();
@@ -137,10 +147,7 @@ fn full_fold(ledger: &lifeledger_ledger::Ledger) -> lifeledger_ledger::projectio
 fn a_writer_saving_when_due_loses_nothing_to_a_crash() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("ledger");
-    let lines = revisiting_events();
-    let half = lines.len() / 2;
-    let a = write_lines(tmp.path(), "a.jsonl", &lines[..half]);
-    let b = write_lines(tmp.path(), "b.jsonl", &lines[half..]);
+    let (a, b, half) = revisiting_halves(tmp.path());
     // Room for every item first (so nothing is due to be saved), then for
     // only four (so that states are saved, dropped and read back).
     let roomy = lifeledger_ledger::LedgerOptions::default();
@@ -215,10 +222,7 @@ fn a_writer_holding_few_items_saves_what_a_full_fold_holds() {
     let dir = tmp.path().join("ledger");
     // Items come back again and again, interleaved with their accounts'
     // events, so that dropped states must be read back to be right.
-    let lines = revisiting_events();
-    let half = lines.len() / 2;
-    let a = write_lines(tmp.path(), "a.jsonl", &lines[..half]);
-    let b = write_lines(tmp.path(), "b.jsonl", &lines[half..]);
+    let (a, b, _) = revisiting_halves(tmp.path());
     let options = lifeledger_ledger::LedgerOptions {
         projection_resident: 3,
         ..lifeledger_ledger::LedgerOptions::default()
