@@ -770,6 +770,12 @@ impl Sink {
         );
         if let Some(p) = self.projection.as_mut() {
             *p = self.ledger.open_or_rebuild_projection(&mut |_| {})?;
+            // The monitor reads what each fold touched: a projection read
+            // anew must keep recording it, or the monitor stops seeing
+            // changes until its next full sweep.
+            if self.monitor.is_some() {
+                p.track_touched();
+            }
         }
         let then = continue_chain(&mut self.ledger, archive, chain)?;
         Ok((first, Some(then)))
