@@ -237,17 +237,19 @@ impl ChainVerifier {
     /// Takes a clean piece ([`Piece::clean`]) as a whole, if its first
     /// record comes next and links to the last one checked; `false` leaves
     /// the piece to be walked record by record.
-    pub fn accept_piece(&mut self, piece: &Piece, last_hash: &EntryHash) -> bool {
-        if !piece.clean || piece.first_seq != self.next_seq() || piece.first_prev != self.prev_hash
+    pub fn accept_piece(&mut self, piece: &Piece) -> bool {
+        if !piece.clean
+            || piece.leaves.is_empty()
+            || piece.first_seq != self.next_seq()
+            || piece.first_prev != self.prev_hash
         {
             return false;
         }
-        let count = piece.leaves.len() as u64;
-        self.summary.entries += count;
+        self.summary.entries += piece.leaves.len() as u64;
         self.summary.events += piece.events;
         self.summary.rejected += piece.rejected;
-        self.summary.last_hash = Some(*last_hash);
-        self.prev_hash = *last_hash;
+        self.summary.last_hash = Some(piece.last_hash);
+        self.prev_hash = piece.last_hash;
         true
     }
 
@@ -356,6 +358,8 @@ pub struct Piece {
     pub clean: bool,
     pub first_seq: u64,
     pub first_prev: EntryHash,
+    /// The stored hash of its last record: what the next piece links to.
+    pub last_hash: EntryHash,
     pub events: u64,
     pub rejected: u64,
     /// Each record's Merkle leaf hash (of its stored hash).
@@ -423,6 +427,7 @@ fn check_piece(chain: &str, records: &[(EntryHash, &[u8])], start: usize, depth:
         clean: true,
         first_seq: 0,
         first_prev: GENESIS_PREV_HASH,
+        last_hash: GENESIS_PREV_HASH,
         events: 0,
         rejected: 0,
         leaves: Vec::with_capacity(part.len()),
@@ -455,6 +460,7 @@ fn check_piece(chain: &str, records: &[(EntryHash, &[u8])], start: usize, depth:
             BodyView::Rejected { .. } => piece.rejected += 1,
         }
         before = Some((entry.seq, *hash));
+        piece.last_hash = *hash;
     }
     piece.blocks = piece
         .leaves

@@ -37,7 +37,7 @@ pub fn is_canonical_json(event: &Event, bytes: &[u8]) -> bool {
 }
 
 /// Appends the canonical JSON of `event` to `out`.
-pub fn write_canonical_json(event: &Event, out: &mut Vec<u8>) {
+fn write_canonical_json(event: &Event, out: &mut Vec<u8>) {
     let mut obj = Object::open(out);
     if let Some(a) = &event.account {
         obj.key("account");

@@ -13,9 +13,7 @@ mod decode;
 pub mod time;
 pub mod v1;
 
-pub use canonical::{
-    canonical_json, canonical_json_generic, is_canonical_json, write_canonical_json,
-};
+pub use canonical::{canonical_json, canonical_json_generic, is_canonical_json};
 pub use decode::{DecodeError, RejectClass, decode_event};
 pub use v1::{Account, Event, Kind};
 

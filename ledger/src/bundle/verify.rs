@@ -172,16 +172,25 @@ fn push_piece(
             }
             _ => false,
         };
-        if !whole {
+        if whole {
+            note_signed_root(range, sizes, roots_at);
+        } else {
             for leaf in block {
                 range.push_leaf(*leaf);
-                if sizes.contains(&range.size()) {
-                    roots_at.insert(range.size(), range.root());
-                }
+                note_signed_root(range, sizes, roots_at);
             }
-        } else if sizes.contains(&range.size()) {
-            roots_at.insert(range.size(), range.root());
         }
+    }
+}
+
+/// Notes the tree's root if its size is one a checkpoint signed.
+fn note_signed_root(
+    range: &CompactRange,
+    sizes: &BTreeSet<u64>,
+    roots_at: &mut BTreeMap<u64, Hash>,
+) {
+    if sizes.contains(&range.size()) {
+        roots_at.insert(range.size(), range.root());
     }
 }
 
@@ -366,9 +375,7 @@ pub fn verify_bundle(
         let mut verifier = ChainVerifier::new(name, depth);
         let mut range = CompactRange::default();
         let mut roots_at: BTreeMap<u64, Hash> = BTreeMap::new();
-        if sizes.contains(&0) {
-            roots_at.insert(0, range.root());
-        }
+        note_signed_root(&range, &sizes, &mut roots_at);
         let mut broken = None;
         // What each record shows alone (hash, decoding, body), the links
         // inside each piece and the Merkle blocks are checked on every
@@ -377,8 +384,7 @@ pub fn verify_bundle(
         let pieces = precheck_pieces(name, entries, depth);
         'pieces: for piece in &pieces {
             let part = &entries[piece.start..piece.start + piece.leaves.len()];
-            let last = part.last().map(|(hash, _)| *hash);
-            if last.is_some_and(|last| verifier.accept_piece(piece, &last)) {
+            if verifier.accept_piece(piece) {
                 push_piece(&mut range, piece, &sizes, &mut roots_at);
                 checked += part.len() as u64;
                 progress(checked);
@@ -398,9 +404,7 @@ pub fn verify_bundle(
                     break 'pieces;
                 }
                 range.push_leaf(piece.leaves[i]);
-                if sizes.contains(&range.size()) {
-                    roots_at.insert(range.size(), range.root());
-                }
+                note_signed_root(&range, &sizes, &mut roots_at);
                 checked += 1;
             }
             progress(checked);

@@ -378,7 +378,7 @@ impl Projection {
     /// The item and the account (by [`account_key`]) an event's facts
     /// are folded into, if any: what must be in memory before
     /// [`Projection::apply_decoded`] folds it into a projection that holds
-    /// only some items (see [`Projection::release`]).
+    /// only some items (see [`Projection::release_except`]).
     pub fn folds_into(event: &Event) -> (Option<&str>, Option<String>) {
         let Some(account) = &event.account else {
             return (None, None);
@@ -392,7 +392,7 @@ impl Projection {
     /// A projection that will hold only some items and accounts in memory:
     /// whoever folds entries into it puts each saved state back first
     /// (see [`Projection::folds_into`]), and may drop saved ones
-    /// ([`Projection::release`]).
+    /// ([`Projection::release_except`]).
     pub fn partial() -> Self {
         Projection {
             partial: true,
@@ -414,15 +414,10 @@ impl Projection {
     }
 
     /// Drops from memory the items and accounts saved since they last
-    /// changed (none is dirty), keeping policies, imports and cursors.
-    /// Only a partial projection drops anything: the caller keeps the
-    /// saved states, and puts each back before an entry folds into it.
-    pub fn release(&mut self) {
-        self.release_except(&Dirty::default());
-    }
-
-    /// [`Projection::release`], keeping also the items and accounts
-    /// `keep` names (those folded into lately, say).
+    /// changed (none is dirty), but for those `keep` names (folded into
+    /// lately, say), keeping policies, imports and cursors. Only a partial
+    /// projection drops anything: the caller keeps the saved states, and
+    /// puts each back before an entry folds into it.
     pub fn release_except(&mut self, keep: &Dirty) {
         if !self.partial {
             return;
