@@ -290,6 +290,32 @@ fn a_restart_in_mid_stream_loses_and_repeats_nothing() {
     assert_exactly_once(tmp.path(), &s);
 }
 
+/// A member that stops inside the partition's *last* record batch and
+/// resumes there gets nothing from tansu (a fetch inside the last batch
+/// answers empty, and its ListOffsets "latest" names the last batch's
+/// first offset plus one, not the high watermark). No later message can
+/// show the gap, so only the high watermark of the fetch answers tells the
+/// consumer to read the batch again.
+#[test]
+fn a_member_resuming_inside_the_last_record_batch_reads_the_rest_of_it() {
+    let broker = Broker::start();
+    create_topics(&broker, 1);
+    let s = stream("t", 60);
+    // One record batch holding the whole stream.
+    produce_with(
+        &broker.bootstrap(),
+        &s.messages,
+        &[("linger.ms", "500"), ("batch.num.messages", "10000")],
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(&broker, tmp.path(), "g-last-batch");
+    let stop = |m: &Metrics| m.consumed.load(Ordering::Relaxed) >= 20;
+    let first = consume(&cfg, Some(&stop));
+    assert!(first.consumed < s.messages.len() as u64, "{first:?}");
+    consume(&cfg, None);
+    assert_exactly_once(tmp.path(), &s);
+}
+
 #[test]
 fn two_consumers_in_one_group_split_the_partitions() {
     let broker = Broker::start();

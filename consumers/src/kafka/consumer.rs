@@ -129,6 +129,9 @@ pub struct LedgerContext {
     metrics: Arc<Metrics>,
     dead_letters: Option<DeadLetterOut>,
     failure: Mutex<Option<String>>,
+    /// Each partition's high watermark as fetch answers last gave it (from
+    /// the client's statistics).
+    fetched_high: Mutex<HashMap<(String, i32), i64>>,
 }
 
 impl std::fmt::Debug for LedgerContext {
@@ -693,18 +696,35 @@ impl LedgerContext {
 
     /// Reads again the partitions that received nothing for a while
     /// although the broker holds offsets at or past their cursors.
+    /// The high watermark of `topic`/`partition` as the last fetch answer
+    /// gave it, if the client reported one yet.
+    fn fetched_high_watermark(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.fetched_high
+            .lock()
+            .ok()?
+            .get(&(topic.to_owned(), partition))
+            .copied()
+    }
+
     fn check_stalled(&self, consumer: &BaseConsumer<Self>, quiet: Duration) {
         let held = lock(&self.sink).assigned_cursors();
         for (topic, partition, cursor, since) in held {
             if cursor.is_none() || since < quiet {
                 continue;
             }
-            let high = match consumer.fetch_watermarks(&topic, partition, Duration::from_secs(2)) {
-                Ok((_, high)) => high,
-                Err(e) => {
-                    tracing::debug!("watermarks of {topic}/{partition}: {e}");
-                    continue;
-                }
+            // Two sources, each of which may fall short but never
+            // overstates: the high watermark of the last fetch answer
+            // (cached by the client; tansu sends it even with an empty
+            // answer), and the broker's ListOffsets "latest" (which tansu
+            // answers with the last batch's *first* offset plus one).
+            let fetched = self.fetched_high_watermark(&topic, partition);
+            let listed = consumer
+                .fetch_watermarks(&topic, partition, Duration::from_secs(2))
+                .map(|(_, high)| high)
+                .inspect_err(|e| tracing::debug!("watermarks of {topic}/{partition}: {e}"))
+                .ok();
+            let Some(high) = fetched.max(listed) else {
+                continue;
             };
             let target = lock(&self.sink).check_stalled(&topic, partition, high);
             if let Some(target) = target {
@@ -720,6 +740,15 @@ impl LedgerContext {
 
 impl ClientContext for LedgerContext {
     fn stats(&self, statistics: Statistics) {
+        if let Ok(mut fetched) = self.fetched_high.lock() {
+            for (topic, t) in &statistics.topics {
+                for (partition, p) in &t.partitions {
+                    if *partition >= 0 && p.hi_offset >= 0 {
+                        fetched.insert((topic.clone(), *partition), p.hi_offset);
+                    }
+                }
+            }
+        }
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
                 if *partition >= 0 && p.consumer_lag >= 0 {
@@ -844,7 +873,10 @@ pub fn client_config(config: &ConsumerConfig, consumer: bool) -> ClientConfig {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("statistics.interval.ms", "5000")
+            // Each second: the statistics carry the high watermarks of the
+            // fetch answers, which tell a partition parked inside its last
+            // record batch (see `check_stalled`).
+            .set("statistics.interval.ms", "1000")
             // Wait at most 10 ms for a fetch to fill: batches are the
             // ledger's job, and the 500 ms default starves small topics.
             .set("fetch.wait.max.ms", "10");
@@ -902,6 +934,7 @@ pub fn run(
         metrics: Arc::clone(&metrics),
         dead_letters,
         failure: Mutex::new(None),
+        fetched_high: Mutex::new(HashMap::new()),
     };
     let consumer: BaseConsumer<LedgerContext> =
         client_config(config, true).create_with_context(context)?;
