@@ -2,7 +2,7 @@
 //! skipped duplicate. Pure: the store looks up what it has seen and asks
 //! [`resolve`] what to do.
 
-use lifeledger_schemas::{RejectClass, canonical_json, decode_event};
+use lifeledger_schemas::{Event, Kind, RejectClass, canonical_json, decode_event};
 
 use crate::entry::{Body, Source, encode_source};
 
@@ -217,6 +217,15 @@ impl LedgerRecord {
         [LedgerRecord::PolicyPublished, LedgerRecord::HistoryImported]
             .into_iter()
             .find(|r| r.chain() == chain)
+    }
+
+    /// The ledger record an event is, if any.
+    pub fn of_event(event: &Event) -> Option<LedgerRecord> {
+        match event.kind {
+            Kind::PolicyPublished(_) => Some(LedgerRecord::PolicyPublished),
+            Kind::HistoryImported(_) => Some(LedgerRecord::HistoryImported),
+            _ => None,
+        }
     }
 
     /// The ledger record a canonical event is, if any.

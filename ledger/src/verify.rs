@@ -481,14 +481,15 @@ pub fn check_event_body(
     canonical: &[u8],
     depth: Depth,
 ) -> Result<(), Problem> {
-    if depth == Depth::Events {
-        check_event(raw, event_id, canonical).map_err(Problem::CanonicalMismatch)?;
-    }
     use crate::intake::LedgerRecord;
-    match (
-        LedgerRecord::of_canonical(canonical),
-        LedgerRecord::of_chain(chain),
-    ) {
+    // Re-derived, the event says what it is; otherwise its canonical bytes
+    // are searched for it.
+    let record = if depth == Depth::Events {
+        check_event(raw, event_id, canonical).map_err(Problem::CanonicalMismatch)?
+    } else {
+        LedgerRecord::of_canonical(canonical)
+    };
+    match (record, LedgerRecord::of_chain(chain)) {
         (Some(r), c) if c != Some(r) => Err(Problem::MisplacedPublication(format!(
             "a {} event on chain {chain:?}: it belongs on chain {:?} only",
             r.kind(),
@@ -503,7 +504,13 @@ pub fn check_event_body(
     }
 }
 
-fn check_event(raw: &[u8], event_id: &str, canonical: &[u8]) -> Result<(), String> {
+/// Re-derives an event from its received bytes and checks its recorded id
+/// and canonical form; returns the ledger record it is, if any.
+fn check_event(
+    raw: &[u8],
+    event_id: &str,
+    canonical: &[u8],
+) -> Result<Option<crate::intake::LedgerRecord>, String> {
     let event = decode_event(raw).map_err(|e| format!("received bytes do not decode: {e}"))?;
     if event.event_id != event_id {
         return Err(format!(
@@ -514,7 +521,7 @@ fn check_event(raw: &[u8], event_id: &str, canonical: &[u8]) -> Result<(), Strin
     if !is_canonical_json(&event, canonical) {
         return Err("canonical form differs from the one the received bytes give".to_owned());
     }
-    Ok(())
+    Ok(crate::intake::LedgerRecord::of_event(&event))
 }
 
 #[cfg(test)]
