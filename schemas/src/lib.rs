@@ -10,6 +10,7 @@
 
 mod canonical;
 mod decode;
+mod kind_wire;
 pub mod time;
 pub mod v1;
 

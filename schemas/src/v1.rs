@@ -109,8 +109,8 @@ pub struct Account {
 }
 
 /// What happened. On the wire, an object whose `type` names the variant and
-/// whose other fields are the variant's.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// whose other fields are the variant's (read by `kind_wire`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Kind {
     Collected(Collected),
