@@ -368,55 +368,87 @@ pub struct Piece {
     pub blocks: Vec<crate::merkle::Hash>,
 }
 
-/// [`precheck`] of every record of a chain, in pieces spread over the
-/// machine's cores, with the links inside each piece, each record's Merkle
-/// leaf hash and the roots of its full blocks: what does not depend on
-/// what came before the piece.
-pub fn precheck_pieces(chain: &str, records: &[(EntryHash, &[u8])], depth: Depth) -> Vec<Piece> {
+/// A record of a chain as read: its stored hash and its entry encoding.
+pub type ChainRecord<'a> = (EntryHash, &'a [u8]);
+
+/// [`precheck`] of every record of the chains the caller reads, in pieces
+/// checked on every core *while* `read` is still reading (framing a bundle
+/// is one pass that only one core can do). `read` is handed a function to
+/// call with each piece as soon as it is complete: its chain, the index of
+/// its first record in the chain (a multiple of [`PIECE`]) and its records
+/// ([`PIECE`] of them, fewer only for a chain's last piece). Each piece
+/// gets the links inside it, each record's Merkle leaf hash and the roots
+/// of its full blocks: what does not depend on what came before the piece.
+/// Returns what `read` returns and the pieces of each chain, to be
+/// completed by [`complete_pieces`].
+pub fn precheck_while_reading<'a, R>(
+    depth: Depth,
+    read: impl FnOnce(&mut dyn FnMut(&str, usize, &[ChainRecord<'a>])) -> R,
+) -> (R, std::collections::BTreeMap<String, Vec<Piece>>) {
+    use std::sync::{Mutex, mpsc};
     let threads = std::thread::available_parallelism()
         .map_or(1, std::num::NonZeroUsize::get)
         .clamp(1, 16);
-    let pieces = records.len().div_ceil(PIECE);
-    if threads == 1 || pieces <= 1 {
-        return (0..pieces)
-            .map(|i| check_piece(chain, records, i * PIECE, depth))
-            .collect();
-    }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut found: Vec<Piece> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads.min(pieces))
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut mine = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if i >= pieces {
-                            return mine;
-                        }
-                        mine.push(check_piece(chain, records, i * PIECE, depth));
+    let (jobs, waiting) = mpsc::channel::<(String, usize, Vec<ChainRecord<'a>>)>();
+    let waiting = Mutex::new(waiting);
+    let (done, checked) = mpsc::channel::<(String, Piece)>();
+    let result = std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let (waiting, done) = (&waiting, done.clone());
+            scope.spawn(move || {
+                loop {
+                    let job = match waiting.lock() {
+                        Ok(w) => w.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok((chain, start, records)) = job else {
+                        return;
+                    };
+                    let piece = Piece {
+                        start,
+                        ..check_piece(&chain, &records, 0, depth)
+                    };
+                    if done.send((chain, piece)).is_err() {
+                        return;
                     }
-                })
-            })
-            .collect();
-        let mut all = Vec::with_capacity(pieces);
-        for worker in workers {
-            // A worker that could not finish: its pieces are checked below.
-            if let Ok(mine) = worker.join() {
-                all.extend(mine);
-            }
+                }
+            });
         }
-        all
+        let result = read(&mut |chain, start, records| {
+            // A closed queue (every worker gone) leaves the piece to
+            // `complete_pieces`.
+            let _ = jobs.send((chain.to_owned(), start, records.to_vec()));
+        });
+        drop(jobs);
+        result
     });
-    found.sort_by_key(|p| p.start);
-    if found.len() < pieces {
-        let have: std::collections::BTreeSet<usize> = found.iter().map(|p| p.start).collect();
-        for i in 0..pieces {
-            if !have.contains(&(i * PIECE)) {
-                found.push(check_piece(chain, records, i * PIECE, depth));
-            }
-        }
-        found.sort_by_key(|p| p.start);
+    drop(done);
+    let mut pieces: std::collections::BTreeMap<String, Vec<Piece>> = Default::default();
+    for (chain, piece) in checked {
+        pieces.entry(chain).or_default().push(piece);
     }
+    (result, pieces)
+}
+
+/// The pieces of a chain's records in order, each as
+/// [`precheck_while_reading`] found it, or checked here if it is missing
+/// (a worker that could not finish).
+pub fn complete_pieces(
+    chain: &str,
+    records: &[ChainRecord<'_>],
+    mut found: Vec<Piece>,
+    depth: Depth,
+) -> Vec<Piece> {
+    found.retain(|p| p.start % PIECE == 0 && p.start < records.len());
+    found.sort_by_key(|p| p.start);
+    found.dedup_by_key(|p| p.start);
+    let have: std::collections::BTreeSet<usize> = found.iter().map(|p| p.start).collect();
+    for start in (0..records.len()).step_by(PIECE) {
+        if !have.contains(&start) {
+            found.push(check_piece(chain, records, start, depth));
+        }
+    }
+    found.sort_by_key(|p| p.start);
     found
 }
 

@@ -233,12 +233,14 @@ fn diagnose_kind(kind: &RawValue) -> Option<DecodeError> {
 
 /// Decodes and validates one event from the bytes a producer sent.
 pub fn decode_event(raw: &[u8]) -> Result<Event, DecodeError> {
-    let text = std::str::from_utf8(raw).map_err(|err| DecodeError::NotUtf8 {
-        offset: err.valid_up_to() as u64,
-    })?;
-    let event = match decode_plain(text) {
+    let event = match decode_plain(raw) {
         Some(event) => event,
-        None => decode_the_long_way(text)?,
+        None => {
+            let text = std::str::from_utf8(raw).map_err(|err| DecodeError::NotUtf8 {
+                offset: err.valid_up_to() as u64,
+            })?;
+            decode_the_long_way(text)?
+        }
     };
     event
         .validate()
@@ -273,11 +275,15 @@ fn decode_the_long_way(text: &str) -> Result<Event, DecodeError> {
 /// object, a duplicate field, an `account` or `kind` that is no object)
 /// fails the typed decode too. `None` sends the text the long way, which
 /// names what is wrong.
-fn decode_plain(text: &str) -> Option<Event> {
-    if text.as_bytes().contains(&b'[') {
+///
+/// It reads the bytes as they are: JSON allows nothing but ASCII outside
+/// strings, and serde_json checks the UTF-8 of every string it reads, so
+/// bytes that decode are UTF-8 (no separate pass over them first).
+fn decode_plain(raw: &[u8]) -> Option<Event> {
+    if raw.contains(&b'[') {
         return None;
     }
-    serde_json::from_str::<Event>(text)
+    serde_json::from_slice::<Event>(raw)
         .ok()
         .filter(|event| SUPPORTED_VERSIONS.contains(&event.schema_version))
 }
@@ -387,6 +393,18 @@ mod tests {
     fn invalid_utf8_is_rejected() {
         let err = decode_event(b"{\"a\":\"\xff\"}").unwrap_err();
         assert_eq!(err, DecodeError::NotUtf8 { offset: 6 });
+        // In an event that is valid but for one byte of one string (which
+        // the one-pass decode reads first), in each field and in the kind.
+        for field in ["event_id", "item_id", "category", "uin", "purpose"] {
+            let at = GOOD.find(&format!("\"{field}\":\"")).unwrap() + field.len() + 4;
+            let mut raw = GOOD.as_bytes().to_vec();
+            raw[at] = 0xff;
+            assert_eq!(
+                decode_event(&raw).unwrap_err(),
+                DecodeError::NotUtf8 { offset: at as u64 },
+                "{field}"
+            );
+        }
     }
 
     #[test]

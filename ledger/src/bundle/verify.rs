@@ -15,8 +15,8 @@ use crate::entry::{Entry, EntryHash};
 use crate::merkle::{self, CompactRange, Hash};
 use crate::projection::POLICY_CHAIN;
 use crate::verify::{
-    BLOCK, BLOCK_LEVEL, ChainVerifier, Depth, Piece, Problem, check_event_body, precheck,
-    precheck_pieces,
+    BLOCK, BLOCK_LEVEL, ChainRecord, ChainVerifier, Depth, PIECE, Piece, Problem, check_event_body,
+    complete_pieces, precheck, precheck_while_reading,
 };
 
 /// What kind of tampering a finding shows.
@@ -205,26 +205,40 @@ pub fn verify_bundle(
     // Every record but the entries, decoded; entries stay borrowed, each
     // filed under its chain (the first field after the version byte; an
     // entry too damaged to name its chain is filed under "") in bundle
-    // order, in the one pass that reads the file.
-    let mut records = Vec::new();
-    let mut grouped: BTreeMap<String, Vec<(EntryHash, &[u8])>> = BTreeMap::new();
-    let mut index = 0usize;
-    each_frame(bytes, |f| {
-        match f.entry() {
-            Some((hash, encoding)) => {
-                let chain = crate::entry::peek_chain(encoding).unwrap_or_default();
-                match grouped.get_mut(chain) {
-                    Some(list) => list.push((hash, encoding)),
-                    None => {
-                        grouped.insert(chain.to_owned(), vec![(hash, encoding)]);
+    // order, in the one pass that reads the file. Each piece of a chain is
+    // checked on the other cores as soon as it is read.
+    let (read, mut prechecked) = precheck_while_reading(depth, |check| {
+        let mut records = Vec::new();
+        let mut grouped: BTreeMap<String, Vec<ChainRecord<'_>>> = BTreeMap::new();
+        let mut index = 0usize;
+        each_frame(bytes, |f| {
+            match f.entry() {
+                Some((hash, encoding)) => {
+                    let chain = crate::entry::peek_chain(encoding).unwrap_or_default();
+                    let list = match grouped.get_mut(chain) {
+                        Some(list) => list,
+                        None => grouped.entry(chain.to_owned()).or_default(),
+                    };
+                    list.push((hash, encoding));
+                    if list.len() % PIECE == 0 {
+                        let start = list.len() - PIECE;
+                        check(chain, start, &list[start..]);
                     }
                 }
+                None => records.push(f.decode(index)?),
             }
-            None => records.push(f.decode(index)?),
+            index += 1;
+            Ok(())
+        })?;
+        for (chain, list) in &grouped {
+            let start = list.len() / PIECE * PIECE;
+            if start < list.len() {
+                check(chain, start, &list[start..]);
+            }
         }
-        index += 1;
-        Ok(())
-    })?;
+        Ok::<_, BundleError>((records, grouped))
+    });
+    let (records, grouped) = read?;
     let mut findings = Vec::new();
     let scope = records
         .iter()
@@ -381,7 +395,12 @@ pub fn verify_bundle(
         // inside each piece and the Merkle blocks are checked on every
         // core first; the walk then joins the pieces, and walks record by
         // record only a piece that is not clean (to name what is wrong).
-        let pieces = precheck_pieces(name, entries, depth);
+        let pieces = complete_pieces(
+            name,
+            entries,
+            prechecked.remove(name).unwrap_or_default(),
+            depth,
+        );
         'pieces: for piece in &pieces {
             let part = &entries[piece.start..piece.start + piece.leaves.len()];
             if verifier.accept_piece(piece) {
