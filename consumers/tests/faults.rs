@@ -1,11 +1,11 @@
 //! Write failures in the middle of an ingest (a full file system, a file
-//! size limit): a clear error and exit 2, never a hang; nothing
+//! size limit, a failing fsync): a clear error and exit 2, never a hang; nothing
 //! acknowledged is lost; once space is back the ledger opens, verifies and
 //! continues without repair.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use lifeledger_tests::{collected, write_lines};
@@ -57,12 +57,13 @@ fn acknowledged(ledger: &Path) -> u64 {
 fn check_failure_and_recovery(ledger: &Path, failing: Output, more: &Path) {
     let stderr = String::from_utf8_lossy(&failing.stderr);
     assert_eq!(failing.status.code(), Some(2), "{stderr}");
-    // Whichever write hit the limit: a segment, the index, or the
-    // manifest being replaced.
+    // Whichever write hit the limit: a segment, the index, the manifest
+    // being replaced, or (an fsync) the ledger directory itself.
     assert!(
         stderr.contains("segments/c-file")
             || stderr.contains("index")
-            || stderr.contains("/manifest"),
+            || stderr.contains("/manifest")
+            || stderr.contains(&ledger.display().to_string()),
         "the error names no file: {stderr}"
     );
     let held = acknowledged(ledger);
@@ -161,4 +162,90 @@ fn a_full_file_system_mid_ingest_exits_2_and_the_ledger_continues_once_space_is_
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);
     }
+}
+
+/// A shared library that makes every `fsync` and `fdatasync` after the
+/// first `LIFELEDGER_TEST_FSYNCS_THAT_WORK` fail with EIO, put under the
+/// unchanged binary with `LD_PRELOAD`: no file system here can be told to
+/// fail an fsync, so the I/O layer is injected.
+fn failing_fsync_library(dir: &Path) -> PathBuf {
+    let source = dir.join("failing_fsync.c");
+    std::fs::write(
+        &source,
+        r#"
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdlib.h>
+
+static long calls;
+
+static int fails(void) {
+    const char *working = getenv("LIFELEDGER_TEST_FSYNCS_THAT_WORK");
+    return working && __atomic_add_fetch(&calls, 1, __ATOMIC_SEQ_CST) > atol(working);
+}
+
+int fsync(int fd) {
+    if (fails()) { errno = EIO; return -1; }
+    int (*real)(int) = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+    return real(fd);
+}
+
+int fdatasync(int fd) {
+    if (fails()) { errno = EIO; return -1; }
+    int (*real)(int) = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
+    return real(fd);
+}
+"#,
+    )
+    .unwrap();
+    let library = dir.join("failing_fsync.so");
+    let built = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O1", "-o"])
+        .arg(&library)
+        .arg(&source)
+        .arg("-ldl")
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{built:?}");
+    library
+}
+
+#[test]
+fn a_failing_fsync_mid_ingest_exits_2_and_the_ledger_continues() {
+    let tmp = tempfile::tempdir().unwrap();
+    let library = failing_fsync_library(tmp.path());
+    let first = write_lines(tmp.path(), "a.jsonl", &lines("a", 200));
+    let more = write_lines(tmp.path(), "b.jsonl", &lines("b", 3000));
+    // The first failure at open, at the first batch's segment, index or
+    // manifest, and later in the run.
+    let mut held = std::collections::BTreeSet::new();
+    for working in [0u32, 1, 2, 3, 5, 8, 13, 21, 34, 55, 100] {
+        let ledger = tmp.path().join(format!("ledger-{working}"));
+        assert!(
+            run(&ledger, &["ingest", first.to_str().unwrap()])
+                .status
+                .success()
+        );
+        let failing = Command::new("timeout")
+            .arg("120")
+            .arg(BIN)
+            .arg("--ledger")
+            .arg(&ledger)
+            .args(["ingest", more.to_str().unwrap(), "--batch-size", "50"])
+            .env("LD_PRELOAD", &library)
+            .env("LIFELEDGER_TEST_FSYNCS_THAT_WORK", working.to_string())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&failing.stderr);
+        assert!(
+            stderr.contains("Input/output error"),
+            "after {working} fsyncs: {failing:?}"
+        );
+        let before_recovery = acknowledged(&ledger);
+        check_failure_and_recovery(&ledger, failing, &more);
+        held.insert(before_recovery);
+    }
+    // The failures fell before, between and after acknowledged batches.
+    assert!(held.len() >= 4, "{held:?}");
 }

@@ -304,6 +304,19 @@ fn damaged(key: &[u8], detail: impl Into<String>) -> StoreError {
     }
 }
 
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        // After a failed write or fsync, nothing more is written. sled 0.34
+        // would fsync its log once more when its last handle goes, and
+        // panics if that fsync fails (as it will again after an I/O error):
+        // one handle is left undropped, so that the process ends with the
+        // error it has already reported instead of a panic.
+        if self.poisoned {
+            std::mem::forget(self.db.clone());
+        }
+    }
+}
+
 impl Ledger {
     /// Opens (or creates) a ledger for appending: takes the index's lock,
     /// recovers the evidence (see [`evidence::EvidenceWriter::recover`]),
