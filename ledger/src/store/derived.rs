@@ -160,21 +160,50 @@ impl Ledger {
     }
 
     /// Drops every index and derives them again from the evidence.
+    ///
+    /// A marker is made durable first, and removed last: a rebuild cut
+    /// short (a crash, a kill) is finished by the next open, so that no
+    /// index is ever half dropped and taken as whole. The keys go in
+    /// batches of [`DROP_CHUNK`]: one batch of every key of a large ledger
+    /// held gigabytes.
     pub fn rebuild_indexes(&mut self) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        self.db.insert(layout::REBUILDING_KEY, &[][..])?;
+        self.db.flush()?;
+        // The heads first: from here every chain derives from seq 0.
         for prefix in [&b"H"[..], b"X", b"I", b"R", b"N", b"F"] {
-            for item in self.db.scan_prefix(prefix) {
-                batch.remove(item?.0);
+            loop {
+                let mut batch = sled::Batch::default();
+                let mut dropped = 0;
+                for item in self.db.scan_prefix(prefix).keys().take(DROP_CHUNK) {
+                    batch.remove(item?);
+                    dropped += 1;
+                }
+                if dropped == 0 {
+                    break;
+                }
+                self.db.apply_batch(batch)?;
             }
         }
-        self.db.apply_batch(batch)?;
         self.event_index = Some(super::event_index::EventIndex::default());
         self.next_index_record = 0;
         self.frontiers.clear();
         self.catch_up_derived()?;
+        self.db.remove(layout::REBUILDING_KEY)?;
         self.make_durable()
     }
+
+    /// Finishes a rebuild of the indexes that was cut short.
+    pub(super) fn finish_cut_rebuild(&mut self) -> Result<(), StoreError> {
+        if self.db.contains_key(layout::REBUILDING_KEY)? {
+            tracing::warn!("a rebuild of the indexes was cut short: rebuilding them");
+            self.rebuild_indexes()?;
+        }
+        Ok(())
+    }
 }
+
+/// Index keys dropped per sled batch by a rebuild.
+const DROP_CHUNK: usize = 50_000;
 
 fn ahead(chain: &str, indexed: u64, acknowledged: u64) -> StoreError {
     StoreError::Broken {
@@ -185,5 +214,96 @@ fn ahead(chain: &str, indexed: u64, acknowledged: u64) -> StoreError {
              the evidence is older than its indexes (a manifest or segment rolled back?); \
              run `lifeledger verify`"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
+    use super::*;
+    use crate::entry::Source;
+    use crate::{Incoming, LedgerOptions};
+
+    fn event(i: u64) -> Vec<u8> {
+        format!(
+            r#"{{"schema_version":1,"event_id":"e{i}","event_time":"2026-03-01T10:00:00Z","account":{{"app_id":"1250000001","uin":"100000000001"}},"item_id":"item-{i}","category":"container_security","kind":{{"type":"stored","store":"mongodb"}}}}"#
+        )
+        .into_bytes()
+    }
+
+    fn incoming(i: u64, raw: Vec<u8>) -> Incoming {
+        Incoming {
+            source: Source::File {
+                path: "in.jsonl".into(),
+                line: i,
+            },
+            raw,
+        }
+    }
+
+    /// Every derived key but the event index records (whose numbering
+    /// follows the appends that wrote them), with its value.
+    fn derived_keys(ledger: &Ledger) -> Vec<(Vec<u8>, Vec<u8>)> {
+        [&b"H"[..], b"I", b"R", b"N", b"F"]
+            .iter()
+            .flat_map(|p| ledger.db.scan_prefix(p))
+            .map(|kv| {
+                let (k, v) = kv.unwrap();
+                (k.to_vec(), v.to_vec())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_rebuild_cut_short_is_finished_by_the_next_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(tmp.path(), LedgerOptions::default()).unwrap();
+        for batch in 0..6u64 {
+            let mut inputs: Vec<Incoming> = (batch * 500..(batch + 1) * 500)
+                .map(|i| incoming(i, event(i)))
+                .collect();
+            inputs.push(incoming(9_000 + batch, b"not json".to_vec()));
+            ledger
+                .append("file", inputs, jiff::Timestamp::now())
+                .unwrap();
+        }
+        let before = derived_keys(&ledger);
+        // A key the rebuild was to drop (say, of a damaged index): a
+        // rejection the evidence does not hold.
+        let stale = layout::rejection_index_key(&[7; 32]);
+        ledger
+            .db
+            .insert(&stale, layout::encode_location("file", 1))
+            .unwrap();
+        // Cut short after the marker and part of the keys went.
+        ledger.db.insert(layout::REBUILDING_KEY, &[][..]).unwrap();
+        let mut batch = sled::Batch::default();
+        for prefix in [&b"H"[..], b"X", b"N"] {
+            for key in ledger.db.scan_prefix(prefix).keys().step_by(2) {
+                batch.remove(key.unwrap());
+            }
+        }
+        ledger.db.apply_batch(batch).unwrap();
+        ledger.db.flush().unwrap();
+        drop(ledger);
+
+        let mut ledger = Ledger::open(tmp.path(), LedgerOptions::default()).unwrap();
+        assert!(!ledger.db.contains_key(layout::REBUILDING_KEY).unwrap());
+        assert!(!ledger.db.contains_key(&stale).unwrap());
+        assert_eq!(derived_keys(&ledger), before);
+        for i in 0..3_000 {
+            let seen = ledger.seen_event(&format!("e{i}")).unwrap().unwrap();
+            assert_eq!((seen.chain.as_str(), seen.seq), ("file", i + i / 500));
+        }
+        // The rebuilt index still tells a resend from a new event.
+        let reports = ledger
+            .append(
+                "file",
+                vec![incoming(1, event(1)), incoming(3_000, event(3_000))],
+                jiff::Timestamp::now(),
+            )
+            .unwrap();
+        assert_eq!(ledger.head("file").unwrap().next_seq, 3_007, "{reports:?}");
     }
 }

@@ -6,6 +6,7 @@
 //! | key | value |
 //! |---|---|
 //! | `M` `format` | index format version, ASCII `2` |
+//! | `M` `rebuilding` | present while the indexes are dropped and derived again (`derived.rs`) |
 //! | `H` chain | how far the chain's indexes go: next_seq u64 BE, last_hash 32 B |
 //! | `X` n (u64 BE) | the event ids one append recorded first: per id, u32 BE len, id, u16 BE len, chain, seq u64 BE, blake3(raw) 32 B |
 //! | `R` rejection key (32 B) | u16 BE len, chain, seq u64 BE |
@@ -22,6 +23,7 @@ use crate::intake::SeenEvent;
 
 pub const META_FORMAT_KEY: &[u8] = b"Mformat";
 pub const STORE_FORMAT: &[u8] = b"2";
+pub const REBUILDING_KEY: &[u8] = b"Mrebuilding";
 
 pub fn head_key(chain: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + chain.len());

@@ -340,6 +340,7 @@ impl Ledger {
         for head in &heads {
             ledger.check_tail(head)?;
         }
+        ledger.finish_cut_rebuild()?;
         ledger.catch_up_derived()?;
         Ok(ledger)
     }
@@ -360,6 +361,7 @@ impl Ledger {
             None,
             LedgerOptions::default(),
         )?;
+        ledger.finish_cut_rebuild()?;
         ledger.catch_up_derived()?;
         Ok(ledger)
     }
