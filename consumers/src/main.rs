@@ -13,8 +13,60 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(outcome) => outcome.exit_code(),
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", error_text(&err));
             cli::Outcome::Unusable.exit_code()
         }
+    }
+}
+
+/// An error and its causes, each said once: our errors name their cause
+/// in their own message too, and anyhow's `{:#}` would repeat it
+/// ("fsync of X failed: Input/output error: Input/output error").
+fn error_text(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let said = cause.to_string();
+        if text.ends_with(&said) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&said);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error that names its cause in its message, as thiserror's
+    /// `{source}` does.
+    #[derive(Debug)]
+    struct Naming(std::io::Error);
+
+    impl std::fmt::Display for Naming {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "fsync of L failed: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Naming {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = std::io::Error::other("disk on fire");
+        let err = anyhow::Error::new(Naming(io)).context("ingesting a.jsonl");
+        assert_eq!(
+            error_text(&err),
+            "ingesting a.jsonl: fsync of L failed: disk on fire"
+        );
+        let plain = anyhow::anyhow!("no such chain").context("exporting");
+        assert_eq!(error_text(&plain), "exporting: no such chain");
     }
 }
