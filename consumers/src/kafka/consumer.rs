@@ -1077,6 +1077,18 @@ pub fn run(
     lock(&sink).save_projection()?;
     lock(&sink).maybe_checkpoint(true)?;
     consumer.unsubscribe();
+    // librdkafka can hang for good closing a cooperative consumer that
+    // receives an assignment while it closes (confluentinc/librdkafka#4527,
+    // seen here in the rebalance torture test): serve the group's callbacks
+    // until nothing is assigned, then close. A message polled meanwhile is
+    // left unwritten: nothing acknowledged it, so the partition's next
+    // owner reads it.
+    let leaving = Instant::now();
+    while leaving.elapsed() < Duration::from_secs(10)
+        && consumer.assignment().is_ok_and(|a| a.count() > 0)
+    {
+        let _ = consumer.poll(Duration::from_millis(50));
+    }
     drop(consumer);
     let summary = RunSummary::from(&metrics);
     let sink = Arc::try_unwrap(sink)
