@@ -694,8 +694,6 @@ impl LedgerContext {
         Ok(())
     }
 
-    /// Reads again the partitions that received nothing for a while
-    /// although the broker holds offsets at or past their cursors.
     /// The high watermark of `topic`/`partition` as the last fetch answer
     /// gave it, if the client reported one yet.
     fn fetched_high_watermark(&self, topic: &str, partition: i32) -> Option<i64> {
@@ -706,6 +704,8 @@ impl LedgerContext {
             .copied()
     }
 
+    /// Reads again the partitions that received nothing for a while
+    /// although the broker holds offsets at or past their cursors.
     fn check_stalled(&self, consumer: &BaseConsumer<Self>, quiet: Duration) {
         let held = lock(&self.sink).assigned_cursors();
         for (topic, partition, cursor, since) in held {
@@ -740,17 +740,15 @@ impl LedgerContext {
 
 impl ClientContext for LedgerContext {
     fn stats(&self, statistics: Statistics) {
-        if let Ok(mut fetched) = self.fetched_high.lock() {
-            for (topic, t) in &statistics.topics {
-                for (partition, p) in &t.partitions {
-                    if *partition >= 0 && p.hi_offset >= 0 {
-                        fetched.insert((topic.clone(), *partition), p.hi_offset);
-                    }
-                }
-            }
-        }
+        let mut fetched = self.fetched_high.lock().ok();
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
+                if let Some(fetched) = fetched.as_mut()
+                    && *partition >= 0
+                    && p.hi_offset >= 0
+                {
+                    fetched.insert((topic.clone(), *partition), p.hi_offset);
+                }
                 if *partition >= 0 && p.consumer_lag >= 0 {
                     self.metrics.set_lag(topic, *partition, p.consumer_lag);
                 }
