@@ -30,6 +30,10 @@ fn lines(prefix: &str, n: usize) -> Vec<String> {
         .collect()
 }
 
+/// Lines of the ingest that fails: enough that its segment outgrows the
+/// limits below (evidence compresses to under 100 bytes an event).
+const MORE: usize = 12_000;
+
 /// (intact, entries) as `verify --json` says.
 fn verify(ledger: &Path) -> (bool, u64) {
     let out = run(ledger, &["verify", "--json"]);
@@ -72,12 +76,12 @@ fn check_failure_and_recovery(ledger: &Path, failing: Output, more: &Path) {
     let again = run(ledger, &["ingest", more.to_str().unwrap(), "--json"]);
     assert_eq!(again.status.code(), Some(0), "{again:?}");
     let summary: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
-    assert_eq!(summary["chain_entries"], 3200, "{summary}");
+    assert_eq!(summary["chain_entries"], 200 + MORE, "{summary}");
     assert_eq!(
         summary["appended"].as_u64().unwrap() + summary["duplicates"].as_u64().unwrap(),
-        3000
+        MORE as u64
     );
-    assert_eq!(verify(ledger), (true, 3200));
+    assert_eq!(verify(ledger), (true, 200 + MORE as u64));
 }
 
 #[test]
@@ -86,7 +90,7 @@ fn a_file_size_limit_mid_ingest_exits_2_and_the_ledger_continues() {
         let tmp = tempfile::tempdir().unwrap();
         let ledger = tmp.path().join("ledger");
         let first = write_lines(tmp.path(), "a.jsonl", &lines("a", 200));
-        let more = write_lines(tmp.path(), "b.jsonl", &lines("b", 3000));
+        let more = write_lines(tmp.path(), "b.jsonl", &lines("b", MORE));
         assert!(
             run(&ledger, &["ingest", first.to_str().unwrap()])
                 .status
@@ -136,7 +140,7 @@ fn a_full_file_system_mid_ingest_exits_2_and_the_ledger_continues_once_space_is_
     let result = std::panic::catch_unwind(|| {
         let ledger = mount.join("ledger");
         let first = write_lines(tmp.path(), "a.jsonl", &lines("a", 200));
-        let more = write_lines(tmp.path(), "b.jsonl", &lines("b", 3000));
+        let more = write_lines(tmp.path(), "b.jsonl", &lines("b", MORE));
         assert!(
             run(&ledger, &["ingest", first.to_str().unwrap()])
                 .status
@@ -216,7 +220,7 @@ fn a_failing_fsync_mid_ingest_exits_2_and_the_ledger_continues() {
     let tmp = tempfile::tempdir().unwrap();
     let library = failing_fsync_library(tmp.path());
     let first = write_lines(tmp.path(), "a.jsonl", &lines("a", 200));
-    let more = write_lines(tmp.path(), "b.jsonl", &lines("b", 3000));
+    let more = write_lines(tmp.path(), "b.jsonl", &lines("b", MORE));
     // The first failure at open, at the first batch's segment, index or
     // manifest, and later in the run.
     let mut held = std::collections::BTreeSet::new();

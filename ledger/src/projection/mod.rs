@@ -434,6 +434,20 @@ impl Projection {
         self.items.len() + self.accounts.len()
     }
 
+    /// Makes a partial projection whole: the caller has put every saved
+    /// item and account into it.
+    pub fn make_whole(&mut self) {
+        self.partial = false;
+        self.untracked = false;
+    }
+
+    /// Marks again as changed what a save that failed had taken.
+    pub fn mark_dirty(&mut self, dirty: &Dirty) {
+        self.dirty.items.extend(dirty.items.iter().cloned());
+        self.dirty.accounts.extend(dirty.accounts.iter().cloned());
+        self.dirty.policies |= dirty.policies;
+    }
+
     /// Hands over and clears the record of what changed (for saving).
     pub fn take_dirty(&mut self) -> Dirty {
         self.unsaved = 0;

@@ -39,9 +39,13 @@ fn derived_or_moved(key: &[u8]) -> bool {
         || key == b"Mpublic-key"
 }
 
-/// Trees of the old database kept in files instead.
+/// Trees of the old database kept in files instead (the projection is
+/// folded again into runs of its own).
 fn moved_tree(name: &[u8]) -> bool {
-    name == b"__sled__default" || name == b"checkpoints" || name == b"policy-texts"
+    name == b"__sled__default"
+        || name == b"checkpoints"
+        || name == b"policy-texts"
+        || name == b"projection"
 }
 
 fn sibling(dir: &Path, suffix: &str) -> PathBuf {

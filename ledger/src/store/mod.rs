@@ -28,6 +28,7 @@ mod replay;
 pub(crate) mod segment;
 pub(crate) mod snapshot;
 mod staged;
+mod states;
 mod tree;
 mod vouch;
 
@@ -205,6 +206,9 @@ pub struct Ledger {
     /// projection folds them next, and takes them from here rather than
     /// reading back (and decompressing) the frames just written.
     just_appended: HashMap<String, Vec<SealedEntry>>,
+    /// The projection's saved states (`DIR/projection/`, or a reader's
+    /// private runs over the writer's).
+    states: states::StateStore,
 }
 
 /// The index database's directory inside a ledger directory.
@@ -335,7 +339,10 @@ impl Ledger {
             options.segment_max_bytes,
             options.compress_frames,
         )?;
-        let mut ledger = Ledger::assemble(db, dir, index_dir, snapshot, Some(writer), options)?;
+        let states = states::StateStore::open_writer(&dir.join(states::PROJECTION_DIR))?;
+        let mut ledger =
+            Ledger::assemble(db, dir, index_dir, snapshot, Some(writer), states, options)?;
+        ledger.drop_projection_kept_in_sled()?;
         let heads: Vec<ChainHead> = ledger.heads().cloned().collect();
         for head in &heads {
             ledger.check_tail(head)?;
@@ -350,6 +357,7 @@ impl Ledger {
     pub(super) fn open_for_reading(
         index_dir: &Path,
         snapshot: Snapshot,
+        states: states::StateStore,
     ) -> Result<Self, StoreError> {
         let db = open_index(index_dir)?;
         let dir = snapshot.dir().to_owned();
@@ -359,6 +367,7 @@ impl Ledger {
             index_dir.to_owned(),
             snapshot,
             None,
+            states,
             LedgerOptions::default(),
         )?;
         ledger.finish_cut_rebuild()?;
@@ -372,6 +381,7 @@ impl Ledger {
         index_dir: PathBuf,
         evidence: Snapshot,
         writer: Option<evidence::EvidenceWriter>,
+        states: states::StateStore,
         options: LedgerOptions,
     ) -> Result<Self, StoreError> {
         match db.get(layout::META_FORMAT_KEY)? {
@@ -400,6 +410,7 @@ impl Ledger {
             next_index_record: 0,
             writing: None,
             just_appended: HashMap::new(),
+            states,
         })
     }
 

@@ -1,8 +1,9 @@
-//! Keeping the projection in sled beside the chains, and catching it up.
+//! Keeping the projection beside the chains, and catching it up.
 //!
-//! The projection is derived data: it lives in its own sled tree, records
-//! per chain the seq it covers, and can always be rebuilt from the chains.
-//! Its changes and its cursor move together in one atomic batch, so a crash
+//! The projection is derived data: its states live in the ledger's own
+//! runs (`states`), it records per chain the seq it covers, and it can
+//! always be rebuilt from the chains. A save's states and cursors become
+//! visible together (the projection manifest's replacement), so a crash
 //! leaves it at some earlier cursor, from which catching up continues.
 
 use super::{Ledger, StoreError};
@@ -16,7 +17,9 @@ use crate::projection::{
 use lifeledger_schemas::Event;
 use std::borrow::Cow;
 
-const TREE: &str = "projection";
+/// The sled tree where the projection was kept before it had runs of its
+/// own: dropped when a writer opens.
+const OLD_TREE: &str = "projection";
 
 /// Entries folded between two saves while catching up.
 const SAVE_EVERY: u64 = 10_000;
@@ -66,25 +69,18 @@ impl Ledger {
     /// The projection as last saved, every item in memory (empty if never
     /// built); most callers want [`Ledger::open_projection`] instead.
     pub fn load_projection(&self) -> Result<Projection, StoreError> {
-        let tree = self.db.open_tree(TREE)?;
-        let mut projection = Projection::default();
-        for kv in tree.iter() {
+        let mut projection = self.open_projection()?;
+        projection.make_whole();
+        let view = self.states.view();
+        for kv in view.scan(b"i") {
             let (k, v) = kv?;
             let name = String::from_utf8_lossy(&k[1..]).into_owned();
-            match k.first() {
-                Some(b'c') => {
-                    projection.covered.insert(name, decode_cursor(&k, &v)?);
-                }
-                Some(b'i') => {
-                    projection.items.insert(name, decode(&k, &v)?);
-                }
-                Some(b'a') => {
-                    projection.accounts.insert(name, decode(&k, &v)?);
-                }
-                Some(b'p') => projection.policies = decode(&k, &v)?,
-                Some(b'm') => projection.imports = decode(&k, &v)?,
-                _ => return Err(codec_error(&k, "unknown projection key")),
-            }
+            projection.items.insert(name, decode(&k, &v)?);
+        }
+        for kv in view.scan(b"a") {
+            let (k, v) = kv?;
+            let name = String::from_utf8_lossy(&k[1..]).into_owned();
+            projection.accounts.insert(name, decode(&k, &v)?);
         }
         Ok(projection)
     }
@@ -94,20 +90,40 @@ impl Ledger {
     /// when an entry folds into them ([`Projection::partial`]), so that
     /// memory does not grow with the number of items.
     pub fn open_projection(&self) -> Result<Projection, StoreError> {
-        let tree = self.db.open_tree(TREE)?;
+        if let Some(damage) = self.states.damage() {
+            return Err(codec_error(b"(saved states)", damage));
+        }
         let mut projection = Projection::partial();
-        for kv in tree.scan_prefix([b'c']) {
-            let (k, v) = kv?;
+        for (k, v) in self.states.small_with_prefix(b"c") {
             let name = String::from_utf8_lossy(&k[1..]).into_owned();
-            projection.covered.insert(name, decode_cursor(&k, &v)?);
+            projection.covered.insert(name, decode_cursor(k, v)?);
         }
-        if let Some(v) = tree.get(key(b'p', ""))? {
-            projection.policies = decode(b"p", &v)?;
+        if let Some(v) = self.states.small(b"p") {
+            projection.policies = decode(b"p", v)?;
         }
-        if let Some(v) = tree.get(key(b'm', ""))? {
-            projection.imports = decode(b"m", &v)?;
+        if let Some(v) = self.states.small(b"m") {
+            projection.imports = decode(b"m", v)?;
         }
         Ok(projection)
+    }
+
+    /// A write or fsync of the saved states that failed poisons the
+    /// ledger like one of the index's: after EIO or ENOSPC nothing more is
+    /// written, and sled is not asked to fsync again on drop.
+    fn poison_on_io(&mut self, e: &StoreError) {
+        if matches!(e, StoreError::Io { .. }) {
+            self.poisoned = true;
+        }
+    }
+
+    /// Drops the projection a ledger kept in sled before it had runs of
+    /// its own (derived data: the projection is folded again).
+    pub(super) fn drop_projection_kept_in_sled(&mut self) -> Result<(), StoreError> {
+        if self.existing_tree(OLD_TREE)?.is_some() {
+            tracing::info!("dropping the projection kept in the index by an older release");
+            self.db.drop_tree(OLD_TREE)?;
+        }
+        Ok(())
     }
 
     /// The saved projection as [`Ledger::open_projection`] opens it, or,
@@ -143,27 +159,37 @@ impl Ledger {
         &mut self,
         projection: &mut Projection,
     ) -> Result<crate::projection::Dirty, StoreError> {
-        let tree = self.db.open_tree(TREE)?;
-        let dirty = projection.take_dirty();
-        let mut batch = sled::Batch::default();
-        for item in &dirty.items {
-            if let Some(state) = projection.items.get(item) {
-                batch.insert(key(b'i', item), encode(state)?);
-            }
+        if self.poisoned {
+            return Err(StoreError::Poisoned);
         }
+        let dirty = projection.take_dirty();
+        // In key order: every account key ('a') sorts before every item
+        // key ('i'), and each set is in its names' byte order.
+        let mut states = Vec::with_capacity(dirty.accounts.len() + dirty.items.len());
         for account in &dirty.accounts {
             if let Some(state) = projection.accounts.get(account) {
-                batch.insert(key(b'a', account), encode(state)?);
+                states.push((key(b'a', account), encode(state)?));
             }
         }
+        for item in &dirty.items {
+            if let Some(state) = projection.items.get(item) {
+                states.push((key(b'i', item), encode(state)?));
+            }
+        }
+        let mut small = Vec::with_capacity(projection.covered.len() + 2);
         if dirty.policies {
-            batch.insert(key(b'p', ""), encode(&projection.policies)?);
-            batch.insert(key(b'm', ""), encode(&projection.imports)?);
+            small.push((key(b'p', ""), encode(&projection.policies)?));
+            small.push((key(b'm', ""), encode(&projection.imports)?));
         }
         for (chain, seq) in &projection.covered {
-            batch.insert(key(b'c', chain), seq.to_be_bytes().to_vec());
+            small.push((key(b'c', chain), seq.to_be_bytes().to_vec()));
         }
-        tree.apply_batch(batch)?;
+        if let Err(e) = self.states.save(&states, small) {
+            // What was taken to be saved is not: keep it in memory.
+            projection.mark_dirty(&dirty);
+            self.poison_on_io(&e);
+            return Err(e);
+        }
         Ok(dirty)
     }
 
@@ -177,18 +203,18 @@ impl Ledger {
         if !projection.is_partial() {
             return Ok(());
         }
-        let tree = self.db.open_tree(TREE)?;
+        let view = self.states.view();
         for event in events {
             match Projection::folds_into(event) {
                 (Some(item), _) if !projection.items.contains_key(item) => {
                     let k = key(b'i', item);
-                    if let Some(v) = tree.get(&k)? {
+                    if let Some(v) = view.get(&k)? {
                         projection.items.insert(item.to_owned(), decode(&k, &v)?);
                     }
                 }
                 (_, Some(account)) if !projection.accounts.contains_key(&account) => {
                     let k = key(b'a', &account);
-                    if let Some(v) = tree.get(&k)? {
+                    if let Some(v) = view.get(&k)? {
                         projection.accounts.insert(account, decode(&k, &v)?);
                     }
                 }
@@ -300,7 +326,10 @@ impl Ledger {
         &mut self,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Projection, StoreError> {
-        self.db.drop_tree(TREE)?;
+        if let Err(e) = self.states.clear() {
+            self.poison_on_io(&e);
+            return Err(e);
+        }
         let mut projection = Projection::partial();
         self.catch_up(&mut projection, progress)?;
         self.make_durable()?;
@@ -348,16 +377,7 @@ impl Ledger {
 
     /// How many items and accounts the saved projection holds.
     pub fn projection_size(&self) -> Result<(u64, u64), StoreError> {
-        let tree = self.db.open_tree(TREE)?;
-        let count = |prefix: u8| -> Result<u64, StoreError> {
-            let mut n = 0;
-            for k in tree.scan_prefix([prefix]).keys() {
-                k?;
-                n += 1;
-            }
-            Ok(n)
-        };
-        Ok((count(b'i')?, count(b'a')?))
+        Ok((self.states.count(b"i")?, self.states.count(b"a")?))
     }
 
     /// The facts of every item and account as `projection` and the saved
@@ -365,7 +385,7 @@ impl Ledger {
     /// memory are the newer).
     pub fn facts<'a>(&self, projection: &'a Projection) -> Result<SavedFacts<'a>, StoreError> {
         Ok(SavedFacts {
-            tree: self.db.open_tree(TREE)?,
+            saved: self.states.view(),
             resident: projection,
         })
     }
@@ -575,7 +595,7 @@ pub enum Publication {
 /// saved (see [`Ledger::facts`]).
 #[derive(Debug)]
 pub struct SavedFacts<'a> {
-    tree: sled::Tree,
+    saved: super::states::StatesView,
     resident: &'a Projection,
 }
 
@@ -589,7 +609,7 @@ impl SavedFacts<'_> {
             return Ok(None);
         }
         let k = key(prefix, name);
-        let read = self.tree.get(&k).map_err(|e| FactsError(e.to_string()))?;
+        let read = self.saved.get(&k).map_err(|e| FactsError(e.to_string()))?;
         read.map(|v| decode(&k, &v))
             .transpose()
             .map_err(|e| FactsError(e.to_string()))
@@ -618,7 +638,7 @@ impl Facts for SavedFacts<'_> {
         // Both are in item-id order (a string's order is its bytes'):
         // merge them, the resident state winning.
         let mut resident = self.resident.items.iter().peekable();
-        for kv in self.tree.scan_prefix([b'i']) {
+        for kv in self.saved.scan(b"i") {
             let (k, v) = kv.map_err(|e| FactsError(e.to_string()))?;
             let id = &k[1..];
             while let Some((_, state)) = resident.next_if(|(rid, _)| rid.as_bytes() < id) {

@@ -2,7 +2,9 @@
 //! ledger directory and never stand in the writer's way.
 //!
 //! The evidence is read in place through a [`Snapshot`] (no lock, no
-//! copy). The index database cannot be shared: sled has no read-only mode
+//! copy), and so are the projection's saved states (immutable runs, see
+//! `states`), whose own saves go to a private directory. The index
+//! database cannot be shared: sled has no read-only mode
 //! (opening a database may write to it, and locks it). A reader therefore
 //! works on a private copy of `index/` in a temporary directory, deleted on
 //! drop, taken *before* the manifest is read, so the copy never covers
@@ -37,20 +39,26 @@ impl ReadOnlyLedger {
             .prefix("lifeledger-read-")
             .tempdir()
             .map_err(copy_error)?;
+        // The states before the manifest, like the index copy: they never
+        // cover more than the snapshot.
+        let states = super::states::StateStore::open_reader(
+            &dir.join(super::states::PROJECTION_DIR),
+            &copy.path().join(super::states::PROJECTION_DIR),
+        )?;
         let index = copy.path().join(INDEX_DIR);
         let live_index = dir.join(INDEX_DIR);
         if live_index.is_dir() {
             copy_tree(&live_index, &index).map_err(copy_error)?;
         }
         let snapshot = Snapshot::open(dir)?;
-        let ledger = match Ledger::open_for_reading(&index, snapshot.clone()) {
+        let ledger = match Ledger::open_for_reading(&index, snapshot.clone(), states.clone()) {
             Ok(ledger) => ledger,
             Err(e) => {
                 tracing::info!(
                     "the index copy cannot be used ({e}); deriving the indexes from the segments"
                 );
                 let fresh = copy.path().join("derived");
-                Ledger::open_for_reading(&fresh, snapshot)?
+                Ledger::open_for_reading(&fresh, snapshot, states)?
             }
         };
         Ok(ReadOnlyLedger {

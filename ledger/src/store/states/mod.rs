@@ -1,0 +1,508 @@
+//! The projection's saved states, in files of the ledger's own beside
+//! sled (`DIR/projection/`): sorted runs and a small manifest.
+//!
+//! Each save writes the states folded into since the last save as one new
+//! run (an immutable file in key order, see [`run`]), fsyncs it, and then
+//! replaces the manifest, which names the runs and holds the small records
+//! (the projection's cursors, policies and imports). A lookup asks the
+//! runs newest first, each behind a Bloom filter; the newest value of a
+//! key wins. The two newest runs are merged into one while the older is
+//! less than twice the newer, so runs grow geometrically and a state is
+//! rewritten about log2(states / save) times.
+//!
+//! Why not sled: one sled insert per state saved (~11 µs) bounded the
+//! projection, and the projection made sled's files most of the index.
+//! Why immutable files: a reading command opens the runs the manifest
+//! names as they stand, beside a running writer, without a lock or a
+//! copy; the writer removes a run it has merged away only after the new
+//! manifest is durable, and an open file outlives its removal.
+//!
+//! A reader may need to save too (catching up on entries the writer has
+//! not saved yet): its runs go to a private directory, and its manifest
+//! stays in memory.
+
+mod bloom;
+mod run;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bloom::KeyHash;
+use run::{Cursor, Run, RunRecords, RunWriter, checksum, put_varint};
+
+use super::StoreError;
+
+/// The projection's directory inside a ledger directory.
+pub const PROJECTION_DIR: &str = "projection";
+const MANIFEST: &str = "manifest";
+const MANIFEST_TMP: &str = "manifest.tmp";
+const MANIFEST_MAGIC: &[u8; 8] = b"LLPROJ\x01\0";
+/// Attempts at a consistent set of runs while a writer merges them away.
+const READ_ATTEMPTS: usize = 8;
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn run_name(number: u64) -> String {
+    format!("run-{number:016x}")
+}
+
+/// A run's number, if `name` is one of ours.
+fn run_number(name: &str) -> Option<u64> {
+    let hex = name.strip_prefix("run-")?;
+    (hex.len() == 16)
+        .then(|| u64::from_str_radix(hex, 16).ok())
+        .flatten()
+}
+
+/// What the manifest says.
+#[derive(Debug, Default)]
+struct Listed {
+    next_run: u64,
+    runs: Vec<String>,
+    small: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+impl Listed {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(MANIFEST_MAGIC);
+        out.extend_from_slice(&self.next_run.to_le_bytes());
+        out.extend_from_slice(&(self.runs.len() as u64).to_le_bytes());
+        for name in &self.runs {
+            put_varint(&mut out, name.len() as u64);
+            out.extend_from_slice(name.as_bytes());
+        }
+        out.extend_from_slice(&(self.small.len() as u64).to_le_bytes());
+        for (k, v) in &self.small {
+            put_varint(&mut out, k.len() as u64);
+            out.extend_from_slice(k);
+            put_varint(&mut out, v.len() as u64);
+            out.extend_from_slice(v);
+        }
+        let sum = checksum(&out);
+        out.extend_from_slice(&sum);
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let Some(body_len) = bytes.len().checked_sub(16) else {
+            return Err("shorter than its checksum".into());
+        };
+        let (body, sum) = bytes.split_at(body_len);
+        if checksum(body) != sum {
+            return Err("does not match its checksum".into());
+        }
+        let mut c = Cursor::new(body);
+        if c.take(8) != Some(MANIFEST_MAGIC) {
+            return Err("not a projection manifest of this format".into());
+        }
+        let malformed = || "malformed".to_string();
+        let next_run = c.u64().ok_or_else(malformed)?;
+        let runs = c.u64().ok_or_else(malformed)?;
+        let mut listed = Listed {
+            next_run,
+            ..Listed::default()
+        };
+        for _ in 0..runs {
+            let name = c.bytes().ok_or_else(malformed)?;
+            let name = std::str::from_utf8(name).map_err(|_| malformed())?;
+            if run_number(name).is_none_or(|n| n >= next_run) {
+                return Err(format!("names {name:?}, not a run of its own"));
+            }
+            listed.runs.push(name.to_owned());
+        }
+        let small = c.u64().ok_or_else(malformed)?;
+        for _ in 0..small {
+            let (k, v) = c.record().ok_or_else(malformed)?;
+            listed.small.insert(k.to_vec(), v.to_vec());
+        }
+        if !c.done() {
+            return Err(malformed());
+        }
+        Ok(listed)
+    }
+}
+
+/// The runs as they stood when a view was taken: cheap to clone, and
+/// readable while the store goes on saving.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StatesView {
+    /// Oldest first.
+    runs: Vec<Arc<Run>>,
+}
+
+impl StatesView {
+    /// The newest value saved under `key`.
+    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if self.runs.is_empty() {
+            return Ok(None);
+        }
+        let hash = KeyHash::of(key);
+        for run in self.runs.iter().rev() {
+            if let Some(value) = run.get(key, hash)? {
+                return Ok(Some(value));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every key starting with `prefix` and its newest value, in key order.
+    pub(crate) fn scan(&self, prefix: &[u8]) -> Merged {
+        Merged {
+            sources: self
+                .runs
+                .iter()
+                .rev()
+                .map(|run| (RunRecords::new(Arc::clone(run), prefix), None))
+                .collect(),
+            prefix: prefix.to_vec(),
+            failed: false,
+        }
+    }
+}
+
+/// A key and its value, as saved.
+pub(crate) type Record = (Vec<u8>, Vec<u8>);
+
+/// Several runs' records merged in key order, the newest run's value
+/// winning where a key is in more than one.
+pub(crate) struct Merged {
+    /// Newest first, each with its next record once read.
+    sources: Vec<(RunRecords, Option<Record>)>,
+    prefix: Vec<u8>,
+    failed: bool,
+}
+
+impl Iterator for Merged {
+    type Item = Result<Record, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        for (records, head) in &mut self.sources {
+            if head.is_none() {
+                match records.next() {
+                    Some(Ok(record)) => *head = Some(record),
+                    Some(Err(e)) => {
+                        self.failed = true;
+                        return Some(Err(e));
+                    }
+                    None => {}
+                }
+            }
+        }
+        let smallest = self
+            .sources
+            .iter()
+            .filter_map(|(_, head)| head.as_ref().map(|(k, _)| k))
+            .min()?
+            .clone();
+        if !smallest.starts_with(&self.prefix) {
+            return None;
+        }
+        let mut newest = None;
+        for (_, head) in &mut self.sources {
+            if head.as_ref().is_some_and(|(k, _)| *k == smallest) {
+                let record = head.take();
+                // Sources are newest first: keep the first.
+                if newest.is_none() {
+                    newest = record;
+                }
+            }
+        }
+        newest.map(Ok)
+    }
+}
+
+/// The projection's saved states (see the module doc). A clone shares the
+/// runs open now; only a reader's is cloned, to try opening twice.
+#[derive(Debug, Clone)]
+pub(crate) struct StateStore {
+    /// Where the listed runs live.
+    dir: PathBuf,
+    /// Where this store writes runs: `dir` for the writer, a private
+    /// directory for a reader.
+    write_dir: PathBuf,
+    /// Whether the manifest is written (the writer's) or kept in memory.
+    persist: bool,
+    view: StatesView,
+    next_run: u64,
+    small: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Why the saved states cannot be used, if they cannot: the projection
+    /// is then rebuilt, after [`StateStore::clear`].
+    damage: Option<String>,
+}
+
+impl StateStore {
+    /// The writer's store in `dir` (created if missing). Files the
+    /// manifest does not name are leftovers of a save or a merge that a
+    /// crash cut short, and are removed.
+    pub(crate) fn open_writer(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let mut store = StateStore::empty(dir, dir, true);
+        match store.load() {
+            Ok(()) => store.remove_unlisted()?,
+            Err(damage) => store.damage = Some(damage),
+        }
+        Ok(store)
+    }
+
+    /// A reader's store: the runs of `dir` as its manifest names them now
+    /// (nothing there is changed), saving into `write_dir`.
+    pub(crate) fn open_reader(dir: &Path, write_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(write_dir).map_err(io(write_dir))?;
+        let mut store = StateStore::empty(dir, write_dir, false);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match store.load() {
+                Ok(()) => return Ok(store),
+                // The writer merged runs away between reading the manifest
+                // and opening them: read it again.
+                Err(_) if attempts < READ_ATTEMPTS && store.listed_run_missing() => {
+                    store = StateStore::empty(dir, write_dir, false);
+                }
+                Err(damage) => {
+                    store = StateStore::empty(dir, write_dir, false);
+                    store.damage = Some(damage);
+                    return Ok(store);
+                }
+            }
+        }
+    }
+
+    fn empty(dir: &Path, write_dir: &Path, persist: bool) -> Self {
+        StateStore {
+            dir: dir.to_owned(),
+            write_dir: write_dir.to_owned(),
+            persist,
+            view: StatesView::default(),
+            next_run: 0,
+            small: BTreeMap::new(),
+            damage: None,
+        }
+    }
+
+    /// Reads the manifest and opens the runs it names; a missing manifest
+    /// is an empty store. Errs with what is wrong.
+    fn load(&mut self) -> Result<(), String> {
+        let path = self.dir.join(MANIFEST);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        let listed = Listed::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut runs = Vec::with_capacity(listed.runs.len());
+        for name in &listed.runs {
+            runs.push(Arc::new(
+                Run::open(&self.dir.join(name)).map_err(|e| e.to_string())?,
+            ));
+        }
+        self.view = StatesView { runs };
+        self.next_run = listed.next_run;
+        self.small = listed.small;
+        Ok(())
+    }
+
+    fn listed_run_missing(&self) -> bool {
+        let Ok(bytes) = std::fs::read(self.dir.join(MANIFEST)) else {
+            return false;
+        };
+        Listed::decode(&bytes).is_ok_and(|listed| {
+            listed
+                .runs
+                .iter()
+                .any(|name| !self.dir.join(name).is_file())
+        })
+    }
+
+    fn remove_unlisted(&self) -> Result<(), StoreError> {
+        for entry in std::fs::read_dir(&self.dir).map_err(io(&self.dir))? {
+            let entry = entry.map_err(io(&self.dir))?;
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let listed = self.view.runs.iter().any(|run| run.path() == path);
+            if name != MANIFEST && !listed {
+                remove(&path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Why the saved states cannot be used, if so.
+    pub(crate) fn damage(&self) -> Option<&str> {
+        self.damage.as_deref()
+    }
+
+    /// The runs as they stand now.
+    pub(crate) fn view(&self) -> StatesView {
+        self.view.clone()
+    }
+
+    /// A small record (cursor, policies, imports) as last saved.
+    pub(crate) fn small(&self, key: &[u8]) -> Option<&[u8]> {
+        self.small.get(key).map(Vec::as_slice)
+    }
+
+    /// The small records whose key starts with `prefix`.
+    pub(crate) fn small_with_prefix<'a>(
+        &'a self,
+        prefix: &'a [u8],
+    ) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+        self.small
+            .range(prefix.to_vec()..)
+            .take_while(move |(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+    }
+
+    /// How many distinct keys start with `prefix` (reads every run).
+    pub(crate) fn count(&self, prefix: &[u8]) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for record in self.view.scan(prefix) {
+            record?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Saves `states` (in strictly increasing key order) as a new run and
+    /// `small` into the manifest, then merges runs as due; durable when it
+    /// returns (for the writer).
+    pub(crate) fn save(
+        &mut self,
+        states: &[Record],
+        small: impl IntoIterator<Item = Record>,
+    ) -> Result<(), StoreError> {
+        if let Some(damage) = &self.damage {
+            return Err(StoreError::Damaged {
+                key: "projection".into(),
+                detail: damage.clone(),
+            });
+        }
+        if !states.is_empty() {
+            let path = self.new_run_path();
+            let mut writer = RunWriter::create(&path, states.len() as u64)?;
+            for (k, v) in states {
+                writer.push(k, v)?;
+            }
+            writer.finish()?;
+            self.view.runs.push(Arc::new(Run::open(&path)?));
+        }
+        self.small.extend(small);
+        let merged_away = self.merge_as_due()?;
+        self.write_manifest()?;
+        for run in merged_away {
+            remove(run.path())?;
+        }
+        Ok(())
+    }
+
+    fn new_run_path(&mut self) -> PathBuf {
+        let path = self.write_dir.join(run_name(self.next_run));
+        self.next_run += 1;
+        path
+    }
+
+    fn own(&self, run: &Run) -> bool {
+        run.path().parent() == Some(self.write_dir.as_path())
+    }
+
+    /// Merges the two newest runs while the older is less than twice the
+    /// newer (only runs this store wrote: a reader never rewrites the
+    /// writer's). Returns the runs merged away.
+    fn merge_as_due(&mut self) -> Result<Vec<Arc<Run>>, StoreError> {
+        let mut merged_away = Vec::new();
+        while let [.., older, newer] = self.view.runs.as_slice() {
+            if !self.own(older) || !self.own(newer) || older.length() >= 2 * newer.length() {
+                break;
+            }
+            let (older, newer) = (Arc::clone(older), Arc::clone(newer));
+            let path = self.new_run_path();
+            let mut writer = RunWriter::create(&path, older.records() + newer.records())?;
+            let pair = StatesView {
+                runs: vec![Arc::clone(&older), Arc::clone(&newer)],
+            };
+            for record in pair.scan(b"") {
+                let (k, v) = record?;
+                writer.push(&k, &v)?;
+            }
+            writer.finish()?;
+            let runs = self.view.runs.len();
+            self.view.runs.truncate(runs - 2);
+            self.view.runs.push(Arc::new(Run::open(&path)?));
+            merged_away.extend([older, newer]);
+        }
+        Ok(merged_away)
+    }
+
+    /// Replaces the manifest (the writer's; a reader's stays in memory):
+    /// written aside, fsynced, renamed over, and the directory fsynced, so
+    /// that the runs it stops naming may go.
+    fn write_manifest(&self) -> Result<(), StoreError> {
+        if !self.persist {
+            return Ok(());
+        }
+        let listed = Listed {
+            next_run: self.next_run,
+            runs: self
+                .view
+                .runs
+                .iter()
+                .filter_map(|run| run.path().file_name())
+                .map(|name| name.to_string_lossy().into_owned())
+                .collect(),
+            small: self.small.clone(),
+        };
+        let tmp = self.dir.join(MANIFEST_TMP);
+        let path = self.dir.join(MANIFEST);
+        let mut file = File::create(&tmp).map_err(io(&tmp))?;
+        file.write_all(&listed.encode()).map_err(io(&tmp))?;
+        file.sync_data().map_err(io(&tmp))?;
+        drop(file);
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&self.dir))
+    }
+
+    /// Forgets every saved state and record (to rebuild the projection).
+    /// The writer removes every file of the store, damaged ones included.
+    pub(crate) fn clear(&mut self) -> Result<(), StoreError> {
+        let runs = std::mem::take(&mut self.view.runs);
+        self.small.clear();
+        self.damage = None;
+        if self.persist {
+            self.write_manifest()?;
+            self.remove_unlisted()?;
+        } else {
+            for run in runs.iter().filter(|run| self.own(run)) {
+                remove(run.path())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn remove(path: &Path) -> Result<(), StoreError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(StoreError::Io {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests;
