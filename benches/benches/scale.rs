@@ -11,7 +11,8 @@
 //! `cargo bench -p lifeledger-benches --bench scale` (sizes from
 //! `LIFELEDGER_SCALE_SIZES`, default `1000000`; e.g. `1000000,10000000`).
 //! Builds the release binary first, unless `LIFELEDGER_BIN` names one (to
-//! measure an earlier build beside this one). Needs `/usr/bin/time`
+//! measure an earlier build beside this one). `LIFELEDGER_SCALE_KEEP=1`
+//! keeps each ledger (and prints where), to profile a command on it. Needs `/usr/bin/time`
 //! (Debian `time`).
 
 use std::path::{Path, PathBuf};
@@ -202,6 +203,10 @@ fn run_size(bin: &Path, size: usize) {
             "  {:<40} {wall:>7.2} s  peak RSS {rss:>7.0} MiB",
             args.join(" ")
         );
+    }
+    if std::env::var_os("LIFELEDGER_SCALE_KEEP").is_some() {
+        // To profile a command on the ledger afterwards.
+        println!("  kept: {}", work.keep().display());
     }
 }
 

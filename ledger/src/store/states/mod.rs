@@ -6,9 +6,9 @@
 //! replaces the manifest, which names the runs and holds the small records
 //! (the projection's cursors, policies and imports). A lookup asks the
 //! runs newest first, each behind a Bloom filter; the newest value of a
-//! key wins. The two newest runs are merged into one while the older is
-//! less than twice the newer, so runs grow geometrically and a state is
-//! rewritten about log2(states / save) times.
+//! key wins. The four newest runs are merged into one while they are of
+//! about one size, so runs grow geometrically and a state is rewritten
+//! about log4(states / save) times.
 //!
 //! Why not sled: one sled insert per state saved (~11 µs) bounded the
 //! projection, and the projection made sled's files most of the index.
@@ -40,6 +40,10 @@ pub const PROJECTION_DIR: &str = "projection";
 const MANIFEST: &str = "manifest";
 const MANIFEST_TMP: &str = "manifest.tmp";
 const MANIFEST_MAGIC: &[u8; 8] = b"LLPROJ\x01\0";
+/// Runs merged into one at a time: a state is rewritten about
+/// log4(states / save) times, and a lookup asks at most about
+/// 4 × log4(states / save) runs' filters.
+const MERGE_WIDTH: usize = 4;
 /// Attempts at a consistent set of runs while a writer merges them away.
 const READ_ATTEMPTS: usize = 8;
 
@@ -417,30 +421,35 @@ impl StateStore {
         run.path().parent() == Some(self.write_dir.as_path())
     }
 
-    /// Merges the two newest runs while the older is less than twice the
-    /// newer (only runs this store wrote: a reader never rewrites the
-    /// writer's). Returns the runs merged away.
+    /// Merges the `MERGE_WIDTH` newest runs into one while they are of
+    /// about one size (the oldest of them under twice the newest), and
+    /// only runs this store wrote (a reader never rewrites the writer's).
+    /// Returns the runs merged away.
     fn merge_as_due(&mut self) -> Result<Vec<Arc<Run>>, StoreError> {
         let mut merged_away = Vec::new();
-        while let [.., older, newer] = self.view.runs.as_slice() {
-            if !self.own(older) || !self.own(newer) || older.length() >= 2 * newer.length() {
+        while let Some(newest) = self.view.runs.len().checked_sub(MERGE_WIDTH) {
+            let group = &self.view.runs[newest..];
+            let (Some(oldest), Some(newest_run)) = (group.first(), group.last()) else {
+                break;
+            };
+            if !group.iter().all(|run| self.own(run)) || oldest.length() >= 2 * newest_run.length()
+            {
                 break;
             }
-            let (older, newer) = (Arc::clone(older), Arc::clone(newer));
-            let path = self.new_run_path();
-            let mut writer = RunWriter::create(&path, older.records() + newer.records())?;
-            let pair = StatesView {
-                runs: vec![Arc::clone(&older), Arc::clone(&newer)],
+            let group = StatesView {
+                runs: group.to_vec(),
             };
-            for record in pair.scan(b"") {
+            let path = self.new_run_path();
+            let expected = group.runs.iter().map(|run| run.records()).sum();
+            let mut writer = RunWriter::create(&path, expected)?;
+            for record in group.scan(b"") {
                 let (k, v) = record?;
                 writer.push(&k, &v)?;
             }
             writer.finish()?;
-            let runs = self.view.runs.len();
-            self.view.runs.truncate(runs - 2);
+            self.view.runs.truncate(newest);
             self.view.runs.push(Arc::new(Run::open(&path)?));
-            merged_away.extend([older, newer]);
+            merged_away.extend(group.runs);
         }
         Ok(merged_away)
     }

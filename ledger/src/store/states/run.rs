@@ -19,7 +19,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::bloom::{Bloom, KeyHash};
 use crate::store::StoreError;
@@ -52,6 +52,37 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
         path: path.to_owned(),
         source,
     }
+}
+
+thread_local! {
+    // One zstd context per thread, not one per block: making a context
+    // cost as much as compressing a 4 KiB block.
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn compress(raw: &[u8]) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let compressor = match &mut *slot {
+            Some(compressor) => compressor,
+            empty => empty.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL)?),
+        };
+        compressor.compress(raw)
+    })
+}
+
+fn decompress(stored: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let decompressor = match &mut *slot {
+            Some(decompressor) => decompressor,
+            empty => empty.insert(zstd::bulk::Decompressor::new()?),
+        };
+        decompressor.decompress(stored, raw_len)
+    })
 }
 
 pub(super) fn put_varint(out: &mut Vec<u8>, mut n: u64) {
@@ -186,7 +217,7 @@ impl RunWriter {
         let Some(first_key) = self.first_key.take() else {
             return Ok(());
         };
-        let stored = zstd::bulk::compress(&self.raw, ZSTD_LEVEL).map_err(io(&self.path))?;
+        let stored = compress(&self.raw).map_err(io(&self.path))?;
         let mut header = [0u8; BLOCK_HEADER];
         header[..4].copy_from_slice(&(stored.len() as u32).to_le_bytes());
         header[4..8].copy_from_slice(&(self.raw.len() as u32).to_le_bytes());
@@ -234,11 +265,41 @@ impl RunWriter {
     }
 }
 
+/// Blocks a run keeps decoded, by block number modulo this: a lookup of
+/// a hot key (an account that each of its items names) is then served
+/// from memory. At most 1 MiB of raw blocks per run.
+const CACHED_BLOCKS: usize = 256;
+
+/// Decoded blocks lately read by lookups, direct-mapped.
+#[derive(Debug, Default)]
+struct BlockCache {
+    slots: Vec<Option<(usize, Arc<Vec<u8>>)>>,
+}
+
+impl BlockCache {
+    fn get(&self, block: usize) -> Option<Arc<Vec<u8>>> {
+        match self.slots.get(block % CACHED_BLOCKS) {
+            Some(Some((cached, raw))) if *cached == block => Some(Arc::clone(raw)),
+            _ => None,
+        }
+    }
+
+    fn put(&mut self, block: usize, raw: Arc<Vec<u8>>) {
+        if self.slots.is_empty() {
+            self.slots.resize(CACHED_BLOCKS, None);
+        }
+        if let Some(slot) = self.slots.get_mut(block % CACHED_BLOCKS) {
+            *slot = Some((block, raw));
+        }
+    }
+}
+
 /// A run opened for reading: its index in memory, its blocks on disk.
 #[derive(Debug)]
 pub(crate) struct Run {
     path: PathBuf,
     file: File,
+    cache: Mutex<BlockCache>,
     records: u64,
     length: u64,
     bloom: Bloom,
@@ -287,6 +348,7 @@ impl Run {
         Ok(Run {
             path: path.to_owned(),
             file,
+            cache: Mutex::default(),
             records,
             length,
             bloom,
@@ -370,10 +432,30 @@ impl Run {
         if raw_len > MAX_RAW_BLOCK {
             return Err(at("claims an absurd raw length"));
         }
-        let raw = zstd::bulk::decompress(stored, raw_len).map_err(|e| at(&e.to_string()))?;
+        let raw = decompress(stored, raw_len).map_err(|e| at(&e.to_string()))?;
         if raw.len() != raw_len {
             return Err(at("decompresses to another length than it claims"));
         }
+        Ok(raw)
+    }
+
+    /// Block `i` from the cache, or read and then cached.
+    fn cached_block(&self, i: usize) -> Result<Arc<Vec<u8>>, StoreError> {
+        // A poisoned lock only means another reader panicked mid-update of
+        // a slot; the cache holds whole values, so it is still usable.
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(i);
+        if let Some(raw) = cached {
+            return Ok(raw);
+        }
+        let raw = Arc::new(self.block(i)?);
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .put(i, Arc::clone(&raw));
         Ok(raw)
     }
 
@@ -393,7 +475,7 @@ impl Run {
         let Some(block) = self.block_for(key) else {
             return Ok(None);
         };
-        let raw = self.block(block)?;
+        let raw = self.cached_block(block)?;
         let mut c = Cursor::new(&raw);
         while !c.done() {
             let (k, v) = c.record().ok_or_else(|| {

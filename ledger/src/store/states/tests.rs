@@ -60,9 +60,9 @@ proptest! {
         check_against(&reopened, &model)?;
         let last = (saves.len() as u64 - 1).to_be_bytes();
         prop_assert_eq!(reopened.small(b"cchain"), Some(&last[..]));
-        // Runs stay few: each is at least twice the size of the next newer.
-        for pair in reopened.view().runs.windows(2) {
-            prop_assert!(pair[0].length() >= 2 * pair[1].length());
+        // Runs stay few: no four in a row are of about one size.
+        for group in reopened.view().runs.windows(MERGE_WIDTH) {
+            prop_assert!(group[0].length() >= 2 * group[MERGE_WIDTH - 1].length());
         }
         let listed: Vec<_> = std::fs::read_dir(&path).unwrap().collect();
         prop_assert_eq!(listed.len(), reopened.view().runs.len() + 1, "only the manifest and its runs remain");
