@@ -122,6 +122,10 @@ pub enum StoreError {
     Poisoned,
     #[error("this ledger was opened for reading; it cannot append")]
     ReadOnly,
+    #[error(
+        "this reading of the ledger opened the evidence and the projection only, not the indexes (event ids, Merkle subtrees, staged batches, monitor) it needs here"
+    )]
+    IndexesNotOpened,
     #[error("no ledger at {0} (give --ledger DIR or set LIFELEDGER_DIR)")]
     NotALedger(PathBuf),
     #[error("cannot copy the ledger at {path} for reading: {source}")]
@@ -209,6 +213,10 @@ pub struct Ledger {
     /// The projection's saved states (`DIR/projection/`, or a reader's
     /// private runs over the writer's).
     states: states::StateStore,
+    /// False for a reader that opened the evidence and the projection
+    /// only (`db` is then empty): what would read the indexes refuses
+    /// rather than answer from nothing.
+    indexes_opened: bool,
 }
 
 /// The index database's directory inside a ledger directory.
@@ -375,6 +383,39 @@ impl Ledger {
         Ok(ledger)
     }
 
+    /// Opens a ledger for reading the evidence of `snapshot` and the
+    /// projection only: `empty_index_dir` is a new, empty index that
+    /// stays empty (nothing is derived into it), and every call that
+    /// would read an index refuses ([`StoreError::IndexesNotOpened`]).
+    pub(super) fn open_without_indexes(
+        empty_index_dir: &Path,
+        snapshot: Snapshot,
+        states: states::StateStore,
+    ) -> Result<Self, StoreError> {
+        let db = open_index(empty_index_dir)?;
+        let dir = snapshot.dir().to_owned();
+        let mut ledger = Ledger::assemble(
+            db,
+            &dir,
+            empty_index_dir.to_owned(),
+            snapshot,
+            None,
+            states,
+            LedgerOptions::default(),
+        )?;
+        ledger.indexes_opened = false;
+        Ok(ledger)
+    }
+
+    /// Refuses when this ledger was opened without its indexes.
+    fn needs_indexes(&self) -> Result<(), StoreError> {
+        if self.indexes_opened {
+            Ok(())
+        } else {
+            Err(StoreError::IndexesNotOpened)
+        }
+    }
+
     fn assemble(
         db: sled::Db,
         dir: &Path,
@@ -411,6 +452,7 @@ impl Ledger {
             writing: None,
             just_appended: HashMap::new(),
             states,
+            indexes_opened: true,
         })
     }
 
@@ -495,6 +537,7 @@ impl Ledger {
 
     /// Where an event id was first recorded, if it was.
     pub fn find_event(&mut self, event_id: &str) -> Result<Option<(String, u64)>, StoreError> {
+        self.needs_indexes()?;
         self.load_event_index()?;
         Ok(self.seen_event(event_id)?.map(|s| (s.chain, s.seq)))
     }

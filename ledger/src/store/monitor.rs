@@ -51,6 +51,7 @@ fn outbox_key(n: u64) -> Vec<u8> {
 impl Ledger {
     /// The monitor's saved states and outbox (empty if it never ran).
     pub fn load_monitor(&self) -> Result<MonitorRecord, StoreError> {
+        self.needs_indexes()?;
         let mut record = MonitorRecord::default();
         let Some(tree) = self.existing_tree(TREE)? else {
             return Ok(record);
@@ -84,6 +85,7 @@ impl Ledger {
     /// The unsent alerts, oldest first, and the marks of an interrupted
     /// send.
     pub fn alert_outbox(&self) -> Result<Outbox, StoreError> {
+        self.needs_indexes()?;
         let Some(tree) = self.existing_tree(TREE)? else {
             return Ok(Outbox::default());
         };

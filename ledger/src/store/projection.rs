@@ -21,6 +21,13 @@ use std::borrow::Cow;
 /// own: dropped when a writer opens.
 const OLD_TREE: &str = "projection";
 
+/// The small record naming how the saved states are encoded: states of
+/// another encoding are not read (their decoding could fail half-way
+/// through a fold) but rebuilt. Change it with `ItemState`, `AccountState`
+/// or the other saved types.
+const FORMAT_KEY: &[u8] = b"v";
+const STATES_FORMAT: &[u8] = b"states-1 bincode-2-standard";
+
 /// Entries folded between two saves while catching up.
 const SAVE_EVERY: u64 = 10_000;
 
@@ -92,6 +99,15 @@ impl Ledger {
     pub fn open_projection(&self) -> Result<Projection, StoreError> {
         if let Some(damage) = self.states.damage() {
             return Err(codec_error(b"(saved states)", damage));
+        }
+        let format = self.states.small(FORMAT_KEY);
+        if format.is_some_and(|f| f != STATES_FORMAT)
+            || (format.is_none() && self.states.small_with_prefix(b"").next().is_some())
+        {
+            return Err(codec_error(
+                FORMAT_KEY,
+                "saved by another release (its states are encoded otherwise)",
+            ));
         }
         let mut projection = Projection::partial();
         for (k, v) in self.states.small_with_prefix(b"c") {
@@ -176,7 +192,8 @@ impl Ledger {
                 states.push((key(b'i', item), encode(state)?));
             }
         }
-        let mut small = Vec::with_capacity(projection.covered.len() + 2);
+        let mut small = Vec::with_capacity(projection.covered.len() + 3);
+        small.push((FORMAT_KEY.to_vec(), STATES_FORMAT.to_vec()));
         if dirty.policies {
             small.push((key(b'p', ""), encode(&projection.policies)?));
             small.push((key(b'm', ""), encode(&projection.imports)?));

@@ -68,6 +68,38 @@ impl ReadOnlyLedger {
         })
     }
 
+    /// Opens an existing ledger for reading its evidence and projection
+    /// only, without copying the index: for commands that read one item
+    /// or judge from the projection (`item`, `status`, `findings`,
+    /// `timeline --item`), whose wall time then does not grow with the
+    /// index. A call that needs an index refuses with
+    /// [`StoreError::IndexesNotOpened`] instead of answering from none.
+    pub fn open_without_indexes(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let dir = dir.as_ref();
+        super::check_ledger_dir(dir, false)?;
+        let private = tempfile::Builder::new()
+            .prefix("lifeledger-read-")
+            .tempdir()
+            .map_err(|source| StoreError::Copy {
+                path: dir.to_owned(),
+                source,
+            })?;
+        // The states before the manifest: they never cover more than the
+        // snapshot.
+        let states = super::states::StateStore::open_reader(
+            &dir.join(super::states::PROJECTION_DIR),
+            &private.path().join(super::states::PROJECTION_DIR),
+        )?;
+        let snapshot = Snapshot::open(dir)?;
+        let ledger =
+            Ledger::open_without_indexes(&private.path().join("no-index"), snapshot, states)?;
+        Ok(ReadOnlyLedger {
+            ledger,
+            live_dir: dir.to_owned(),
+            _copy: private,
+        })
+    }
+
     /// The directory asked for (not the copy's).
     pub fn live_dir(&self) -> &Path {
         &self.live_dir

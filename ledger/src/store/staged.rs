@@ -164,6 +164,7 @@ impl Ledger {
 
     /// The batch staged for a chain, if any.
     pub fn staged(&self, chain: &str) -> Result<Option<StagedBatch>, StoreError> {
+        self.needs_indexes()?;
         let key = staged_key(chain);
         match self.db.get(&key)? {
             None => Ok(None),
@@ -175,6 +176,7 @@ impl Ledger {
 
     /// Every staged batch, by chain.
     pub fn staged_batches(&self) -> Result<Vec<StagedBatch>, StoreError> {
+        self.needs_indexes()?;
         let mut out = Vec::new();
         for item in self.db.scan_prefix(b"S") {
             let (key, value) = item?;

@@ -64,6 +64,7 @@ impl Ledger {
     /// The compact range of a chain's tree at its head, computed once and
     /// then kept current by appends.
     pub(super) fn frontier(&mut self, chain: &str) -> Result<&mut CompactRange, StoreError> {
+        self.needs_indexes()?;
         if !self.frontiers.contains_key(chain) {
             let size = self.head(chain).map_or(0, |h| h.next_seq);
             let range = CompactRange::of(
@@ -108,6 +109,7 @@ impl Ledger {
 
     /// The root of a chain's tree at an earlier size.
     pub fn tree_root_at(&self, chain: &str, size: u64) -> Result<Hash, StoreError> {
+        self.needs_indexes()?;
         merkle::root(
             &StoredTree {
                 ledger: self,
@@ -124,6 +126,7 @@ impl Ledger {
         seq: u64,
         size: u64,
     ) -> Result<Vec<Hash>, StoreError> {
+        self.needs_indexes()?;
         merkle::inclusion_proof(
             &StoredTree {
                 ledger: self,
@@ -141,6 +144,7 @@ impl Ledger {
         old_size: u64,
         new_size: u64,
     ) -> Result<Vec<Hash>, StoreError> {
+        self.needs_indexes()?;
         merkle::consistency_proof(
             &StoredTree {
                 ledger: self,

@@ -1,4 +1,4 @@
-//! The projection kept in sled, updated batch by batch across reopenings,
+//! The projection saved beside the chains, updated batch by batch across reopenings,
 //! equals one rebuilt from the chains.
 
 use lifeledger::file::ingest_file;
@@ -294,4 +294,94 @@ fn a_writer_holding_few_items_saves_what_a_full_fold_holds() {
     expected.insert("item-1".into(), changed);
     expected.insert("item-10a".into(), unsaved);
     assert_eq!(merged, expected.into_values().collect::<Vec<_>>());
+}
+
+/// Every file under `dir` with its bytes, to show a reader changed none.
+fn files_under(dir: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                out.insert(path.clone(), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// A reader that opens the evidence and the projection's runs only (no
+/// index copy), beside a writer whose projection lags its evidence, folds
+/// the rest privately and judges from a consistent prefix; a call that
+/// needs an index refuses instead of answering from none; and no byte of
+/// the ledger's evidence or projection changes.
+#[test]
+fn a_reader_without_indexes_folds_what_the_writer_has_not_saved() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ledger");
+    let first: Vec<String> = (0..400)
+        .map(|i| collected(&format!("c{i}"), &format!("item-{}", i % 150)))
+        .collect();
+    let later: Vec<String> = (0..150)
+        .map(|i| deleted(&format!("d{i}"), &format!("item-{i}"), "mongodb"))
+        .chain((0..150).map(|i| stored(&format!("s{i}"), &format!("item-{i}"), "cos")))
+        .collect();
+    let a = write_lines(tmp.path(), "a.jsonl", &first);
+    let b = write_lines(tmp.path(), "b.jsonl", &later);
+    let mut writer = open(&dir);
+    let mut projection = writer.open_projection().unwrap();
+    ingest_file(
+        &mut writer,
+        "file",
+        &a,
+        64,
+        clock,
+        |_| {},
+        |l| l.catch_up(&mut projection, &mut |_| {}).map(|_| ()),
+    )
+    .unwrap();
+    // The writer appends more but does not fold it: its saved projection
+    // lags its evidence by 300 entries.
+    ingest_file(&mut writer, "file", &b, 64, clock, |_| {}, |_| Ok(())).unwrap();
+    let evidence_and_states = |d: &std::path::Path| {
+        let mut files = files_under(&d.join("segments"));
+        files.extend(files_under(&d.join("projection")));
+        files.insert(
+            d.join("manifest"),
+            std::fs::read(d.join("manifest")).unwrap(),
+        );
+        files
+    };
+    let before = evidence_and_states(&dir);
+
+    let mut reading = lifeledger_ledger::ReadOnlyLedger::open_without_indexes(&dir).unwrap();
+    let ledger = reading.ledger_mut();
+    let mut partial = ledger.open_or_rebuild_projection(&mut |_| {}).unwrap();
+    assert_eq!(partial.next_seq("file"), 400, "the writer's save");
+    ledger.catch_up(&mut partial, &mut |_| {}).unwrap();
+    assert_eq!(partial.next_seq("file"), 700);
+    let full = full_fold(ledger);
+    let facts = ledger.facts(&partial).unwrap();
+    for i in [0, 1, 77, 149] {
+        let id = format!("item-{i}");
+        let item = lifeledger_ledger::projection::facts::Facts::item(&facts, &id)
+            .unwrap()
+            .unwrap();
+        assert_eq!(*item, full.items[&id], "{id}");
+    }
+    let entries = ledger.entries_of_item(&partial, "item-7").unwrap().unwrap();
+    // item-7: collected at c7 and c157 and c307, deleted, stored on cos.
+    assert_eq!(entries.len(), 5);
+    assert!(matches!(
+        reading.find_event("c7"),
+        Err(lifeledger_ledger::StoreError::IndexesNotOpened)
+    ));
+    drop(reading);
+    assert!(
+        before == evidence_and_states(&dir),
+        "a reader changed the ledger"
+    );
 }
