@@ -367,17 +367,7 @@ impl Ledger {
         snapshot: Snapshot,
         states: states::StateStore,
     ) -> Result<Self, StoreError> {
-        let db = open_index(index_dir)?;
-        let dir = snapshot.dir().to_owned();
-        let mut ledger = Ledger::assemble(
-            db,
-            &dir,
-            index_dir.to_owned(),
-            snapshot,
-            None,
-            states,
-            LedgerOptions::default(),
-        )?;
+        let mut ledger = Ledger::assemble_reader(index_dir, snapshot, states)?;
         ledger.finish_cut_rebuild()?;
         ledger.catch_up_derived()?;
         Ok(ledger)
@@ -392,19 +382,27 @@ impl Ledger {
         snapshot: Snapshot,
         states: states::StateStore,
     ) -> Result<Self, StoreError> {
-        let db = open_index(empty_index_dir)?;
+        let mut ledger = Ledger::assemble_reader(empty_index_dir, snapshot, states)?;
+        ledger.indexes_opened = false;
+        Ok(ledger)
+    }
+
+    fn assemble_reader(
+        index_dir: &Path,
+        snapshot: Snapshot,
+        states: states::StateStore,
+    ) -> Result<Self, StoreError> {
+        let db = open_index(index_dir)?;
         let dir = snapshot.dir().to_owned();
-        let mut ledger = Ledger::assemble(
+        Ledger::assemble(
             db,
             &dir,
-            empty_index_dir.to_owned(),
+            index_dir.to_owned(),
             snapshot,
             None,
             states,
             LedgerOptions::default(),
-        )?;
-        ledger.indexes_opened = false;
-        Ok(ledger)
+        )
     }
 
     /// Refuses when this ledger was opened without its indexes.
