@@ -135,6 +135,24 @@ impl Listed {
     }
 }
 
+/// Why the saved states could not be opened.
+#[derive(Debug)]
+struct LoadFailure {
+    detail: String,
+    /// A run the manifest names is not there (a reader may try again: the
+    /// writer removes runs it has merged away).
+    run_missing: bool,
+}
+
+impl LoadFailure {
+    fn damage(detail: String) -> Self {
+        LoadFailure {
+            detail,
+            run_missing: false,
+        }
+    }
+}
+
 /// The runs as they stood when a view was taken: cheap to clone, and
 /// readable while the store goes on saving.
 #[derive(Debug, Clone, Default)]
@@ -255,7 +273,7 @@ impl StateStore {
         let mut store = StateStore::empty(dir, dir, true);
         match store.load() {
             Ok(()) => store.remove_unlisted()?,
-            Err(damage) => store.damage = Some(damage),
+            Err(failed) => store.damage = Some(failed.detail),
         }
         Ok(store)
     }
@@ -270,14 +288,14 @@ impl StateStore {
             attempts += 1;
             match store.load() {
                 Ok(()) => return Ok(store),
-                // The writer merged runs away between reading the manifest
-                // and opening them: read it again.
-                Err(_) if attempts < READ_ATTEMPTS && store.listed_run_missing() => {
+                // The writer merged a run away between our reading the
+                // manifest and opening the run: read the manifest again.
+                Err(failed) if failed.run_missing && attempts < READ_ATTEMPTS => {
                     store = StateStore::empty(dir, write_dir, false);
                 }
-                Err(damage) => {
+                Err(failed) => {
                     store = StateStore::empty(dir, write_dir, false);
-                    store.damage = Some(damage);
+                    store.damage = Some(failed.detail);
                     return Ok(store);
                 }
             }
@@ -298,36 +316,28 @@ impl StateStore {
 
     /// Reads the manifest and opens the runs it names; a missing manifest
     /// is an empty store. Errs with what is wrong.
-    fn load(&mut self) -> Result<(), String> {
+    fn load(&mut self) -> Result<(), LoadFailure> {
         let path = self.dir.join(MANIFEST);
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(format!("{}: {e}", path.display())),
+            Err(e) => return Err(LoadFailure::damage(format!("{}: {e}", path.display()))),
         };
-        let listed = Listed::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        let listed = Listed::decode(&bytes)
+            .map_err(|e| LoadFailure::damage(format!("{}: {e}", path.display())))?;
         let mut runs = Vec::with_capacity(listed.runs.len());
         for name in &listed.runs {
-            runs.push(Arc::new(
-                Run::open(&self.dir.join(name)).map_err(|e| e.to_string())?,
-            ));
+            let run = Run::open(&self.dir.join(name)).map_err(|e| LoadFailure {
+                run_missing: matches!(&e, StoreError::Io { source, .. }
+                    if source.kind() == std::io::ErrorKind::NotFound),
+                detail: e.to_string(),
+            })?;
+            runs.push(Arc::new(run));
         }
         self.view = StatesView { runs };
         self.next_run = listed.next_run;
         self.small = listed.small;
         Ok(())
-    }
-
-    fn listed_run_missing(&self) -> bool {
-        let Ok(bytes) = std::fs::read(self.dir.join(MANIFEST)) else {
-            return false;
-        };
-        Listed::decode(&bytes).is_ok_and(|listed| {
-            listed
-                .runs
-                .iter()
-                .any(|name| !self.dir.join(name).is_file())
-        })
     }
 
     fn remove_unlisted(&self) -> Result<(), StoreError> {

@@ -160,3 +160,26 @@ fn a_manifest_naming_a_foreign_path_is_damage() {
     let store = StateStore::open_writer(&path).unwrap();
     assert!(store.damage().is_some_and(|d| d.contains("not a run")));
 }
+
+#[test]
+fn a_run_missing_under_its_manifest_is_retried_by_a_reader_then_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(PROJECTION_DIR);
+    let private = tempfile::tempdir().unwrap();
+    let mut writer = StateStore::open_writer(&path).unwrap();
+    writer.save(&batch(&[(1, b"one".to_vec())]), []).unwrap();
+    let run = writer.view().runs[0].path().to_owned();
+    let mut store = StateStore::empty(&path, private.path(), false);
+    assert!(store.load().is_ok());
+    std::fs::remove_file(&run).unwrap();
+    let mut store = StateStore::empty(&path, private.path(), false);
+    let failed = store.load().unwrap_err();
+    assert!(failed.run_missing, "{failed:?}");
+    // Still missing after every attempt: damage, named.
+    let reader = StateStore::open_reader(&path, private.path()).unwrap();
+    assert!(reader.damage().is_some_and(|d| d.contains("run-")));
+    // Damage that is not a missing run is not retried as one.
+    std::fs::write(&run, b"not a run").unwrap();
+    let mut store = StateStore::empty(&path, private.path(), false);
+    assert!(!store.load().unwrap_err().run_missing);
+}
