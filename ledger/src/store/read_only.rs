@@ -30,21 +30,13 @@ impl ReadOnlyLedger {
     /// Opens an existing ledger for reading; never creates one.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
         let dir = dir.as_ref();
-        super::check_ledger_dir(dir, false)?;
+        let (copy, states) = private_dir_and_states(dir)?;
         let copy_error = |source| StoreError::Copy {
             path: dir.to_owned(),
             source,
         };
-        let copy = tempfile::Builder::new()
-            .prefix("lifeledger-read-")
-            .tempdir()
-            .map_err(copy_error)?;
-        // The states before the manifest, like the index copy: they never
-        // cover more than the snapshot.
-        let states = super::states::StateStore::open_reader(
-            &dir.join(super::states::PROJECTION_DIR),
-            &copy.path().join(super::states::PROJECTION_DIR),
-        )?;
+        // The index copy, like the states, before the manifest: it never
+        // covers more than the snapshot.
         let index = copy.path().join(INDEX_DIR);
         let live_index = dir.join(INDEX_DIR);
         if live_index.is_dir() {
@@ -76,20 +68,7 @@ impl ReadOnlyLedger {
     /// [`StoreError::IndexesNotOpened`] instead of answering from none.
     pub fn open_without_indexes(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
         let dir = dir.as_ref();
-        super::check_ledger_dir(dir, false)?;
-        let private = tempfile::Builder::new()
-            .prefix("lifeledger-read-")
-            .tempdir()
-            .map_err(|source| StoreError::Copy {
-                path: dir.to_owned(),
-                source,
-            })?;
-        // The states before the manifest: they never cover more than the
-        // snapshot.
-        let states = super::states::StateStore::open_reader(
-            &dir.join(super::states::PROJECTION_DIR),
-            &private.path().join(super::states::PROJECTION_DIR),
-        )?;
+        let (private, states) = private_dir_and_states(dir)?;
         let snapshot = Snapshot::open(dir)?;
         let ledger =
             Ledger::open_without_indexes(&private.path().join("no-index"), snapshot, states)?;
@@ -128,6 +107,29 @@ impl std::ops::Deref for ReadOnlyLedger {
     fn deref(&self) -> &Ledger {
         &self.ledger
     }
+}
+
+/// Checks that `dir` is a ledger, makes the reader's private directory
+/// (removed on drop), and opens the projection's runs as the ledger's
+/// manifest names them now, saving into the private directory. Called
+/// before the evidence manifest is read, so the states never cover more
+/// than the snapshot.
+fn private_dir_and_states(
+    dir: &Path,
+) -> Result<(tempfile::TempDir, super::states::StateStore), StoreError> {
+    super::check_ledger_dir(dir, false)?;
+    let private = tempfile::Builder::new()
+        .prefix("lifeledger-read-")
+        .tempdir()
+        .map_err(|source| StoreError::Copy {
+            path: dir.to_owned(),
+            source,
+        })?;
+    let states = super::states::StateStore::open_reader(
+        &dir.join(super::states::PROJECTION_DIR),
+        &private.path().join(super::states::PROJECTION_DIR),
+    )?;
+    Ok((private, states))
 }
 
 fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
