@@ -167,6 +167,32 @@ fn member(
 /// SIGTERM, then waits up to 60 s for the member to finish; false if it
 /// did not.
 #[must_use]
+/// The member processes of a run; those still running when the test ends
+/// early (a failed assertion) are killed, so none outlives it.
+struct Members(Vec<Option<Child>>);
+
+impl std::ops::Deref for Members {
+    type Target = Vec<Option<Child>>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Members {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Members {
+    fn drop(&mut self) {
+        for child in self.0.iter_mut().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 fn terminate(child: &mut Child) -> bool {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -264,7 +290,7 @@ fn torture(variant: Variant, churn: Duration, seed: u64) {
     };
 
     // The churn: a seeded sequence of joins, graceful leaves and kills.
-    let mut running: Vec<Option<Child>> = (0..SLOTS).map(|_| None).collect();
+    let mut running = Members((0..SLOTS).map(|_| None).collect());
     let mut state = seed | 1;
     let mut rand = move |n: u64| {
         state ^= state << 13;
@@ -326,11 +352,13 @@ fn torture(variant: Variant, churn: Duration, seed: u64) {
     // (up to three rounds) while some offset of the topic is in no ledger.
     let deadline = Instant::now() + Duration::from_secs(360);
     for round in 0..3 {
-        let mut finals: Vec<Child> = (0..SLOTS)
-            .filter(|s| ledgers[*s].exists())
-            .map(|s| member(&broker, &ledgers[s], s, variant, 10_000, &logs[s]))
-            .collect();
-        for child in &mut finals {
+        let mut finals = Members(
+            (0..SLOTS)
+                .filter(|s| ledgers[*s].exists())
+                .map(|s| Some(member(&broker, &ledgers[s], s, variant, 10_000, &logs[s])))
+                .collect(),
+        );
+        for child in finals.iter_mut().flatten() {
             loop {
                 if let Some(status) = child.try_wait().unwrap() {
                     assert!(status.success(), "a final member failed: {status}");

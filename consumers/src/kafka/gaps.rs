@@ -11,8 +11,20 @@
 //! earlier (doubling the distance each time) and skips what it already
 //! has. Reading on from before the cursor, the broker either delivers the
 //! missing offsets (the gap is healed) or steps from an offset below the
-//! cursor straight past it (nothing is there: the gap is *absent at the
-//! broker* and is taken, and counted).
+//! cursor straight past it.
+//!
+//! One such answer is not proof of absence either: tansu 0.6 raises a
+//! partition's high watermark *before* it stores the batch, so while two
+//! producers write one partition, a later batch can be readable before an
+//! earlier one is. The consumer therefore reads the partition again until
+//! the broker has answered the same way for [`CONFIRM_ABSENCE_MS`], and
+//! only then takes the gap as *absent at the broker* (and counts it).
+
+/// How long the broker must keep answering as if offsets were absent
+/// before the consumer believes it. Longer than any store delay seen on
+/// tansu under load (milliseconds); each true absence (a transaction
+/// marker, a compacted record) costs this much on its partition.
+pub const CONFIRM_ABSENCE_MS: u64 = 2_000;
 
 /// A rewind in progress on one partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +38,37 @@ pub struct Rewind {
     pub crossed: bool,
     /// Seeks that went to offset 0 (or the log start) without crossing.
     pub at_start: u32,
+    /// When (milliseconds on the caller's clock) the broker first answered
+    /// as if `expected` were absent; `None` until it has.
+    pub absent_since_ms: Option<u64>,
+}
+
+impl Rewind {
+    fn new(expected: i64, target: i64) -> Self {
+        Rewind {
+            expected,
+            distance: 1,
+            crossed: false,
+            at_start: u32::from(target == 0),
+            absent_since_ms: None,
+        }
+    }
+
+    /// Where the last seek went.
+    fn target(&self) -> i64 {
+        self.expected.saturating_sub(self.distance).max(0)
+    }
+
+    /// Goes further back for the next seek.
+    fn widen(&mut self) -> i64 {
+        self.distance = self.distance.saturating_mul(2);
+        self.crossed = false;
+        let target = self.target();
+        if target == 0 {
+            self.at_start += 1;
+        }
+        target
+    }
 }
 
 /// What to do with a message.
@@ -41,6 +84,15 @@ pub enum Step {
     Skip,
     /// Not the expected offset: seek here and read again.
     SeekTo(i64),
+    /// The broker answered as if `[from, to)` were absent, for less than
+    /// [`CONFIRM_ABSENCE_MS`] so far (`first`: the first such answer):
+    /// seek to `target` and ask again.
+    ConfirmAbsence {
+        from: i64,
+        to: i64,
+        target: i64,
+        first: bool,
+    },
 }
 
 /// How many seeks to the partition's start without crossing the cursor
@@ -49,9 +101,9 @@ pub enum Step {
 const SEEKS_AT_START: u32 = 3;
 
 /// Decides what to do with a message at `offset` on a partition whose
-/// cursor (next offset to record) is `cursor`, updating the partition's
-/// rewind state.
-pub fn step(rewind: &mut Option<Rewind>, cursor: Option<i64>, offset: i64) -> Step {
+/// cursor (next offset to record) is `cursor`, arriving at `now_ms` (the
+/// caller's monotonic clock), updating the partition's rewind state.
+pub fn step(rewind: &mut Option<Rewind>, cursor: Option<i64>, offset: i64, now_ms: u64) -> Step {
     let Some(expected) = cursor else {
         *rewind = None;
         return Step::Take;
@@ -72,28 +124,32 @@ pub fn step(rewind: &mut Option<Rewind>, cursor: Option<i64>, offset: i64) -> St
     }
     match rewind {
         Some(r) if r.expected == expected && (r.crossed || r.at_start >= SEEKS_AT_START) => {
-            *rewind = None;
-            Step::TakeAfterAbsent {
-                from: expected,
-                to: offset,
+            match r.absent_since_ms {
+                Some(since) if now_ms.saturating_sub(since) >= CONFIRM_ABSENCE_MS => {
+                    *rewind = None;
+                    Step::TakeAfterAbsent {
+                        from: expected,
+                        to: offset,
+                    }
+                }
+                since => {
+                    // Ask again from the same place: the answer that
+                    // crossed must come again, not be inherited.
+                    r.absent_since_ms = Some(since.unwrap_or(now_ms));
+                    r.crossed = false;
+                    Step::ConfirmAbsence {
+                        from: expected,
+                        to: offset,
+                        target: r.target(),
+                        first: since.is_none(),
+                    }
+                }
             }
         }
-        Some(r) if r.expected == expected => {
-            r.distance = r.distance.saturating_mul(2);
-            let target = expected.saturating_sub(r.distance).max(0);
-            if target == 0 {
-                r.at_start += 1;
-            }
-            Step::SeekTo(target)
-        }
+        Some(r) if r.expected == expected => Step::SeekTo(r.widen()),
         _ => {
             let target = expected.saturating_sub(1).max(0);
-            *rewind = Some(Rewind {
-                expected,
-                distance: 1,
-                crossed: false,
-                at_start: u32::from(target == 0),
-            });
+            *rewind = Some(Rewind::new(expected, target));
             Step::SeekTo(target)
         }
     }
@@ -103,13 +159,7 @@ pub fn step(rewind: &mut Option<Rewind>, cursor: Option<i64>, offset: i64) -> St
 /// seek (tansu answers a fetch inside the last record batch with nothing
 /// at all): returns where to seek next, further back.
 pub fn stalled(rewind: &mut Option<Rewind>) -> Option<i64> {
-    let r = rewind.as_mut()?;
-    r.distance = r.distance.saturating_mul(2);
-    let target = r.expected.saturating_sub(r.distance).max(0);
-    if target == 0 {
-        r.at_start += 1;
-    }
-    Some(target)
+    rewind.as_mut().map(Rewind::widen)
 }
 
 /// Nothing arrived on a partition for a while although the broker holds
@@ -124,12 +174,7 @@ pub fn behind(rewind: &mut Option<Rewind>, cursor: i64, high_watermark: i64) -> 
         Some(r) if r.expected == cursor => stalled(rewind),
         _ => {
             let target = cursor.saturating_sub(1).max(0);
-            *rewind = Some(Rewind {
-                expected: cursor,
-                distance: 1,
-                crossed: false,
-                at_start: u32::from(target == 0),
-            });
+            *rewind = Some(Rewind::new(cursor, target));
             Some(target)
         }
     }
@@ -172,6 +217,8 @@ mod tests {
         let mut queue = fetch(present, batch_starts, cursor.unwrap_or(0), tansu);
         let mut i = 0;
         let mut seeks = 0;
+        // Each fetch answer takes 50 ms.
+        let mut now_ms = 0;
         loop {
             if i >= queue.len() {
                 let high = present.last().map_or(0, |o| o + 1);
@@ -182,7 +229,8 @@ mod tests {
                 match next {
                     Some(target) => {
                         seeks += 1;
-                        assert!(seeks < 200, "no progress");
+                        now_ms += 50;
+                        assert!(seeks < 100 * (present.len() + 10), "no progress");
                         queue = fetch(present, batch_starts, target, tansu);
                         i = 0;
                         continue;
@@ -192,7 +240,7 @@ mod tests {
             }
             let offset = queue[i];
             i += 1;
-            match step(&mut rewind, cursor, offset) {
+            match step(&mut rewind, cursor, offset, now_ms) {
                 Step::Take | Step::TakeHealed { .. } => {
                     taken.push(offset);
                     cursor = Some(offset + 1);
@@ -203,9 +251,10 @@ mod tests {
                     cursor = Some(offset + 1);
                 }
                 Step::Skip => {}
-                Step::SeekTo(target) => {
+                Step::SeekTo(target) | Step::ConfirmAbsence { target, .. } => {
                     seeks += 1;
-                    assert!(seeks < 200, "no progress");
+                    now_ms += 50;
+                    assert!(seeks < 100 * (present.len() + 10), "no progress");
                     queue = fetch(present, batch_starts, target, tansu);
                     i = 0;
                 }
@@ -257,21 +306,104 @@ mod tests {
     #[test]
     fn the_next_offset_is_taken_and_earlier_ones_skipped() {
         let mut r = None;
-        assert_eq!(step(&mut r, Some(5), 5), Step::Take);
-        assert_eq!(step(&mut r, Some(5), 4), Step::Skip);
-        assert_eq!(step(&mut r, None, 9), Step::Take);
+        assert_eq!(step(&mut r, Some(5), 5, 0), Step::Take);
+        assert_eq!(step(&mut r, Some(5), 4, 0), Step::Skip);
+        assert_eq!(step(&mut r, None, 9, 0), Step::Take);
     }
 
     #[test]
     fn a_gap_is_never_taken_without_reading_again() {
         let mut r = None;
-        assert_eq!(step(&mut r, Some(100), 130), Step::SeekTo(99));
-        assert_eq!(step(&mut r, Some(100), 130), Step::SeekTo(98));
-        assert_eq!(step(&mut r, Some(100), 130), Step::SeekTo(96));
-        assert_eq!(step(&mut r, Some(100), 96), Step::Skip);
+        assert_eq!(step(&mut r, Some(100), 130, 0), Step::SeekTo(99));
+        assert_eq!(step(&mut r, Some(100), 130, 5), Step::SeekTo(98));
+        assert_eq!(step(&mut r, Some(100), 130, 10), Step::SeekTo(96));
+        assert_eq!(step(&mut r, Some(100), 96, 15), Step::Skip);
+        let confirm = |first| Step::ConfirmAbsence {
+            from: 100,
+            to: 130,
+            target: 96,
+            first,
+        };
+        assert_eq!(step(&mut r, Some(100), 130, 20), confirm(true));
+        // A message past the gap that did not follow a crossing proves
+        // nothing: read from further back.
+        assert_eq!(step(&mut r, Some(100), 131, 25), Step::SeekTo(92));
+        assert_eq!(step(&mut r, Some(100), 92, 30), Step::Skip);
         assert_eq!(
-            step(&mut r, Some(100), 130),
+            step(&mut r, Some(100), 130, 40),
+            Step::ConfirmAbsence {
+                from: 100,
+                to: 130,
+                target: 92,
+                first: false
+            }
+        );
+        assert_eq!(step(&mut r, Some(100), 92, 2_019), Step::Skip);
+        assert!(matches!(
+            step(&mut r, Some(100), 130, 2_019),
+            Step::ConfirmAbsence { first: false, .. }
+        ));
+        assert_eq!(step(&mut r, Some(100), 92, 2_020), Step::Skip);
+        assert_eq!(
+            step(&mut r, Some(100), 130, 2_020),
             Step::TakeAfterAbsent { from: 100, to: 130 }
         );
+    }
+
+    /// tansu 0.6 raises the high watermark before it stores a batch: with
+    /// two producers, a later batch is readable before an earlier one.
+    /// While the earlier one is late by less than the confirmation time,
+    /// nothing is taken as absent.
+    #[test]
+    fn a_batch_stored_late_is_waited_for() {
+        let late = 40..50;
+        for delay_ms in [0u64, 10, 500, CONFIRM_ABSENCE_MS - 20] {
+            let all: Vec<i64> = (0..100).collect();
+            let starts: Vec<i64> = (0..100).step_by(10).collect();
+            let mut now_ms = 0u64;
+            let visible = |now: u64| -> Vec<i64> {
+                all.iter()
+                    .copied()
+                    .filter(|o| now >= delay_ms || !late.contains(o))
+                    .collect()
+            };
+            let mut cursor = 35i64;
+            let mut rewind = None;
+            let mut queue = fetch(&visible(now_ms), &starts, cursor, true);
+            let mut i = 0;
+            let mut taken = Vec::new();
+            let mut seeks = 0;
+            while cursor < 100 {
+                if i >= queue.len() {
+                    let target = stalled(&mut rewind)
+                        .or_else(|| behind(&mut rewind, cursor, 100))
+                        .unwrap_or(cursor);
+                    now_ms += 10;
+                    queue = fetch(&visible(now_ms), &starts, target, true);
+                    i = 0;
+                    continue;
+                }
+                let offset = queue[i];
+                i += 1;
+                match step(&mut rewind, Some(cursor), offset, now_ms) {
+                    Step::Take | Step::TakeHealed { .. } => {
+                        taken.push(offset);
+                        cursor = offset + 1;
+                    }
+                    Step::TakeAfterAbsent { from, to } => {
+                        panic!("{from}..{to} taken as absent (delay {delay_ms} ms)")
+                    }
+                    Step::Skip => {}
+                    Step::SeekTo(target) | Step::ConfirmAbsence { target, .. } => {
+                        seeks += 1;
+                        assert!(seeks < 2_000, "no progress");
+                        now_ms += 10;
+                        queue = fetch(&visible(now_ms), &starts, target, true);
+                        i = 0;
+                    }
+                }
+            }
+            assert_eq!(taken, (35..100).collect::<Vec<_>>(), "delay {delay_ms} ms");
+        }
     }
 }

@@ -102,6 +102,9 @@ pub struct Sink {
     /// staged under it.
     custody: HashMap<(String, i32), i64>,
     rewinds: HashMap<(String, i32), Rewind>,
+    /// The origin of the clock that times a rewind's confirmation of an
+    /// absence.
+    rewind_clock: Instant,
     /// With an archive: chains another ledger extended there.
     archive_conflicts: Option<super::archiver::Conflicts>,
     archive_flush: Option<super::archiver::ArchiveFlush>,
@@ -159,6 +162,7 @@ impl Sink {
             last_message: HashMap::new(),
             oldest_staged: None,
             projection_saved: Instant::now(),
+            rewind_clock: Instant::now(),
         })
     }
 
@@ -357,7 +361,8 @@ impl Sink {
         if self.assigned.is_some() {
             self.last_message.insert(part.clone(), Instant::now());
             let mut rewind = self.rewinds.remove(&part);
-            let step = gaps::step(&mut rewind, cursor, offset);
+            let now_ms = u64::try_from(self.rewind_clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let step = gaps::step(&mut rewind, cursor, offset, now_ms);
             if let Some(r) = rewind {
                 self.rewinds.insert(part.clone(), r);
             }
@@ -379,6 +384,22 @@ impl Sink {
                 Step::Skip => {
                     Metrics::add(&self.metrics.redelivered, 1);
                     return Ok(Accepted::Redelivered);
+                }
+                Step::ConfirmAbsence {
+                    from,
+                    to,
+                    target,
+                    first,
+                } => {
+                    Metrics::add(&self.metrics.rewinds, 1);
+                    if first {
+                        tracing::info!(
+                            "{topic}/{partition}: the broker answered as if it held no record at offsets {from}..{}: asking again for {} ms before continuing at {to}",
+                            to - 1,
+                            gaps::CONFIRM_ABSENCE_MS
+                        );
+                    }
+                    return Ok(Accepted::SeekTo(target));
                 }
                 Step::SeekTo(target) => {
                     Metrics::add(&self.metrics.rewinds, 1);
