@@ -18,6 +18,10 @@ use lifeledger_ledger::store::ExportScope;
 use lifeledger_ledger::verify::Depth;
 use lifeledger_ledger::{Incoming, Ledger, LedgerOptions, Source};
 
+/// The allocator of the `lifeledger` binary, so that the figures are its.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ENTRIES: u64 = 1_000_000;
 const POLICY: &str = include_str!("../../ledger/policies/retention-2026-11.toml");
 

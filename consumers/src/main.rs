@@ -7,6 +7,15 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc (without transparent huge pages, which cost every command
+/// ~35 MiB of resident memory): the hot paths (decoding events, folding
+/// the projection, merging runs) allocate and free many small strings.
+/// Measured beside glibc's allocator on a 1M-event ledger (scale bench):
+/// `rebuild-projection` 12.98 → 10.50 s, `ingest` 30k → 40k lines/s, for
+/// about a fifth more peak RSS.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = cli::Args::parse();
     cli::init_tracing(&args.global);

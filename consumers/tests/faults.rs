@@ -32,7 +32,7 @@ fn lines(prefix: &str, n: usize) -> Vec<String> {
 
 /// Lines of the ingest that fails: enough that its segment outgrows the
 /// limits below (evidence compresses to under 100 bytes an event).
-const MORE: usize = 12_000;
+const MORE: usize = 30_000;
 
 /// (intact, entries) as `verify --json` says.
 fn verify(ledger: &Path) -> (bool, u64) {

@@ -13,7 +13,7 @@
 use super::tree::{STORED_LEVEL, StoredTree, node_key};
 use super::{Ledger, StoreError, damaged, layout};
 use crate::entry::{Body, Entry, EntryHash};
-use crate::intake::{self, SeenEvent};
+use crate::intake;
 use crate::merkle::{self, CompactRange};
 
 /// Entries derived per sled batch.
@@ -72,7 +72,6 @@ impl Ledger {
 
     /// Derives a chain's indexes from seq `from` to its head.
     fn derive(&mut self, chain: &str, from: u64) -> Result<(), StoreError> {
-        self.load_event_index()?;
         let mut range = CompactRange::of(
             &StoredTree {
                 ledger: self,
@@ -93,8 +92,6 @@ impl Ledger {
                     layout::encode_frame_position(frame.segment, frame.offset),
                 );
             }
-            let mut new_index: Vec<(String, SeenEvent)> = Vec::new();
-            let mut new_ids: std::collections::HashSet<String> = Default::default();
             let mut last = None;
             for record in chunk {
                 let record = record?;
@@ -104,29 +101,13 @@ impl Ledger {
                         e.to_string(),
                     )
                 })?;
-                match &entry.body {
-                    Body::Event { raw, event_id, .. } => {
-                        let known = new_ids.contains(event_id.as_str())
-                            || self.seen_event(event_id)?.is_some();
-                        if !known {
-                            new_ids.insert(event_id.clone());
-                            new_index.push((
-                                event_id.clone(),
-                                SeenEvent {
-                                    chain: chain.to_owned(),
-                                    seq: entry.seq,
-                                    raw_hash: *blake3::hash(raw).as_bytes(),
-                                },
-                            ));
-                        }
-                    }
-                    Body::Rejected { raw, class, reason } => {
-                        let key = intake::stored_rejection_key(&entry.source, raw, *class, reason);
-                        batch.insert(
-                            layout::rejection_index_key(&key),
-                            layout::encode_location(chain, entry.seq),
-                        );
-                    }
+                // Event ids have an index of their own (`event_ids`).
+                if let Body::Rejected { raw, class, reason } = &entry.body {
+                    let key = intake::stored_rejection_key(&entry.source, raw, *class, reason);
+                    batch.insert(
+                        layout::rejection_index_key(&key),
+                        layout::encode_location(chain, entry.seq),
+                    );
                 }
                 for (level, index, node) in range.push(merkle::leaf_hash(&record.hash)) {
                     if level >= STORED_LEVEL {
@@ -135,24 +116,10 @@ impl Ledger {
                 }
                 last = Some((record.position, record.hash));
             }
-            if !new_index.is_empty() {
-                batch.insert(
-                    layout::index_record_key(self.next_index_record),
-                    layout::encode_index_record(&new_index),
-                );
-            }
             if let Some((seq, hash)) = last {
                 batch.insert(layout::head_key(chain), layout::encode_head(seq + 1, &hash));
             }
             self.db.apply_batch(batch)?;
-            if !new_index.is_empty() {
-                self.next_index_record += 1;
-                if let Some(index) = self.event_index.as_mut() {
-                    for (id, seen) in new_index {
-                        index.insert(&id, &seen.chain, seen.seq);
-                    }
-                }
-            }
         }
         self.db.flush()?;
         self.frontiers.insert(chain.to_owned(), range);
@@ -184,12 +151,36 @@ impl Ledger {
                 self.db.apply_batch(batch)?;
             }
         }
-        self.event_index = Some(super::event_index::EventIndex::default());
-        self.next_index_record = 0;
+        self.event_ids = None;
+        self.open_event_ids()?.clear()?;
         self.frontiers.clear();
         self.catch_up_derived()?;
+        self.load_event_index()?;
+        if let Some(ids) = self.event_ids.as_mut() {
+            ids.save()?;
+        }
         self.db.remove(layout::REBUILDING_KEY)?;
         self.make_durable()
+    }
+
+    /// Drops the event-id records an older release kept in the index
+    /// (`X`, `I`): the ids now have runs of their own (`event_ids`).
+    pub(super) fn drop_event_ids_kept_in_sled(&mut self) -> Result<(), StoreError> {
+        for prefix in [&b"X"[..], b"I"] {
+            loop {
+                let mut batch = sled::Batch::default();
+                let mut dropped = 0;
+                for item in self.db.scan_prefix(prefix).keys().take(DROP_CHUNK) {
+                    batch.remove(item?);
+                    dropped += 1;
+                }
+                if dropped == 0 {
+                    break;
+                }
+                self.db.apply_batch(batch)?;
+            }
+        }
+        Ok(())
     }
 
     /// Finishes a rebuild of the indexes that was cut short.

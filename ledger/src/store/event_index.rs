@@ -1,19 +1,17 @@
-//! Where each event id was first recorded, compactly (pure).
+//! The event ids recorded since the event-id runs were last saved (pure):
+//! where each was first recorded, compactly.
 //!
 //! A map from a 64-bit fingerprint of the id (the first 8 bytes of its
-//! BLAKE3 hash) to a packed location (chain number, seq): 16 bytes per
-//! event instead of the id, the chain name and the raw hash. A hit is only
-//! a candidate: the caller reads the entry at the location and compares
-//! the id (and takes the raw hash from it). Two ids with the same
-//! fingerprint are rare but possible (and can be made on purpose); the
-//! later one is kept by its full id in `collided`, so no id is ever lost.
+//! BLAKE3 hash) to a packed location (chain number, seq): a hit is only a
+//! candidate, which the caller confirms by reading the entry there and
+//! comparing the id. Two ids with the same fingerprint are rare but
+//! possible (and can be made on purpose); the later one is kept by its
+//! full id in `collided`, so no id is ever lost.
 //!
-//! Most fingerprints sit in one sorted vector (`settled`: exactly 16 bytes
-//! each, searched by bisection); new ones go to a hash map (`recent`) that
-//! is merged into the vector, in place from its end, whenever it reaches an
-//! eighth of it. A hash map of every event would take 17 bytes per bucket
-//! at a load of at most 7/8, and twice that while it grows: some 430 MB at
-//! 10M events against 160 MB here.
+//! Saved, these become run records (see `event_ids`): key `f` + the
+//! fingerprint (8 bytes, big-endian, so that runs sort by it) or `c` + the
+//! full id of a collided one, value the packed location (8 bytes,
+//! little-endian).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -48,119 +46,125 @@ pub fn fingerprint(event_id: &str) -> u64 {
     u64::from_le_bytes(first)
 }
 
-/// `recent` is merged into `settled` once it holds this many, or an
-/// eighth of `settled` if that is more.
-const MERGE_AT_LEAST: usize = 1 << 16;
+/// The run key of a fingerprint.
+pub fn fingerprint_key(fingerprint: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9);
+    key.push(b'f');
+    key.extend_from_slice(&fingerprint.to_be_bytes());
+    key
+}
 
-/// The event index.
-#[derive(Debug)]
+/// The run key of an id kept by its full id (its fingerprint was taken).
+pub fn collided_key(event_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + event_id.len());
+    key.push(b'c');
+    key.extend_from_slice(event_id.as_bytes());
+    key
+}
+
+/// A packed location as a run value.
+pub fn encode_packed(packed: u64) -> Vec<u8> {
+    packed.to_le_bytes().to_vec()
+}
+
+/// A run value as a packed location (`None`: not 8 bytes).
+pub fn decode_packed(value: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(value.try_into().ok()?))
+}
+
+/// The chains' numbers and the ids recorded since the last save.
+#[derive(Debug, Default)]
 pub struct EventIndex {
     chains: Vec<String>,
     chain_numbers: HashMap<String, u64>,
-    /// (fingerprint, packed location), sorted by fingerprint.
-    settled: Vec<(u64, u64)>,
     recent: HashMap<u64, u64, BuildHasherDefault<PassThrough>>,
-    merge_at_least: usize,
     collided: HashMap<String, u64>,
 }
 
-impl Default for EventIndex {
-    fn default() -> Self {
-        EventIndex::merging_at(MERGE_AT_LEAST)
-    }
-}
-
 impl EventIndex {
-    /// An empty index whose recent fingerprints are merged once there are
-    /// `merge_at_least` of them (or an eighth of the settled ones).
-    pub fn merging_at(merge_at_least: usize) -> Self {
+    /// An empty index whose chains are numbered as `chains` (by position),
+    /// as saved.
+    pub fn with_chains(chains: Vec<String>) -> Self {
+        let chain_numbers = chains
+            .iter()
+            .enumerate()
+            .map(|(n, c)| (c.clone(), n as u64))
+            .collect();
         EventIndex {
-            chains: Vec::new(),
-            chain_numbers: HashMap::new(),
-            settled: Vec::new(),
-            recent: HashMap::default(),
-            merge_at_least: merge_at_least.max(1),
-            collided: HashMap::new(),
+            chains,
+            chain_numbers,
+            ..EventIndex::default()
         }
     }
 
-    /// Ids indexed by fingerprint (all but the collided ones).
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.settled.len() + self.recent.len()
+    /// Every chain, by number.
+    pub fn chains(&self) -> &[String] {
+        &self.chains
     }
 
-    fn by_fingerprint(&self, fingerprint: u64) -> Option<u64> {
-        if let Some(packed) = self.recent.get(&fingerprint) {
-            return Some(*packed);
-        }
-        self.settled
-            .binary_search_by_key(&fingerprint, |(f, _)| *f)
-            .ok()
-            .map(|i| self.settled[i].1)
+    /// Ids recorded since the last save.
+    pub fn len(&self) -> usize {
+        self.recent.len() + self.collided.len()
     }
 
-    /// Moves `recent` into `settled`: sorted, then merged from the end of
-    /// the grown vector backwards, so no second copy of `settled` is made.
-    fn merge_recent(&mut self) {
-        let mut add: Vec<(u64, u64)> = self.recent.drain().collect();
-        add.sort_unstable_by_key(|(f, _)| *f);
-        let old_len = self.settled.len();
-        self.settled.reserve_exact(add.len());
-        self.settled.resize(old_len + add.len(), (0, 0));
-        let (mut i, mut j, mut k) = (old_len, add.len(), old_len + add.len());
-        while j > 0 {
-            if i > 0 && self.settled[i - 1].0 > add[j - 1].0 {
-                self.settled[k - 1] = self.settled[i - 1];
-                i -= 1;
-            } else {
-                self.settled[k - 1] = add[j - 1];
-                j -= 1;
+    /// The packed location of `seq` on `chain` (numbering the chain if it
+    /// is new).
+    pub fn pack(&mut self, chain: &str, seq: u64) -> u64 {
+        let n = match self.chain_numbers.get(chain) {
+            Some(n) => *n,
+            None => {
+                let n = self.chains.len() as u64;
+                self.chains.push(chain.to_owned());
+                self.chain_numbers.insert(chain.to_owned(), n);
+                n
             }
-            k -= 1;
-        }
-        self.recent.shrink_to_fit();
+        };
+        (n << SEQ_BITS) | (seq & SEQ_MASK)
     }
 
-    fn chain_number(&mut self, chain: &str) -> u64 {
-        if let Some(n) = self.chain_numbers.get(chain) {
-            return *n;
-        }
-        let n = self.chains.len() as u64;
-        self.chains.push(chain.to_owned());
-        self.chain_numbers.insert(chain.to_owned(), n);
-        n
-    }
-
-    fn unpack(&self, packed: u64) -> Option<(&str, u64)> {
+    /// The chain and seq of a packed location (`None`: no such chain).
+    pub fn unpack(&self, packed: u64) -> Option<(&str, u64)> {
         let chain = self.chains.get((packed >> SEQ_BITS) as usize)?;
         Some((chain, packed & SEQ_MASK))
     }
 
-    /// Where `event_id` may have been recorded: its own entry in
-    /// `collided`, else whichever id holds its fingerprint. To be confirmed
-    /// by reading the entry there.
-    pub fn candidate(&self, event_id: &str) -> Option<(&str, u64)> {
-        if let Some(packed) = self.collided.get(event_id) {
-            return self.unpack(*packed);
-        }
-        self.by_fingerprint(fingerprint(event_id))
-            .and_then(|packed| self.unpack(packed))
+    /// A recent id kept by its full id.
+    pub fn recent_collided(&self, event_id: &str) -> Option<u64> {
+        self.collided.get(event_id).copied()
     }
 
-    /// Records where `event_id` was first recorded. The caller knows the
-    /// id is not in the index yet (its candidate, if any, is another id).
-    pub fn insert(&mut self, event_id: &str, chain: &str, seq: u64) {
-        let packed = (self.chain_number(chain) << SEQ_BITS) | (seq & SEQ_MASK);
+    /// The recent id holding a fingerprint.
+    pub fn recent_fingerprint(&self, fingerprint: u64) -> Option<u64> {
+        self.recent.get(&fingerprint).copied()
+    }
+
+    /// Records `event_id` at `packed`: by its fingerprint, or by its full
+    /// id when `fingerprint_taken` (another id, recent or saved, holds it).
+    pub fn insert(&mut self, event_id: &str, packed: u64, fingerprint_taken: bool) {
         let fp = fingerprint(event_id);
-        if self.by_fingerprint(fp).is_some() {
+        if fingerprint_taken || self.recent.contains_key(&fp) {
             self.collided.insert(event_id.to_owned(), packed);
-            return;
+        } else {
+            self.recent.insert(fp, packed);
         }
-        self.recent.insert(fp, packed);
-        if self.recent.len() >= self.merge_at_least.max(self.settled.len() / 8) {
-            self.merge_recent();
-        }
+    }
+
+    /// Takes the recent ids as run records, in key order.
+    pub fn take_records(&mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut records: Vec<(Vec<u8>, Vec<u8>)> = self
+            .collided
+            .drain()
+            .map(|(id, packed)| (collided_key(&id), encode_packed(packed)))
+            .chain(
+                self.recent
+                    .drain()
+                    .map(|(fp, packed)| (fingerprint_key(fp), encode_packed(packed))),
+            )
+            .collect();
+        records.sort_unstable();
+        self.recent.shrink_to_fit();
+        self.collided.shrink_to_fit();
+        records
     }
 }
 
@@ -174,39 +178,48 @@ mod tests {
         fn every_id_inserted_is_a_candidate_at_its_location(
             ids in proptest::collection::hash_set("[a-z0-9-]{1,12}", 1..400),
             chains in proptest::collection::vec("[a-z:0-9]{1,8}", 1..4),
-            merge_at in 1usize..40,
         ) {
-            // Small merge thresholds: many merges, of every size.
-            let mut index = EventIndex::merging_at(merge_at);
+            let mut index = EventIndex::default();
             let ids: Vec<String> = ids.into_iter().collect();
             for (i, id) in ids.iter().enumerate() {
-                index.insert(id, &chains[i % chains.len()], i as u64);
+                let packed = index.pack(&chains[i % chains.len()], i as u64);
+                index.insert(id, packed, false);
             }
+            prop_assert_eq!(index.len(), ids.len());
             for (i, id) in ids.iter().enumerate() {
-                let (chain, seq) = index.candidate(id).unwrap();
-                // A fingerprint shared with an earlier id points there; the
-                // caller's check of the id then fails over to `collided`,
-                // which the insert filled. Here no two ids share one.
+                let packed = index.recent_fingerprint(fingerprint(id)).unwrap();
+                let (chain, seq) = index.unpack(packed).unwrap();
                 prop_assert_eq!(chain, chains[i % chains.len()].as_str());
                 prop_assert_eq!(seq, i as u64);
             }
-            prop_assert_eq!(index.len(), ids.len());
-            prop_assert!(index.settled.windows(2).all(|w| w[0].0 < w[1].0));
-            prop_assert_eq!(index.candidate("not-an-inserted-id!"), None);
+            let records = index.take_records();
+            prop_assert_eq!(records.len(), ids.len());
+            prop_assert!(records.windows(2).all(|w| w[0].0 < w[1].0));
+            prop_assert_eq!(index.len(), 0);
+        }
+
+        #[test]
+        fn a_location_packs_and_unpacks(seq in 0u64..(1 << 44), chain in "[a-z]{1,5}") {
+            let mut index = EventIndex::with_chains(vec!["file".into()]);
+            let packed = index.pack(&chain, seq);
+            prop_assert_eq!(index.unpack(packed), Some((chain.as_str(), seq)));
+            prop_assert_eq!(decode_packed(&encode_packed(packed)), Some(packed));
         }
     }
 
     #[test]
     fn an_id_whose_fingerprint_is_taken_is_kept_by_its_full_id() {
         let mut index = EventIndex::default();
-        index.insert("a", "file", 1);
-        // Force a collision: the same fingerprint slot, another id.
-        let fp = fingerprint("a");
-        let packed = index.by_fingerprint(fp).unwrap();
-        index.collided.insert("b".into(), packed + 1);
-        assert_eq!(index.candidate("b"), Some(("file", 2)));
-        assert_eq!(index.candidate("a"), Some(("file", 1)));
-        index.insert("a2", "file", 3);
-        assert_eq!(index.candidate("a2"), Some(("file", 3)));
+        let a = index.pack("file", 1);
+        index.insert("a", a, false);
+        let b = index.pack("file", 2);
+        // Taken by a saved id: kept by its full id.
+        index.insert("b", b, true);
+        assert_eq!(index.recent_collided("b"), Some(b));
+        assert_eq!(index.recent_fingerprint(fingerprint("b")), None);
+        assert_eq!(index.recent_fingerprint(fingerprint("a")), Some(a));
+        let records = index.take_records();
+        assert_eq!(records[0].0, collided_key("b"));
+        assert_eq!(records[1].0, fingerprint_key(fingerprint("a")));
     }
 }

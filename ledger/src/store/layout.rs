@@ -19,7 +19,6 @@
 //! are read only by `migrate`.
 
 use crate::entry::EntryHash;
-use crate::intake::SeenEvent;
 
 pub const META_FORMAT_KEY: &[u8] = b"Mformat";
 pub const STORE_FORMAT: &[u8] = b"2";
@@ -53,72 +52,6 @@ fn put_chain(out: &mut Vec<u8>, chain: &str) {
     let len = u16::try_from(chain.len()).unwrap_or(u16::MAX);
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(chain.as_bytes());
-}
-
-fn take_chain(value: &[u8]) -> Option<(String, &[u8])> {
-    let len = u16::from_be_bytes(value.get(..2)?.try_into().ok()?) as usize;
-    let name = value.get(2..2 + len)?;
-    Some((String::from_utf8(name.to_vec()).ok()?, &value[2 + len..]))
-}
-
-/// Key of the `n`th event index record: `X` + u64 BE.
-pub fn index_record_key(n: u64) -> Vec<u8> {
-    let mut key = Vec::with_capacity(9);
-    key.push(b'X');
-    key.extend_from_slice(&n.to_be_bytes());
-    key
-}
-
-pub fn index_record_number(key: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(key.strip_prefix(b"X")?.try_into().ok()?))
-}
-
-/// One append's new event ids: for each, u32 BE length, the id, and its
-/// seen-event record.
-pub fn encode_index_record(records: &[(String, SeenEvent)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (id, seen) in records {
-        let len = u32::try_from(id.len()).unwrap_or(u32::MAX);
-        out.extend_from_slice(&len.to_be_bytes());
-        out.extend_from_slice(id.as_bytes());
-        out.extend_from_slice(&encode_seen_event(seen));
-    }
-    out
-}
-
-pub fn decode_index_record(mut value: &[u8]) -> Option<Vec<(String, SeenEvent)>> {
-    let mut out = Vec::new();
-    while !value.is_empty() {
-        let len = u32::from_be_bytes(value.get(..4)?.try_into().ok()?) as usize;
-        let id = String::from_utf8(value.get(4..4 + len)?.to_vec()).ok()?;
-        value = &value[4 + len..];
-        let chain_len = u16::from_be_bytes(value.get(..2)?.try_into().ok()?) as usize;
-        let seen_len = 2 + chain_len + 40;
-        let seen = decode_seen_event(value.get(..seen_len)?)?;
-        value = &value[seen_len..];
-        out.push((id, seen));
-    }
-    Some(out)
-}
-
-pub fn encode_seen_event(seen: &SeenEvent) -> Vec<u8> {
-    let mut out = Vec::with_capacity(2 + seen.chain.len() + 40);
-    put_chain(&mut out, &seen.chain);
-    out.extend_from_slice(&seen.seq.to_be_bytes());
-    out.extend_from_slice(&seen.raw_hash);
-    out
-}
-
-pub fn decode_seen_event(value: &[u8]) -> Option<SeenEvent> {
-    let (chain, rest) = take_chain(value)?;
-    if rest.len() != 40 {
-        return None;
-    }
-    Some(SeenEvent {
-        chain,
-        seq: u64::from_be_bytes(rest[..8].try_into().ok()?),
-        raw_hash: rest[8..].try_into().ok()?,
-    })
 }
 
 pub fn rejection_index_key(key: &[u8; 32]) -> Vec<u8> {

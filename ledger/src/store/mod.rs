@@ -14,6 +14,7 @@ mod adopt;
 mod checkpoints;
 mod derived;
 mod durability;
+mod event_ids;
 mod event_index;
 pub(crate) mod evidence;
 mod export;
@@ -68,6 +69,10 @@ pub struct LedgerOptions {
     /// keeps in memory between saves; past this, the saved ones are
     /// dropped and read back when an entry next folds into them.
     pub projection_resident: usize,
+    /// Event ids recorded in memory before they are saved as a run of the
+    /// event-id index (`DIR/event-ids/`); at most this many are read again
+    /// from the segments after a crash.
+    pub event_ids_save_at: usize,
 }
 
 impl Default for LedgerOptions {
@@ -78,6 +83,7 @@ impl Default for LedgerOptions {
             compress_frames: true,
             // About 2.6 KB each in memory: some 50 MB.
             projection_resident: 20_000,
+            event_ids_save_at: event_ids::SAVE_AT,
         }
     }
 }
@@ -195,12 +201,12 @@ pub struct Ledger {
     poisoned: bool,
     /// Each chain's Merkle tree edge, once computed.
     frontiers: HashMap<String, crate::merkle::CompactRange>,
-    /// Where each event id was first recorded, loaded on first use. Kept in
-    /// memory and written one record per append (key `X`), not one sled
-    /// insert per event: that insert alone capped appends near 90k/s.
-    event_index: Option<event_index::EventIndex>,
-    /// The number of the next `X` record.
-    next_index_record: u64,
+    /// Where each event id was first recorded (`DIR/event-ids/`), opened
+    /// and brought up to the evidence on first use.
+    event_ids: Option<event_ids::EventIds>,
+    /// A reader's own directory for the event-id runs it saves (`None`:
+    /// the writer's, `DIR/event-ids/`).
+    event_ids_private: Option<PathBuf>,
     /// Set only while [`Ledger::publish_policy`] appends: the one writer
     /// of chain `policy` and of `policy_published` events.
     /// The ledger's own record being written now (`publish_policy`,
@@ -351,6 +357,7 @@ impl Ledger {
         let mut ledger =
             Ledger::assemble(db, dir, index_dir, snapshot, Some(writer), states, options)?;
         ledger.drop_projection_kept_in_sled()?;
+        ledger.drop_event_ids_kept_in_sled()?;
         let heads: Vec<ChainHead> = ledger.heads().cloned().collect();
         for head in &heads {
             ledger.check_tail(head)?;
@@ -394,7 +401,7 @@ impl Ledger {
     ) -> Result<Self, StoreError> {
         let db = open_index(index_dir)?;
         let dir = snapshot.dir().to_owned();
-        Ledger::assemble(
+        let mut ledger = Ledger::assemble(
             db,
             &dir,
             index_dir.to_owned(),
@@ -402,7 +409,17 @@ impl Ledger {
             None,
             states,
             LedgerOptions::default(),
-        )
+        )?;
+        let private = index_dir.with_file_name(format!(
+            "{}-{}",
+            event_ids::EVENT_IDS_DIR,
+            index_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        ));
+        ledger.event_ids_private = Some(private);
+        Ok(ledger)
     }
 
     /// Refuses when this ledger was opened without its indexes.
@@ -445,8 +462,8 @@ impl Ledger {
             index_dir,
             poisoned: false,
             frontiers: HashMap::new(),
-            event_index: None,
-            next_index_record: 0,
+            event_ids: None,
+            event_ids_private: None,
             writing: None,
             just_appended: HashMap::new(),
             states,
@@ -543,13 +560,13 @@ impl Ledger {
     /// The first record of an event id: the index's candidate, confirmed by
     /// reading the entry there (the index keeps fingerprints, not ids).
     fn seen_event(&self, event_id: &str) -> Result<Option<SeenEvent>, StoreError> {
-        let Some((chain, seq)) = self
-            .event_index
-            .as_ref()
-            .and_then(|index| index.candidate(event_id))
-        else {
+        let Some(ids) = self.event_ids.as_ref() else {
             return Ok(None);
         };
+        let Some((chain, seq)) = ids.candidate(event_id)? else {
+            return Ok(None);
+        };
+        let chain = chain.as_str();
         let Some(record) = self.records(chain, seq)?.next().transpose()? else {
             return Ok(None);
         };
@@ -572,33 +589,80 @@ impl Ledger {
         }
     }
 
-    /// Reads the event index: `X` records (one per append, each id's first
-    /// record in order) and any `I` records of ledgers written before them.
+    /// Opens the event-id index (`DIR/event-ids/`, or over it a reader's
+    /// own) as saved, without bringing it up to the evidence.
+    fn open_event_ids(&self) -> Result<event_ids::EventIds, StoreError> {
+        let dir = self.dir.join(event_ids::EVENT_IDS_DIR);
+        let save_at = self.options.event_ids_save_at;
+        match &self.event_ids_private {
+            None => event_ids::EventIds::open_writer(&dir, save_at),
+            Some(private) => event_ids::EventIds::open_reader(&dir, private, save_at),
+        }
+    }
+
+    /// Opens the event-id index on first use, and indexes the event ids of
+    /// every entry it does not cover yet (read from the segments: after a
+    /// crash, or entries adopted from an archive).
     fn load_event_index(&mut self) -> Result<(), StoreError> {
-        if self.event_index.is_some() {
+        let heads: Vec<(String, u64)> = self
+            .heads()
+            .map(|h| (h.chain.clone(), h.next_seq))
+            .collect();
+        if self.event_ids.is_none() {
+            let mut ids = self.open_event_ids()?;
+            // For the writer, an index past the evidence is stale (a
+            // reader's may be past its snapshot: what it finds there is
+            // confirmed against the snapshot, and fails).
+            let ahead = heads
+                .iter()
+                .find(|(chain, next)| ids.indexed(chain) > *next);
+            if let (None, Some((chain, next))) = (&self.event_ids_private, ahead) {
+                tracing::warn!(
+                    "the event-id index covers chain {chain} up to seq {} but the evidence holds {next} entries; deriving it again from the segments",
+                    ids.indexed(chain)
+                );
+                ids.clear()?;
+            }
+            self.event_ids = Some(ids);
+        }
+        for (chain, next) in heads {
+            self.index_event_ids(&chain, next)?;
+        }
+        Ok(())
+    }
+
+    /// Indexes the event ids of `chain` from where the index ends up to
+    /// `next_seq`, saving runs as they fill.
+    fn index_event_ids(&mut self, chain: &str, next_seq: u64) -> Result<(), StoreError> {
+        let from = self.event_ids.as_ref().map_or(0, |ids| ids.indexed(chain));
+        if from >= next_seq {
             return Ok(());
         }
-        let mut index = event_index::EventIndex::default();
-        for item in self.db.scan_prefix(b"I") {
-            let (key, value) = item?;
-            let id = String::from_utf8(key[1..].to_vec())
-                .map_err(|_| damaged(&key, "event id is not UTF-8"))?;
-            let seen = layout::decode_seen_event(&value)
-                .ok_or_else(|| damaged(&key, "event index record is malformed"))?;
-            index.insert(&id, &seen.chain, seen.seq);
-        }
-        let mut next = 0;
-        for item in self.db.scan_prefix(b"X") {
-            let (key, value) = item?;
-            let records = layout::decode_index_record(&value)
-                .ok_or_else(|| damaged(&key, "event index record is malformed"))?;
-            for (id, seen) in records {
-                index.insert(&id, &seen.chain, seen.seq);
+        tracing::debug!(chain = %chain, "indexing event ids of seq {from}..{next_seq}");
+        for record in self.records(chain, from)? {
+            let record = record?;
+            if record.position >= next_seq {
+                break;
             }
-            next = layout::index_record_number(&key).map_or(next, |n| n + 1);
+            let entry = Entry::decode(&record.encoding).map_err(|e| StoreError::Broken {
+                chain: chain.to_owned(),
+                seq: record.position,
+                detail: format!("stored bytes are not an entry: {e}"),
+            })?;
+            if let crate::entry::Body::Event { event_id, .. } = &entry.body {
+                // An id recorded before (a chain taken over from an
+                // archive may repeat one) keeps its first location.
+                if self.seen_event(event_id)?.is_none() {
+                    if let Some(ids) = self.event_ids.as_mut() {
+                        ids.insert(event_id, chain, record.position)?;
+                    }
+                }
+            }
+            if let Some(ids) = self.event_ids.as_mut() {
+                ids.advance(chain, record.position + 1);
+                ids.save_if_due()?;
+            }
         }
-        self.event_index = Some(index);
-        self.next_index_record = next;
         Ok(())
     }
 
@@ -765,12 +829,6 @@ impl Ledger {
             new_heads.push((head, sealed, cursor));
             reports.push(report);
         }
-        if !new_index.is_empty() {
-            batch.insert(
-                layout::index_record_key(self.next_index_record),
-                layout::encode_index_record(&new_index),
-            );
-        }
         if !wrote {
             return Ok(reports);
         }
@@ -805,6 +863,10 @@ impl Ledger {
             }
         };
         self.evidence = Snapshot::of(self.dir.clone(), manifest);
+        let advanced: Vec<(String, u64)> = new_heads
+            .iter()
+            .map(|(head, _, _)| (head.chain.clone(), head.next_seq))
+            .collect();
         self.just_appended = new_heads
             .into_iter()
             .filter(|(_, sealed, _)| !sealed.is_empty())
@@ -817,15 +879,30 @@ impl Ledger {
             self.poisoned = true;
             return Err(e.into());
         }
-        if !new_index.is_empty() {
-            self.next_index_record += 1;
-            if let Some(index) = self.event_index.as_mut() {
-                for (id, seen) in new_index {
-                    index.insert(&id, &seen.chain, seen.seq);
-                }
-            }
+        if let Err(e) = self.index_appended(new_index, advanced) {
+            self.poisoned = true;
+            return Err(e);
         }
         Ok(reports)
+    }
+
+    /// Indexes the event ids an append recorded, and notes how far each
+    /// chain it wrote is indexed.
+    fn index_appended(
+        &mut self,
+        new_index: Vec<(String, SeenEvent)>,
+        advanced: Vec<(String, u64)>,
+    ) -> Result<(), StoreError> {
+        let Some(ids) = self.event_ids.as_mut() else {
+            return Ok(());
+        };
+        for (id, seen) in new_index {
+            ids.insert(&id, &seen.chain, seen.seq)?;
+        }
+        for (chain, next_seq) in advanced {
+            ids.advance(&chain, next_seq);
+        }
+        ids.save_if_due()
     }
 
     /// Seals the open segments of these chains (of every chain: `None`)
