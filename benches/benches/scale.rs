@@ -2,8 +2,8 @@
 //! stream (not through Kafka: straight into `ingest`, in ten chunks), then
 //! each command run on it as a user would, under `/usr/bin/time`.
 //!
-//! Prints, per size: bytes on disk per event (evidence, index and
-//! projection apart),
+//! Prints, per size: bytes on disk per event (evidence, index, event ids
+//! and projection apart),
 //! append throughput of the first and the last chunk, and for `ingest`,
 //! `verify`, `status`, `item`, `timeline --item`, `prove`,
 //! `rebuild-projection` and `rebuild-index` the wall time and peak RSS.
@@ -167,10 +167,12 @@ fn run_size(bin: &Path, size: usize) {
     let evidence = du(&ledger.join("segments")) + du(&ledger.join("manifest"));
     let index = du(&ledger.join("index"));
     let projection = du(&ledger.join("projection"));
+    let event_ids = du(&ledger.join("event-ids"));
     println!(
-        "  on disk: evidence {:.0} bytes/event, index {:.0} bytes/event, projection {:.0} bytes/event ({lines_total} lines)",
+        "  on disk: evidence {:.0} bytes/event, index {:.0} bytes/event, event ids {:.0} bytes/event, projection {:.0} bytes/event ({lines_total} lines)",
         evidence as f64 / lines_total as f64,
         index as f64 / lines_total as f64,
+        event_ids as f64 / lines_total as f64,
         projection as f64 / lines_total as f64
     );
     println!(
