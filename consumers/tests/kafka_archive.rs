@@ -163,8 +163,9 @@ archive_lag_alert_entries = 100
 
     // The server comes up (Object Lock on): the uploads catch up, and more
     // events keep flowing.
-    let s3 = S3Server::start_on(s3_port);
+    let s3 = S3Server::start();
     s3.create_bucket("evidence", Some(1));
+    s3.forward_from(s3_port);
     produce(&broker, 600, 900);
     wait_for("the archive to catch up", Duration::from_secs(90), || {
         metric(&metrics_addr, "lifeledger_appended_total") == Some(900)

@@ -56,6 +56,27 @@ impl S3Server {
         S3Server { child, port }
     }
 
+    /// Starts forwarding connections made to `port` (free until now) to
+    /// this server: the server "comes up" there only once the test has
+    /// made it ready (a bucket with Object Lock made in two calls, which a
+    /// client retrying on that port could otherwise slip an upload
+    /// between; moto refuses a lock configuration on a bucket that holds
+    /// objects). Connections go on until the process ends.
+    pub fn forward_from(&self, port: u16) {
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let to = self.port;
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", to)) else {
+                    continue;
+                };
+                pipe(&client, &server);
+                pipe(&server, &client);
+            }
+        });
+    }
+
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -99,6 +120,18 @@ impl S3Server {
         }
         assert_eq!(self.bucket_tool(&args), "ok");
     }
+}
+
+/// Copies what arrives on `from` to `to` on a thread of its own, then
+/// closes `to` for writing.
+fn pipe(from: &TcpStream, to: &TcpStream) {
+    let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(std::net::Shutdown::Write);
+    });
 }
 
 impl Drop for S3Server {

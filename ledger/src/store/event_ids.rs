@@ -343,6 +343,43 @@ mod tests {
     }
 
     #[test]
+    fn a_resent_batch_is_told_apart_in_any_order_and_a_changed_event_conflicts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(tmp.path(), options()).unwrap();
+        let append = |ledger: &mut Ledger, inputs: Vec<Incoming>| {
+            ledger.append("a", inputs, jiff::Timestamp::now()).unwrap()
+        };
+        for start in (0..3_000).step_by(1_000) {
+            append(&mut ledger, (start..start + 1_000).map(incoming).collect());
+        }
+        // In order (the confirming read is carried forward), in reverse
+        // (read afresh each time), and interleaved with a new event.
+        let report = append(&mut ledger, (0..3_000).map(incoming).collect());
+        assert_eq!((report.appended, report.duplicates), (0, 3_000));
+        let report = append(&mut ledger, (0..3_000).rev().map(incoming).collect());
+        assert_eq!((report.appended, report.duplicates), (0, 3_000));
+        drop(ledger);
+        // Reopened: the recent ids are indexed again from the segments.
+        let mut ledger = Ledger::open(tmp.path(), options()).unwrap();
+        let mut inputs: Vec<Incoming> = (2_000..2_100).map(incoming).collect();
+        inputs.insert(50, incoming(5_000));
+        // The same id with other bytes: a conflict, kept as a rejection.
+        let mut changed = incoming(2_060);
+        changed.raw = String::from_utf8(changed.raw)
+            .unwrap()
+            .replace("mongodb", "mysql")
+            .into_bytes();
+        inputs.insert(70, changed);
+        let report = append(&mut ledger, inputs);
+        assert_eq!(
+            (report.events, report.duplicates, report.rejected),
+            (1, 100, 1),
+            "{report:?}"
+        );
+        assert_eq!(ledger.head("a").unwrap().next_seq, 3_002);
+    }
+
+    #[test]
     fn an_id_whose_fingerprint_a_saved_id_holds_is_kept_by_its_full_id() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("ids");

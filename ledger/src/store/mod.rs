@@ -185,6 +185,30 @@ pub struct Rejection {
     pub seq: u64,
 }
 
+/// A read of a chain kept to confirm the next duplicate (see
+/// [`Ledger::read_to_confirm`]).
+#[derive(Debug)]
+struct ConfirmingRead {
+    chain: String,
+    generation: u64,
+    /// The seq the read yields next.
+    next_seq: u64,
+    records: Records,
+}
+
+impl ConfirmingRead {
+    /// Requests this far ahead of the read are read afresh (cheaper than
+    /// decoding every entry in between).
+    const REACH: u64 = 4_096;
+
+    fn follows(&self, chain: &str, generation: u64, seq: u64) -> bool {
+        self.chain == chain
+            && self.generation == generation
+            && seq >= self.next_seq
+            && seq - self.next_seq <= Self::REACH
+    }
+}
+
 /// An open ledger directory.
 #[derive(Debug)]
 pub struct Ledger {
@@ -207,6 +231,9 @@ pub struct Ledger {
     /// A reader's own directory for the event-id runs it saves (`None`:
     /// the writer's, `DIR/event-ids/`).
     event_ids_private: Option<PathBuf>,
+    /// The read that confirmed the last duplicate, kept for the next one
+    /// (see [`Ledger::read_to_confirm`]).
+    confirming: std::sync::Mutex<Option<ConfirmingRead>>,
     /// Set only while [`Ledger::publish_policy`] appends: the one writer
     /// of chain `policy` and of `policy_published` events.
     /// The ledger's own record being written now (`publish_policy`,
@@ -464,6 +491,7 @@ impl Ledger {
             frontiers: HashMap::new(),
             event_ids: None,
             event_ids_private: None,
+            confirming: std::sync::Mutex::new(None),
             writing: None,
             just_appended: HashMap::new(),
             states,
@@ -567,7 +595,7 @@ impl Ledger {
             return Ok(None);
         };
         let chain = chain.as_str();
-        let Some(record) = self.records(chain, seq)?.next().transpose()? else {
+        let Some(record) = self.read_to_confirm(chain, seq)? else {
             return Ok(None);
         };
         let entry = Entry::decode(&record.encoding).map_err(|e| StoreError::Broken {
@@ -586,6 +614,52 @@ impl Ledger {
                 raw_hash: *blake3::hash(&raw).as_bytes(),
             })),
             _ => Ok(None),
+        }
+    }
+
+    /// The record at `seq` of `chain`, to confirm an event id's candidate.
+    ///
+    /// A resent batch (a Kafka redelivery, a file ingested twice) asks for
+    /// its entries in order, and a fresh read decompresses the entry's
+    /// whole frame each time (~150 µs a duplicate, measured): the read is
+    /// kept and carried forward while the requests go forward on one
+    /// chain under the same manifest generation (a chain set aside or
+    /// adopted makes a new generation), and read afresh otherwise.
+    fn read_to_confirm(&self, chain: &str, seq: u64) -> Result<Option<StoredRecord>, StoreError> {
+        let generation = self.evidence.manifest().generation;
+        let mut kept = self
+            .confirming
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(read) = kept.as_mut().filter(|r| r.follows(chain, generation, seq)) {
+            for record in read.records.by_ref() {
+                let record = record?;
+                read.next_seq = record.position + 1;
+                if record.position == seq {
+                    return Ok(Some(record));
+                }
+                if record.position > seq {
+                    break;
+                }
+            }
+        }
+        // Not carried forward (or the kept read ended: its snapshot may
+        // predate the entry): read afresh.
+        let mut records = self.records(chain, seq)?;
+        match records.next().transpose()? {
+            Some(record) if record.position == seq => {
+                *kept = Some(ConfirmingRead {
+                    chain: chain.to_owned(),
+                    generation,
+                    next_seq: seq + 1,
+                    records,
+                });
+                Ok(Some(record))
+            }
+            _ => {
+                *kept = None;
+                Ok(None)
+            }
         }
     }
 
