@@ -12,7 +12,7 @@
 
 use super::tree::{STORED_LEVEL, StoredTree, node_key};
 use super::{Ledger, StoreError, damaged, layout};
-use crate::entry::{Body, Entry, EntryHash};
+use crate::entry::{Body, BodyView, Entry, EntryHash, EntryView};
 use crate::intake;
 use crate::merkle::{self, CompactRange};
 
@@ -95,19 +95,30 @@ impl Ledger {
             let mut last = None;
             for record in chunk {
                 let record = record?;
-                let entry = Entry::decode(&record.encoding).map_err(|e| {
+                let not_an_entry = |e: crate::entry::EntryDecodeError| {
                     damaged(
                         format!("chain {chain} seq {}", record.position).as_bytes(),
                         e.to_string(),
                     )
-                })?;
-                // Event ids have an index of their own (`event_ids`).
-                if let Body::Rejected { raw, class, reason } = &entry.body {
-                    let key = intake::stored_rejection_key(&entry.source, raw, *class, reason);
-                    batch.insert(
-                        layout::rejection_index_key(&key),
-                        layout::encode_location(chain, entry.seq),
-                    );
+                };
+                // A view first (no copy): only a rejection is decoded whole,
+                // for its key. Event ids have an index of their own
+                // (`event_ids`).
+                let view = EntryView::decode(&record.encoding).map_err(not_an_entry)?;
+                let event_id = match view.body {
+                    BodyView::Event { event_id, .. } => Some(event_id),
+                    BodyView::Rejected { .. } => None,
+                };
+                self.index_event_id_in_pass(chain, record.position, event_id)?;
+                if matches!(view.body, BodyView::Rejected { .. }) {
+                    let entry = Entry::decode(&record.encoding).map_err(not_an_entry)?;
+                    if let Body::Rejected { raw, class, reason } = &entry.body {
+                        let key = intake::stored_rejection_key(&entry.source, raw, *class, reason);
+                        batch.insert(
+                            layout::rejection_index_key(&key),
+                            layout::encode_location(chain, entry.seq),
+                        );
+                    }
                 }
                 for (level, index, node) in range.push(merkle::leaf_hash(&record.hash)) {
                     if level >= STORED_LEVEL {
@@ -123,6 +134,38 @@ impl Ledger {
         }
         self.db.flush()?;
         self.frontiers.insert(chain.to_owned(), range);
+        Ok(())
+    }
+
+    /// Indexes the event id (if any) of an entry met while deriving the
+    /// other indexes, when the event-id index is open and has reached
+    /// exactly this entry (a rebuild): one read of the segments, not two.
+    fn index_event_id_in_pass(
+        &mut self,
+        chain: &str,
+        seq: u64,
+        event_id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let at_this_entry = self
+            .event_ids
+            .as_ref()
+            .is_some_and(|ids| ids.indexed(chain) == seq);
+        if !at_this_entry {
+            return Ok(());
+        }
+        // An id recorded before (a chain taken over from an archive may
+        // repeat one) keeps its first location.
+        let new_id = match event_id {
+            Some(id) if self.seen_event(id)?.is_none() => Some(id),
+            _ => None,
+        };
+        if let Some(ids) = self.event_ids.as_mut() {
+            if let Some(id) = new_id {
+                ids.insert(id, chain, seq)?;
+            }
+            ids.advance(chain, seq + 1);
+            ids.save_if_due()?;
+        }
         Ok(())
     }
 
@@ -151,8 +194,12 @@ impl Ledger {
                 self.db.apply_batch(batch)?;
             }
         }
+        // The event-id index, emptied, is open while the others are
+        // derived, so that it is filled in the same pass.
         self.event_ids = None;
-        self.open_event_ids()?.clear()?;
+        let mut ids = self.open_event_ids()?;
+        ids.clear()?;
+        self.event_ids = Some(ids);
         self.frontiers.clear();
         self.catch_up_derived()?;
         self.load_event_index()?;

@@ -718,12 +718,15 @@ impl Ledger {
             if record.position >= next_seq {
                 break;
             }
-            let entry = Entry::decode(&record.encoding).map_err(|e| StoreError::Broken {
-                chain: chain.to_owned(),
-                seq: record.position,
-                detail: format!("stored bytes are not an entry: {e}"),
+            // A view, not a copy: only the id is needed.
+            let entry = crate::entry::EntryView::decode(&record.encoding).map_err(|e| {
+                StoreError::Broken {
+                    chain: chain.to_owned(),
+                    seq: record.position,
+                    detail: format!("stored bytes are not an entry: {e}"),
+                }
             })?;
-            if let crate::entry::Body::Event { event_id, .. } = &entry.body {
+            if let crate::entry::BodyView::Event { event_id, .. } = entry.body {
                 // An id recorded before (a chain taken over from an
                 // archive may repeat one) keeps its first location.
                 if self.seen_event(event_id)?.is_none() {
