@@ -180,20 +180,7 @@ impl Ledger {
         self.db.insert(layout::REBUILDING_KEY, &[][..])?;
         self.db.flush()?;
         // The heads first: from here every chain derives from seq 0.
-        for prefix in [&b"H"[..], b"X", b"I", b"R", b"N", b"F"] {
-            loop {
-                let mut batch = sled::Batch::default();
-                let mut dropped = 0;
-                for item in self.db.scan_prefix(prefix).keys().take(DROP_CHUNK) {
-                    batch.remove(item?);
-                    dropped += 1;
-                }
-                if dropped == 0 {
-                    break;
-                }
-                self.db.apply_batch(batch)?;
-            }
-        }
+        self.drop_prefixes(&[b"H", b"X", b"I", b"R", b"N", b"F"])?;
         // The event-id index, emptied, is open while the others are
         // derived, so that it is filled in the same pass.
         self.event_ids = None;
@@ -213,7 +200,13 @@ impl Ledger {
     /// Drops the event-id records an older release kept in the index
     /// (`X`, `I`): the ids now have runs of their own (`event_ids`).
     pub(super) fn drop_event_ids_kept_in_sled(&mut self) -> Result<(), StoreError> {
-        for prefix in [&b"X"[..], b"I"] {
+        self.drop_prefixes(&[b"X", b"I"])
+    }
+
+    /// Removes every key under these prefixes, in batches of
+    /// [`DROP_CHUNK`].
+    fn drop_prefixes(&self, prefixes: &[&[u8]]) -> Result<(), StoreError> {
+        for prefix in prefixes {
             loop {
                 let mut batch = sled::Batch::default();
                 let mut dropped = 0;
