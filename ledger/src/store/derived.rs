@@ -252,26 +252,9 @@ fn ahead(chain: &str, indexed: u64, acknowledged: u64) -> StoreError {
 mod tests {
     #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
 
+    use super::super::test_events::{event, incoming};
     use super::*;
-    use crate::entry::Source;
     use crate::{Incoming, LedgerOptions};
-
-    fn event(i: u64) -> Vec<u8> {
-        format!(
-            r#"{{"schema_version":1,"event_id":"e{i}","event_time":"2026-03-01T10:00:00Z","account":{{"app_id":"1250000001","uin":"100000000001"}},"item_id":"item-{i}","category":"container_security","kind":{{"type":"stored","store":"mongodb"}}}}"#
-        )
-        .into_bytes()
-    }
-
-    fn incoming(i: u64, raw: Vec<u8>) -> Incoming {
-        Incoming {
-            source: Source::File {
-                path: "in.jsonl".into(),
-                line: i,
-            },
-            raw,
-        }
-    }
 
     /// Every derived key but the event index records (whose numbering
     /// follows the appends that wrote them), with its value.

@@ -229,25 +229,13 @@ impl EventIds {
 mod tests {
     #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
 
+    use super::super::test_events;
     use super::*;
-    use crate::entry::Source;
     use crate::{Incoming, Ledger, LedgerOptions};
 
-    fn event(i: u64) -> Vec<u8> {
-        format!(
-            r#"{{"schema_version":1,"event_id":"e{i}","event_time":"2026-03-01T10:00:00Z","account":{{"app_id":"1250000001","uin":"100000000001"}},"item_id":"item-{i}","category":"container_security","kind":{{"type":"stored","store":"mongodb"}}}}"#
-        )
-        .into_bytes()
-    }
-
+    /// Event `e{i}` from line `i`.
     fn incoming(i: u64) -> Incoming {
-        Incoming {
-            source: Source::File {
-                path: "in.jsonl".into(),
-                line: i,
-            },
-            raw: event(i),
-        }
+        test_events::incoming(i, test_events::event(i))
     }
 
     fn options() -> LedgerOptions {

@@ -30,6 +30,8 @@ pub(crate) mod segment;
 pub(crate) mod snapshot;
 mod staged;
 mod states;
+#[cfg(test)]
+mod test_events;
 mod tree;
 mod vouch;
 
