@@ -623,7 +623,7 @@ impl Ledger {
     ///
     /// A resent batch (a Kafka redelivery, a file ingested twice) asks for
     /// its entries in order, and a fresh read decompresses the entry's
-    /// whole frame each time (~150 µs a duplicate, measured): the read is
+    /// whole frame each time (130-150 µs a duplicate, measured): the read is
     /// kept and carried forward while the requests go forward on one
     /// chain under the same manifest generation (a chain set aside or
     /// adopted makes a new generation), and read afresh otherwise.
