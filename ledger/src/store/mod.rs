@@ -27,6 +27,7 @@ mod projection;
 mod read_only;
 mod replay;
 pub(crate) mod segment;
+mod sled_open;
 pub(crate) mod snapshot;
 mod staged;
 mod states;
@@ -1110,12 +1111,11 @@ impl Ledger {
 const INDEX_CACHE_BYTES: u64 = 128 * 1024 * 1024;
 
 fn open_index(index_dir: &Path) -> Result<sled::Db, StoreError> {
-    sled::Config::new()
+    let config = sled::Config::new()
         .path(index_dir)
-        .cache_capacity(INDEX_CACHE_BYTES)
-        .open()
-        .map_err(|source| StoreError::Open {
-            path: index_dir.to_owned(),
-            source,
-        })
+        .cache_capacity(INDEX_CACHE_BYTES);
+    sled_open::open_waiting_for_lock(&config).map_err(|source| StoreError::Open {
+        path: index_dir.to_owned(),
+        source,
+    })
 }
