@@ -9,7 +9,6 @@
 //! tried again for a bounded time; any other error, and a lock still held
 //! after the wait (another process really has the index), is returned.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Long enough for sled's threads to let go under load, short enough
