@@ -980,7 +980,9 @@ fn a_backfill_topic_declares_its_appends_an_import_of_history() {
     assert!(imports >= 1, "no declaration");
     let report = ledger.verify(Depth::Events, &mut |_| {}).unwrap();
     assert!(report.is_intact(), "{:?}", report.findings);
-    let projection = ledger.rebuild_projection(&mut |_| {}).unwrap();
+    ledger.rebuild_projection(&mut |_| {}).unwrap();
+    // Every state as the rebuild saved it.
+    let projection = ledger.load_projection().unwrap();
     let covered: u64 = projection
         .imports
         .iter()

@@ -7,6 +7,7 @@
 //! Verdicts are judged from these facts, a policy and a moment
 //! ([`verdict::judge`]); they are never stored.
 
+pub mod change;
 pub mod diff;
 pub mod facts;
 pub mod replay;
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::entry::{Body, Entry};
+pub use change::{AccountChange, ItemChange, StateChange, StateKind};
 
 /// The chain that policy publications are written to, and the only one
 /// whose `policy_published` entries govern verdicts.
@@ -294,7 +296,8 @@ pub fn entry_event(entry: &Entry) -> Result<Option<Event>, ProjectionError> {
     }
 }
 
-fn entry_ref(entry: &Entry, event: &Event) -> EntryRef {
+/// Where `event` sits: its entry's chain and seq, and both its times.
+pub fn entry_ref(entry: &Entry, event: &Event) -> EntryRef {
     EntryRef {
         chain: entry.chain.clone(),
         seq: entry.seq,
@@ -480,6 +483,22 @@ impl Projection {
         entry: &Entry,
         event: Option<&Event>,
     ) -> Result<(), ProjectionError> {
+        if let Some(change) = self.apply_deferring(entry, event)? {
+            self.absorb(change);
+        }
+        Ok(())
+    }
+
+    /// Like [`Projection::apply_decoded`], but hands back the change an
+    /// item or account event makes instead of absorbing it: the caller
+    /// absorbs it later with the other changes of the same state (a
+    /// rebuild sorts them by state first). Ledger-wide events (policies,
+    /// imports) are folded, and the chain's cursor advances, at once.
+    pub fn apply_deferring(
+        &mut self,
+        entry: &Entry,
+        event: Option<&Event>,
+    ) -> Result<Option<StateChange>, ProjectionError> {
         let expected = self.next_seq(&entry.chain);
         if entry.seq != expected {
             return Err(ProjectionError::OutOfOrder {
@@ -488,12 +507,18 @@ impl Projection {
                 found: entry.seq,
             });
         }
-        if let Some(event) = event {
-            self.fold_event(event, entry_ref(entry, event));
+        let change = match event {
+            Some(event) => self.fold_ledger_wide(event, entry_ref(entry, event)),
+            None => None,
+        };
+        match self.covered.get_mut(&entry.chain) {
+            Some(next) => *next = expected + 1,
+            None => {
+                self.covered.insert(entry.chain.clone(), expected + 1);
+            }
         }
-        self.covered.insert(entry.chain.clone(), expected + 1);
         self.unsaved += 1;
-        Ok(())
+        Ok(change)
     }
 
     /// Folds one entry in without the seq-order check or cursor: for a
@@ -507,11 +532,19 @@ impl Projection {
     }
 
     fn fold_event(&mut self, event: &Event, at: EntryRef) {
+        if let Some(change) = self.fold_ledger_wide(event, at) {
+            self.absorb(change);
+        }
+    }
+
+    /// Folds a policy publication or an import declaration; hands back
+    /// the change any other event makes to an item or an account.
+    fn fold_ledger_wide(&mut self, event: &Event, at: EntryRef) -> Option<StateChange> {
         if let Kind::PolicyPublished(p) = &event.kind {
             // Only chain `policy` publishes policies (the store rejects a
             // publication anywhere else; an older ledger may hold one).
             if at.chain != POLICY_CHAIN {
-                return;
+                return None;
             }
             self.policies.push(PublishedPolicy {
                 version: p.policy_version.clone(),
@@ -522,13 +555,13 @@ impl Projection {
                 .sort_by_key(|p| (p.at.chain.clone(), p.at.seq));
             self.dirty.policies = true;
             self.touched.policies = true;
-            return;
+            return None;
         }
         if let Kind::HistoryImported(h) = &event.kind {
             // Only chain `imports` declares imports (the store rejects a
             // declaration anywhere else).
             if at.chain != IMPORTS_CHAIN {
-                return;
+                return None;
             }
             self.imports.push(DeclaredImport {
                 chain: h.chain.clone(),
@@ -542,123 +575,48 @@ impl Projection {
             // judged: the monitor looks at every item again.
             self.dirty.policies = true;
             self.touched.policies = true;
-            return;
+            return None;
         }
-        let Some(account) = &event.account else {
-            return;
-        };
-        match event.item() {
-            Some(item_id) => self.fold_item_event(item_id, account, event, at),
-            None => self.fold_account_event(account, event, at),
-        }
+        StateChange::of(event, at)
     }
 
-    fn fold_item_event(&mut self, item_id: &str, account: &Account, event: &Event, at: EntryRef) {
-        let item = self
-            .items
-            .entry(item_id.to_owned())
-            .or_insert_with(|| ItemState {
-                item_id: item_id.to_owned(),
-                ..ItemState::default()
-            });
-        self.dirty.items.insert(item_id.to_owned());
-        if !self.untracked {
-            self.touched.items.insert(item_id.to_owned());
-        }
-        if item.account.is_none() {
-            item.account = Some(account.clone());
-        }
-        if item.category.is_none() {
-            item.category = event.category.clone();
-        }
-        let copy_change = |store: &str, backup_id: Option<&String>, present| {
-            (
-                CopyId {
-                    store: store.to_owned(),
-                    backup_id: backup_id.cloned(),
-                },
-                CopyChange {
-                    at: at.clone(),
-                    present,
-                },
-            )
-        };
-        let change = match &event.kind {
-            Kind::Collected(c) => {
-                // A collection may also come from an item-less event in
-                // future kinds; today only `collected` carries one.
-                insert_sorted(
-                    &mut item.collections,
-                    Collection {
-                        at: at.clone(),
-                        sensitive: c.sensitive,
-                        below_age_of_consent: c.below_age_of_consent,
-                        region: event.region.clone(),
-                    },
-                    |c| c.at.order_key(),
-                );
-                None
+    /// Absorbs a change into the item or account it is about.
+    pub fn absorb(&mut self, change: StateChange) {
+        match change {
+            StateChange::Item {
+                item_id,
+                account,
+                category,
+                change,
+            } => {
+                if !self.untracked && !self.touched.items.contains(&item_id) {
+                    self.touched.items.insert(item_id.clone());
+                }
+                if !self.dirty.items.contains(&item_id) {
+                    self.dirty.items.insert(item_id.clone());
+                }
+                let item = match self.items.get_mut(&item_id) {
+                    Some(item) => item,
+                    None => self.items.entry(item_id.clone()).or_insert(ItemState {
+                        item_id,
+                        ..ItemState::default()
+                    }),
+                };
+                item.absorb(account, category, change);
             }
-            Kind::Stored(s) => Some(copy_change(&s.store, None, true)),
-            Kind::BackedUp(b) => Some(copy_change(&b.store, Some(&b.backup_id), true)),
-            Kind::Deleted(d) => Some(copy_change(&d.store, d.backup_id.as_ref(), false)),
-            Kind::LegalHoldPlaced(h) | Kind::LegalHoldReleased(h) => {
-                let placed = matches!(event.kind, Kind::LegalHoldPlaced(_));
-                insert_sorted(
-                    &mut item.holds,
-                    HoldChange {
-                        hold_id: h.hold_id.clone(),
-                        placed,
-                        at: at.clone(),
-                    },
-                    |h| h.at.order_key(),
-                );
-                None
+            StateChange::Account { account, change } => {
+                let key = account_key(&account);
+                if !self.untracked && !self.touched.accounts.contains(&key) {
+                    self.touched.accounts.insert(key.clone());
+                }
+                if !self.dirty.accounts.contains(&key) {
+                    self.dirty.accounts.insert(key.clone());
+                }
+                self.accounts
+                    .entry(key)
+                    .or_default()
+                    .absorb(account, change);
             }
-            _ => None,
-        };
-        if let Some((copy, change)) = change {
-            insert_sorted(item.copies.entry(copy).or_default(), change, |c| {
-                c.at.order_key()
-            });
-        }
-    }
-
-    fn fold_account_event(&mut self, account: &Account, event: &Event, at: EntryRef) {
-        let key = account_key(account);
-        let state = self.accounts.entry(key.clone()).or_default();
-        self.dirty.accounts.insert(key.clone());
-        if !self.untracked {
-            self.touched.accounts.insert(key);
-        }
-        if state.account.is_none() {
-            state.account = Some(account.clone());
-        }
-        match &event.kind {
-            Kind::HostingServiceTerminated(_) => {
-                insert_sorted(&mut state.hosting_terminated, at, EntryRef::order_key)
-            }
-            Kind::ServiceUseEnded(_) => {
-                insert_sorted(&mut state.service_use_ended, at, EntryRef::order_key)
-            }
-            Kind::DeletionRequested(r) => insert_sorted(
-                &mut state.deletion_requests,
-                (at, r.categories.clone()),
-                |r| r.0.order_key(),
-            ),
-            Kind::LegalHoldPlaced(h) | Kind::LegalHoldReleased(h) => {
-                let placed = matches!(event.kind, Kind::LegalHoldPlaced(_));
-                insert_sorted(
-                    &mut state.holds,
-                    HoldChange {
-                        hold_id: h.hold_id.clone(),
-                        placed,
-                        at,
-                    },
-                    |h| h.at.order_key(),
-                );
-            }
-            _ => {}
         }
     }
 }

@@ -31,19 +31,22 @@ const STATES_FORMAT: &[u8] = b"states-1 bincode-2-standard";
 /// Entries folded between two saves while catching up.
 const SAVE_EVERY: u64 = 10_000;
 
-fn codec_error(key: &[u8], e: impl std::fmt::Display) -> StoreError {
+pub(super) fn codec_error(key: &[u8], e: impl std::fmt::Display) -> StoreError {
     StoreError::Damaged {
         key: format!("projection {}", String::from_utf8_lossy(key)),
         detail: e.to_string(),
     }
 }
 
-fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+pub(super) fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     bincode::serde::encode_to_vec(value, bincode::config::standard())
         .map_err(|e| codec_error(b"(encode)", e))
 }
 
-fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+pub(super) fn decode<T: serde::de::DeserializeOwned>(
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, StoreError> {
     bincode::serde::decode_from_slice(bytes, bincode::config::standard())
         .map(|(v, _)| v)
         .map_err(|e| codec_error(key, e))
@@ -56,11 +59,29 @@ fn decode_cursor(key: &[u8], bytes: &[u8]) -> Result<u64, StoreError> {
     Ok(u64::from_be_bytes(seq))
 }
 
-fn key(prefix: u8, name: &str) -> Vec<u8> {
+pub(super) fn key(prefix: u8, name: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + name.len());
     k.push(prefix);
     k.extend_from_slice(name.as_bytes());
     k
+}
+
+/// The small records a save writes beside the states: the format, the
+/// cursors, and (when they changed) the policies and imports.
+pub(super) fn small_records(
+    projection: &Projection,
+    policies_changed: bool,
+) -> Result<Vec<super::states::Record>, StoreError> {
+    let mut small = Vec::with_capacity(projection.covered.len() + 3);
+    small.push((FORMAT_KEY.to_vec(), STATES_FORMAT.to_vec()));
+    if policies_changed {
+        small.push((key(b'p', ""), encode(&projection.policies)?));
+        small.push((key(b'm', ""), encode(&projection.imports)?));
+    }
+    for (chain, seq) in &projection.covered {
+        small.push((key(b'c', chain), seq.to_be_bytes().to_vec()));
+    }
+    Ok(small)
 }
 
 impl From<ProjectionError> for StoreError {
@@ -192,15 +213,7 @@ impl Ledger {
                 states.push((key(b'i', item), encode(state)?));
             }
         }
-        let mut small = Vec::with_capacity(projection.covered.len() + 3);
-        small.push((FORMAT_KEY.to_vec(), STATES_FORMAT.to_vec()));
-        if dirty.policies {
-            small.push((key(b'p', ""), encode(&projection.policies)?));
-            small.push((key(b'm', ""), encode(&projection.imports)?));
-        }
-        for (chain, seq) in &projection.covered {
-            small.push((key(b'c', chain), seq.to_be_bytes().to_vec()));
-        }
+        let small = small_records(projection, dirty.policies)?;
         if let Err(e) = self.states.save(&states, small) {
             // What was taken to be saved is not: keep it in memory.
             projection.mark_dirty(&dirty);
@@ -208,6 +221,15 @@ impl Ledger {
             return Err(e);
         }
         Ok(dirty)
+    }
+
+    /// Poisons the ledger if `result` is an I/O failure of the saved
+    /// states (see [`Ledger::poison_on_io`]).
+    pub(super) fn poisoning<T>(&mut self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(e) = &result {
+            self.poison_on_io(e);
+        }
+        result
     }
 
     /// Puts back into a partial projection the saved states of the items
@@ -334,23 +356,6 @@ impl Ledger {
         self.entries(chain, from, from.saturating_add(SAVE_EVERY - 1))?
             .map(|r| r.map(|(_, entry)| entry))
             .collect()
-    }
-
-    /// Drops the saved projection and folds every chain again from seq 0,
-    /// into a partial projection (memory stays bounded however many items
-    /// there are).
-    pub fn rebuild_projection(
-        &mut self,
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<Projection, StoreError> {
-        if let Err(e) = self.states.clear() {
-            self.poison_on_io(&e);
-            return Err(e);
-        }
-        let mut projection = Projection::partial();
-        self.catch_up(&mut projection, progress)?;
-        self.make_durable()?;
-        Ok(projection)
     }
 
     /// Every entry about one item (its own, and its account's account-wide

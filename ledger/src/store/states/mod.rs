@@ -347,7 +347,12 @@ impl StateStore {
             let name = entry.file_name().to_string_lossy().into_owned();
             let listed = self.view.runs.iter().any(|run| run.path() == path);
             if name != MANIFEST && !listed {
-                remove(&path)?;
+                if entry.file_type().map_err(io(&path))?.is_dir() {
+                    // Scratch left by a rebuild that stopped.
+                    std::fs::remove_dir_all(&path).map_err(io(&path))?;
+                } else {
+                    remove(&path)?;
+                }
             }
         }
         Ok(())
@@ -356,6 +361,12 @@ impl StateStore {
     /// Why the saved states cannot be used, if so.
     pub(crate) fn damage(&self) -> Option<&str> {
         self.damage.as_deref()
+    }
+
+    /// Where this store writes (the writer's directory, or a reader's
+    /// private one): scratch space for work that ends in a run.
+    pub(crate) fn write_dir(&self) -> &Path {
+        &self.write_dir
     }
 
     /// The runs as they stand now.
@@ -397,21 +408,51 @@ impl StateStore {
         states: &[Record],
         small: impl IntoIterator<Item = Record>,
     ) -> Result<(), StoreError> {
-        if let Some(damage) = &self.damage {
-            return Err(StoreError::Damaged {
+        self.refuse_damaged()?;
+        if states.is_empty() {
+            return self.save_small(small);
+        }
+        let mut run = self.start_run(states.len() as u64)?;
+        for (k, v) in states {
+            run.push(k, v)?;
+        }
+        self.save_run(run, small)
+    }
+
+    fn refuse_damaged(&self) -> Result<(), StoreError> {
+        match &self.damage {
+            Some(damage) => Err(StoreError::Damaged {
                 key: "projection".into(),
                 detail: damage.clone(),
-            });
+            }),
+            None => Ok(()),
         }
-        if !states.is_empty() {
-            let path = self.new_run_path();
-            let mut writer = RunWriter::create(&path, states.len() as u64)?;
-            for (k, v) in states {
-                writer.push(k, v)?;
-            }
-            writer.finish()?;
-            self.view.runs.push(Arc::new(Run::open(&path)?));
-        }
+    }
+
+    /// A new run for at most `expected` states, to be filled in strictly
+    /// increasing key order and saved with [`StateStore::save_run`]: for
+    /// more states than a slice in memory should hold (a rebuild).
+    pub(crate) fn start_run(&mut self, expected: u64) -> Result<RunWriter, StoreError> {
+        self.refuse_damaged()?;
+        let path = self.new_run_path();
+        RunWriter::create(&path, expected)
+    }
+
+    /// Saves a run filled since [`StateStore::start_run`], and `small`,
+    /// as [`StateStore::save`] does.
+    pub(crate) fn save_run(
+        &mut self,
+        run: RunWriter,
+        small: impl IntoIterator<Item = Record>,
+    ) -> Result<(), StoreError> {
+        self.refuse_damaged()?;
+        let path = run.path().to_owned();
+        run.finish()?;
+        self.view.runs.push(Arc::new(Run::open(&path)?));
+        self.save_small(small)
+    }
+
+    fn save_small(&mut self, small: impl IntoIterator<Item = Record>) -> Result<(), StoreError> {
         self.small.extend(small);
         let merged_away = self.merge_as_due()?;
         self.write_manifest()?;

@@ -186,6 +186,11 @@ impl RunWriter {
         })
     }
 
+    /// Where the run is being written.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Adds a record; keys must come in strictly increasing order.
     pub(crate) fn push(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         if self.last_key.as_deref().is_some_and(|last| last >= key) {
