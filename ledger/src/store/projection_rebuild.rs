@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use super::external_sort::ExternalSort;
 use super::projection::{codec_error, decode, encode, key, small_records};
 use super::snapshot::Snapshot;
+use super::states::RunWriter;
 use super::{Ledger, StoreError};
 use crate::entry::Entry;
 use crate::projection::change::{State, is_ledger_wide};
@@ -45,10 +46,21 @@ struct Unit<'a> {
 }
 
 /// What one thread gathered: the changes to items and accounts, sorted,
-/// and the ledger-wide entries (few), with their place in ledger order.
+/// one sort per part of the states (see [`part_of`]), and the
+/// ledger-wide entries (few), with their place in ledger order.
 struct Gathered {
-    changes: ExternalSort,
+    changes: Vec<ExternalSort>,
     ledger_wide: Vec<(u128, Entry)>,
+}
+
+/// Which part of the states a key's changes go to: each part is built
+/// into a run of its own, on a thread of its own. Any fixed spread will
+/// do; a lookup asks every run's Bloom filter anyway.
+fn part_of(key: &[u8]) -> usize {
+    let spread = key
+        .iter()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(*b)));
+    spread as usize % GATHERERS
 }
 
 /// Where an entry sits in ledger order: chain by chain in name order, then
@@ -88,10 +100,12 @@ impl Ledger {
             })?;
         let mut projection = Projection::partial();
         let gathered = gather(&self.evidence, scratch.path(), unit, progress)?;
-        let mut sorts = Vec::with_capacity(gathered.len());
+        let mut parts: Vec<Vec<ExternalSort>> = (0..GATHERERS).map(|_| Vec::new()).collect();
         let mut ledger_wide = Vec::new();
         for g in gathered {
-            sorts.push(g.changes);
+            for (part, sort) in parts.iter_mut().zip(g.changes) {
+                part.push(sort);
+            }
             ledger_wide.extend(g.ledger_wide);
         }
         ledger_wide.sort_by_key(|(order, _)| *order);
@@ -101,7 +115,7 @@ impl Ledger {
         for head in self.evidence.heads() {
             projection.covered.insert(head.chain.clone(), head.next_seq);
         }
-        let built = self.build_states(&projection, sorts);
+        let built = self.build_states(&projection, parts);
         self.poisoning(built)?;
         projection.take_dirty();
         drop(scratch);
@@ -109,45 +123,75 @@ impl Ledger {
         Ok(projection)
     }
 
-    /// Builds each state from its sorted changes into one run, and saves
-    /// it with the projection's cursors, policies and imports.
+    /// Builds each state from its sorted changes, each part into a run
+    /// of its own on a thread of its own, and saves the runs with the
+    /// projection's cursors, policies and imports.
     fn build_states(
         &mut self,
         projection: &Projection,
-        sorts: Vec<ExternalSort>,
+        parts: Vec<Vec<ExternalSort>>,
     ) -> Result<(), StoreError> {
         let small = small_records(projection, true)?;
-        let records: u64 = sorts.iter().map(ExternalSort::records).sum();
-        if records == 0 {
-            return self.states.save(&[], small);
-        }
-        let mut run = self.states.start_run(records)?;
-        let mut building: Option<(Vec<u8>, State)> = None;
-        for record in ExternalSort::merge(sorts)? {
-            let (key, value) = record?;
-            let change: StateChange = decode(&key, &value)?;
-            match &mut building {
-                Some((current, state)) if *current == key => {
-                    if !state.absorb(change) {
-                        return Err(codec_error(
-                            &key,
-                            "changes of an item and an account under one key",
-                        ));
-                    }
-                }
-                _ => {
-                    if let Some((done, state)) = building.take() {
-                        run.push(&done, &encode_state(&state)?)?;
-                    }
-                    building = Some((key, change.into_state()));
-                }
+        let mut work = Vec::with_capacity(parts.len());
+        for sorts in parts {
+            let records: u64 = sorts.iter().map(ExternalSort::records).sum();
+            if records > 0 {
+                work.push((self.states.start_run(records)?, sorts));
             }
         }
-        if let Some((done, state)) = building {
-            run.push(&done, &encode_state(&state)?)?;
+        if work.is_empty() {
+            return self.states.save(&[], small);
         }
-        self.states.save_run(run, small)
+        let runs = std::thread::scope(|scope| {
+            let builders: Vec<_> = work
+                .into_iter()
+                .map(|(mut run, sorts)| {
+                    scope.spawn(move || build_part(&mut run, sorts).map(|()| run))
+                })
+                .collect();
+            builders
+                .into_iter()
+                .map(|b| b.join().unwrap_or_else(|_| Err(stopped("building states"))))
+                .collect::<Result<Vec<_>, _>>()
+        })?;
+        self.states.save_runs(runs, small)
     }
+}
+
+fn stopped(what: &str) -> StoreError {
+    StoreError::Damaged {
+        key: "projection".into(),
+        detail: format!("a thread {what} stopped"),
+    }
+}
+
+/// Builds each state of one part from its sorted changes into `run`.
+fn build_part(run: &mut RunWriter, sorts: Vec<ExternalSort>) -> Result<(), StoreError> {
+    let mut building: Option<(Vec<u8>, State)> = None;
+    for record in ExternalSort::merge(sorts)? {
+        let (key, value) = record?;
+        let change: StateChange = decode(&key, &value)?;
+        match &mut building {
+            Some((current, state)) if *current == key => {
+                if !state.absorb(change) {
+                    return Err(codec_error(
+                        &key,
+                        "changes of an item and an account under one key",
+                    ));
+                }
+            }
+            _ => {
+                if let Some((done, state)) = building.take() {
+                    run.push(&done, &encode_state(&state)?)?;
+                }
+                building = Some((key, change.into_state()));
+            }
+        }
+    }
+    if let Some((done, state)) = building {
+        run.push(&done, &encode_state(&state)?)?;
+    }
+    Ok(())
 }
 
 /// Reads every chain of `evidence` on `GATHERERS` threads, `unit`
@@ -185,7 +229,14 @@ fn gather(
             source,
         })?;
         let mut gathered = Gathered {
-            changes: ExternalSort::new(&dir, budget),
+            changes: (0..GATHERERS)
+                .map(|part| {
+                    let dir = dir.join(format!("part-{part}"));
+                    std::fs::create_dir_all(&dir)
+                        .map(|()| ExternalSort::new(&dir, budget / GATHERERS))
+                        .map_err(|source| StoreError::Io { path: dir, source })
+                })
+                .collect::<Result<_, _>>()?,
             ledger_wide: Vec::new(),
         };
         while let Some(unit) = units.get(next.fetch_add(1, Ordering::Relaxed)) {
@@ -200,12 +251,11 @@ fn gather(
             .collect();
         let mut all = vec![work(0, progress)];
         for other in others {
-            all.push(other.join().unwrap_or_else(|_| {
-                Err(StoreError::Damaged {
-                    key: "projection".into(),
-                    detail: "a thread gathering changes stopped".into(),
-                })
-            }));
+            all.push(
+                other
+                    .join()
+                    .unwrap_or_else(|_| Err(stopped("gathering changes"))),
+            );
         }
         progress(read.load(Ordering::Relaxed));
         all.into_iter().collect()
@@ -247,9 +297,8 @@ fn gather_unit(
         value.clear();
         bincode::serde::encode_into_std_write(&change, &mut value, bincode::config::standard())
             .map_err(|e| codec_error(b"(encode)", e))?;
-        gathered
-            .changes
-            .push(&state_key(kind, &name), order, &value)?;
+        let key = state_key(kind, &name);
+        gathered.changes[part_of(&key)].push(&key, order, &value)?;
     }
     if expected != unit.to {
         return Err(ProjectionError::OutOfOrder {

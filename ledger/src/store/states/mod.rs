@@ -31,7 +31,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bloom::KeyHash;
-use run::{Cursor, Run, RunRecords, RunWriter, checksum, put_varint};
+pub(crate) use run::RunWriter;
+use run::{Cursor, Run, RunRecords, checksum, put_varint};
 
 use super::StoreError;
 
@@ -445,10 +446,22 @@ impl StateStore {
         run: RunWriter,
         small: impl IntoIterator<Item = Record>,
     ) -> Result<(), StoreError> {
+        self.save_runs(vec![run], small)
+    }
+
+    /// Saves runs filled since [`StateStore::start_run`] (no key in two of
+    /// them), and `small`, as [`StateStore::save`] does.
+    pub(crate) fn save_runs(
+        &mut self,
+        runs: Vec<RunWriter>,
+        small: impl IntoIterator<Item = Record>,
+    ) -> Result<(), StoreError> {
         self.refuse_damaged()?;
-        let path = run.path().to_owned();
-        run.finish()?;
-        self.view.runs.push(Arc::new(Run::open(&path)?));
+        for run in runs {
+            let path = run.path().to_owned();
+            run.finish()?;
+            self.view.runs.push(Arc::new(Run::open(&path)?));
+        }
         self.save_small(small)
     }
 
