@@ -153,6 +153,14 @@ impl Ledger {
         if !at_this_entry {
             return Ok(());
         }
+        if let Some(ids) = self.event_ids.as_mut().filter(|ids| ids.is_gathering()) {
+            // A rebuild: every id is sorted at the end instead.
+            if let Some(id) = event_id {
+                ids.gather(id, chain, seq)?;
+            }
+            ids.advance(chain, seq + 1);
+            return Ok(());
+        }
         // An id recorded before (a chain taken over from an archive may
         // repeat one) keeps its first location.
         let new_id = match event_id {
@@ -182,13 +190,22 @@ impl Ledger {
         // The heads first: from here every chain derives from seq 0.
         self.drop_prefixes(&[b"H", b"X", b"I", b"R", b"N", b"F"])?;
         // The event-id index, emptied, is open while the others are
-        // derived, so that it is filled in the same pass.
+        // derived, so that its ids are gathered in the same pass, and
+        // written sorted at its end.
         self.event_ids = None;
         let mut ids = self.open_event_ids()?;
-        ids.clear()?;
+        ids.start_gathering()?;
         self.event_ids = Some(ids);
         self.frontiers.clear();
-        self.catch_up_derived()?;
+        let derived = self.catch_up_derived();
+        // Even after a failure: what was gathered is consistent with how
+        // far each chain's ids go.
+        let gathered = match self.event_ids.as_mut() {
+            Some(ids) => ids.finish_gathering(),
+            None => Ok(()),
+        };
+        derived?;
+        gathered?;
         self.load_event_index()?;
         if let Some(ids) = self.event_ids.as_mut() {
             ids.save()?;

@@ -15,11 +15,12 @@
 //! again from the segments when the index is first used (at most
 //! [`SAVE_AT`] ids after a crash), and `rebuild-index` drops them all.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use super::StoreError;
 use super::event_index::{self, EventIndex};
+use super::external_sort::ExternalSort;
 use super::states::{StateStore, StatesView};
 
 /// The event-id runs' directory inside a ledger directory.
@@ -59,6 +60,25 @@ pub(crate) struct EventIds {
     indexed: HashMap<String, u64>,
     /// Recent ids kept before they are saved.
     save_at: usize,
+    /// A rebuild's ids, gathered rather than looked up one by one.
+    gathering: Option<Gathering>,
+}
+
+/// Memory for ids gathered by a rebuild before they are sorted and
+/// spilled (about 90 bytes an id).
+const GATHER_BUDGET: usize = 64 << 20;
+
+/// Every id a rebuild has met, to be sorted by fingerprint: a rebuild
+/// starts from nothing, so instead of asking the runs about each id (a
+/// filter test per run, an entry read per fingerprint met before) it
+/// sorts them all once and writes each fingerprint's first id.
+#[derive(Debug)]
+struct Gathering {
+    ids: ExternalSort,
+    /// Ids met so far: the order of the next (ledger order of the pass).
+    met: u128,
+    /// Where the sort spills; removed with it.
+    _scratch: tempfile::TempDir,
 }
 
 impl EventIds {
@@ -119,6 +139,7 @@ impl EventIds {
             recent,
             indexed,
             save_at: save_at.max(1),
+            gathering: None,
         })
     }
 
@@ -199,6 +220,14 @@ impl EventIds {
     /// the runs now go; durable when it returns (for the writer).
     pub(crate) fn save(&mut self) -> Result<(), StoreError> {
         let records = self.recent.take_records();
+        let small = self.small_records();
+        self.store.save(&records, small)?;
+        self.view = self.store.view();
+        Ok(())
+    }
+
+    /// The manifest's records: the chains' numbers, how far the runs go.
+    fn small_records(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
         let numbers = self.recent.chains().iter().enumerate().map(|(n, chain)| {
             (
                 small_key(CHAIN_NUMBER, chain),
@@ -209,10 +238,7 @@ impl EventIds {
             .indexed
             .iter()
             .map(|(chain, next)| (small_key(COVERED, chain), event_index::encode_packed(*next)));
-        let small: Vec<(Vec<u8>, Vec<u8>)> = numbers.chain(covered).collect();
-        self.store.save(&records, small)?;
-        self.view = self.store.view();
-        Ok(())
+        numbers.chain(covered).collect()
     }
 
     /// Forgets every id (to derive them again from the segments).
@@ -221,6 +247,123 @@ impl EventIds {
         self.view = self.store.view();
         self.recent = EventIndex::default();
         self.indexed.clear();
+        self.gathering = None;
+        Ok(())
+    }
+
+    /// Forgets every id and starts gathering them (a rebuild): until
+    /// [`EventIds::finish_gathering`], ids are given with
+    /// [`EventIds::gather`], and none is looked up.
+    pub(crate) fn start_gathering(&mut self) -> Result<(), StoreError> {
+        self.clear()?;
+        let within = self.store.write_dir().to_owned();
+        let scratch = tempfile::Builder::new()
+            .prefix("rebuild-")
+            .tempdir_in(&within)
+            .map_err(|source| StoreError::Io {
+                path: within,
+                source,
+            })?;
+        self.gathering = Some(Gathering {
+            ids: ExternalSort::new(scratch.path(), GATHER_BUDGET),
+            met: 0,
+            _scratch: scratch,
+        });
+        Ok(())
+    }
+
+    /// Whether a rebuild is gathering ids.
+    pub(crate) fn is_gathering(&self) -> bool {
+        self.gathering.is_some()
+    }
+
+    /// Gathers the id of entry `seq` of `chain`; ids must come in the
+    /// ledger order of the pass (the first of an id is where it was first
+    /// recorded).
+    pub(crate) fn gather(
+        &mut self,
+        event_id: &str,
+        chain: &str,
+        seq: u64,
+    ) -> Result<(), StoreError> {
+        self.gather_under(event_index::fingerprint(event_id), event_id, chain, seq)
+    }
+
+    /// [`EventIds::gather`] under a given fingerprint (a test makes two
+    /// ids collide with it).
+    fn gather_under(
+        &mut self,
+        fingerprint: u64,
+        event_id: &str,
+        chain: &str,
+        seq: u64,
+    ) -> Result<(), StoreError> {
+        let packed = self.recent.pack(chain, seq);
+        let Some(gathering) = self.gathering.as_mut() else {
+            return Err(damaged("an id was gathered with no rebuild under way"));
+        };
+        let mut value = Vec::with_capacity(8 + event_id.len());
+        value.extend_from_slice(&packed.to_le_bytes());
+        value.extend_from_slice(event_id.as_bytes());
+        gathering
+            .ids
+            .push(&fingerprint.to_be_bytes(), gathering.met, &value)?;
+        gathering.met += 1;
+        Ok(())
+    }
+
+    /// Writes what a rebuild gathered: per fingerprint, its first id under
+    /// the fingerprint and any other id under its full id (as
+    /// [`EventIds::insert`] would have, one id at a time), repeats of an
+    /// id left out; then the manifest, durable when it returns.
+    pub(crate) fn finish_gathering(&mut self) -> Result<(), StoreError> {
+        let Some(gathering) = self.gathering.take() else {
+            return Ok(());
+        };
+        let small = self.small_records();
+        if gathering.ids.records() == 0 {
+            self.store.save(&[], small)?;
+            self.view = self.store.view();
+            return Ok(());
+        }
+        let mut by_fingerprint = self.store.start_run(gathering.ids.records())?;
+        let mut collided: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        // The fingerprint being written, and the id that holds it.
+        let mut holder: Option<(Vec<u8>, Vec<u8>)> = None;
+        for record in ExternalSort::merge(vec![gathering.ids])? {
+            let (fingerprint, value) = record?;
+            if value.len() < 8 {
+                return Err(damaged("a gathered id is shorter than its location"));
+            }
+            let (packed, id) = value.split_at(8);
+            match &holder {
+                Some((held, first)) if *held == fingerprint => {
+                    if first.as_slice() != id {
+                        let mut key = Vec::with_capacity(1 + id.len());
+                        key.push(b'c');
+                        key.extend_from_slice(id);
+                        collided.entry(key).or_insert_with(|| packed.to_vec());
+                    }
+                }
+                _ => {
+                    let mut key = Vec::with_capacity(9);
+                    key.push(b'f');
+                    key.extend_from_slice(&fingerprint);
+                    by_fingerprint.push(&key, packed)?;
+                    holder = Some((fingerprint, id.to_vec()));
+                }
+            }
+        }
+        let mut runs = vec![by_fingerprint];
+        if !collided.is_empty() {
+            let mut by_id = self.store.start_run(collided.len() as u64)?;
+            for (key, packed) in &collided {
+                by_id.push(key, packed)?;
+            }
+            runs.push(by_id);
+        }
+        self.store.save_runs(runs, small)?;
+        self.view = self.store.view();
         Ok(())
     }
 }
@@ -297,6 +440,60 @@ mod tests {
         // Every id, saved or recent, is a duplicate when sent again.
         assert_eq!(fill(&mut ledger, 0, 2_000), 0);
         assert_eq!(fill(&mut ledger, 1_990, 2_100), 100);
+    }
+
+    #[test]
+    fn a_rebuild_finds_every_id_where_the_appends_recorded_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(tmp.path(), options()).unwrap();
+        fill(&mut ledger, 0, 1_500);
+        let before: Vec<_> = (0..1_500)
+            .map(|i| ledger.find_event(&format!("e{i}")).unwrap())
+            .collect();
+        ledger.rebuild_indexes().unwrap();
+        for (i, found) in before.iter().enumerate() {
+            assert!(found.is_some());
+            assert_eq!(&ledger.find_event(&format!("e{i}")).unwrap(), found, "e{i}");
+        }
+        assert_eq!(fill(&mut ledger, 0, 1_500), 0, "every id is a duplicate");
+        drop(ledger);
+        let mut ledger = Ledger::open(tmp.path(), options()).unwrap();
+        assert_eq!(fill(&mut ledger, 1_400, 1_600), 100);
+        // No scratch is left behind.
+        let dir = tmp.path().join(EVENT_IDS_DIR);
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("rebuild-"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn gathered_ids_keep_their_first_location_and_a_taken_fingerprint_keeps_the_full_id() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut ids = EventIds::open_writer(&tmp.path().join("ids"), 100).unwrap();
+        ids.start_gathering().unwrap();
+        let first = event_index::fingerprint("first");
+        // "second" made to collide with "first"; each id met twice.
+        ids.gather("first", "a", 3).unwrap();
+        ids.gather_under(first, "second", "b", 5).unwrap();
+        ids.gather("first", "b", 9).unwrap();
+        ids.gather_under(first, "second", "a", 11).unwrap();
+        ids.gather("third", "a", 12).unwrap();
+        ids.advance("a", 13);
+        ids.advance("b", 10);
+        ids.finish_gathering().unwrap();
+        assert!(!ids.is_gathering());
+        let at = |chain: &str, seq| Some((chain.to_owned(), seq));
+        assert_eq!(ids.candidate("first").unwrap(), at("a", 3));
+        assert_eq!(ids.candidate("second").unwrap(), at("b", 5));
+        assert_eq!(ids.candidate("third").unwrap(), at("a", 12));
+        // As saved: a reopened index says the same, and how far it goes.
+        drop(ids);
+        let ids = EventIds::open_writer(&tmp.path().join("ids"), 100).unwrap();
+        assert_eq!(ids.candidate("second").unwrap(), at("b", 5));
+        assert_eq!((ids.indexed("a"), ids.indexed("b")), (13, 10));
     }
 
     #[test]

@@ -41,6 +41,16 @@ pub(super) struct ExternalSort {
     records: u64,
 }
 
+impl std::fmt::Debug for ExternalSort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExternalSort")
+            .field("dir", &self.dir)
+            .field("records", &self.records)
+            .field("spills", &self.spills.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl ExternalSort {
     /// Spills into `dir` whenever the buffered keys and values reach
     /// `budget` bytes.
