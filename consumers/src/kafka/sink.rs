@@ -102,6 +102,9 @@ pub struct Sink {
     /// staged under it.
     custody: HashMap<(String, i32), i64>,
     rewinds: HashMap<(String, i32), Rewind>,
+    /// Checks offset continuity outside a group too (a replay, which
+    /// reads by assignment: see [`Sink::check_gaps_from`]).
+    checks_gaps: bool,
     /// The origin of the clock that times a rewind's confirmation of an
     /// absence.
     rewind_clock: Instant,
@@ -156,6 +159,7 @@ impl Sink {
             assigned: None,
             custody: HashMap::new(),
             rewinds: HashMap::new(),
+            checks_gaps: false,
             archive_conflicts: None,
             archive_flush: None,
             in_flight: HashMap::new(),
@@ -195,6 +199,15 @@ impl Sink {
         if let Some(a) = self.assigned.as_mut() {
             a.insert(key);
         }
+    }
+
+    /// Checks offset continuity on a partition read outside a group (a
+    /// replay), from `start` on: a message past the next expected offset
+    /// is answered with [`Accepted::SeekTo`], as a group member's is,
+    /// never taken silently.
+    pub fn check_gaps_from(&mut self, topic: &str, partition: i32, start: i64) {
+        self.checks_gaps = true;
+        self.advance_cursor(topic, partition, start);
     }
 
     /// How many partitions this member holds.
@@ -339,9 +352,10 @@ impl Sink {
 
     /// Takes one message, unless it lies below the partition's cursor (a
     /// redelivery of something recorded or pending), belongs to a
-    /// partition this member no longer holds, or (for a group member) lies
-    /// past the next expected offset: then the partition must be read
-    /// again (see [`gaps`]) and nothing is taken.
+    /// partition this member no longer holds, or (for a group member, or
+    /// a partition under [`Sink::check_gaps_from`]) lies past the next
+    /// expected offset: then the partition must be read again (see
+    /// [`gaps`]) and nothing is taken.
     pub fn accept(
         &mut self,
         topic: &str,
@@ -358,7 +372,7 @@ impl Sink {
         }
         let cursor = self.cursor(topic, partition)?;
         let part = (topic.to_owned(), partition);
-        if self.assigned.is_some() {
+        if self.assigned.is_some() || self.checks_gaps {
             self.last_message.insert(part.clone(), Instant::now());
             let mut rewind = self.rewinds.remove(&part);
             let now_ms = u64::try_from(self.rewind_clock.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -842,4 +856,73 @@ fn nonce() -> String {
         bytes[8..12].copy_from_slice(&std::process::id().to_be_bytes());
     }
     hex::encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
+    use super::*;
+
+    fn event(offset: i64) -> Vec<u8> {
+        format!(
+            r#"{{"schema_version":1,"event_id":"e{offset}","event_time":"2026-03-01T10:00:00Z","account":{{"app_id":"1250000001","uin":"100000000001"}},"item_id":"item-{offset}","category":"asset_management","kind":{{"type":"stored","store":"mongodb"}}}}"#
+        )
+        .into_bytes()
+    }
+
+    /// A replay's sink: reads by assignment, outside a group.
+    fn replay_sink(dir: &std::path::Path) -> Sink {
+        let ledger = Ledger::open(dir, lifeledger_ledger::LedgerOptions::default()).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        Sink::new(
+            ledger,
+            false,
+            metrics,
+            None,
+            u64::MAX,
+            std::time::Duration::MAX,
+        )
+        .unwrap()
+    }
+
+    fn accept(sink: &mut Sink, offset: i64) -> Accepted {
+        let payload = event(offset);
+        sink.accept("t", 0, offset, None, None, Some(&payload))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_replayed_partition_reads_again_past_a_gap_and_takes_what_was_missing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut sink = replay_sink(tmp.path());
+        sink.check_gaps_from("t", 0, 10);
+        assert_eq!(accept(&mut sink, 10), Accepted::Taken);
+        assert_eq!(accept(&mut sink, 11), Accepted::Taken);
+        // 12 and 13 not delivered (yet): read again from before them.
+        let Accepted::SeekTo(target) = accept(&mut sink, 14) else {
+            panic!("a message past the next expected offset was taken");
+        };
+        assert!(target <= 12, "{target}");
+        for offset in target..12 {
+            assert_eq!(accept(&mut sink, offset), Accepted::Redelivered);
+        }
+        for offset in 12..15 {
+            assert_eq!(accept(&mut sink, offset), Accepted::Taken, "{offset}");
+        }
+        sink.flush(None).unwrap();
+        let ledger = sink.into_ledger();
+        assert_eq!(
+            ledger.head(&chain_name("t", 0)).map(|h| h.next_seq),
+            Some(5)
+        );
+    }
+
+    #[test]
+    fn a_replay_that_starts_past_its_first_offset_reads_again_too() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut sink = replay_sink(tmp.path());
+        sink.check_gaps_from("t", 0, 10);
+        assert!(matches!(accept(&mut sink, 12), Accepted::SeekTo(t) if t <= 10));
+    }
 }
