@@ -208,6 +208,11 @@ impl EventIds {
         Ok(())
     }
 
+    /// Whether ids were recorded since the last save.
+    pub(crate) fn has_unsaved(&self) -> bool {
+        self.recent.len() > 0 && !self.is_gathering()
+    }
+
     /// Saves the recent ids as a run once there are `save_at` of them.
     pub(crate) fn save_if_due(&mut self) -> Result<(), StoreError> {
         if self.recent.len() >= self.save_at {
@@ -429,6 +434,12 @@ mod tests {
         let saved = runs(tmp.path());
         assert!((1..=12).contains(&saved), "{saved} runs");
         drop(ledger);
+        // Nothing was left unsaved at 2,000; at 2,050 closing saves the 50.
+        assert_eq!(runs(tmp.path()), saved);
+        let mut ledger = Ledger::open(tmp.path(), options()).unwrap();
+        assert_eq!(fill(&mut ledger, 2_000, 2_050), 50);
+        drop(ledger);
+        assert!(runs(tmp.path()) != saved, "closing saved no run");
 
         let mut ledger = Ledger::open(tmp.path(), options()).unwrap();
         for i in (0..2_000).step_by(7) {
@@ -436,10 +447,10 @@ mod tests {
             assert_eq!(chain, if i % 2 == 0 { "a" } else { "b" });
             assert_eq!(seq, i / 2);
         }
-        assert_eq!(ledger.find_event("e2000").unwrap(), None);
+        assert_eq!(ledger.find_event("e2050").unwrap(), None);
         // Every id, saved or recent, is a duplicate when sent again.
-        assert_eq!(fill(&mut ledger, 0, 2_000), 0);
-        assert_eq!(fill(&mut ledger, 1_990, 2_100), 100);
+        assert_eq!(fill(&mut ledger, 0, 2_050), 0);
+        assert_eq!(fill(&mut ledger, 2_040, 2_150), 100);
     }
 
     #[test]

@@ -363,6 +363,17 @@ impl Drop for Ledger {
         // error it has already reported instead of a panic.
         if self.poisoned {
             std::mem::forget(self.db.clone());
+            return;
+        }
+        // A writer closing saves its recent event ids, so that the next
+        // open does not index them again from the segments (up to
+        // `SAVE_AT` entries read). Derived data: a failure costs only that.
+        if self.writer.is_some() {
+            if let Some(ids) = self.event_ids.as_mut().filter(|ids| ids.has_unsaved()) {
+                if let Err(e) = ids.save() {
+                    tracing::warn!("saving the recent event ids on close: {e}");
+                }
+            }
         }
     }
 }
