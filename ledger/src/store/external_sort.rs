@@ -26,9 +26,19 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 #[derive(Clone, Copy)]
 struct Slot {
     at: usize,
-    key_len: usize,
-    value_len: usize,
+    key_len: u32,
+    value_len: u32,
+    /// The key's first 8 bytes, big-endian, zero-padded: comparing these
+    /// orders most pairs without reading the arena (ties compare keys).
+    prefix: u64,
     order: u128,
+}
+
+fn prefix_of(key: &[u8]) -> u64 {
+    let mut first = [0u8; 8];
+    let n = key.len().min(8);
+    first[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(first)
 }
 
 /// Gathers records, spilling sorted files when the buffer is full.
@@ -71,13 +81,21 @@ impl ExternalSort {
     }
 
     pub(super) fn push(&mut self, key: &[u8], order: u128, value: &[u8]) -> Result<(), StoreError> {
+        let (Ok(key_len), Ok(value_len)) = (u32::try_from(key.len()), u32::try_from(value.len()))
+        else {
+            return Err(StoreError::Damaged {
+                key: "external sort".into(),
+                detail: "a record of 4 GiB or more".into(),
+            });
+        };
         let at = self.arena.len();
         self.arena.extend_from_slice(key);
         self.arena.extend_from_slice(value);
         self.slots.push(Slot {
             at,
-            key_len: key.len(),
-            value_len: value.len(),
+            key_len,
+            value_len,
+            prefix: prefix_of(key),
             order,
         });
         self.records += 1;
@@ -88,17 +106,22 @@ impl ExternalSort {
     }
 
     fn key(&self, slot: &Slot) -> &[u8] {
-        &self.arena[slot.at..slot.at + slot.key_len]
+        &self.arena[slot.at..slot.at + slot.key_len as usize]
     }
 
     fn value(&self, slot: &Slot) -> &[u8] {
-        let from = slot.at + slot.key_len;
-        &self.arena[from..from + slot.value_len]
+        let from = slot.at + slot.key_len as usize;
+        &self.arena[from..from + slot.value_len as usize]
     }
 
     fn sort_buffer(&mut self) {
         let mut slots = std::mem::take(&mut self.slots);
-        slots.sort_unstable_by(|a, b| self.key(a).cmp(self.key(b)).then(a.order.cmp(&b.order)));
+        slots.sort_unstable_by(|a, b| {
+            a.prefix
+                .cmp(&b.prefix)
+                .then_with(|| self.key(a).cmp(self.key(b)))
+                .then(a.order.cmp(&b.order))
+        });
         self.slots = slots;
     }
 
@@ -191,11 +214,11 @@ impl Source {
                     return Ok(None);
                 };
                 *next += 1;
-                let from = slot.at + slot.key_len;
+                let from = slot.at + slot.key_len as usize;
                 Ok(Some(Record {
                     key: arena[slot.at..from].to_vec(),
                     order: slot.order,
-                    value: arena[from..from + slot.value_len].to_vec(),
+                    value: arena[from..from + slot.value_len as usize].to_vec(),
                 }))
             }
         }
