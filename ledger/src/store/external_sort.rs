@@ -144,32 +144,60 @@ impl ExternalSort {
     /// Every record of every sort, by key then order: each sort's spill
     /// files, and what its buffer holds still, merged.
     pub(super) fn merge(sorts: Vec<ExternalSort>) -> Result<Sorted, StoreError> {
-        let mut sources = Vec::new();
+        let mut files = Vec::new();
+        let mut buffers = Vec::new();
         for mut sort in sorts {
-            for path in &sort.spills {
-                let file = File::open(path).map_err(io(path))?;
-                sources.push(Source::File {
-                    path: path.clone(),
-                    input: BufReader::with_capacity(1 << 18, file),
-                });
-            }
+            files.append(&mut sort.spills);
             if !sort.slots.is_empty() {
                 sort.sort_buffer();
-                sources.push(Source::Memory {
+                buffers.push(Source::Memory {
                     next: 0,
                     arena: std::mem::take(&mut sort.arena),
                     slots: std::mem::take(&mut sort.slots),
                 });
             }
         }
-        let mut heap = BinaryHeap::with_capacity(sources.len());
-        for (source, input) in sources.iter_mut().enumerate() {
-            if let Some(record) = input.next_record()? {
-                heap.push(Head { record, source });
+        // Too many files to merge at once: merge the oldest into one, over
+        // and over (each record is then written and read once more).
+        let mut merged = 0;
+        while files.len() + buffers.len() > MAX_FAN_IN && files.len() > 1 {
+            let group: Vec<PathBuf> = files.drain(..MAX_FAN_IN.min(files.len())).collect();
+            let into = group[0].with_file_name(format!("merged-{merged:06}"));
+            merged += 1;
+            let file = File::create(&into).map_err(io(&into))?;
+            let mut out = BufWriter::with_capacity(1 << 20, file);
+            for record in Sorted::of(open(&group)?)?.records() {
+                let record = record?;
+                write_record(&mut out, &record.key, record.order, &record.value)
+                    .map_err(io(&into))?;
             }
+            out.flush().map_err(io(&into))?;
+            for path in &group {
+                std::fs::remove_file(path).map_err(io(path))?;
+            }
+            files.push(into);
         }
-        Ok(Sorted { heap, sources })
+        let mut sources = open(&files)?;
+        sources.append(&mut buffers);
+        Sorted::of(sources)
     }
+}
+
+/// Spill files merged at once: a merge holds an open file and a read
+/// buffer per file, and 10^8 changes spill several hundred files.
+const MAX_FAN_IN: usize = 64;
+
+fn open(paths: &[PathBuf]) -> Result<Vec<Source>, StoreError> {
+    paths
+        .iter()
+        .map(|path| {
+            let file = File::open(path).map_err(io(path))?;
+            Ok(Source::File {
+                path: path.clone(),
+                input: BufReader::with_capacity(1 << 18, file),
+            })
+        })
+        .collect()
 }
 
 /// One record read back: key, order, value.
@@ -285,11 +313,19 @@ pub(super) struct Sorted {
     sources: Vec<Source>,
 }
 
-impl Iterator for Sorted {
-    /// Key and value.
-    type Item = Result<(Vec<u8>, Vec<u8>), StoreError>;
+impl Sorted {
+    fn of(mut sources: Vec<Source>) -> Result<Sorted, StoreError> {
+        let mut heap = BinaryHeap::with_capacity(sources.len());
+        for (source, input) in sources.iter_mut().enumerate() {
+            if let Some(record) = input.next_record()? {
+                heap.push(Head { record, source });
+            }
+        }
+        Ok(Sorted { heap, sources })
+    }
 
-    fn next(&mut self) -> Option<Self::Item> {
+    /// The next record, with its order.
+    fn next_record(&mut self) -> Option<Result<Record, StoreError>> {
         let Head { record, source } = self.heap.pop()?;
         match self.sources[source].next_record() {
             Ok(Some(next)) => self.heap.push(Head {
@@ -299,7 +335,21 @@ impl Iterator for Sorted {
             Ok(None) => {}
             Err(e) => return Some(Err(e)),
         }
-        Some(Ok((record.key, record.value)))
+        Some(Ok(record))
+    }
+
+    fn records(mut self) -> impl Iterator<Item = Result<Record, StoreError>> {
+        std::iter::from_fn(move || self.next_record())
+    }
+}
+
+impl Iterator for Sorted {
+    /// Key and value.
+    type Item = Result<(Vec<u8>, Vec<u8>), StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_record()
+            .map(|r| r.map(|record| (record.key, record.value)))
     }
 }
 
@@ -392,7 +442,8 @@ mod tests {
             .map(|i| (vec![(i % 3) as u8], i, i.to_le_bytes().to_vec()))
             .collect();
         let (out, spills) = sorted(&records, 500);
-        assert!(spills > 10, "{spills} spills");
+        // More than are merged at once: merged in passes.
+        assert!(spills > MAX_FAN_IN, "{spills} spills");
         let mut last: Option<(Vec<u8>, u128)> = None;
         for (k, v) in out {
             let order = u128::from_le_bytes(v.try_into().unwrap());
