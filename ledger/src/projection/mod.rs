@@ -595,14 +595,13 @@ impl Projection {
                 if !self.dirty.items.contains(&item_id) {
                     self.dirty.items.insert(item_id.clone());
                 }
-                let item = match self.items.get_mut(&item_id) {
-                    Some(item) => item,
-                    None => self.items.entry(item_id.clone()).or_insert(ItemState {
-                        item_id,
+                self.items
+                    .entry(item_id)
+                    .or_insert_with_key(|id| ItemState {
+                        item_id: id.clone(),
                         ..ItemState::default()
-                    }),
-                };
-                item.absorb(account, category, change);
+                    })
+                    .absorb(account, category, change);
             }
             StateChange::Account { account, change } => {
                 let key = account_key(&account);

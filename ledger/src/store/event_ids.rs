@@ -261,14 +261,7 @@ impl EventIds {
     /// [`EventIds::gather`], and none is looked up.
     pub(crate) fn start_gathering(&mut self) -> Result<(), StoreError> {
         self.clear()?;
-        let within = self.store.write_dir().to_owned();
-        let scratch = tempfile::Builder::new()
-            .prefix("rebuild-")
-            .tempdir_in(&within)
-            .map_err(|source| StoreError::Io {
-                path: within,
-                source,
-            })?;
+        let scratch = self.store.scratch()?;
         self.gathering = Some(Gathering {
             ids: ExternalSort::new(scratch.path(), GATHER_BUDGET),
             met: 0,
@@ -310,9 +303,9 @@ impl EventIds {
         let mut value = Vec::with_capacity(8 + event_id.len());
         value.extend_from_slice(&packed.to_le_bytes());
         value.extend_from_slice(event_id.as_bytes());
-        gathering
-            .ids
-            .push(&fingerprint.to_be_bytes(), gathering.met, &value)?;
+        // Sorted by the key the fingerprint is saved under.
+        let key = event_index::fingerprint_key(fingerprint);
+        gathering.ids.push(&key, gathering.met, &value)?;
         gathering.met += 1;
         Ok(())
     }
@@ -333,29 +326,27 @@ impl EventIds {
         }
         let mut by_fingerprint = self.store.start_run(gathering.ids.records())?;
         let mut collided: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        // The fingerprint being written, and the id that holds it.
+        // The fingerprint's key being written, and the id that holds it.
         let mut holder: Option<(Vec<u8>, Vec<u8>)> = None;
         for record in ExternalSort::merge(vec![gathering.ids])? {
-            let (fingerprint, value) = record?;
+            let (fingerprint_key, value) = record?;
             if value.len() < 8 {
                 return Err(damaged("a gathered id is shorter than its location"));
             }
             let (packed, id) = value.split_at(8);
             match &holder {
-                Some((held, first)) if *held == fingerprint => {
+                Some((held, first)) if *held == fingerprint_key => {
                     if first.as_slice() != id {
-                        let mut key = Vec::with_capacity(1 + id.len());
-                        key.push(b'c');
-                        key.extend_from_slice(id);
-                        collided.entry(key).or_insert_with(|| packed.to_vec());
+                        let id = std::str::from_utf8(id)
+                            .map_err(|_| damaged("a gathered id is not UTF-8"))?;
+                        collided
+                            .entry(event_index::collided_key(id))
+                            .or_insert_with(|| packed.to_vec());
                     }
                 }
                 _ => {
-                    let mut key = Vec::with_capacity(9);
-                    key.push(b'f');
-                    key.extend_from_slice(&fingerprint);
-                    by_fingerprint.push(&key, packed)?;
-                    holder = Some((fingerprint, id.to_vec()));
+                    by_fingerprint.push(&fingerprint_key, packed)?;
+                    holder = Some((fingerprint_key, id.to_vec()));
                 }
             }
         }

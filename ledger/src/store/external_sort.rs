@@ -13,14 +13,7 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::StoreError;
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
-        path: path.to_owned(),
-        source,
-    }
-}
+use super::{StoreError, io_error as io};
 
 /// Where one record sits in the buffer.
 #[derive(Clone, Copy)]

@@ -81,12 +81,7 @@ pub fn migrate(dir: &Path) -> Result<MigrationReport, StoreError> {
         // Left by a migration that stopped: it was never put in place.
         std::fs::remove_dir_all(&building).map_err(io_error(&building))?;
     }
-    let old = super::sled_open::open_waiting_for_lock(&sled::Config::new().path(dir)).map_err(
-        |source| StoreError::Open {
-            path: dir.to_owned(),
-            source,
-        },
-    )?;
+    let old = super::sled_open::open_waiting_for_lock(&sled::Config::new().path(dir), dir)?;
     match old.get(layout::META_FORMAT_KEY)? {
         Some(v) if v.as_ref() == b"1" => {}
         found => {
@@ -174,13 +169,9 @@ pub fn migrate(dir: &Path) -> Result<MigrationReport, StoreError> {
     }
     drop(writer);
 
-    let index = super::sled_open::open_waiting_for_lock(
-        &sled::Config::new().path(building.join(INDEX_DIR)),
-    )
-    .map_err(|source| StoreError::Open {
-        path: building.join(INDEX_DIR),
-        source,
-    })?;
+    let index_dir = building.join(INDEX_DIR);
+    let index =
+        super::sled_open::open_waiting_for_lock(&sled::Config::new().path(&index_dir), &index_dir)?;
     for item in old.iter() {
         let (key, value) = item?;
         if !derived_or_moved(&key) {

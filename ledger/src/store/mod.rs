@@ -1127,8 +1127,5 @@ fn open_index(index_dir: &Path) -> Result<sled::Db, StoreError> {
     let config = sled::Config::new()
         .path(index_dir)
         .cache_capacity(INDEX_CACHE_BYTES);
-    sled_open::open_waiting_for_lock(&config).map_err(|source| StoreError::Open {
-        path: index_dir.to_owned(),
-        source,
-    })
+    sled_open::open_waiting_for_lock(&config, index_dir)
 }

@@ -21,7 +21,7 @@ use super::external_sort::ExternalSort;
 use super::projection::{codec_error, decode, encode, key, small_records};
 use super::snapshot::Snapshot;
 use super::states::RunWriter;
-use super::{Ledger, StoreError};
+use super::{Ledger, StoreError, io_error};
 use crate::entry::Entry;
 use crate::projection::change::{State, is_ledger_wide};
 use crate::projection::{
@@ -90,14 +90,7 @@ impl Ledger {
     ) -> Result<Projection, StoreError> {
         let cleared = self.states.clear();
         self.poisoning(cleared)?;
-        let scratch_in = self.states.write_dir().to_owned();
-        let scratch = tempfile::Builder::new()
-            .prefix("rebuild-")
-            .tempdir_in(&scratch_in)
-            .map_err(|source| StoreError::Io {
-                path: scratch_in.clone(),
-                source,
-            })?;
+        let scratch = self.states.scratch()?;
         let mut projection = Projection::partial();
         let gathered = gather(&self.evidence, scratch.path(), unit, progress)?;
         let mut parts: Vec<Vec<ExternalSort>> = (0..GATHERERS).map(|_| Vec::new()).collect();
@@ -224,19 +217,15 @@ fn gather(
     let budget = SORT_BUDGET / GATHERERS;
     let work = |n: usize, report: &mut dyn FnMut(u64)| -> Result<Gathered, StoreError> {
         let dir = scratch.join(format!("gatherer-{n}"));
-        std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
-            path: dir.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
         let mut gathered = Gathered {
             changes: (0..GATHERERS)
                 .map(|part| {
                     let dir = dir.join(format!("part-{part}"));
-                    std::fs::create_dir_all(&dir)
-                        .map(|()| ExternalSort::new(&dir, budget / GATHERERS))
-                        .map_err(|source| StoreError::Io { path: dir, source })
+                    std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+                    Ok(ExternalSort::new(&dir, budget / GATHERERS))
                 })
-                .collect::<Result<_, _>>()?,
+                .collect::<Result<_, StoreError>>()?,
             ledger_wide: Vec::new(),
         };
         while let Some(unit) = units.get(next.fetch_add(1, Ordering::Relaxed)) {

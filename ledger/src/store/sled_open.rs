@@ -9,16 +9,26 @@
 //! tried again for a bounded time; any other error, and a lock still held
 //! after the wait (another process really has the index), is returned.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
+
+use super::StoreError;
 
 /// Long enough for sled's threads to let go under load, short enough
 /// that a second writer on the same directory is told so promptly.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
 const RETRY_EVERY: Duration = Duration::from_millis(10);
 
-/// Opens `config`, trying again while sled says its lock is held.
-pub(super) fn open_waiting_for_lock(config: &sled::Config) -> sled::Result<sled::Db> {
-    open_with(|| config.open(), LOCK_WAIT, RETRY_EVERY)
+/// Opens `config` (the sled database at `path`), trying again while
+/// sled says its lock is held.
+pub(super) fn open_waiting_for_lock(
+    config: &sled::Config,
+    path: &Path,
+) -> Result<sled::Db, StoreError> {
+    open_with(|| config.open(), LOCK_WAIT, RETRY_EVERY).map_err(|source| StoreError::Open {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn open_with<T>(
@@ -97,7 +107,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let config = sled::Config::new().path(tmp.path().join("index"));
         for _ in 0..20 {
-            let db = open_waiting_for_lock(&config).unwrap();
+            let db = open_waiting_for_lock(&config, &tmp.path().join("index")).unwrap();
             db.insert(b"k", b"v").unwrap();
             db.flush().unwrap();
             drop(db);

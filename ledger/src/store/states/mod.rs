@@ -364,10 +364,15 @@ impl StateStore {
         self.damage.as_deref()
     }
 
-    /// Where this store writes (the writer's directory, or a reader's
-    /// private one): scratch space for work that ends in a run.
-    pub(crate) fn write_dir(&self) -> &Path {
-        &self.write_dir
+    /// A scratch directory where this store writes (the writer's
+    /// directory, or a reader's private one), for work that ends in a run:
+    /// removed when dropped, or, left by a crash, by the writer's next
+    /// open or clear.
+    pub(crate) fn scratch(&self) -> Result<tempfile::TempDir, StoreError> {
+        tempfile::Builder::new()
+            .prefix("rebuild-")
+            .tempdir_in(&self.write_dir)
+            .map_err(io(&self.write_dir))
     }
 
     /// The runs as they stand now.
@@ -417,7 +422,7 @@ impl StateStore {
         for (k, v) in states {
             run.push(k, v)?;
         }
-        self.save_run(run, small)
+        self.save_runs(vec![run], small)
     }
 
     fn refuse_damaged(&self) -> Result<(), StoreError> {
@@ -431,22 +436,12 @@ impl StateStore {
     }
 
     /// A new run for at most `expected` states, to be filled in strictly
-    /// increasing key order and saved with [`StateStore::save_run`]: for
+    /// increasing key order and saved with [`StateStore::save_runs`]: for
     /// more states than a slice in memory should hold (a rebuild).
     pub(crate) fn start_run(&mut self, expected: u64) -> Result<RunWriter, StoreError> {
         self.refuse_damaged()?;
         let path = self.new_run_path();
         RunWriter::create(&path, expected)
-    }
-
-    /// Saves a run filled since [`StateStore::start_run`], and `small`,
-    /// as [`StateStore::save`] does.
-    pub(crate) fn save_run(
-        &mut self,
-        run: RunWriter,
-        small: impl IntoIterator<Item = Record>,
-    ) -> Result<(), StoreError> {
-        self.save_runs(vec![run], small)
     }
 
     /// Saves runs filled since [`StateStore::start_run`] (no key in two of
