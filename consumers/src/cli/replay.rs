@@ -377,12 +377,7 @@ pub fn diff_points(dir: &Path, args: DiffArgs) -> anyhow::Result<Outcome> {
 
 pub fn timeline_of(dir: &Path, args: TimelineArgs) -> anyhow::Result<Outcome> {
     let scope = args.scope.scope()?;
-    // One item's timeline reads its entries and the projection, no index.
-    let mut ledger = match &scope {
-        Scope::Item(_) => ReadOnlyLedger::open_without_indexes(dir)
-            .with_context(|| format!("opening the ledger at {} for reading", dir.display()))?,
-        _ => open(dir)?,
-    };
+    let mut ledger = open(dir)?;
     let (steps, policies, imports) = match &scope {
         Scope::Item(item) => item_steps(&mut ledger, item)?,
         _ => replayed_steps(&ledger, &scope)?,

@@ -58,9 +58,8 @@ struct Judged {
 
 fn prepare(dir: &Path, args: &JudgeArgs) -> anyhow::Result<Judged> {
     // The projection is caught up in private runs only: judging writes
-    // nothing in the ledger directory. Judging reads no index, so none is
-    // copied.
-    let mut reading = ReadOnlyLedger::open_without_indexes(dir)
+    // nothing in the ledger directory.
+    let mut reading = ReadOnlyLedger::open(dir)
         .with_context(|| format!("reading the ledger at {}", dir.display()))?;
     let ledger = reading.ledger_mut();
     // Partial: items stay saved in the private copy and are read one at a

@@ -8,13 +8,15 @@
 //! segments. An index that claims more than the evidence holds means the
 //! evidence went back (a restored or replaced manifest): that is refused,
 //! never papered over. Staged batches whose inputs the evidence already
-//! holds (the cursor passed them) are removed.
+//! holds (the cursor passed them) are removed. The Merkle subtrees live in
+//! files of their own (`tree_files`), which say themselves how far they go:
+//! a chain derives again from the earlier of the two.
 
-use super::tree::{STORED_LEVEL, StoredTree, node_key};
-use super::{Ledger, StoreError, damaged, layout};
+use super::tree::{StoredTree, push_leaf};
+use super::{Ledger, StoreError, damaged, io_error, layout};
 use crate::entry::{Body, BodyView, Entry, EntryHash, EntryView};
 use crate::intake;
-use crate::merkle::{self, CompactRange};
+use crate::merkle::CompactRange;
 
 /// Entries derived per sled batch.
 const CHUNK: usize = 16_384;
@@ -58,12 +60,17 @@ impl Ledger {
             if derived > next_seq || (derived == next_seq && derived_hash != last_hash) {
                 return Err(ahead(&chain, derived, next_seq));
             }
-            if derived < next_seq {
+            let tree_covered = self
+                .tree_files
+                .covered(&chain, derived)
+                .map_err(io_error(&self.tree_files.chain_dir(&chain)))?;
+            let from = derived.min(tree_covered);
+            if from < next_seq {
                 tracing::info!(
                     chain = %chain,
-                    "deriving indexes for seq {derived}..{next_seq} from the segments"
+                    "deriving indexes for seq {from}..{next_seq} from the segments"
                 );
-                self.derive(&chain, derived)?;
+                self.derive(&chain, from)?;
             }
         }
         self.settle_landed_staged()?;
@@ -72,6 +79,11 @@ impl Ledger {
 
     /// Derives a chain's indexes from seq `from` to its head.
     fn derive(&mut self, chain: &str, from: u64) -> Result<(), StoreError> {
+        // Nothing past `from` is kept: it may be of another history (a
+        // chain set aside) or torn.
+        self.tree_files
+            .truncate(chain, from)
+            .map_err(io_error(&self.tree_files.chain_dir(chain)))?;
         let mut range = CompactRange::of(
             &StoredTree {
                 ledger: self,
@@ -86,6 +98,7 @@ impl Ledger {
                 break;
             }
             let mut batch = sled::Batch::default();
+            let mut subtrees = Vec::new();
             for frame in records.take_frames() {
                 batch.insert(
                     layout::frame_key(chain, frame.first_seq),
@@ -120,13 +133,10 @@ impl Ledger {
                         );
                     }
                 }
-                for (level, index, node) in range.push(merkle::leaf_hash(&record.hash)) {
-                    if level >= STORED_LEVEL {
-                        batch.insert(node_key(chain, level, index), node.to_vec());
-                    }
-                }
+                push_leaf(&mut range, &record.hash, &mut subtrees);
                 last = Some((record.position, record.hash));
             }
+            self.store_subtrees(chain, &subtrees)?;
             if let Some((seq, hash)) = last {
                 batch.insert(layout::head_key(chain), layout::encode_head(seq + 1, &hash));
             }
@@ -189,6 +199,9 @@ impl Ledger {
         self.db.flush()?;
         // The heads first: from here every chain derives from seq 0.
         self.drop_prefixes(&[b"H", b"X", b"I", b"R", b"N", b"F"])?;
+        self.tree_files
+            .remove_all()
+            .map_err(io_error(self.tree_files.dir()))?;
         // The event-id index, emptied, is open while the others are
         // derived, so that its ids are gathered in the same pass, and
         // written sorted at its end.
@@ -218,6 +231,13 @@ impl Ledger {
     /// (`X`, `I`): the ids now have runs of their own (`event_ids`).
     pub(super) fn drop_event_ids_kept_in_sled(&mut self) -> Result<(), StoreError> {
         self.drop_prefixes(&[b"X", b"I"])
+    }
+
+    /// Drops the Merkle subtrees an older release kept in the index
+    /// (`N`): they now have files of their own (`tree_files`), which the
+    /// next derivation writes from the segments.
+    pub(super) fn drop_subtrees_kept_in_sled(&mut self) -> Result<(), StoreError> {
+        self.drop_prefixes(&[b"N"])
     }
 
     /// Removes every key under these prefixes, in batches of

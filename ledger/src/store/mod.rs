@@ -36,6 +36,7 @@ mod states;
 #[cfg(test)]
 mod test_events;
 mod tree;
+mod tree_files;
 mod vouch;
 
 use std::collections::{HashMap, HashSet};
@@ -134,7 +135,7 @@ pub enum StoreError {
     #[error("this ledger was opened for reading; it cannot append")]
     ReadOnly,
     #[error(
-        "this reading of the ledger opened the evidence and the projection only, not the indexes (event ids, Merkle subtrees, staged batches, monitor) it needs here"
+        "this reading of the ledger did not open the index database, which holds what is asked for here (staged batches, the monitor's outbox)"
     )]
     IndexesNotOpened,
     #[error("no ledger at {0} (give --ledger DIR or set LIFELEDGER_DIR)")]
@@ -230,6 +231,8 @@ pub struct Ledger {
     poisoned: bool,
     /// Each chain's Merkle tree edge, once computed.
     frontiers: HashMap<String, crate::merkle::CompactRange>,
+    /// Each chain's stored subtrees (`DIR/tree/`; a reader's only read).
+    tree_files: tree_files::TreeFiles,
     /// Where each event id was first recorded (`DIR/event-ids/`), opened
     /// and brought up to the evidence on first use.
     event_ids: Option<event_ids::EventIds>,
@@ -251,9 +254,9 @@ pub struct Ledger {
     /// The projection's saved states (`DIR/projection/`, or a reader's
     /// private runs over the writer's).
     states: states::StateStore,
-    /// False for a reader that opened the evidence and the projection
-    /// only (`db` is then empty): what would read the indexes refuses
-    /// rather than answer from nothing.
+    /// False for a reader that opened no index database (`db` is then
+    /// empty): what only the database holds (staged batches, the
+    /// monitor's outbox) refuses rather than answer from nothing.
     indexes_opened: bool,
 }
 
@@ -401,6 +404,7 @@ impl Ledger {
             Ledger::assemble(db, dir, index_dir, snapshot, Some(writer), states, options)?;
         ledger.drop_projection_kept_in_sled()?;
         ledger.drop_event_ids_kept_in_sled()?;
+        ledger.drop_subtrees_kept_in_sled()?;
         let heads: Vec<ChainHead> = ledger.heads().cloned().collect();
         for head in &heads {
             ledger.check_tail(head)?;
@@ -423,10 +427,11 @@ impl Ledger {
         Ok(ledger)
     }
 
-    /// Opens a ledger for reading the evidence of `snapshot` and the
-    /// projection only: `empty_index_dir` is a new, empty index that
-    /// stays empty (nothing is derived into it), and every call that
-    /// would read an index refuses ([`StoreError::IndexesNotOpened`]).
+    /// Opens a ledger for reading the evidence of `snapshot`, the
+    /// projection, the event-id runs and the tree files in place:
+    /// `empty_index_dir` is a new, empty index database that stays empty
+    /// (nothing is derived into it), and every call that would read it
+    /// refuses ([`StoreError::IndexesNotOpened`]).
     pub(super) fn open_without_indexes(
         empty_index_dir: &Path,
         snapshot: Snapshot,
@@ -495,6 +500,11 @@ impl Ledger {
                 });
             }
         }
+        let tree_files = if writer.is_some() {
+            tree_files::TreeFiles::writer(dir)
+        } else {
+            tree_files::TreeFiles::reader(dir)
+        };
         Ok(Ledger {
             db,
             dir: dir.to_owned(),
@@ -505,6 +515,7 @@ impl Ledger {
             index_dir,
             poisoned: false,
             frontiers: HashMap::new(),
+            tree_files,
             event_ids: None,
             event_ids_private: None,
             confirming: std::sync::Mutex::new(None),
@@ -596,7 +607,6 @@ impl Ledger {
 
     /// Where an event id was first recorded, if it was.
     pub fn find_event(&mut self, event_id: &str) -> Result<Option<(String, u64)>, StoreError> {
-        self.needs_indexes()?;
         self.load_event_index()?;
         Ok(self.seen_event(event_id)?.map(|s| (s.chain, s.seq)))
     }
@@ -810,6 +820,7 @@ impl Ledger {
         self.just_appended.clear();
         let mut new_index: Vec<(String, SeenEvent)> = Vec::new();
         let mut batch = sled::Batch::default();
+        let mut subtrees: Vec<(String, Vec<tree_files::Node>)> = Vec::new();
         // What this write adds, which the database does not show yet.
         let mut batch_events: HashMap<String, SeenEvent> = HashMap::new();
         let mut batch_rejections: HashSet<[u8; 32]> = HashSet::new();
@@ -911,7 +922,8 @@ impl Ledger {
                 wrote = true;
             }
             if !sealed.is_empty() {
-                let tree = self.extend_tree(chain, sealed.iter().map(|e| e.hash), &mut batch)?;
+                let (tree, nodes) = self.extend_tree(chain, sealed.iter().map(|e| e.hash))?;
+                subtrees.push((chain.to_owned(), nodes));
                 batch.insert(
                     layout::head_key(chain),
                     layout::encode_head(head.next_seq, &head.last_hash),
@@ -967,6 +979,13 @@ impl Ledger {
             .collect();
         // The derived indexes follow the evidence; if this write is lost,
         // the next open derives it again from the segments.
+        let stored = subtrees
+            .iter()
+            .try_for_each(|(chain, nodes)| self.store_subtrees(chain, nodes));
+        if let Err(e) = stored {
+            self.poisoned = true;
+            return Err(e);
+        }
         let indexed = self.db.apply_batch(batch).and_then(|_| self.db.flush());
         if let Err(e) = indexed {
             self.poisoned = true;

@@ -1,17 +1,19 @@
 //! Opening a ledger for reading only: reading commands never change the
-//! ledger directory and never stand in the writer's way.
+//! ledger directory, never stand in the writer's way, and copy nothing.
 //!
 //! The evidence is read in place through a [`Snapshot`] (no lock, no
-//! copy), and so are the projection's saved states (immutable runs, see
-//! `states`), whose own saves go to a private directory. The index
-//! database cannot be shared: sled has no read-only mode
-//! (opening a database may write to it, and locks it). A reader therefore
-//! works on a private copy of `index/` in a temporary directory, deleted on
-//! drop, taken *before* the manifest is read, so the copy never covers
-//! more than the snapshot; whatever the copy lacks is derived from the
-//! segments, as after a crash. A copy taken while the writer writes can
-//! be torn; if sled cannot open it, the reader derives every index from
-//! the segments into an empty database instead.
+//! copy), and so are the projection's saved states and the event-id runs
+//! (immutable runs, see `states`; a reader's own saves, when it catches
+//! up on entries the writer has not saved yet, go to a private
+//! directory) and the Merkle subtrees (`tree_files`; a node the writer has
+//! not written yet is computed). Each is opened *before* the manifest is
+//! read, so none covers more than the snapshot. The index database
+//! (sled) is not opened at all: sled has no read-only mode (opening a
+//! database may write to it, and locks it), and nothing a reader needs
+//! lives only there any more (frame positions are hints; an entry is
+//! found by walking its segment's frame headers). Only `check-offsets`,
+//! which must see the batches a consumer left *staged*, works on a
+//! private copy of `index/` ([`ReadOnlyLedger::open_with_index_copy`]).
 
 use std::path::{Path, PathBuf};
 
@@ -27,8 +29,32 @@ pub struct ReadOnlyLedger {
 }
 
 impl ReadOnlyLedger {
-    /// Opens an existing ledger for reading; never creates one.
+    /// Opens an existing ledger for reading its evidence, projection, event
+    /// ids and Merkle subtrees in place; never creates one. A call that
+    /// needs the index database (staged batches, the monitor's outbox)
+    /// refuses with [`StoreError::IndexesNotOpened`] instead of answering
+    /// from none.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let dir = dir.as_ref();
+        let (private, states) = private_dir_and_states(dir)?;
+        let snapshot = Snapshot::open(dir)?;
+        let ledger =
+            Ledger::open_without_indexes(&private.path().join("no-index"), snapshot, states)?;
+        Ok(ReadOnlyLedger {
+            ledger,
+            live_dir: dir.to_owned(),
+            _copy: private,
+        })
+    }
+
+    /// Opens an existing ledger for reading with a private copy of its
+    /// index database, taken before the manifest is read; whatever the
+    /// copy lacks is derived from the segments, as after a crash. A copy
+    /// taken while the writer writes can be torn; if sled cannot open it,
+    /// the reader derives every index from the segments into an empty
+    /// database instead. Costs O(index): for `check-offsets`, which reads
+    /// the staged batches.
+    pub fn open_with_index_copy(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
         let dir = dir.as_ref();
         let (copy, states) = private_dir_and_states(dir)?;
         let copy_error = |source| StoreError::Copy {
@@ -57,25 +83,6 @@ impl ReadOnlyLedger {
             ledger,
             live_dir: dir.to_owned(),
             _copy: copy,
-        })
-    }
-
-    /// Opens an existing ledger for reading its evidence and projection
-    /// only, without copying the index: for commands that read one item
-    /// or judge from the projection (`item`, `status`, `findings`,
-    /// `timeline --item`), whose wall time then does not grow with the
-    /// index. A call that needs an index refuses with
-    /// [`StoreError::IndexesNotOpened`] instead of answering from none.
-    pub fn open_without_indexes(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let dir = dir.as_ref();
-        let (private, states) = private_dir_and_states(dir)?;
-        let snapshot = Snapshot::open(dir)?;
-        let ledger =
-            Ledger::open_without_indexes(&private.path().join("no-index"), snapshot, states)?;
-        Ok(ReadOnlyLedger {
-            ledger,
-            live_dir: dir.to_owned(),
-            _copy: private,
         })
     }
 

@@ -1,27 +1,23 @@
-//! Each chain's Merkle tree, kept in sled beside its entries.
+//! Each chain's Merkle tree: roots, inclusion and consistency proofs from
+//! the stored subtrees.
 //!
-//! Perfect subtrees of 64 leaves or more are stored (key `N`, chain, level,
-//! index), written in the same atomic batch as the entries that complete
-//! them: about one insert per 32 entries. Smaller subtrees are recomputed
-//! from the entry hashes in the blocks, at most 63 of them. So any subtree,
-//! root, inclusion or consistency proof costs O(log n) reads.
+//! Perfect subtrees of 64 leaves or more are stored in the tree files
+//! (`tree_files`), written after the entries that complete them are
+//! acknowledged: about one node per 32 entries. Smaller subtrees are
+//! recomputed from the entry hashes, at most 63 of them. So any subtree,
+//! root, inclusion or consistency proof costs O(log n) reads, and a reader
+//! reads the files in place. A node the files do not hold (the writer has
+//! not written it yet, a crash lost it, an older release kept it in the
+//! index) is computed from its children while the files hold the
+//! subtree's last block of 64, from its leaves otherwise.
 
-use super::{Ledger, StoreError, damaged};
+use super::tree_files::Node;
+use super::{Ledger, StoreError, damaged, io_error};
 use crate::entry::EntryHash;
 use crate::merkle::{self, CompactRange, Hash, Subtrees};
 
 /// Subtrees of this level and above are stored.
 pub const STORED_LEVEL: u8 = 6;
-
-pub fn node_key(chain: &str, level: u8, index: u64) -> Vec<u8> {
-    let mut key = Vec::with_capacity(12 + chain.len());
-    key.push(b'N');
-    key.extend_from_slice(&(chain.len() as u16).to_be_bytes());
-    key.extend_from_slice(chain.as_bytes());
-    key.push(level);
-    key.extend_from_slice(&index.to_be_bytes());
-    key
-}
 
 /// A chain's tree as stored.
 #[derive(Debug)]
@@ -30,20 +26,16 @@ pub struct StoredTree<'a> {
     pub chain: &'a str,
 }
 
-impl Subtrees for StoredTree<'_> {
-    type Error = StoreError;
+impl StoredTree<'_> {
+    fn stored(&self, level: u8, index: u64) -> Result<Option<Hash>, StoreError> {
+        let files = &self.ledger.tree_files;
+        files
+            .read(self.chain, level, index)
+            .map_err(io_error(&files.level_file(self.chain, level)))
+    }
 
-    fn perfect(&self, level: u8, index: u64) -> Result<Hash, StoreError> {
-        if level >= STORED_LEVEL {
-            let key = node_key(self.chain, level, index);
-            let value = self
-                .ledger
-                .db
-                .get(&key)?
-                .ok_or_else(|| damaged(&key, "Merkle node missing"))?;
-            return <[u8; 32]>::try_from(value.as_ref())
-                .map_err(|_| damaged(&key, "Merkle node is not 32 bytes"));
-        }
+    /// A subtree's root from its leaves, read in one pass.
+    fn root_from_leaves(&self, level: u8, index: u64) -> Result<Hash, StoreError> {
         let count = 1u64 << level;
         let start = index << level;
         let mut tree = merkle::MemoryTree::new();
@@ -60,11 +52,33 @@ impl Subtrees for StoredTree<'_> {
     }
 }
 
+impl Subtrees for StoredTree<'_> {
+    type Error = StoreError;
+
+    fn perfect(&self, level: u8, index: u64) -> Result<Hash, StoreError> {
+        if level < STORED_LEVEL {
+            return self.root_from_leaves(level, index);
+        }
+        if let Some(node) = self.stored(level, index)? {
+            return Ok(node);
+        }
+        // Children pay while the files hold this subtree's blocks (a
+        // writer a batch behind the manifest); otherwise one pass over
+        // the leaves beats a lookup per block.
+        let last_block = ((index + 1) << (level - STORED_LEVEL)) - 1;
+        if level > STORED_LEVEL && self.stored(STORED_LEVEL, last_block)?.is_some() {
+            let left = self.perfect(level - 1, 2 * index)?;
+            let right = self.perfect(level - 1, 2 * index + 1)?;
+            return Ok(merkle::node_hash(&left, &right));
+        }
+        self.root_from_leaves(level, index)
+    }
+}
+
 impl Ledger {
     /// The compact range of a chain's tree at its head, computed once and
     /// then kept current by appends.
     pub(super) fn frontier(&mut self, chain: &str) -> Result<&mut CompactRange, StoreError> {
-        self.needs_indexes()?;
         if !self.frontiers.contains_key(chain) {
             let size = self.head(chain).map_or(0, |h| h.next_seq);
             let range = CompactRange::of(
@@ -81,24 +95,27 @@ impl Ledger {
             .ok_or_else(|| damaged(chain.as_bytes(), "frontier vanished"))
     }
 
-    /// Adds leaves to a chain's tree: returns the node writes to put in the
-    /// append batch, and the updated range (kept only once the batch is
-    /// durable).
+    /// Adds leaves to a chain's tree: returns the subtrees to store (once
+    /// the entries are acknowledged), and the updated range (kept only
+    /// then too).
     pub(super) fn extend_tree(
         &mut self,
         chain: &str,
         hashes: impl Iterator<Item = EntryHash>,
-        batch: &mut sled::Batch,
-    ) -> Result<CompactRange, StoreError> {
+    ) -> Result<(CompactRange, Vec<Node>), StoreError> {
         let mut range = self.frontier(chain)?.clone();
+        let mut nodes = Vec::new();
         for hash in hashes {
-            for (level, index, node) in range.push(merkle::leaf_hash(&hash)) {
-                if level >= STORED_LEVEL {
-                    batch.insert(node_key(chain, level, index), node.to_vec());
-                }
-            }
+            push_leaf(&mut range, &hash, &mut nodes);
         }
-        Ok(range)
+        Ok((range, nodes))
+    }
+
+    /// Stores the subtrees an append or a derivation completed.
+    pub(super) fn store_subtrees(&self, chain: &str, nodes: &[Node]) -> Result<(), StoreError> {
+        self.tree_files
+            .write(chain, nodes)
+            .map_err(io_error(&self.tree_files.chain_dir(chain)))
     }
 
     /// A chain's tree size and root at its head.
@@ -109,7 +126,6 @@ impl Ledger {
 
     /// The root of a chain's tree at an earlier size.
     pub fn tree_root_at(&self, chain: &str, size: u64) -> Result<Hash, StoreError> {
-        self.needs_indexes()?;
         merkle::root(
             &StoredTree {
                 ledger: self,
@@ -126,7 +142,6 @@ impl Ledger {
         seq: u64,
         size: u64,
     ) -> Result<Vec<Hash>, StoreError> {
-        self.needs_indexes()?;
         merkle::inclusion_proof(
             &StoredTree {
                 ledger: self,
@@ -144,7 +159,6 @@ impl Ledger {
         old_size: u64,
         new_size: u64,
     ) -> Result<Vec<Hash>, StoreError> {
-        self.needs_indexes()?;
         merkle::consistency_proof(
             &StoredTree {
                 ledger: self,
@@ -153,5 +167,173 @@ impl Ledger {
             old_size,
             new_size,
         )
+    }
+}
+
+/// Pushes one entry's leaf onto a range, keeping the subtrees to store.
+pub(super) fn push_leaf(range: &mut CompactRange, hash: &EntryHash, nodes: &mut Vec<Node>) {
+    nodes.extend(
+        range
+            .push(merkle::leaf_hash(hash))
+            .into_iter()
+            .filter(|(level, _, _)| *level >= STORED_LEVEL),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
+    use std::os::unix::fs::FileExt;
+
+    use super::super::test_events::{event, incoming};
+    use super::super::tree_files::{TREE_DIR, TreeFiles};
+    use super::*;
+    use crate::{Incoming, LedgerOptions, ReadOnlyLedger};
+
+    const CHAINS: [&str; 2] = ["file", "kafka:t/3"];
+
+    /// A writer's ledger of 2 chains, 5,000 entries each, in batches of
+    /// various sizes.
+    fn ledger(dir: &std::path::Path) -> Ledger {
+        let mut ledger = Ledger::open(dir, LedgerOptions::default()).unwrap();
+        let mut i = 0;
+        for size in [1, 63, 64, 700, 1_172, 3_000] {
+            for chain in CHAINS {
+                let inputs: Vec<Incoming> = (i..i + size).map(|n| incoming(n, event(n))).collect();
+                ledger
+                    .append(chain, inputs, jiff::Timestamp::now())
+                    .unwrap();
+                i += size;
+            }
+        }
+        ledger
+    }
+
+    /// Roots and proofs at several sizes, computed in memory from the
+    /// entries: what the stored tree must answer.
+    fn expected(ledger: &Ledger, chain: &str) -> Vec<(u64, Hash, Vec<Hash>)> {
+        let leaves: Vec<Hash> = ledger
+            .snapshot()
+            .records(chain, 0)
+            .map(|r| merkle::leaf_hash(&r.unwrap().hash))
+            .collect();
+        [1u64, 64, 65, 4_095, 4_096, 4_097, leaves.len() as u64]
+            .into_iter()
+            .map(|size| {
+                let tree = merkle::MemoryTree::from_leaves(leaves[..size as usize].to_vec());
+                let seq = size / 3;
+                let proof = merkle::inclusion_proof(&tree, seq, size).unwrap();
+                (size, tree.root(), proof)
+            })
+            .collect()
+    }
+
+    fn answers(ledger: &Ledger, chain: &str) -> Vec<(u64, Hash, Vec<Hash>)> {
+        expected(ledger, chain)
+            .into_iter()
+            .map(|(size, _, _)| {
+                let root = ledger.tree_root_at(chain, size).unwrap();
+                let proof = ledger.inclusion_proof(chain, size / 3, size).unwrap();
+                (size, root, proof)
+            })
+            .collect()
+    }
+
+    fn tree_bytes(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+        let mut files: Vec<(String, Vec<u8>)> = walk(&dir.join(TREE_DIR))
+            .into_iter()
+            .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()))
+            .collect();
+        files.sort();
+        files
+    }
+
+    fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                found.extend(walk(&path));
+            } else {
+                found.push(path);
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn readers_answer_from_the_files_and_compute_what_they_lack() {
+        let tmp = tempfile::tempdir().unwrap();
+        let writer = ledger(tmp.path());
+        let written = tree_bytes(tmp.path());
+        assert!(!written.is_empty());
+        for chain in CHAINS {
+            assert_eq!(answers(&writer, chain), expected(&writer, chain));
+        }
+        drop(writer);
+        let reader = ReadOnlyLedger::open(tmp.path()).unwrap();
+        for chain in CHAINS {
+            assert_eq!(answers(&reader, chain), expected(&reader, chain));
+        }
+
+        // A crash lost the files' tails, a power loss zeroed a node, a
+        // level is gone: a reader computes the missing nodes, and reads
+        // nothing wrong.
+        let files = TreeFiles::writer(tmp.path());
+        let level6 = files.level_file("file", 6);
+        let len = std::fs::metadata(&level6).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&level6)
+            .unwrap()
+            .set_len(len / 2 + 5)
+            .unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(files.level_file("file", 8))
+            .unwrap()
+            .write_all_at(&[0; 32], 32)
+            .unwrap();
+        std::fs::remove_file(files.level_file("kafka:t/3", 10)).unwrap();
+        for chain in CHAINS {
+            assert_eq!(answers(&reader, chain), expected(&reader, chain));
+        }
+        drop(reader);
+        assert_ne!(tree_bytes(tmp.path()), written);
+
+        // The next writer writes them again.
+        let writer = Ledger::open(tmp.path(), LedgerOptions::default()).unwrap();
+        assert_eq!(tree_bytes(tmp.path()), written);
+        for chain in CHAINS {
+            assert_eq!(answers(&writer, chain), expected(&writer, chain));
+        }
+    }
+
+    #[test]
+    fn subtrees_an_older_release_kept_in_the_index_move_to_the_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let writer = ledger(tmp.path());
+        let written = tree_bytes(tmp.path());
+        // As an older release left it: the subtrees in the index, no files.
+        writer
+            .db
+            .insert(b"N\x00\x04file\x06\x00", &[1u8; 32][..])
+            .unwrap();
+        writer.db.flush().unwrap();
+        drop(writer);
+        std::fs::remove_dir_all(tmp.path().join(TREE_DIR)).unwrap();
+        let reader = ReadOnlyLedger::open(tmp.path()).unwrap();
+        for chain in CHAINS {
+            assert_eq!(answers(&reader, chain), expected(&reader, chain));
+        }
+        drop(reader);
+
+        let writer = Ledger::open(tmp.path(), LedgerOptions::default()).unwrap();
+        assert_eq!(writer.db.scan_prefix(b"N").count(), 0);
+        assert_eq!(tree_bytes(tmp.path()), written);
+        for chain in CHAINS {
+            assert_eq!(answers(&writer, chain), expected(&writer, chain));
+        }
     }
 }
