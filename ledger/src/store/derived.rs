@@ -84,13 +84,7 @@ impl Ledger {
         self.tree_files
             .truncate(chain, from)
             .map_err(io_error(&self.tree_files.chain_dir(chain)))?;
-        let mut range = CompactRange::of(
-            &StoredTree {
-                ledger: self,
-                chain,
-            },
-            from,
-        )?;
+        let mut range = CompactRange::of(&StoredTree::new(self, chain), from)?;
         let mut records = self.evidence.records(chain, from);
         loop {
             let chunk: Vec<_> = records.by_ref().take(CHUNK).collect();

@@ -22,11 +22,50 @@ pub const STORED_LEVEL: u8 = 6;
 /// A chain's tree as stored.
 #[derive(Debug)]
 pub struct StoredTree<'a> {
-    pub ledger: &'a Ledger,
-    pub chain: &'a str,
+    ledger: &'a Ledger,
+    chain: &'a str,
+    /// The leaves of the last block of 64 read: a proof's subtrees under
+    /// the stored level all lie in its leaf's block, read once.
+    block: std::cell::RefCell<Option<(u64, Vec<Hash>)>>,
 }
 
-impl StoredTree<'_> {
+impl<'a> StoredTree<'a> {
+    pub fn new(ledger: &'a Ledger, chain: &'a str) -> Self {
+        StoredTree {
+            ledger,
+            chain,
+            block: std::cell::RefCell::new(None),
+        }
+    }
+
+    /// A subtree under the stored level, from its block's leaves.
+    fn small(&self, level: u8, index: u64) -> Result<Hash, StoreError> {
+        let start = index << level;
+        let block = start >> STORED_LEVEL;
+        let mut cached = self.block.borrow_mut();
+        if cached.as_ref().is_none_or(|(b, _)| *b != block) {
+            let mut leaves = Vec::with_capacity(1 << STORED_LEVEL);
+            let first = block << STORED_LEVEL;
+            for record in self
+                .ledger
+                .records(self.chain, first)?
+                .take(1 << STORED_LEVEL)
+            {
+                leaves.push(merkle::leaf_hash(&record?.hash));
+            }
+            *cached = Some((block, leaves));
+        }
+        let leaves = cached.as_ref().map_or(&[][..], |(_, l)| l.as_slice());
+        let from = (start - (block << STORED_LEVEL)) as usize;
+        let wanted = leaves.get(from..from + (1usize << level)).ok_or_else(|| {
+            damaged(
+                format!("chain {} seq {start}", self.chain).as_bytes(),
+                "fewer entries than the tree needs",
+            )
+        })?;
+        Ok(merkle::MemoryTree::from_leaves(wanted.iter().copied()).root())
+    }
+
     fn stored(&self, level: u8, index: u64) -> Result<Option<Hash>, StoreError> {
         let files = &self.ledger.tree_files;
         files
@@ -57,7 +96,7 @@ impl Subtrees for StoredTree<'_> {
 
     fn perfect(&self, level: u8, index: u64) -> Result<Hash, StoreError> {
         if level < STORED_LEVEL {
-            return self.root_from_leaves(level, index);
+            return self.small(level, index);
         }
         if let Some(node) = self.stored(level, index)? {
             return Ok(node);
@@ -81,13 +120,7 @@ impl Ledger {
     pub(super) fn frontier(&mut self, chain: &str) -> Result<&mut CompactRange, StoreError> {
         if !self.frontiers.contains_key(chain) {
             let size = self.head(chain).map_or(0, |h| h.next_seq);
-            let range = CompactRange::of(
-                &StoredTree {
-                    ledger: self,
-                    chain,
-                },
-                size,
-            )?;
+            let range = CompactRange::of(&StoredTree::new(self, chain), size)?;
             self.frontiers.insert(chain.to_owned(), range);
         }
         self.frontiers
@@ -126,13 +159,7 @@ impl Ledger {
 
     /// The root of a chain's tree at an earlier size.
     pub fn tree_root_at(&self, chain: &str, size: u64) -> Result<Hash, StoreError> {
-        merkle::root(
-            &StoredTree {
-                ledger: self,
-                chain,
-            },
-            size,
-        )
+        merkle::root(&StoredTree::new(self, chain), size)
     }
 
     /// The inclusion proof of entry `seq` in the chain's tree of `size`.
@@ -142,14 +169,7 @@ impl Ledger {
         seq: u64,
         size: u64,
     ) -> Result<Vec<Hash>, StoreError> {
-        merkle::inclusion_proof(
-            &StoredTree {
-                ledger: self,
-                chain,
-            },
-            seq,
-            size,
-        )
+        merkle::inclusion_proof(&StoredTree::new(self, chain), seq, size)
     }
 
     /// The consistency proof between two sizes of a chain's tree.
@@ -159,14 +179,7 @@ impl Ledger {
         old_size: u64,
         new_size: u64,
     ) -> Result<Vec<Hash>, StoreError> {
-        merkle::consistency_proof(
-            &StoredTree {
-                ledger: self,
-                chain,
-            },
-            old_size,
-            new_size,
-        )
+        merkle::consistency_proof(&StoredTree::new(self, chain), old_size, new_size)
     }
 }
 
