@@ -6,13 +6,17 @@
 //! and projection apart),
 //! append throughput of the first and the last chunk, and for `ingest`,
 //! `verify`, `status`, `item`, `timeline --item`, `prove`,
-//! `rebuild-projection` and `rebuild-index` the wall time and peak RSS.
+//! `rebuild-projection` and `rebuild-index` the wall time and peak RSS;
+//! then one more chunk through a real broker into `consume` (projection
+//! and monitor on), when `scripts/broker.sh install` has installed tansu.
 //!
 //! `cargo bench -p lifeledger-benches --bench scale` (sizes from
 //! `LIFELEDGER_SCALE_SIZES`, default `1000000`; e.g. `1000000,10000000`).
 //! Builds the release binary first, unless `LIFELEDGER_BIN` names one (to
 //! measure an earlier build beside this one). `LIFELEDGER_SCALE_KEEP=1`
-//! keeps each ledger (and prints where), to profile a command on it. Needs `/usr/bin/time`
+//! keeps each ledger (and prints where), to profile a command on it;
+//! `LIFELEDGER_SCALE_CONSUME_INTO=DIR` runs only the consume step, of a
+//! tenth of the size, into a kept ledger. Needs `/usr/bin/time`
 //! (Debian `time`).
 
 use std::path::{Path, PathBuf};
@@ -168,10 +172,12 @@ fn run_size(bin: &Path, size: usize) {
     let index = du(&ledger.join("index"));
     let projection = du(&ledger.join("projection"));
     let event_ids = du(&ledger.join("event-ids"));
+    let tree = du(&ledger.join("tree"));
     println!(
-        "  on disk: evidence {:.0} bytes/event, index {:.0} bytes/event, event ids {:.0} bytes/event, projection {:.0} bytes/event ({lines_total} lines)",
+        "  on disk: evidence {:.0} bytes/event, index {:.0} bytes/event, Merkle subtrees {:.1} bytes/event, event ids {:.0} bytes/event, projection {:.0} bytes/event ({lines_total} lines)",
         evidence as f64 / lines_total as f64,
         index as f64 / lines_total as f64,
+        tree as f64 / lines_total as f64,
         event_ids as f64 / lines_total as f64,
         projection as f64 / lines_total as f64
     );
@@ -206,10 +212,93 @@ fn run_size(bin: &Path, size: usize) {
             args.join(" ")
         );
     }
+    consume_chunk(bin, work.path(), &ledger, per_chunk);
     if std::env::var_os("LIFELEDGER_SCALE_KEEP").is_some() {
         // To profile a command on the ledger afterwards.
         println!("  kept: {}", work.keep().display());
     }
+}
+
+/// `consume` (projection and monitor on) of one more chunk, produced to a
+/// real broker (tansu, when `scripts/broker.sh install` has put it there),
+/// into the filled ledger: what the streaming job costs on a ledger of
+/// this size. Returns nothing when no broker is installed.
+fn consume_chunk(bin: &Path, work: &Path, ledger: &Path, per_chunk: usize) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use std::time::Duration;
+
+    if !lifeledger_tests::broker::Broker::installed() {
+        println!("  consume: skipped (no tansu broker: `bash scripts/broker.sh install`)");
+        return;
+    }
+    let broker = lifeledger_tests::broker::Broker::start();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .expect("admin client");
+    let topics = [
+        NewTopic::new("lifecycle", 16, TopicReplication::Fixed(1)),
+        NewTopic::new("lifecycle.alerts", 1, TopicReplication::Fixed(1)),
+    ];
+    for created in futures_executor::block_on(admin.create_topics(&topics, &AdminOptions::new()))
+        .expect("create topics")
+    {
+        created.expect("topic");
+    }
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("producer");
+    // The chunk after the last ingested: ids new to the ledger.
+    let (file, lines) = write_chunk(work, CHUNKS, per_chunk);
+    let text = std::fs::read_to_string(&file).expect("chunk");
+    for line in text.lines() {
+        let key = line
+            .split("\"uin\":\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_default();
+        let mut record = Some(BaseRecord::to("lifecycle").key(key).payload(line));
+        while let Some(r) = record.take() {
+            if let Err((_, back)) = producer.send(r) {
+                producer.poll(Duration::from_millis(5));
+                record = Some(back);
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(300)).expect("flush");
+    let _ = std::fs::remove_file(&file);
+    const IDLE_MS: u64 = 3_000;
+    let idle = IDLE_MS.to_string();
+    let brokers = broker.bootstrap();
+    let (wall, rss, _) = measure(
+        bin,
+        ledger,
+        &[
+            "consume",
+            "--brokers",
+            &brokers,
+            "--group",
+            "scale",
+            "--topic",
+            "lifecycle",
+            "--alerts-topic",
+            "lifecycle.alerts",
+            "--exit-when-idle-ms",
+            &idle,
+        ],
+    );
+    let busy = wall - IDLE_MS as f64 / 1000.0;
+    println!(
+        "  {:<40} {wall:>7.2} s  peak RSS {rss:>7.0} MiB  ({lines} events, {:.0} events/s without the {IDLE_MS} ms idle wait)",
+        "consume (projection, monitor)",
+        lines as f64 / busy
+    );
 }
 
 fn main() {
@@ -219,6 +308,13 @@ fn main() {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     let bin = binary();
+    if let Some(ledger) = std::env::var_os("LIFELEDGER_SCALE_CONSUME_INTO") {
+        // Only the consume step, into a ledger kept by an earlier run.
+        let per_chunk = sizes.first().copied().unwrap_or(1_000_000) / CHUNKS;
+        let work = tempfile::tempdir().expect("tempdir");
+        consume_chunk(&bin, work.path(), Path::new(&ledger), per_chunk);
+        return;
+    }
     for size in sizes {
         run_size(&bin, size);
     }

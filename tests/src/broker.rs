@@ -14,7 +14,7 @@ pub struct Broker {
     pub port: u16,
 }
 
-fn tansu() -> PathBuf {
+fn tansu_path() -> PathBuf {
     if let Some(p) = std::env::var_os("LIFELEDGER_TANSU") {
         return PathBuf::from(p);
     }
@@ -22,7 +22,11 @@ fn tansu() -> PathBuf {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
         .unwrap_or_default();
-    let path = home.join("bin/tansu");
+    home.join("bin/tansu")
+}
+
+fn tansu() -> PathBuf {
+    let path = tansu_path();
     assert!(
         path.exists(),
         "the Kafka tests need the tansu broker at {}: run `bash scripts/broker.sh install` (the README's test command does)",
@@ -32,6 +36,12 @@ fn tansu() -> PathBuf {
 }
 
 impl Broker {
+    /// Whether the broker binary is there to start (benchmarks skip what
+    /// needs it otherwise; tests never do).
+    pub fn installed() -> bool {
+        tansu_path().exists()
+    }
+
     pub fn start() -> Broker {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
