@@ -181,6 +181,7 @@ fn ledger_consumer_on(
             lifeledger::monitor::MonitorSettings {
                 horizon: jiff::SignedDuration::from_hours(24 * 7),
                 verdict_gauges_every: Duration::from_secs(60),
+                keep_sent: false,
             },
             Box::new(lifeledger::monitor::SystemClock),
             Box::new(out),

@@ -214,7 +214,15 @@ pub struct MonitorSettings {
     /// How often the items-per-verdict gauge is recomputed (it judges every
     /// item).
     pub verdict_gauges_every: Duration,
+    /// Whether a tick returns (and [`MonitorRunner::last_sent`] keeps) the
+    /// alerts it sent: a one-shot `monitor` prints them; a long-running
+    /// consumer only counts them, since a first sweep of a large ledger
+    /// can send millions.
+    pub keep_sent: bool,
 }
+
+/// Items judged per page of a sweep.
+const SWEEP_PAGE_ITEMS: usize = 10_000;
 
 /// The monitor, its policy, clock and destination.
 pub struct MonitorRunner {
@@ -225,7 +233,8 @@ pub struct MonitorRunner {
     gauges: Arc<MonitorGauges>,
     settings: MonitorSettings,
     last_verdict_gauges: Option<Instant>,
-    /// The alerts the last tick (or the start) sent.
+    /// The alerts the last tick (or the start) sent, if they are kept
+    /// ([`MonitorSettings::keep_sent`]).
     last_sent: Vec<Alert>,
 }
 
@@ -317,17 +326,34 @@ impl MonitorRunner {
         now: Timestamp,
     ) -> Result<Vec<Alert>, MonitorError> {
         let touched = projection.take_touched();
-        let facts = ledger.facts(projection)?;
-        let alerts = if sweep {
+        let mut sent = Vec::new();
+        let mut sent_count = 0;
+        if sweep {
+            // Page by page, each page's alerts saved and sent before the
+            // next is judged: a sweep of millions of items holds one
+            // page of alerts, not all of them.
             self.last_verdict_gauges = None;
-            self.monitor.sweep(&facts, policy, now)?
+            self.monitor.begin_sweep();
+            let mut from = Some(String::new());
+            while let Some(at) = from {
+                let facts = ledger.facts(projection)?;
+                let (alerts, next) =
+                    self.monitor
+                        .sweep_page(&facts, policy, now, &at, SWEEP_PAGE_ITEMS)?;
+                drop(facts);
+                from = next;
+                let page_sent = self.save_and_deliver(ledger, &alerts)?;
+                sent_count += page_sent.len();
+                self.keep_sent(&mut sent, page_sent);
+            }
         } else {
-            self.monitor.tick(&facts, policy, &touched, now)?
-        };
-        drop(facts);
-        let changed = self.monitor.take_changed();
-        ledger.save_monitor(&changed, &alerts)?;
-        let sent = self.deliver(ledger)?;
+            let facts = ledger.facts(projection)?;
+            let alerts = self.monitor.tick(&facts, policy, &touched, now)?;
+            drop(facts);
+            let tick_sent = self.save_and_deliver(ledger, &alerts)?;
+            sent_count += tick_sent.len();
+            self.keep_sent(&mut sent, tick_sent);
+        }
         let refresh = self
             .last_verdict_gauges
             .is_none_or(|t| t.elapsed() >= self.settings.verdict_gauges_every);
@@ -351,9 +377,27 @@ impl MonitorRunner {
             }
             g.counts = counts;
             g.now = Some(now);
-            g.alerts += sent.len() as u64;
+            g.alerts += sent_count as u64;
         });
         Ok(sent)
+    }
+
+    /// Saves the states a look changed with the alerts it produced, then
+    /// sends what the outbox holds; returns what was sent.
+    fn save_and_deliver(
+        &mut self,
+        ledger: &mut Ledger,
+        alerts: &[Alert],
+    ) -> Result<Vec<Alert>, MonitorError> {
+        let changed = self.monitor.take_changed();
+        ledger.save_monitor(&changed, alerts)?;
+        self.deliver(ledger)
+    }
+
+    fn keep_sent(&self, kept: &mut Vec<Alert>, sent: Vec<Alert>) {
+        if self.settings.keep_sent {
+            kept.extend(sent);
+        }
     }
 
     /// Sends what the outbox holds; returns what was sent now.

@@ -16,6 +16,7 @@
 //! deadline passing) has come.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::ControlFlow;
 
 use jiff::{SignedDuration, Timestamp};
 use lifeledger_schemas::Account;
@@ -163,15 +164,47 @@ impl Monitor {
         policy: &Policy,
         now: Timestamp,
     ) -> Result<Vec<Alert>, FactsError> {
+        self.begin_sweep();
+        let mut alerts = Vec::new();
+        let mut from = Some(String::new());
+        while let Some(at) = from {
+            let (page, next) = self.sweep_page(facts, policy, now, &at, usize::MAX)?;
+            alerts.extend(page);
+            from = next;
+        }
+        Ok(alerts)
+    }
+
+    /// Starts a sweep made of [`Monitor::sweep_page`]s: forgets when to
+    /// look at each item again (every item will be looked at).
+    pub fn begin_sweep(&mut self) {
         self.account_items.clear();
         self.wakeups.clear();
         self.next_wakeup.clear();
+    }
+
+    /// Looks at up to `limit` items from the item id `from` on; returns
+    /// their alerts and the id to go on from (`None`: the sweep is done).
+    /// A caller that saves and sends each page's alerts before the next
+    /// holds one page of them at a time, however many items there are.
+    pub fn sweep_page(
+        &mut self,
+        facts: &dyn Facts,
+        policy: &Policy,
+        now: Timestamp,
+        from: &str,
+        limit: usize,
+    ) -> Result<(Vec<Alert>, Option<String>), FactsError> {
         let mut alerts = Vec::new();
         let mut failed = None;
-        facts.each_item(&mut |item| {
-            if failed.is_some() {
-                return;
+        let mut looked = 0usize;
+        let mut next = None;
+        facts.items_from(from, &mut |item| {
+            if looked == limit {
+                next = Some(item.item_id.clone());
+                return ControlFlow::Break(());
             }
+            looked += 1;
             self.index(item);
             match facts.account_of(item) {
                 Ok(account) => {
@@ -183,14 +216,21 @@ impl Monitor {
                         policy,
                         now,
                         "sweep",
-                    ))
+                    ));
+                    ControlFlow::Continue(())
                 }
-                Err(e) => failed = Some(e),
+                Err(e) => {
+                    failed = Some(e);
+                    ControlFlow::Break(())
+                }
             }
         })?;
         // Items the monitor remembers but the projection no longer has
         // cannot occur (the projection only grows); nothing to do.
-        failed.map_or(Ok(alerts), Err)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok((alerts, next)),
+        }
     }
 
     /// Looks at what changed: items touched since the last tick (and the

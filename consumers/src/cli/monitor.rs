@@ -97,6 +97,7 @@ fn pass(
     let settings = MonitorSettings {
         horizon: SignedDuration::from_hours(24 * i64::from(args.horizon_days)),
         verdict_gauges_every: Duration::from_secs(3600),
+        keep_sent: true,
     };
     let now = clock.now();
     let gauges = std::sync::Arc::new(MonitorGauges::default());

@@ -384,3 +384,40 @@ fn a_new_future_dated_event_is_alerted_even_when_the_state_stays() {
             .is_empty()
     );
 }
+
+proptest! {
+    /// A sweep in pages (a consumer saves and sends each page's alerts
+    /// before judging the next) sees every item once, as one sweep does:
+    /// the same alerts, the same states, the same wakeups after.
+    #[test]
+    fn a_sweep_in_pages_is_one_sweep(evs in events(), page in 1usize..5) {
+        let policy = Policy::parse(POLICY).unwrap();
+        let mut p = Projection::default();
+        fold(&mut p, &entries(&evs));
+        let week = SignedDuration::from_hours(24 * 7);
+        let mut whole = Monitor::new(week, HashMap::new());
+        let mut paged = Monitor::new(week, HashMap::new());
+        for now in [day(0), day(181)] {
+            let expected = whole.sweep(&p, &policy, now).unwrap();
+            paged.begin_sweep();
+            let mut alerts = Vec::new();
+            let mut from = Some(String::new());
+            let mut pages = 0;
+            while let Some(at) = from {
+                let (got, next) = paged.sweep_page(&p, &policy, now, &at, page).unwrap();
+                alerts.extend(got);
+                from = next;
+                pages += 1;
+            }
+            prop_assert_eq!(&alerts, &expected);
+            prop_assert_eq!(pages, p.items.len().div_ceil(page).max(1));
+            prop_assert_eq!(paged.take_changed(), whole.take_changed());
+            prop_assert_eq!(paged.counts(), whole.counts());
+        }
+        for d in [175, 300, 600] {
+            let expected = whole.tick(&p, &policy, &Dirty::default(), day(d)).unwrap();
+            let got = paged.tick(&p, &policy, &Dirty::default(), day(d)).unwrap();
+            prop_assert_eq!(got, expected);
+        }
+    }
+}

@@ -8,6 +8,7 @@
 //! projection.
 
 use std::borrow::Cow;
+use std::ops::ControlFlow;
 
 use thiserror::Error;
 
@@ -33,7 +34,19 @@ pub trait Facts {
         }
     }
     /// Visits every item once, in item-id order.
-    fn each_item(&self, visit: &mut dyn FnMut(&ItemState)) -> Result<(), FactsError>;
+    fn each_item(&self, visit: &mut dyn FnMut(&ItemState)) -> Result<(), FactsError> {
+        self.items_from("", &mut |item| {
+            visit(item);
+            ControlFlow::Continue(())
+        })
+    }
+    /// Visits the items whose id is `from` or after, in item-id order,
+    /// until `visit` breaks: a walk over every item in pieces.
+    fn items_from(
+        &self,
+        from: &str,
+        visit: &mut dyn FnMut(&ItemState) -> ControlFlow<()>,
+    ) -> Result<(), FactsError>;
     /// Declared imports of history, in ledger order.
     fn imports(&self) -> &[DeclaredImport];
 }
@@ -47,8 +60,20 @@ impl Facts for Projection {
         Ok(self.accounts.get(key).map(Cow::Borrowed))
     }
 
-    fn each_item(&self, visit: &mut dyn FnMut(&ItemState)) -> Result<(), FactsError> {
-        self.items.values().for_each(visit);
+    fn items_from(
+        &self,
+        from: &str,
+        visit: &mut dyn FnMut(&ItemState) -> ControlFlow<()>,
+    ) -> Result<(), FactsError> {
+        for item in self
+            .items
+            .range::<str, _>((std::ops::Bound::Included(from), std::ops::Bound::Unbounded))
+            .map(|(_, item)| item)
+        {
+            if visit(item).is_break() {
+                break;
+            }
+        }
         Ok(())
     }
 

@@ -16,6 +16,7 @@ use crate::projection::{
 };
 use lifeledger_schemas::Event;
 use std::borrow::Cow;
+use std::ops::ControlFlow;
 
 /// The sled tree where the projection was kept before it had runs of its
 /// own: dropped when a writer opens.
@@ -653,25 +654,42 @@ impl Facts for SavedFacts<'_> {
         }
     }
 
-    fn each_item(&self, visit: &mut dyn FnMut(&ItemState)) -> Result<(), FactsError> {
+    fn items_from(
+        &self,
+        from: &str,
+        visit: &mut dyn FnMut(&ItemState) -> ControlFlow<()>,
+    ) -> Result<(), FactsError> {
         if !self.resident.is_partial() {
-            return self.resident.each_item(visit);
+            return self.resident.items_from(from, visit);
         }
         // Both are in item-id order (a string's order is its bytes'):
         // merge them, the resident state winning.
-        let mut resident = self.resident.items.iter().peekable();
-        for kv in self.saved.scan(b"i") {
+        let mut resident = self
+            .resident
+            .items
+            .range::<str, _>((std::ops::Bound::Included(from), std::ops::Bound::Unbounded))
+            .peekable();
+        for kv in self.saved.scan_from(b"i", &key(b'i', from)) {
             let (k, v) = kv.map_err(|e| FactsError(e.to_string()))?;
             let id = &k[1..];
             while let Some((_, state)) = resident.next_if(|(rid, _)| rid.as_bytes() < id) {
-                visit(state);
+                if visit(state).is_break() {
+                    return Ok(());
+                }
             }
-            match resident.next_if(|(rid, _)| rid.as_bytes() == id) {
+            let went = match resident.next_if(|(rid, _)| rid.as_bytes() == id) {
                 Some((_, state)) => visit(state),
                 None => visit(&decode::<ItemState>(&k, &v).map_err(|e| FactsError(e.to_string()))?),
+            };
+            if went.is_break() {
+                return Ok(());
             }
         }
-        resident.for_each(|(_, state)| visit(state));
+        for (_, state) in resident {
+            if visit(state).is_break() {
+                break;
+            }
+        }
         Ok(())
     }
 

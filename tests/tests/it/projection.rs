@@ -368,6 +368,26 @@ fn a_reader_folds_what_the_writer_has_not_saved_without_the_index_database() {
     assert_eq!(partial.next_seq("file"), 700);
     let full = full_fold(ledger);
     let facts = ledger.facts(&partial).unwrap();
+    // A walk in pieces from the middle (a paged sweep) sees the items from
+    // there on, once each, in order: the saved ones and the resident ones
+    // merged.
+    let mut walked = Vec::new();
+    lifeledger_ledger::projection::facts::Facts::items_from(&facts, "item-5", &mut |item| {
+        walked.push(item.clone());
+        if walked.len() == 40 {
+            std::ops::ControlFlow::Break(())
+        } else {
+            std::ops::ControlFlow::Continue(())
+        }
+    })
+    .unwrap();
+    let expected: Vec<_> = full
+        .items
+        .range("item-5".to_owned()..)
+        .take(40)
+        .map(|(_, item)| item.clone())
+        .collect();
+    assert_eq!(walked, expected);
     for i in [0, 1, 77, 149] {
         let id = format!("item-{i}");
         let item = lifeledger_ledger::projection::facts::Facts::item(&facts, &id)

@@ -179,12 +179,18 @@ impl StatesView {
 
     /// Every key starting with `prefix` and its newest value, in key order.
     pub(crate) fn scan(&self, prefix: &[u8]) -> Merged {
+        self.scan_from(prefix, prefix)
+    }
+
+    /// [`StatesView::scan`] from the key `from` on (which starts with
+    /// `prefix`): each run is entered at the block holding it.
+    pub(crate) fn scan_from(&self, prefix: &[u8], from: &[u8]) -> Merged {
         Merged {
             sources: self
                 .runs
                 .iter()
                 .rev()
-                .map(|run| (RunRecords::new(Arc::clone(run), prefix), None))
+                .map(|run| (RunRecords::new(Arc::clone(run), from), None))
                 .collect(),
             prefix: prefix.to_vec(),
             failed: false,
