@@ -137,14 +137,62 @@ pub struct Monitor {
     account_items: HashMap<String, BTreeSet<String>>,
     /// States changed since [`Monitor::take_changed`].
     changed: BTreeMap<String, Watched>,
+    /// The counts the gauges show, kept as states change: recounting
+    /// every item's state per tick cost O(items) per write.
+    tally: Tally,
+}
+
+/// Items due soon and overdue, and how many overdue items have each
+/// deadline (for the oldest).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Tally {
+    due_soon: u64,
+    overdue: u64,
+    overdue_deadlines: BTreeMap<Timestamp, u64>,
+}
+
+impl Tally {
+    fn add(&mut self, w: &Watched) {
+        match w.state {
+            Watch::DueSoon => self.due_soon += 1,
+            Watch::Overdue => {
+                self.overdue += 1;
+                if let Some(d) = w.due_by {
+                    *self.overdue_deadlines.entry(d).or_default() += 1;
+                }
+            }
+            Watch::Clear => {}
+        }
+    }
+
+    fn remove(&mut self, w: &Watched) {
+        match w.state {
+            Watch::DueSoon => self.due_soon = self.due_soon.saturating_sub(1),
+            Watch::Overdue => {
+                self.overdue = self.overdue.saturating_sub(1);
+                if let Some(d) = w.due_by {
+                    if let Some(n) = self.overdue_deadlines.get_mut(&d) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.overdue_deadlines.remove(&d);
+                        }
+                    }
+                }
+            }
+            Watch::Clear => {}
+        }
+    }
 }
 
 impl Monitor {
     /// A monitor that remembers `states` (as saved by an earlier run).
     pub fn new(horizon: SignedDuration, states: HashMap<String, Watched>) -> Self {
+        let mut tally = Tally::default();
+        states.values().for_each(|w| tally.add(w));
         Monitor {
             horizon,
             states,
+            tally,
             ..Monitor::default()
         }
     }
@@ -284,21 +332,11 @@ impl Monitor {
     }
 
     pub fn counts(&self) -> WatchCounts {
-        let mut c = WatchCounts::default();
-        for w in self.states.values() {
-            match w.state {
-                Watch::DueSoon => c.due_soon += 1,
-                Watch::Overdue => {
-                    c.overdue += 1;
-                    if let Some(d) = w.due_by {
-                        c.oldest_overdue_deadline =
-                            Some(c.oldest_overdue_deadline.map_or(d, |o| o.min(d)));
-                    }
-                }
-                Watch::Clear => {}
-            }
+        WatchCounts {
+            due_soon: self.tally.due_soon,
+            overdue: self.tally.overdue,
+            oldest_overdue_deadline: self.tally.overdue_deadlines.keys().next().copied(),
         }
-        c
     }
 
     fn index(&mut self, item: &ItemState) {
@@ -360,7 +398,9 @@ impl Monitor {
             // without an alert.
             if let Some(w) = self.states.get_mut(&item.item_id) {
                 if w.due_by != due_by {
+                    self.tally.remove(w);
                     w.due_by = due_by;
+                    self.tally.add(w);
                     self.changed.insert(item.item_id.clone(), w.clone());
                 }
             }
@@ -373,7 +413,10 @@ impl Monitor {
             due_by,
             future_dated,
         };
-        self.states.insert(item.item_id.clone(), watched.clone());
+        self.tally.add(&watched);
+        if let Some(old) = self.states.insert(item.item_id.clone(), watched.clone()) {
+            self.tally.remove(&old);
+        }
         self.changed.insert(item.item_id.clone(), watched);
         let latest: Option<&EntryRef> = item
             .entries()

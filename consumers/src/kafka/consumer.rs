@@ -1073,6 +1073,8 @@ pub fn run(
         .context()
         .write(&consumer, None, CommitMode::Sync)?;
     lock(&sink).save_projection()?;
+    // What the last writes touched, before stopping.
+    lock(&sink).tick_monitor()?;
     lock(&sink).maybe_checkpoint(true)?;
     consumer.unsubscribe();
     // librdkafka can hang for good closing a cooperative consumer that

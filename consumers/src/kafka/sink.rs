@@ -683,7 +683,12 @@ impl Sink {
     }
 
     /// After entries reached the chains: latency figures, the projection,
-    /// the monitor, a checkpoint if due.
+    /// a checkpoint if due. The monitor is not ticked here but on its own
+    /// clock (`monitor_interval_ms`, and once more when the consumer
+    /// stops): the items touched meanwhile accumulate, each judged once
+    /// per tick rather than once per write, and a tick's fixed costs (its
+    /// sled writes, a delivery round) are paid once a second, not per
+    /// write.
     fn after_write(
         &mut self,
         timestamps: &[i64],
@@ -704,7 +709,6 @@ impl Sink {
                 self.save_projection()?;
             }
         }
-        self.tick_monitor()?;
         self.maybe_checkpoint(false)
     }
 

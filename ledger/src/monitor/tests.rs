@@ -103,6 +103,11 @@ fn an_item_goes_due_soon_then_overdue_then_clear_with_one_alert_each() {
     // A restarted monitor that reloads the states repeats nothing.
     let saved: HashMap<String, Watched> = m.take_changed().into_iter().collect();
     let mut restarted = Monitor::new(week, saved);
+    assert_eq!(
+        restarted.counts(),
+        counts,
+        "counted from the reloaded states"
+    );
     assert!(restarted.sweep(&p, &policy, day(182)).unwrap().is_empty());
 
     // The deletion arrives: clear, caused by that entry.
@@ -165,6 +170,7 @@ proptest! {
                     .map_or(Watch::Clear, |v| classify(&v, m.horizon()).0);
                 prop_assert_eq!(m.state(&item.item_id), expected, "item {} at {}", item.item_id, now);
             }
+            prop_assert_eq!(m.counts(), recount(&m));
         }
     }
 }
@@ -413,11 +419,32 @@ proptest! {
             prop_assert_eq!(pages, p.items.len().div_ceil(page).max(1));
             prop_assert_eq!(paged.take_changed(), whole.take_changed());
             prop_assert_eq!(paged.counts(), whole.counts());
+            prop_assert_eq!(whole.counts(), recount(&whole));
         }
         for d in [175, 300, 600] {
             let expected = whole.tick(&p, &policy, &Dirty::default(), day(d)).unwrap();
             let got = paged.tick(&p, &policy, &Dirty::default(), day(d)).unwrap();
             prop_assert_eq!(got, expected);
+            prop_assert_eq!(paged.counts(), recount(&paged));
         }
     }
+}
+
+/// The gauges' counts from every item's state, as the tally must keep them.
+fn recount(m: &Monitor) -> WatchCounts {
+    let mut c = WatchCounts::default();
+    for w in m.states.values() {
+        match w.state {
+            Watch::DueSoon => c.due_soon += 1,
+            Watch::Overdue => {
+                c.overdue += 1;
+                if let Some(d) = w.due_by {
+                    c.oldest_overdue_deadline =
+                        Some(c.oldest_overdue_deadline.map_or(d, |o| o.min(d)));
+                }
+            }
+            Watch::Clear => {}
+        }
+    }
+    c
 }
