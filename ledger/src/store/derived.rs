@@ -12,14 +12,108 @@
 //! files of their own (`tree_files`), which say themselves how far they go:
 //! a chain derives again from the earlier of the two.
 
-use super::tree::{StoredTree, push_leaf};
-use super::{Ledger, StoreError, damaged, io_error, layout};
+use std::sync::mpsc::SyncSender;
+
+use super::snapshot::FramePosition;
+use super::tree::{STORED_LEVEL, StoredTree};
+use super::{Ledger, Snapshot, StoreError, damaged, io_error, layout};
 use crate::entry::{Body, BodyView, Entry, EntryHash, EntryView};
 use crate::intake;
-use crate::merkle::CompactRange;
+use crate::merkle::{self, CompactRange, Hash};
 
 /// Entries derived per sled batch.
 const CHUNK: usize = 16_384;
+
+/// Threads reading chains while deriving (this machine class has 2 cores;
+/// the writing thread's share is small).
+const DERIVE_READERS: usize = 2;
+
+/// What the indexes take from one chunk of a chain's entries, read off
+/// the writing thread.
+struct ReadChunk {
+    /// Frames that start in the chunk.
+    frames: Vec<FramePosition>,
+    entries: Vec<ReadEntry>,
+    /// Rejections: their stored key and seq.
+    rejections: Vec<([u8; 32], u64)>,
+    /// The chunk's last seq and entry hash.
+    last: Option<(u64, EntryHash)>,
+}
+
+struct ReadEntry {
+    seq: u64,
+    /// The entry's Merkle leaf.
+    leaf: Hash,
+    event_id: Option<String>,
+}
+
+/// Reads a chain from seq `from` to its head, chunk by chunk, into
+/// `to_writer` (tagged `job`). False once the writer stopped listening or
+/// the chain could not be read (the error was sent).
+fn read_chain(
+    snapshot: &Snapshot,
+    chain: &str,
+    from: u64,
+    job: usize,
+    to_writer: &SyncSender<(usize, Result<ReadChunk, StoreError>)>,
+) -> bool {
+    let mut records = snapshot.records(chain, from);
+    loop {
+        let chunk: Vec<_> = records.by_ref().take(CHUNK).collect();
+        if chunk.is_empty() {
+            return true;
+        }
+        let frames = records.take_frames();
+        let read = read_chunk(chain, frames, chunk);
+        let failed = read.is_err();
+        if to_writer.send((job, read)).is_err() || failed {
+            return false;
+        }
+    }
+}
+
+fn read_chunk(
+    chain: &str,
+    frames: Vec<FramePosition>,
+    records: Vec<Result<super::StoredRecord, StoreError>>,
+) -> Result<ReadChunk, StoreError> {
+    let mut read = ReadChunk {
+        frames,
+        entries: Vec::with_capacity(records.len()),
+        rejections: Vec::new(),
+        last: None,
+    };
+    for record in records {
+        let record = record?;
+        let not_an_entry = |e: crate::entry::EntryDecodeError| {
+            damaged(
+                format!("chain {chain} seq {}", record.position).as_bytes(),
+                e.to_string(),
+            )
+        };
+        // A view first (no copy): only a rejection is decoded whole, for
+        // its key.
+        let view = EntryView::decode(&record.encoding).map_err(not_an_entry)?;
+        let event_id = match view.body {
+            BodyView::Event { event_id, .. } => Some(event_id.to_owned()),
+            BodyView::Rejected { .. } => {
+                let entry = Entry::decode(&record.encoding).map_err(not_an_entry)?;
+                if let Body::Rejected { raw, class, reason } = &entry.body {
+                    let key = intake::stored_rejection_key(&entry.source, raw, *class, reason);
+                    read.rejections.push((key, entry.seq));
+                }
+                None
+            }
+        };
+        read.entries.push(ReadEntry {
+            seq: record.position,
+            leaf: merkle::leaf_hash(&record.hash),
+            event_id,
+        });
+        read.last = Some((record.position, record.hash));
+    }
+    Ok(read)
+}
 
 impl Ledger {
     /// How far a chain's indexes go: (next seq, last hash) from key `H`.
@@ -55,6 +149,7 @@ impl Ledger {
             .heads()
             .map(|h| (h.chain.clone(), h.next_seq, h.last_hash))
             .collect();
+        let mut jobs = Vec::new();
         for (chain, next_seq, last_hash) in heads {
             let (derived, derived_hash) = self.derived_head(&chain)?;
             if derived > next_seq || (derived == next_seq && derived_hash != last_hash) {
@@ -70,74 +165,112 @@ impl Ledger {
                     chain = %chain,
                     "deriving indexes for seq {from}..{next_seq} from the segments"
                 );
-                self.derive(&chain, from)?;
+                jobs.push((chain, from));
             }
         }
+        self.derive(&jobs)?;
         self.settle_landed_staged()?;
         Ok(())
     }
 
-    /// Derives a chain's indexes from seq `from` to its head.
-    fn derive(&mut self, chain: &str, from: u64) -> Result<(), StoreError> {
-        // Nothing past `from` is kept: it may be of another history (a
-        // chain set aside) or torn.
-        self.tree_files
-            .truncate(chain, from)
-            .map_err(io_error(&self.tree_files.chain_dir(chain)))?;
-        let mut range = CompactRange::of(&StoredTree::new(self, chain), from)?;
-        let mut records = self.evidence.records(chain, from);
-        loop {
-            let chunk: Vec<_> = records.by_ref().take(CHUNK).collect();
-            if chunk.is_empty() {
-                break;
-            }
-            let mut batch = sled::Batch::default();
-            let mut subtrees = Vec::new();
-            for frame in records.take_frames() {
-                batch.insert(
-                    layout::frame_key(chain, frame.first_seq),
-                    layout::encode_frame_position(frame.segment, frame.offset),
-                );
-            }
-            let mut last = None;
-            for record in chunk {
-                let record = record?;
-                let not_an_entry = |e: crate::entry::EntryDecodeError| {
-                    damaged(
-                        format!("chain {chain} seq {}", record.position).as_bytes(),
-                        e.to_string(),
-                    )
-                };
-                // A view first (no copy): only a rejection is decoded whole,
-                // for its key. Event ids have an index of their own
-                // (`event_ids`).
-                let view = EntryView::decode(&record.encoding).map_err(not_an_entry)?;
-                let event_id = match view.body {
-                    BodyView::Event { event_id, .. } => Some(event_id),
-                    BodyView::Rejected { .. } => None,
-                };
-                self.index_event_id_in_pass(chain, record.position, event_id)?;
-                if matches!(view.body, BodyView::Rejected { .. }) {
-                    let entry = Entry::decode(&record.encoding).map_err(not_an_entry)?;
-                    if let Body::Rejected { raw, class, reason } = &entry.body {
-                        let key = intake::stored_rejection_key(&entry.source, raw, *class, reason);
-                        batch.insert(
-                            layout::rejection_index_key(&key),
-                            layout::encode_location(chain, entry.seq),
-                        );
-                    }
-                }
-                push_leaf(&mut range, &record.hash, &mut subtrees);
-                last = Some((record.position, record.hash));
-            }
-            self.store_subtrees(chain, &subtrees)?;
-            if let Some((seq, hash)) = last {
-                batch.insert(layout::head_key(chain), layout::encode_head(seq + 1, &hash));
-            }
-            self.db.apply_batch(batch)?;
+    /// Derives the indexes of each (chain, from seq) to its head.
+    ///
+    /// Reading is most of the work (each frame read, decompressed and
+    /// every entry's hash checked, each entry decoded), and chains are
+    /// independent: up to [`DERIVE_READERS`] threads read chains and hand
+    /// over, chunk by chunk, what the indexes take from the entries; this
+    /// thread writes it (tree, event ids, sled) in each chain's order.
+    fn derive(&mut self, jobs: &[(String, u64)]) -> Result<(), StoreError> {
+        if jobs.is_empty() {
+            return Ok(());
         }
+        let mut ranges = Vec::with_capacity(jobs.len());
+        for (chain, from) in jobs {
+            // Nothing past `from` is kept: it may be of another history (a
+            // chain set aside) or torn.
+            self.tree_files
+                .truncate(chain, *from)
+                .map_err(io_error(&self.tree_files.chain_dir(chain)))?;
+            ranges.push(CompactRange::of(&StoredTree::new(self, chain), *from)?);
+        }
+        let snapshot = self.evidence.clone();
+        let next_job = std::sync::atomic::AtomicUsize::new(0);
+        let derived = std::thread::scope(|scope| {
+            let (to_writer, read) = std::sync::mpsc::sync_channel(4);
+            for _ in 0..jobs.len().min(DERIVE_READERS) {
+                let to_writer = to_writer.clone();
+                let (snapshot, next_job) = (&snapshot, &next_job);
+                scope.spawn(move || {
+                    loop {
+                        let job = next_job.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((chain, from)) = jobs.get(job) else {
+                            return;
+                        };
+                        if !read_chain(snapshot, chain, *from, job, &to_writer) {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop(to_writer);
+            let mut result = Ok(());
+            while let Ok((job, chunk)) = read.recv() {
+                let applied = chunk.and_then(|chunk| {
+                    let (chain, range) = (&jobs[job].0, &mut ranges[job]);
+                    self.write_derived(chain, range, chunk)
+                });
+                if let Err(e) = applied {
+                    result = Err(e);
+                    break;
+                }
+            }
+            // Readers still sending stop at their next chunk.
+            drop(read);
+            result
+        });
         self.db.flush()?;
-        self.frontiers.insert(chain.to_owned(), range);
+        derived?;
+        for ((chain, _), range) in jobs.iter().zip(ranges) {
+            self.frontiers.insert(chain.clone(), range);
+        }
+        Ok(())
+    }
+
+    /// Writes what was read from one chunk of a chain's entries.
+    fn write_derived(
+        &mut self,
+        chain: &str,
+        range: &mut CompactRange,
+        chunk: ReadChunk,
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for frame in chunk.frames {
+            batch.insert(
+                layout::frame_key(chain, frame.first_seq),
+                layout::encode_frame_position(frame.segment, frame.offset),
+            );
+        }
+        for (key, seq) in &chunk.rejections {
+            batch.insert(
+                layout::rejection_index_key(key),
+                layout::encode_location(chain, *seq),
+            );
+        }
+        let mut subtrees = Vec::new();
+        for entry in &chunk.entries {
+            self.index_event_id_in_pass(chain, entry.seq, entry.event_id.as_deref())?;
+            subtrees.extend(
+                range
+                    .push(entry.leaf)
+                    .into_iter()
+                    .filter(|(level, _, _)| *level >= STORED_LEVEL),
+            );
+        }
+        self.store_subtrees(chain, &subtrees)?;
+        if let Some((seq, hash)) = chunk.last {
+            batch.insert(layout::head_key(chain), layout::encode_head(seq + 1, &hash));
+        }
+        self.db.apply_batch(batch)?;
         Ok(())
     }
 
