@@ -16,7 +16,8 @@
 //! measure an earlier build beside this one). `LIFELEDGER_SCALE_KEEP=1`
 //! keeps each ledger (and prints where), to profile a command on it;
 //! `LIFELEDGER_SCALE_CONSUME_INTO=DIR` runs only the consume step, of a
-//! tenth of the size, into a kept ledger. Needs `/usr/bin/time`
+//! tenth of the size, into a kept ledger (`LIFELEDGER_SCALE_NO_MONITOR=1`:
+//! without the monitor). Needs `/usr/bin/time`
 //! (Debian `time`).
 
 use std::path::{Path, PathBuf};
@@ -276,27 +277,32 @@ fn consume_chunk(bin: &Path, work: &Path, ledger: &Path, per_chunk: usize) {
     const IDLE_MS: u64 = 3_000;
     let idle = IDLE_MS.to_string();
     let brokers = broker.bootstrap();
-    let (wall, rss, _) = measure(
-        bin,
-        ledger,
-        &[
-            "consume",
-            "--brokers",
-            &brokers,
-            "--group",
-            "scale",
-            "--topic",
-            "lifecycle",
-            "--alerts-topic",
-            "lifecycle.alerts",
-            "--exit-when-idle-ms",
-            &idle,
-        ],
-    );
+    // LIFELEDGER_SCALE_NO_MONITOR=1: the projection only, to tell the
+    // monitor's share apart.
+    let monitor = std::env::var_os("LIFELEDGER_SCALE_NO_MONITOR").is_none();
+    let mut args = vec![
+        "consume",
+        "--brokers",
+        &brokers,
+        "--group",
+        "scale",
+        "--topic",
+        "lifecycle",
+        "--exit-when-idle-ms",
+        &idle,
+    ];
+    if monitor {
+        args.extend(["--alerts-topic", "lifecycle.alerts"]);
+    }
+    let (wall, rss, _) = measure(bin, ledger, &args);
     let busy = wall - IDLE_MS as f64 / 1000.0;
     println!(
         "  {:<40} {wall:>7.2} s  peak RSS {rss:>7.0} MiB  ({lines} events, {:.0} events/s without the {IDLE_MS} ms idle wait)",
-        "consume (projection, monitor)",
+        if monitor {
+            "consume (projection, monitor)"
+        } else {
+            "consume (projection, no monitor)"
+        },
         lines as f64 / busy
     );
 }
