@@ -15,7 +15,7 @@
 use std::sync::mpsc::SyncSender;
 
 use super::snapshot::FramePosition;
-use super::tree::{STORED_LEVEL, StoredTree};
+use super::tree::{StoredTree, push_leaf};
 use super::{Ledger, Snapshot, StoreError, damaged, io_error, layout};
 use crate::entry::{Body, BodyView, Entry, EntryHash, EntryView};
 use crate::intake;
@@ -259,12 +259,7 @@ impl Ledger {
         let mut subtrees = Vec::new();
         for entry in &chunk.entries {
             self.index_event_id_in_pass(chain, entry.seq, entry.event_id.as_deref())?;
-            subtrees.extend(
-                range
-                    .push(entry.leaf)
-                    .into_iter()
-                    .filter(|(level, _, _)| *level >= STORED_LEVEL),
-            );
+            push_leaf(range, entry.leaf, &mut subtrees);
         }
         self.store_subtrees(chain, &subtrees)?;
         if let Some((seq, hash)) = chunk.last {

@@ -44,26 +44,32 @@ impl<'a> StoredTree<'a> {
         let block = start >> STORED_LEVEL;
         let mut cached = self.block.borrow_mut();
         if cached.as_ref().is_none_or(|(b, _)| *b != block) {
-            let mut leaves = Vec::with_capacity(1 << STORED_LEVEL);
-            let first = block << STORED_LEVEL;
-            for record in self
-                .ledger
-                .records(self.chain, first)?
-                .take(1 << STORED_LEVEL)
-            {
-                leaves.push(merkle::leaf_hash(&record?.hash));
-            }
+            let leaves = self.leaves(block << STORED_LEVEL, 1 << STORED_LEVEL)?;
             *cached = Some((block, leaves));
         }
         let leaves = cached.as_ref().map_or(&[][..], |(_, l)| l.as_slice());
         let from = (start - (block << STORED_LEVEL)) as usize;
-        let wanted = leaves.get(from..from + (1usize << level)).ok_or_else(|| {
-            damaged(
-                format!("chain {} seq {start}", self.chain).as_bytes(),
-                "fewer entries than the tree needs",
-            )
-        })?;
+        let wanted = leaves
+            .get(from..from + (1usize << level))
+            .ok_or_else(|| self.fewer_entries(start))?;
         Ok(merkle::MemoryTree::from_leaves(wanted.iter().copied()).root())
+    }
+
+    /// The leaves of up to `count` entries from seq `start` (fewer at the
+    /// chain's end).
+    fn leaves(&self, start: u64, count: u64) -> Result<Vec<Hash>, StoreError> {
+        self.ledger
+            .records(self.chain, start)?
+            .take(count as usize)
+            .map(|record| Ok(merkle::leaf_hash(&record?.hash)))
+            .collect()
+    }
+
+    fn fewer_entries(&self, start: u64) -> StoreError {
+        damaged(
+            format!("chain {} seq {start}", self.chain).as_bytes(),
+            "fewer entries than the tree needs",
+        )
     }
 
     fn stored(&self, level: u8, index: u64) -> Result<Option<Hash>, StoreError> {
@@ -77,17 +83,11 @@ impl<'a> StoredTree<'a> {
     fn root_from_leaves(&self, level: u8, index: u64) -> Result<Hash, StoreError> {
         let count = 1u64 << level;
         let start = index << level;
-        let mut tree = merkle::MemoryTree::new();
-        for record in self.ledger.records(self.chain, start)?.take(count as usize) {
-            tree.push(merkle::leaf_hash(&record?.hash));
+        let leaves = self.leaves(start, count)?;
+        if leaves.len() as u64 != count {
+            return Err(self.fewer_entries(start));
         }
-        if tree.size() != count {
-            return Err(damaged(
-                format!("chain {} seq {start}", self.chain).as_bytes(),
-                "fewer entries than the tree needs",
-            ));
-        }
-        Ok(tree.root())
+        Ok(merkle::MemoryTree::from_leaves(leaves).root())
     }
 }
 
@@ -139,7 +139,7 @@ impl Ledger {
         let mut range = self.frontier(chain)?.clone();
         let mut nodes = Vec::new();
         for hash in hashes {
-            push_leaf(&mut range, &hash, &mut nodes);
+            push_leaf(&mut range, merkle::leaf_hash(&hash), &mut nodes);
         }
         Ok((range, nodes))
     }
@@ -184,10 +184,10 @@ impl Ledger {
 }
 
 /// Pushes one entry's leaf onto a range, keeping the subtrees to store.
-pub(super) fn push_leaf(range: &mut CompactRange, hash: &EntryHash, nodes: &mut Vec<Node>) {
+pub(super) fn push_leaf(range: &mut CompactRange, leaf: Hash, nodes: &mut Vec<Node>) {
     nodes.extend(
         range
-            .push(merkle::leaf_hash(hash))
+            .push(leaf)
             .into_iter()
             .filter(|(level, _, _)| *level >= STORED_LEVEL),
     );

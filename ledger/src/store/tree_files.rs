@@ -103,20 +103,10 @@ impl TreeFiles {
                 .truncate(false)
                 .write(true)
                 .open(self.level_file(chain, level))?;
-            let mut run_start = None;
-            let mut run = Vec::new();
-            let mut next = 0;
-            for (index, hash) in level_nodes {
-                if run_start.is_some() && index != next {
-                    write_run(&file, run_start, &run)?;
-                    run.clear();
-                    run_start = None;
-                }
-                run_start.get_or_insert(index);
-                run.extend_from_slice(&hash);
-                next = index + 1;
+            for run in level_nodes.chunk_by(|(a, _), (b, _)| *b == a + 1) {
+                let bytes: Vec<u8> = run.iter().flat_map(|(_, hash)| *hash).collect();
+                file.write_all_at(&bytes, run[0].0 * NODE)?;
             }
-            write_run(&file, run_start, &run)?;
         }
         Ok(())
     }
@@ -198,13 +188,6 @@ impl TreeFiles {
             Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
-    }
-}
-
-fn write_run(file: &File, start: Option<u64>, run: &[u8]) -> std::io::Result<()> {
-    match start {
-        Some(start) => file.write_all_at(run, start * NODE),
-        None => Ok(()),
     }
 }
 
