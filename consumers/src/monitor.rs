@@ -14,12 +14,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
-use lifeledger_ledger::monitor::{Alert, Monitor, WatchCounts};
+use lifeledger_ledger::monitor::{Alert, Monitor, WatchCounts, WatchError};
 use lifeledger_ledger::policy::Policy;
-use lifeledger_ledger::projection::Projection;
 use lifeledger_ledger::projection::facts::FactsError;
 use lifeledger_ledger::projection::report::{StatusTally, judge_each};
-use lifeledger_ledger::{Ledger, StoreError};
+use lifeledger_ledger::projection::{Dirty, Projection};
+use lifeledger_ledger::{Judged, Ledger, SavedBook, StoreError};
 use thiserror::Error;
 
 /// The monitor's notion of now.
@@ -66,6 +66,8 @@ pub enum MonitorError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Facts(#[from] FactsError),
+    #[error(transparent)]
+    Watch(#[from] WatchError),
     #[error("alerts could not be delivered: {0}")]
     Delivery(String),
 }
@@ -221,13 +223,27 @@ pub struct MonitorSettings {
     pub keep_sent: bool,
 }
 
-/// Items judged per page of a sweep.
+/// Items judged per page of a sweep, and wakeups per page of a tick.
 const SWEEP_PAGE_ITEMS: usize = 10_000;
+
+/// On start, the most entries folded since the monitor last judged whose
+/// items it looks at, instead of sweeping every item: their ids are held
+/// in memory, a sweep's are not.
+const CATCH_UP_ENTRIES: u64 = 1_000_000;
 
 /// The monitor, its policy, clock and destination.
 pub struct MonitorRunner {
-    monitor: Monitor,
+    monitor: Monitor<SavedBook>,
     policy: Option<(String, Policy)>,
+    /// The policy (hash) the book's states were last judged under in a
+    /// full sweep, from which only what changed needs a look; `None`: the
+    /// next tick sweeps.
+    judged_policy: Option<String>,
+    /// Items and accounts to look at on the next tick: what the folds
+    /// touched, and on start what entries folded since the monitor last
+    /// judged touched; emptied when a tick succeeds, so that a failed
+    /// tick's items are looked at again.
+    pending: Dirty,
     clock: Box<dyn Clock>,
     out: Box<dyn AlertOut>,
     gauges: Arc<MonitorGauges>,
@@ -248,8 +264,11 @@ impl std::fmt::Debug for MonitorRunner {
 }
 
 impl MonitorRunner {
-    /// Reloads the saved states, finishes any interrupted delivery, and
-    /// looks at every item once.
+    /// Opens the saved book, finishes any interrupted delivery, and looks
+    /// at what changed since the monitor last judged: the items entries
+    /// folded since then touched and the wakeups that came, when the
+    /// book was judged under the same policy and horizon; every item
+    /// otherwise.
     pub fn start(
         ledger: &mut Ledger,
         projection: &mut Projection,
@@ -261,10 +280,21 @@ impl MonitorRunner {
         // From here on each tick looks at what the folds touched; the
         // first tick sweeps every item anyway.
         projection.track_touched();
-        let saved = ledger.load_monitor()?;
+        let book = ledger.monitor_book()?;
+        let (judged_policy, pending) = match book.judged() {
+            Some(j) if j.horizon_seconds == settings.horizon.as_secs() && clock.now() >= j.at => {
+                match ledger.touched_between(&j.covered, &projection.covered, CATCH_UP_ENTRIES)? {
+                    Some(touched) => (Some(j.policy.clone()), touched),
+                    None => (None, Dirty::default()),
+                }
+            }
+            _ => (None, Dirty::default()),
+        };
         let mut runner = MonitorRunner {
-            monitor: Monitor::new(settings.horizon, saved.states),
+            monitor: Monitor::new(settings.horizon, book),
             policy: None,
+            judged_policy,
+            pending,
             clock,
             out,
             gauges,
@@ -276,6 +306,14 @@ impl MonitorRunner {
         sent.extend(runner.tick(ledger, projection)?);
         runner.last_sent = sent;
         Ok(runner)
+    }
+
+    /// Makes the next tick look at every item, and a restart too (a
+    /// chain's history was replaced, so what was judged through it is
+    /// no longer known).
+    pub fn sweep_next(&mut self, ledger: &mut Ledger) -> Result<(), StoreError> {
+        self.judged_policy = None;
+        ledger.forget_monitor_judged(self.monitor.book_mut())
     }
 
     pub fn gauges(&self) -> &Arc<MonitorGauges> {
@@ -309,7 +347,8 @@ impl MonitorRunner {
             projection.take_touched();
             return Ok(Vec::new());
         };
-        let result = self.judge_and_send(ledger, projection, &policy, policy_changed, now);
+        let sweep = self.judged_policy.as_deref() != Some(hash.as_str());
+        let result = self.judge_and_send(ledger, projection, (&hash, &policy), sweep, now);
         self.policy = Some((hash, policy));
         if let Ok(sent) = &result {
             self.last_sent = sent.clone();
@@ -321,11 +360,17 @@ impl MonitorRunner {
         &mut self,
         ledger: &mut Ledger,
         projection: &mut Projection,
-        policy: &Policy,
+        (hash, policy): (&str, &Policy),
         sweep: bool,
         now: Timestamp,
     ) -> Result<Vec<Alert>, MonitorError> {
-        let touched = projection.take_touched();
+        merge(&mut self.pending, projection.take_touched());
+        let judged = Judged {
+            policy: hash.to_owned(),
+            horizon_seconds: self.settings.horizon.as_secs(),
+            at: now,
+            covered: projection.covered.clone(),
+        };
         let mut sent = Vec::new();
         let mut sent_count = 0;
         if sweep {
@@ -333,7 +378,7 @@ impl MonitorRunner {
             // next is judged: a sweep of millions of items holds one
             // page of alerts, not all of them.
             self.last_verdict_gauges = None;
-            self.monitor.begin_sweep();
+            self.pending = Dirty::default();
             let mut from = Some(String::new());
             while let Some(at) = from {
                 let facts = ledger.facts(projection)?;
@@ -342,17 +387,26 @@ impl MonitorRunner {
                         .sweep_page(&facts, policy, now, &at, SWEEP_PAGE_ITEMS)?;
                 drop(facts);
                 from = next;
-                let page_sent = self.save_and_deliver(ledger, &alerts)?;
+                let done = from.is_none().then_some(&judged);
+                let page_sent = self.save_and_deliver(ledger, &alerts, done)?;
                 sent_count += page_sent.len();
                 self.keep_sent(&mut sent, page_sent);
             }
+            self.judged_policy = Some(hash.to_owned());
         } else {
-            let facts = ledger.facts(projection)?;
-            let alerts = self.monitor.tick(&facts, policy, &touched, now)?;
-            drop(facts);
-            let tick_sent = self.save_and_deliver(ledger, &alerts)?;
-            sent_count += tick_sent.len();
-            self.keep_sent(&mut sent, tick_sent);
+            let touched = std::mem::take(&mut self.pending);
+            match self.look_at_changes(ledger, projection, policy, &touched, now, &judged) {
+                Ok((count, kept)) => {
+                    sent_count += count;
+                    sent = kept;
+                }
+                Err(e) => {
+                    // Looked at again on the next tick (a look repeats
+                    // no alert).
+                    merge(&mut self.pending, touched);
+                    return Err(e);
+                }
+            }
         }
         let refresh = self
             .last_verdict_gauges
@@ -370,7 +424,7 @@ impl MonitorRunner {
         if refresh {
             self.last_verdict_gauges = Some(Instant::now());
         }
-        let counts = self.monitor.counts();
+        let counts = self.monitor.counts()?;
         self.gauges.update(|g| {
             if let Some(b) = by_status {
                 g.by_status = b;
@@ -382,15 +436,51 @@ impl MonitorRunner {
         Ok(sent)
     }
 
+    /// Looks at what entries touched, then at the wakeups that came, in
+    /// pages, each saved and sent before the next; returns how many
+    /// alerts were sent, and those kept.
+    fn look_at_changes(
+        &mut self,
+        ledger: &mut Ledger,
+        projection: &Projection,
+        policy: &Policy,
+        touched: &Dirty,
+        now: Timestamp,
+        judged: &Judged,
+    ) -> Result<(usize, Vec<Alert>), MonitorError> {
+        let mut sent = Vec::new();
+        let mut sent_count = 0;
+        let mut touched = Some(touched);
+        loop {
+            let facts = ledger.facts(projection)?;
+            let mut alerts = match touched.take() {
+                Some(t) => self.monitor.look_at_touched(&facts, policy, t, now)?,
+                None => Vec::new(),
+            };
+            let (due, more) = self
+                .monitor
+                .look_at_due(&facts, policy, now, SWEEP_PAGE_ITEMS)?;
+            drop(facts);
+            alerts.extend(due);
+            let done = (!more).then_some(judged);
+            let page_sent = self.save_and_deliver(ledger, &alerts, done)?;
+            sent_count += page_sent.len();
+            self.keep_sent(&mut sent, page_sent);
+            if !more {
+                return Ok((sent_count, sent));
+            }
+        }
+    }
+
     /// Saves the states a look changed with the alerts it produced, then
     /// sends what the outbox holds; returns what was sent.
     fn save_and_deliver(
         &mut self,
         ledger: &mut Ledger,
         alerts: &[Alert],
+        judged: Option<&Judged>,
     ) -> Result<Vec<Alert>, MonitorError> {
-        let changed = self.monitor.take_changed();
-        ledger.save_monitor(&changed, alerts)?;
+        ledger.save_monitor(self.monitor.book_mut(), alerts, judged)?;
         self.deliver(ledger)
     }
 
@@ -434,6 +524,19 @@ impl MonitorRunner {
         ledger.clear_alerts(&ids)?;
         Ok(outbox)
     }
+}
+
+/// Adds what `more` touched to `into`.
+fn merge(into: &mut Dirty, more: Dirty) {
+    if into.items.is_empty() && into.accounts.is_empty() {
+        let policies = into.policies;
+        *into = more;
+        into.policies |= policies;
+        return;
+    }
+    into.items.extend(more.items);
+    into.accounts.extend(more.accounts);
+    into.policies |= more.policies;
 }
 
 #[cfg(test)]

@@ -717,6 +717,8 @@ fn the_monitor_alerts_once_per_change_as_its_clock_moves() {
     assert!(june[0]["clause"].as_str().unwrap().contains("rule C"));
     assert_eq!(june[0]["account"]["app_id"], "1250000003");
     assert!(june[0]["cause"]["seq"].is_u64());
+    // Found by the wakeup the first pass set, not by a sweep.
+    assert_eq!(june[0]["cause"]["by"], "clock");
     // The same moment again: nothing changed, nothing sent.
     assert!(pass("2026-06-01").is_empty());
     let july = pass("2026-07-10");
@@ -747,6 +749,10 @@ fn the_monitor_alerts_once_per_change_as_its_clock_moves() {
     assert_eq!(cleared[0]["alert_id"], "item-2-4#3");
     assert_eq!(cleared[0]["state"], "clear");
     assert_eq!(cleared[0]["verdict"], "deleted_late");
+    // Seen as the entry folded since the last pass, not by looking at
+    // every item again: a pass under the same policy and horizon looks
+    // only at what changed.
+    assert_eq!(cleared[0]["cause"]["by"], "entry");
     assert!(pass("2026-08-01").is_empty());
 
     // The file holds each alert exactly once.

@@ -15,12 +15,17 @@
 //! items whose next moment of change (a deadline entering the horizon, a
 //! deadline passing) has come.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+pub mod book;
+
+use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
 use jiff::{SignedDuration, Timestamp};
 use lifeledger_schemas::Account;
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub use book::{BookError, MemoryBook, WatchBook};
 
 use crate::policy::Policy;
 use crate::projection::facts::{Facts, FactsError};
@@ -125,84 +130,46 @@ pub struct WatchCounts {
     pub oldest_overdue_deadline: Option<Timestamp>,
 }
 
-/// The monitor's memory: every item's state, when to look again, and
-/// which items each account has.
+/// Errors while looking at items: the facts or the book could not be
+/// read.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum WatchError {
+    #[error(transparent)]
+    Facts(#[from] FactsError),
+    #[error(transparent)]
+    Book(#[from] BookError),
+}
+
+/// The monitor: its horizon, and the book it keeps items' states,
+/// wakeups and accounts in.
 #[derive(Debug, Clone, Default)]
-pub struct Monitor {
+pub struct Monitor<B> {
     horizon: SignedDuration,
-    states: HashMap<String, Watched>,
-    /// (moment, item): look at the item again at that moment.
-    wakeups: BTreeSet<(Timestamp, String)>,
-    next_wakeup: HashMap<String, Timestamp>,
-    account_items: HashMap<String, BTreeSet<String>>,
-    /// States changed since [`Monitor::take_changed`].
-    changed: BTreeMap<String, Watched>,
-    /// The counts the gauges show, kept as states change: recounting
-    /// every item's state per tick cost O(items) per write.
-    tally: Tally,
+    book: B,
 }
 
-/// Items due soon and overdue, and how many overdue items have each
-/// deadline (for the oldest).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Tally {
-    due_soon: u64,
-    overdue: u64,
-    overdue_deadlines: BTreeMap<Timestamp, u64>,
-}
-
-impl Tally {
-    fn add(&mut self, w: &Watched) {
-        match w.state {
-            Watch::DueSoon => self.due_soon += 1,
-            Watch::Overdue => {
-                self.overdue += 1;
-                if let Some(d) = w.due_by {
-                    *self.overdue_deadlines.entry(d).or_default() += 1;
-                }
-            }
-            Watch::Clear => {}
-        }
-    }
-
-    fn remove(&mut self, w: &Watched) {
-        match w.state {
-            Watch::DueSoon => self.due_soon = self.due_soon.saturating_sub(1),
-            Watch::Overdue => {
-                self.overdue = self.overdue.saturating_sub(1);
-                if let Some(d) = w.due_by {
-                    if let Some(n) = self.overdue_deadlines.get_mut(&d) {
-                        *n -= 1;
-                        if *n == 0 {
-                            self.overdue_deadlines.remove(&d);
-                        }
-                    }
-                }
-            }
-            Watch::Clear => {}
-        }
-    }
-}
-
-impl Monitor {
-    /// A monitor that remembers `states` (as saved by an earlier run).
-    pub fn new(horizon: SignedDuration, states: HashMap<String, Watched>) -> Self {
-        let mut tally = Tally::default();
-        states.values().for_each(|w| tally.add(w));
-        Monitor {
-            horizon,
-            states,
-            tally,
-            ..Monitor::default()
-        }
+impl<B: WatchBook> Monitor<B> {
+    /// A monitor that remembers what `book` holds (as an earlier run
+    /// left it).
+    pub fn new(horizon: SignedDuration, book: B) -> Self {
+        Monitor { horizon, book }
     }
 
     pub fn horizon(&self) -> SignedDuration {
         self.horizon
     }
 
-    pub fn state(&self, item: &str) -> Watch {
-        self.states.get(item).map_or(Watch::Clear, |w| w.state)
+    pub fn book(&self) -> &B {
+        &self.book
+    }
+
+    pub fn book_mut(&mut self) -> &mut B {
+        &mut self.book
+    }
+
+    pub fn state(&self, item: &str) -> Result<Watch, WatchError> {
+        Ok(self.book.watched(item)?.map_or(Watch::Clear, |w| w.state))
     }
 
     /// Looks at every item: on start, and when the policy changes.
@@ -211,8 +178,7 @@ impl Monitor {
         facts: &dyn Facts,
         policy: &Policy,
         now: Timestamp,
-    ) -> Result<Vec<Alert>, FactsError> {
-        self.begin_sweep();
+    ) -> Result<Vec<Alert>, WatchError> {
         let mut alerts = Vec::new();
         let mut from = Some(String::new());
         while let Some(at) = from {
@@ -221,14 +187,6 @@ impl Monitor {
             from = next;
         }
         Ok(alerts)
-    }
-
-    /// Starts a sweep made of [`Monitor::sweep_page`]s: forgets when to
-    /// look at each item again (every item will be looked at).
-    pub fn begin_sweep(&mut self) {
-        self.account_items.clear();
-        self.wakeups.clear();
-        self.next_wakeup.clear();
     }
 
     /// Looks at up to `limit` items from the item id `from` on; returns
@@ -242,9 +200,9 @@ impl Monitor {
         now: Timestamp,
         from: &str,
         limit: usize,
-    ) -> Result<(Vec<Alert>, Option<String>), FactsError> {
+    ) -> Result<(Vec<Alert>, Option<String>), WatchError> {
         let mut alerts = Vec::new();
-        let mut failed = None;
+        let mut failed: Option<WatchError> = None;
         let mut looked = 0usize;
         let mut next = None;
         facts.items_from(from, &mut |item| {
@@ -253,18 +211,14 @@ impl Monitor {
                 return ControlFlow::Break(());
             }
             looked += 1;
-            self.index(item);
-            match facts.account_of(item) {
-                Ok(account) => {
-                    let imports = facts.imports();
-                    alerts.extend(self.look(
-                        item,
-                        account.as_deref(),
-                        imports,
-                        policy,
-                        now,
-                        "sweep",
-                    ));
+            let looked_at = self.index(item).and_then(|()| {
+                let account = facts.account_of(item)?;
+                let imports = facts.imports();
+                self.look(item, account.as_deref(), imports, policy, now, "sweep")
+            });
+            match looked_at {
+                Ok(alert) => {
+                    alerts.extend(alert);
                     ControlFlow::Continue(())
                 }
                 Err(e) => {
@@ -282,70 +236,93 @@ impl Monitor {
     }
 
     /// Looks at what changed: items touched since the last tick (and the
-    /// items of touched accounts), and items whose wakeup has come.
+    /// items of touched accounts), and every item whose wakeup has come.
     pub fn tick(
         &mut self,
         facts: &dyn Facts,
         policy: &Policy,
         touched: &Dirty,
         now: Timestamp,
-    ) -> Result<Vec<Alert>, FactsError> {
+    ) -> Result<Vec<Alert>, WatchError> {
+        let mut alerts = self.look_at_touched(facts, policy, touched, now)?;
+        loop {
+            let (page, more) = self.look_at_due(facts, policy, now, usize::MAX)?;
+            alerts.extend(page);
+            if !more {
+                return Ok(alerts);
+            }
+        }
+    }
+
+    /// Looks at the items touched since the last tick, and at the items
+    /// of touched accounts.
+    pub fn look_at_touched(
+        &mut self,
+        facts: &dyn Facts,
+        policy: &Policy,
+        touched: &Dirty,
+        now: Timestamp,
+    ) -> Result<Vec<Alert>, WatchError> {
         let mut by_entry: BTreeSet<String> = BTreeSet::new();
         for id in &touched.items {
             if let Some(item) = facts.item(id)? {
-                self.index(&item);
+                self.index(&item)?;
             }
             by_entry.insert(id.clone());
         }
         for account in &touched.accounts {
-            if let Some(items) = self.account_items.get(account) {
-                by_entry.extend(items.iter().cloned());
-            }
-        }
-        let mut by_clock: BTreeSet<String> = BTreeSet::new();
-        while let Some(first) = self.wakeups.first() {
-            if first.0 > now {
-                break;
-            }
-            if let Some((_, item)) = self.wakeups.pop_first() {
-                self.next_wakeup.remove(&item);
-                by_clock.insert(item);
-            }
+            by_entry.extend(self.book.items_of_account(account)?);
         }
         let mut alerts = Vec::new();
-        for id in by_entry.iter().chain(by_clock.difference(&by_entry)) {
-            if let Some(item) = facts.item(id)? {
-                let from_entry = by_entry.contains(id);
-                let by = if from_entry { "entry" } else { "clock" };
-                let account = facts.account_of(&item)?;
-                let imports = facts.imports();
-                alerts.extend(self.look(&item, account.as_deref(), imports, policy, now, by));
-            }
+        for id in &by_entry {
+            alerts.extend(self.look_again(facts, policy, id, now, "entry")?);
         }
         Ok(alerts)
     }
 
-    /// Hands over the states changed since the last call, to be saved
-    /// with the alerts they produced.
-    pub fn take_changed(&mut self) -> BTreeMap<String, Watched> {
-        std::mem::take(&mut self.changed)
-    }
-
-    pub fn counts(&self) -> WatchCounts {
-        WatchCounts {
-            due_soon: self.tally.due_soon,
-            overdue: self.tally.overdue,
-            oldest_overdue_deadline: self.tally.overdue_deadlines.keys().next().copied(),
+    /// Looks at up to `limit` items whose wakeup has come; true if more
+    /// wait.
+    pub fn look_at_due(
+        &mut self,
+        facts: &dyn Facts,
+        policy: &Policy,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<(Vec<Alert>, bool), WatchError> {
+        let due = self.book.take_due(now, limit)?;
+        let more = due.len() == limit;
+        let mut alerts = Vec::new();
+        for id in &due {
+            alerts.extend(self.look_again(facts, policy, id, now, "clock")?);
         }
+        Ok((alerts, more))
     }
 
-    fn index(&mut self, item: &ItemState) {
+    pub fn counts(&self) -> Result<WatchCounts, WatchError> {
+        Ok(self.book.counts()?)
+    }
+
+    fn look_again(
+        &mut self,
+        facts: &dyn Facts,
+        policy: &Policy,
+        id: &str,
+        now: Timestamp,
+        by: &str,
+    ) -> Result<Option<Alert>, WatchError> {
+        let Some(item) = facts.item(id)? else {
+            return Ok(None);
+        };
+        let account = facts.account_of(&item)?;
+        let imports = facts.imports();
+        self.look(&item, account.as_deref(), imports, policy, now, by)
+    }
+
+    fn index(&mut self, item: &ItemState) -> Result<(), WatchError> {
         if let Some(a) = &item.account {
-            self.account_items
-                .entry(account_key(a))
-                .or_default()
-                .insert(item.item_id.clone());
+            self.book.add_to_account(&account_key(a), &item.item_id)?;
         }
+        Ok(())
     }
 
     fn look(
@@ -356,7 +333,7 @@ impl Monitor {
         policy: &Policy,
         now: Timestamp,
         by: &str,
-    ) -> Option<Alert> {
+    ) -> Result<Option<Alert>, WatchError> {
         // Facts dated after now (a producer's clock ahead of ours) count
         // only once now reaches them: look again then.
         let later_fact = item
@@ -377,14 +354,13 @@ impl Monitor {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        if let Some(at) = wakeup {
-            if let Some(old) = self.next_wakeup.insert(item.item_id.clone(), at) {
-                self.wakeups.remove(&(old, item.item_id.clone()));
-            }
-            self.wakeups.insert((at, item.item_id.clone()));
+        if self.book.wakeup(&item.item_id)? != wakeup {
+            self.book.set_wakeup(&item.item_id, wakeup)?;
         }
-        let verdict = verdict?;
-        let previous = self.states.get(&item.item_id).cloned();
+        let Some(verdict) = verdict else {
+            return Ok(None);
+        };
+        let previous = self.book.watched(&item.item_id)?;
         let previous_state = previous.as_ref().map_or(Watch::Clear, |w| w.state);
         let due_by = verdict.deadline.as_ref().map(|d| d.due_by);
         let future_dated = verdict
@@ -396,15 +372,13 @@ impl Monitor {
         if state == previous_state && !new_future_dated {
             // Keep the deadline current (it feeds the oldest-overdue gauge)
             // without an alert.
-            if let Some(w) = self.states.get_mut(&item.item_id) {
+            if let Some(mut w) = previous {
                 if w.due_by != due_by {
-                    self.tally.remove(w);
                     w.due_by = due_by;
-                    self.tally.add(w);
-                    self.changed.insert(item.item_id.clone(), w.clone());
+                    self.book.set_watched(&item.item_id, w)?;
                 }
             }
-            return None;
+            return Ok(None);
         }
         let changes = previous.map_or(0, |w| w.changes) + 1;
         let watched = Watched {
@@ -413,11 +387,7 @@ impl Monitor {
             due_by,
             future_dated,
         };
-        self.tally.add(&watched);
-        if let Some(old) = self.states.insert(item.item_id.clone(), watched.clone()) {
-            self.tally.remove(&old);
-        }
-        self.changed.insert(item.item_id.clone(), watched);
+        self.book.set_watched(&item.item_id, watched)?;
         let latest: Option<&EntryRef> = item
             .entries()
             .into_iter()
@@ -434,7 +404,7 @@ impl Monitor {
                 .map(|c| c.copy.clone())
                 .collect(),
         };
-        Some(Alert {
+        Ok(Some(Alert {
             alert_id: format!("{}#{changes}", item.item_id),
             item_id: item.item_id.clone(),
             account: item.account.clone(),
@@ -458,7 +428,7 @@ impl Monitor {
                 .iter()
                 .map(|v| v.name().to_owned())
                 .collect(),
-        })
+        }))
     }
 }
 

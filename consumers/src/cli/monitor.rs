@@ -102,7 +102,8 @@ fn pass(
     let now = clock.now();
     let gauges = std::sync::Arc::new(MonitorGauges::default());
     // Starting the runner delivers any interrupted send and looks at
-    // every item.
+    // what changed since the last pass (every item, the first time or
+    // under a new policy).
     let runner = MonitorRunner::start(
         &mut ledger,
         &mut projection,

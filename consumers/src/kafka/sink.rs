@@ -816,6 +816,11 @@ impl Sink {
                 p.track_touched();
             }
         }
+        if let Some(monitor) = self.monitor.as_mut() {
+            // What the monitor judged the set-aside history through
+            // says nothing about the adopted one.
+            monitor.sweep_next(&mut self.ledger)?;
+        }
         let then = continue_chain(&mut self.ledger, archive, chain)?;
         Ok((first, Some(then)))
     }

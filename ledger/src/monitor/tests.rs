@@ -2,6 +2,8 @@
 //! watch state is what judging it afresh says, and alerts come once per
 //! change.
 
+use std::collections::HashMap;
+
 use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
 use serde_json::json;
@@ -67,7 +69,7 @@ fn an_item_goes_due_soon_then_overdue_then_clear_with_one_alert_each() {
     let all = entries(&evs);
     let mut p = Projection::default();
     fold(&mut p, &all[..2]);
-    let mut m = Monitor::new(week, HashMap::new());
+    let mut m = Monitor::new(week, MemoryBook::default());
     // Rule B: due at day 180. Day 100: nothing to say.
     assert!(m.sweep(&p, &policy, day(100)).unwrap().is_empty());
     p.take_touched();
@@ -96,15 +98,15 @@ fn an_item_goes_due_soon_then_overdue_then_clear_with_one_alert_each() {
     assert_eq!(overdue[0].state, Watch::Overdue);
     assert_eq!(overdue[0].copies_remaining, vec!["mysql".to_owned()]);
     assert_eq!(overdue[0].alert_id, "x#2");
-    let counts = m.counts();
+    let counts = m.counts().unwrap();
     assert_eq!((counts.due_soon, counts.overdue), (0, 1));
     assert_eq!(counts.oldest_overdue_deadline, Some(sg_day_end(180)));
 
     // A restarted monitor that reloads the states repeats nothing.
-    let saved: HashMap<String, Watched> = m.take_changed().into_iter().collect();
+    let saved = MemoryBook::with_states(m.book().states().clone());
     let mut restarted = Monitor::new(week, saved);
     assert_eq!(
-        restarted.counts(),
+        restarted.counts().unwrap(),
         counts,
         "counted from the reloaded states"
     );
@@ -146,7 +148,7 @@ proptest! {
         let policy = Policy::parse(POLICY).unwrap();
         let all = entries(&events);
         let mut p = Projection::default();
-        let mut m = Monitor::new(SignedDuration::from_hours(24 * horizon_days), HashMap::new());
+        let mut m = Monitor::new(SignedDuration::from_hours(24 * horizon_days), MemoryBook::default());
         let mut now = day(0);
         m.sweep(&p, &policy, now).unwrap();
         let mut folded: usize = 0;
@@ -168,9 +170,9 @@ proptest! {
                 let account = item.account.as_ref().and_then(|a| p.accounts.get(&account_key(a)));
                 let expected = judge(item, account, &policy, now)
                     .map_or(Watch::Clear, |v| classify(&v, m.horizon()).0);
-                prop_assert_eq!(m.state(&item.item_id), expected, "item {} at {}", item.item_id, now);
+                prop_assert_eq!(m.state(&item.item_id).unwrap(), expected, "item {} at {}", item.item_id, now);
             }
-            prop_assert_eq!(m.counts(), recount(&m));
+            prop_assert_eq!(m.counts().unwrap(), recount(&m));
         }
     }
 }
@@ -209,11 +211,11 @@ fn a_hold_a_deletion_and_a_revived_backup_each_change_the_state_once() {
     ];
     let all = entries(&evs);
     let mut p = Projection::default();
-    let mut m = Monitor::new(week, HashMap::new());
+    let mut m = Monitor::new(week, MemoryBook::default());
     fold(&mut p, &all[..2]);
     m.sweep(&p, &policy, day(181)).unwrap();
     p.take_touched();
-    let step = |p: &mut Projection, m: &mut Monitor, upto: usize, now: i64| {
+    let step = |p: &mut Projection, m: &mut Monitor<MemoryBook>, upto: usize, now: i64| {
         fold(p, &all[p.next_seq("a") as usize..upto]);
         let touched = p.take_touched();
         m.tick(p, &policy, &touched, day(now)).unwrap()
@@ -280,7 +282,7 @@ fn alerts_match_their_published_schema() {
         );
         let mut p = Projection::default();
         fold(&mut p, &entries(&evs));
-        let mut m = Monitor::new(SignedDuration::from_hours(24 * 7), HashMap::new());
+        let mut m = Monitor::new(SignedDuration::from_hours(24 * 7), MemoryBook::default());
         for d in [0, 100, 175, 181, 300, 600] {
             if d == 0 {
                 alerts.extend(m.sweep(&p, &policy, day(d)).unwrap());
@@ -350,7 +352,7 @@ fn a_new_future_dated_event_is_alerted_even_when_the_state_stays() {
             received_on(&mut head, 1, 0, 0, stored.clone()),
         ],
     );
-    let mut m = Monitor::new(week, HashMap::new());
+    let mut m = Monitor::new(week, MemoryBook::default());
     assert!(m.sweep(&p, &policy, day(10)).unwrap().is_empty());
     p.take_touched();
     // A copy dated 30 days after the ledger received it: the producer's
@@ -382,7 +384,7 @@ fn a_new_future_dated_event_is_alerted_even_when_the_state_stays() {
         vec!["future_dated".to_owned(), "future_dated".to_owned()]
     );
     // A restarted monitor that reloads the states repeats nothing.
-    let saved: HashMap<String, Watched> = m.take_changed().into_iter().collect();
+    let saved = MemoryBook::with_states(m.book().states().clone());
     assert!(
         Monitor::new(week, saved)
             .sweep(&p, &policy, day(12))
@@ -401,11 +403,10 @@ proptest! {
         let mut p = Projection::default();
         fold(&mut p, &entries(&evs));
         let week = SignedDuration::from_hours(24 * 7);
-        let mut whole = Monitor::new(week, HashMap::new());
-        let mut paged = Monitor::new(week, HashMap::new());
+        let mut whole = Monitor::new(week, MemoryBook::default());
+        let mut paged = Monitor::new(week, MemoryBook::default());
         for now in [day(0), day(181)] {
             let expected = whole.sweep(&p, &policy, now).unwrap();
-            paged.begin_sweep();
             let mut alerts = Vec::new();
             let mut from = Some(String::new());
             let mut pages = 0;
@@ -417,23 +418,23 @@ proptest! {
             }
             prop_assert_eq!(&alerts, &expected);
             prop_assert_eq!(pages, p.items.len().div_ceil(page).max(1));
-            prop_assert_eq!(paged.take_changed(), whole.take_changed());
-            prop_assert_eq!(paged.counts(), whole.counts());
-            prop_assert_eq!(whole.counts(), recount(&whole));
+            prop_assert_eq!(paged.book(), whole.book());
+            prop_assert_eq!(paged.counts().unwrap(), whole.counts().unwrap());
+            prop_assert_eq!(whole.counts().unwrap(), recount(&whole));
         }
         for d in [175, 300, 600] {
             let expected = whole.tick(&p, &policy, &Dirty::default(), day(d)).unwrap();
             let got = paged.tick(&p, &policy, &Dirty::default(), day(d)).unwrap();
             prop_assert_eq!(got, expected);
-            prop_assert_eq!(paged.counts(), recount(&paged));
+            prop_assert_eq!(paged.counts().unwrap(), recount(&paged));
         }
     }
 }
 
 /// The gauges' counts from every item's state, as the tally must keep them.
-fn recount(m: &Monitor) -> WatchCounts {
+fn recount(m: &Monitor<MemoryBook>) -> WatchCounts {
     let mut c = WatchCounts::default();
-    for w in m.states.values() {
+    for w in m.book().states().values() {
         match w.state {
             Watch::DueSoon => c.due_soon += 1,
             Watch::Overdue => {

@@ -38,6 +38,7 @@ mod test_events;
 mod tree;
 mod tree_files;
 mod vouch;
+mod watch_book;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -54,13 +55,14 @@ pub use export::{ExportScope, ExportSummary};
 pub use layout::StoredRecord;
 pub use manifest::{ChainState, Manifest};
 pub use migrate::{MigrationReport, legacy, migrate};
-pub use monitor::{MonitorRecord, Outbox};
+pub use monitor::Outbox;
 pub use projection::Publication;
 pub use read_only::ReadOnlyLedger;
 pub use replay::{Replay, Visited};
 pub use snapshot::{Records, Snapshot};
 pub use staged::StagedBatch;
 pub use vouch::Vouched;
+pub use watch_book::{Judged, SavedBook};
 
 /// Settings of a ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,23 +8,16 @@
 //! already arrived: each change is delivered once. Derived data, not
 //! evidence.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
+use super::watch_book::{JUDGED, Judged, SavedBook, damaged, encode};
 use super::{Ledger, StoreError};
-use crate::monitor::{Alert, Watched};
+use crate::monitor::Alert;
+use crate::projection::{Dirty, Projection, entry_event};
 
 const TREE: &str = "monitor";
 const MARKS: &[u8] = b"m";
 const NEXT: &[u8] = b"n";
-
-/// What the monitor saved: item states, unsent alerts (oldest first), and
-/// the alerts topic's end offsets from before the last send began.
-#[derive(Debug, Clone, Default)]
-pub struct MonitorRecord {
-    pub states: HashMap<String, Watched>,
-    pub outbox: Vec<Alert>,
-    pub marks: Option<Vec<(i32, i64)>>,
-}
 
 /// Alerts saved but not yet acknowledged by their destination.
 #[derive(Debug, Clone, Default)]
@@ -35,13 +28,6 @@ pub struct Outbox {
     pub marks: Option<Vec<(i32, i64)>>,
 }
 
-fn damaged(key: &[u8], e: impl std::fmt::Display) -> StoreError {
-    StoreError::Damaged {
-        key: format!("monitor {}", String::from_utf8_lossy(key)),
-        detail: e.to_string(),
-    }
-}
-
 fn outbox_key(n: u64) -> Vec<u8> {
     let mut k = b"o".to_vec();
     k.extend_from_slice(&n.to_be_bytes());
@@ -49,39 +35,6 @@ fn outbox_key(n: u64) -> Vec<u8> {
 }
 
 impl Ledger {
-    /// The monitor's saved states and outbox (empty if it never ran).
-    pub fn load_monitor(&self) -> Result<MonitorRecord, StoreError> {
-        self.needs_indexes()?;
-        let mut record = MonitorRecord::default();
-        let Some(tree) = self.existing_tree(TREE)? else {
-            return Ok(record);
-        };
-        for kv in tree.iter() {
-            let (k, v) = kv?;
-            match k.first() {
-                Some(b's') => {
-                    let item = String::from_utf8_lossy(&k[1..]).into_owned();
-                    let (w, _): (Watched, usize) =
-                        bincode::serde::decode_from_slice(&v, bincode::config::standard())
-                            .map_err(|e| damaged(&k, e))?;
-                    record.states.insert(item, w);
-                }
-                Some(b'o') => record
-                    .outbox
-                    .push(serde_json::from_slice(&v).map_err(|e| damaged(&k, e))?),
-                Some(b'm') => {
-                    let (marks, _): (Vec<(i32, i64)>, usize) =
-                        bincode::serde::decode_from_slice(&v, bincode::config::standard())
-                            .map_err(|e| damaged(&k, e))?;
-                    record.marks = Some(marks);
-                }
-                Some(b'n') => {}
-                _ => return Err(damaged(&k, "unknown monitor key")),
-            }
-        }
-        Ok(record)
-    }
-
     /// The unsent alerts, oldest first, and the marks of an interrupted
     /// send.
     pub fn alert_outbox(&self) -> Result<Outbox, StoreError> {
@@ -108,14 +61,27 @@ impl Ledger {
         })
     }
 
-    /// Saves changed states and the alerts they produced, atomically and
+    /// The monitor's book as saved, to read from and to save into with
+    /// [`Ledger::save_monitor`]. A book an older release saved (states
+    /// only) is given its counts and overdue index here, once; it knows
+    /// no wakeups or accounts and was judged under no recorded policy, so
+    /// the monitor sweeps every item.
+    pub fn monitor_book(&mut self) -> Result<SavedBook, StoreError> {
+        self.needs_indexes()?;
+        let tree = self.db.open_tree(TREE)?;
+        SavedBook::open(tree)
+    }
+
+    /// Saves what the book's looks changed and the alerts they produced,
+    /// and (if given) what the monitor has judged through, atomically and
     /// durably.
     pub fn save_monitor(
         &mut self,
-        changed: &BTreeMap<String, Watched>,
+        book: &mut SavedBook,
         alerts: &[Alert],
+        judged: Option<&Judged>,
     ) -> Result<(), StoreError> {
-        if changed.is_empty() && alerts.is_empty() {
+        if !book.has_changes() && alerts.is_empty() && judged.is_none() {
             return Ok(());
         }
         let tree = self.db.open_tree(TREE)?;
@@ -127,22 +93,79 @@ impl Ledger {
             ),
             None => 0,
         };
-        let mut batch = sled::Batch::default();
-        for (item, w) in changed {
-            let mut k = b"s".to_vec();
-            k.extend_from_slice(item.as_bytes());
-            let v = bincode::serde::encode_to_vec(w, bincode::config::standard())
-                .map_err(|e| damaged(&k, e))?;
-            batch.insert(k, v);
-        }
+        let mut batch = book.changes_batch()?;
         for alert in alerts {
             let v = serde_json::to_vec(alert).map_err(|e| damaged(b"outbox", e))?;
             batch.insert(outbox_key(next), v);
             next += 1;
         }
         batch.insert(NEXT, next.to_be_bytes().to_vec());
+        if let Some(judged) = judged {
+            batch.insert(JUDGED, encode(JUDGED, judged)?);
+        }
         tree.apply_batch(batch)?;
+        self.make_durable()?;
+        book.saved();
+        if let Some(judged) = judged {
+            book.set_judged(Some(judged.clone()));
+        }
+        Ok(())
+    }
+
+    /// Forgets what the monitor judged through (a chain's history was
+    /// replaced): its next start sweeps every item.
+    pub fn forget_monitor_judged(&mut self, book: &mut SavedBook) -> Result<(), StoreError> {
+        self.needs_indexes()?;
+        self.db.open_tree(TREE)?.remove(JUDGED)?;
+        book.set_judged(None);
         self.make_durable()
+    }
+
+    /// What entries between two cursors touched (items, and accounts by
+    /// [`crate::projection::account_key`]), read from the evidence; `None`
+    /// if they are more than `limit` entries or `to` is behind `from` on
+    /// some chain (a sweep is then cheaper, or the only sound answer).
+    pub fn touched_between(
+        &self,
+        from: &BTreeMap<String, u64>,
+        to: &BTreeMap<String, u64>,
+        limit: u64,
+    ) -> Result<Option<Dirty>, StoreError> {
+        let mut total = 0u64;
+        for (chain, start) in from {
+            if to.get(chain).copied().unwrap_or(0) < *start {
+                return Ok(None);
+            }
+        }
+        for (chain, end) in to {
+            total = total.saturating_add(end - from.get(chain).copied().unwrap_or(0).min(*end));
+        }
+        if total > limit {
+            return Ok(None);
+        }
+        let mut dirty = Dirty::default();
+        for (chain, end) in to {
+            let start = from.get(chain).copied().unwrap_or(0);
+            if start >= *end {
+                continue;
+            }
+            for read in self.entries(chain, start, end - 1)? {
+                let (_, entry) = read?;
+                let Some(event) = entry_event(&entry)? else {
+                    continue;
+                };
+                match Projection::folds_into(&event) {
+                    (Some(item), _) => {
+                        dirty.items.insert(item.to_owned());
+                    }
+                    (None, Some(account)) => {
+                        dirty.accounts.insert(account);
+                    }
+                    (None, None) => dirty.policies = true,
+                }
+            }
+        }
+        Ok(Some(dirty))
     }
 
     /// Records the alerts topic's end offsets before a send begins.
