@@ -180,7 +180,6 @@ fn ledger_consumer_on(
         sink.start_monitor(
             lifeledger::monitor::MonitorSettings {
                 horizon: jiff::SignedDuration::from_hours(24 * 7),
-                verdict_gauges_every: Duration::from_secs(60),
                 keep_sent: false,
             },
             Box::new(lifeledger::monitor::SystemClock),

@@ -11,13 +11,11 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, Seek, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
 use lifeledger_ledger::monitor::{Alert, Monitor, WatchCounts, WatchError};
 use lifeledger_ledger::policy::Policy;
 use lifeledger_ledger::projection::facts::FactsError;
-use lifeledger_ledger::projection::report::{StatusTally, judge_each};
 use lifeledger_ledger::projection::{Dirty, Projection};
 use lifeledger_ledger::{Judged, Ledger, SavedBook, StoreError};
 use thiserror::Error;
@@ -213,9 +211,6 @@ impl MonitorGauges {
 #[derive(Debug, Clone, Copy)]
 pub struct MonitorSettings {
     pub horizon: SignedDuration,
-    /// How often the items-per-verdict gauge is recomputed (it judges every
-    /// item).
-    pub verdict_gauges_every: Duration,
     /// Whether a tick returns (and [`MonitorRunner::last_sent`] keeps) the
     /// alerts it sent: a one-shot `monitor` prints them; a long-running
     /// consumer only counts them, since a first sweep of a large ledger
@@ -248,7 +243,6 @@ pub struct MonitorRunner {
     out: Box<dyn AlertOut>,
     gauges: Arc<MonitorGauges>,
     settings: MonitorSettings,
-    last_verdict_gauges: Option<Instant>,
     /// The alerts the last tick (or the start) sent, if they are kept
     /// ([`MonitorSettings::keep_sent`]).
     last_sent: Vec<Alert>,
@@ -299,7 +293,6 @@ impl MonitorRunner {
             out,
             gauges,
             settings,
-            last_verdict_gauges: None,
             last_sent: Vec::new(),
         };
         let mut sent = runner.deliver(ledger)?;
@@ -377,7 +370,6 @@ impl MonitorRunner {
             // Page by page, each page's alerts saved and sent before the
             // next is judged: a sweep of millions of items holds one
             // page of alerts, not all of them.
-            self.last_verdict_gauges = None;
             self.pending = Dirty::default();
             let mut from = Some(String::new());
             while let Some(at) = from {
@@ -408,27 +400,12 @@ impl MonitorRunner {
                 }
             }
         }
-        let refresh = self
-            .last_verdict_gauges
-            .is_none_or(|t| t.elapsed() >= self.settings.verdict_gauges_every);
-        let by_status = if refresh {
-            // One verdict at a time: every item is judged, none is kept.
-            let mut tally = StatusTally::new(now, &policy.version, self.settings.horizon);
-            judge_each(&ledger.facts(projection)?, policy, now, &mut |v| {
-                tally.add(&v)
-            })?;
-            Some(tally.finish().by_status)
-        } else {
-            None
-        };
-        if refresh {
-            self.last_verdict_gauges = Some(Instant::now());
-        }
+        // Items per verdict as the monitor last judged them: kept as it
+        // looks, so the gauge costs no pass over every item.
+        let by_status = self.monitor.by_status()?.by_name();
         let counts = self.monitor.counts()?;
         self.gauges.update(|g| {
-            if let Some(b) = by_status {
-                g.by_status = b;
-            }
+            g.by_status = by_status;
             g.counts = counts;
             g.now = Some(now);
             g.alerts += sent_count as u64;

@@ -752,7 +752,6 @@ fn consume_monitored(
     };
     let settings = lifeledger::monitor::MonitorSettings {
         horizon: jiff::SignedDuration::from_hours(24 * 7),
-        verdict_gauges_every: Duration::from_secs(60),
         keep_sent: true,
     };
     let gauges = sink

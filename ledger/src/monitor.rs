@@ -25,7 +25,7 @@ use lifeledger_schemas::Account;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub use book::{BookError, MemoryBook, WatchBook};
+pub use book::{BookError, MemoryBook, STATUSES, StatusCounts, WatchBook, status_code};
 
 use crate::policy::Policy;
 use crate::projection::facts::{Facts, FactsError};
@@ -302,6 +302,11 @@ impl<B: WatchBook> Monitor<B> {
         Ok(self.book.counts()?)
     }
 
+    /// Items per verdict status, as the monitor last judged them.
+    pub fn by_status(&self) -> Result<StatusCounts, WatchError> {
+        Ok(self.book.by_status()?)
+    }
+
     fn look_again(
         &mut self,
         facts: &dyn Facts,
@@ -356,6 +361,15 @@ impl<B: WatchBook> Monitor<B> {
         };
         if self.book.wakeup(&item.item_id)? != wakeup {
             self.book.set_wakeup(&item.item_id, wakeup)?;
+        }
+        // Every status change in time comes at a wakeup (a deadline
+        // entering the horizon or passing), so the counts per status
+        // stay those of judging every item now, without doing so.
+        let status = verdict
+            .as_ref()
+            .and_then(|v| book::status_code(v.status.name()));
+        if self.book.status(&item.item_id)? != status {
+            self.book.set_status(&item.item_id, status)?;
         }
         let Some(verdict) = verdict else {
             return Ok(None);

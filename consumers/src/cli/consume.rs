@@ -188,7 +188,6 @@ pub fn consume(dir: &Path, ledger_given: bool, args: ConsumeArgs) -> anyhow::Res
         sink.start_monitor(
             MonitorSettings {
                 horizon: SignedDuration::from_hours(24 * i64::from(config.alert_horizon_days)),
-                verdict_gauges_every: Duration::from_secs(60),
                 keep_sent: false,
             },
             Box::new(SystemClock),

@@ -96,7 +96,6 @@ fn pass(
     ledger.catch_up(&mut projection, &mut |_| {})?;
     let settings = MonitorSettings {
         horizon: SignedDuration::from_hours(24 * i64::from(args.horizon_days)),
-        verdict_gauges_every: Duration::from_secs(3600),
         keep_sent: true,
     };
     let now = clock.now();

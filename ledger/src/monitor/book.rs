@@ -44,6 +44,56 @@ pub trait WatchBook {
     fn items_of_account(&self, account: &str) -> Result<Vec<String>, BookError>;
     /// Items due soon and overdue, and the earliest missed deadline.
     fn counts(&self) -> Result<WatchCounts, BookError>;
+    /// The item's verdict status when last judged (a [`STATUSES`] index).
+    fn status(&self, item: &str) -> Result<Option<u8>, BookError>;
+    /// Records the item's verdict status.
+    fn set_status(&mut self, item: &str, status: Option<u8>) -> Result<(), BookError>;
+    /// Items per verdict status, as last judged.
+    fn by_status(&self) -> Result<StatusCounts, BookError>;
+}
+
+/// Verdict statuses by the code a book keeps them under: the names of
+/// [`crate::projection::verdict::Status`].
+pub const STATUSES: [&str; 8] = [
+    "retained",
+    "due",
+    "deleted_on_time",
+    "deleted_late",
+    "overdue",
+    "early_deletion",
+    "on_hold",
+    "orphan",
+];
+
+/// The code of a verdict status name.
+pub fn status_code(name: &str) -> Option<u8> {
+    STATUSES.iter().position(|s| *s == name).map(|i| i as u8)
+}
+
+/// Items per verdict status, kept as items are judged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StatusCounts(pub [u64; STATUSES.len()]);
+
+impl StatusCounts {
+    /// Moves one item from the status `from` to `to`.
+    pub fn shift(&mut self, from: Option<u8>, to: Option<u8>) {
+        if let Some(n) = from.and_then(|c| self.0.get_mut(usize::from(c))) {
+            *n = n.saturating_sub(1);
+        }
+        if let Some(n) = to.and_then(|c| self.0.get_mut(usize::from(c))) {
+            *n += 1;
+        }
+    }
+
+    /// The counts by status name, leaving out statuses no item has.
+    pub fn by_name(&self) -> BTreeMap<String, u64> {
+        STATUSES
+            .iter()
+            .zip(self.0)
+            .filter(|(_, n)| *n > 0)
+            .map(|(s, n)| ((*s).to_owned(), n))
+            .collect()
+    }
 }
 
 /// Items due soon and overdue, and how many overdue items have each
@@ -108,6 +158,8 @@ pub struct MemoryBook {
     next_wakeup: HashMap<String, Timestamp>,
     account_items: HashMap<String, BTreeSet<String>>,
     tally: Tally,
+    statuses: HashMap<String, u8>,
+    status_counts: StatusCounts,
 }
 
 impl MemoryBook {
@@ -192,5 +244,22 @@ impl WatchBook for MemoryBook {
 
     fn counts(&self) -> Result<WatchCounts, BookError> {
         Ok(self.tally.counts())
+    }
+
+    fn status(&self, item: &str) -> Result<Option<u8>, BookError> {
+        Ok(self.statuses.get(item).copied())
+    }
+
+    fn set_status(&mut self, item: &str, status: Option<u8>) -> Result<(), BookError> {
+        let old = match status {
+            Some(c) => self.statuses.insert(item.to_owned(), c),
+            None => self.statuses.remove(item),
+        };
+        self.status_counts.shift(old, status);
+        Ok(())
+    }
+
+    fn by_status(&self) -> Result<StatusCounts, BookError> {
+        Ok(self.status_counts)
     }
 }

@@ -173,6 +173,13 @@ proptest! {
                 prop_assert_eq!(m.state(&item.item_id).unwrap(), expected, "item {} at {}", item.item_id, now);
             }
             prop_assert_eq!(m.counts().unwrap(), recount(&m));
+            // The counts per verdict status are those of judging every
+            // item now.
+            let mut by_status = std::collections::BTreeMap::new();
+            crate::projection::report::judge_each(&p, &policy, now, &mut |v| {
+                *by_status.entry(v.status.name().to_owned()).or_insert(0u64) += 1;
+            }).unwrap();
+            prop_assert_eq!(m.by_status().unwrap().by_name(), by_status, "at {}", now);
         }
     }
 }

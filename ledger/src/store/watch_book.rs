@@ -10,7 +10,8 @@
 //! `s`+item: the item's [`Watched`]; `x`+item: its wakeup;
 //! `w`+moment+item: the wakeups in time order; `a`+len+account+item: the
 //! account's items; `v`+deadline+item: overdue items by deadline; `k`:
-//! the counts; `j`: what the monitor judged through ([`Judged`]).
+//! the counts; `r`+item: the item's verdict status; `q`: items per
+//! status; `j`: what the monitor judged through ([`Judged`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,7 +19,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
-use crate::monitor::book::{BookError, Tally, WatchBook};
+use crate::monitor::book::{BookError, StatusCounts, Tally, WatchBook};
 use crate::monitor::{Watch, WatchCounts, Watched};
 
 const STATE: u8 = b's';
@@ -26,7 +27,9 @@ const WAKEUP_OF: u8 = b'x';
 const WAKEUPS: u8 = b'w';
 const ACCOUNT: u8 = b'a';
 const OVERDUE: u8 = b'v';
+const STATUS: u8 = b'r';
 pub(super) const COUNTS: &[u8] = b"k";
+const STATUS_COUNTS: &[u8] = b"q";
 pub(super) const JUDGED: &[u8] = b"j";
 
 /// What the monitor's saved states were last judged through: the policy
@@ -124,28 +127,39 @@ pub struct SavedBook {
     states: BTreeMap<String, (Option<Watched>, Watched)>,
     wakeups: BTreeMap<String, (Option<Timestamp>, Option<Timestamp>)>,
     accounts: BTreeSet<(String, String)>,
+    statuses: BTreeMap<String, Option<u8>>,
     due_soon: u64,
     overdue: u64,
+    status_counts: StatusCounts,
     judged: Option<Judged>,
 }
 
 impl SavedBook {
     pub(super) fn open(tree: sled::Tree) -> Result<Self, StoreError> {
-        let judged = match tree.get(JUDGED)? {
-            Some(v) => Some(decode(JUDGED, &v)?),
-            None => None,
-        };
         let (due_soon, overdue) = match tree.get(COUNTS)? {
             Some(v) => decode(COUNTS, &v)?,
             None => count_states(&tree)?,
+        };
+        let (status_counts, judged) = match tree.get(STATUS_COUNTS)? {
+            Some(v) => (
+                decode(STATUS_COUNTS, &v)?,
+                match tree.get(JUDGED)? {
+                    Some(v) => Some(decode(JUDGED, &v)?),
+                    None => None,
+                },
+            ),
+            // A book kept without statuses is swept to learn them.
+            None => (StatusCounts::default(), None),
         };
         Ok(SavedBook {
             tree,
             states: BTreeMap::new(),
             wakeups: BTreeMap::new(),
             accounts: BTreeSet::new(),
+            statuses: BTreeMap::new(),
             due_soon,
             overdue,
+            status_counts,
             judged,
         })
     }
@@ -156,7 +170,10 @@ impl SavedBook {
     }
 
     pub(super) fn has_changes(&self) -> bool {
-        !(self.states.is_empty() && self.wakeups.is_empty() && self.accounts.is_empty())
+        !(self.states.is_empty()
+            && self.wakeups.is_empty()
+            && self.accounts.is_empty()
+            && self.statuses.is_empty())
     }
 
     /// The writes that save the changes.
@@ -188,7 +205,14 @@ impl SavedBook {
             k.extend_from_slice(item.as_bytes());
             batch.insert(k, Vec::new());
         }
+        for (item, status) in &self.statuses {
+            match status {
+                Some(c) => batch.insert(key(STATUS, item), vec![*c]),
+                None => batch.remove(key(STATUS, item)),
+            }
+        }
         batch.insert(COUNTS, encode(COUNTS, &(self.due_soon, self.overdue))?);
+        batch.insert(STATUS_COUNTS, encode(STATUS_COUNTS, &self.status_counts)?);
         Ok(batch)
     }
 
@@ -197,6 +221,7 @@ impl SavedBook {
         self.states.clear();
         self.wakeups.clear();
         self.accounts.clear();
+        self.statuses.clear();
     }
 
     pub(super) fn set_judged(&mut self, judged: Option<Judged>) {
@@ -343,6 +368,28 @@ impl WatchBook for SavedBook {
         Ok(items.into_iter().collect())
     }
 
+    fn status(&self, item: &str) -> Result<Option<u8>, BookError> {
+        if let Some(status) = self.statuses.get(item) {
+            return Ok(*status);
+        }
+        Ok(self
+            .tree
+            .get(key(STATUS, item))
+            .map_err(sled_error)?
+            .and_then(|v| v.first().copied()))
+    }
+
+    fn set_status(&mut self, item: &str, status: Option<u8>) -> Result<(), BookError> {
+        let old = self.status(item)?;
+        self.status_counts.shift(old, status);
+        self.statuses.insert(item.to_owned(), status);
+        Ok(())
+    }
+
+    fn by_status(&self) -> Result<StatusCounts, BookError> {
+        Ok(self.status_counts)
+    }
+
     fn counts(&self) -> Result<WatchCounts, BookError> {
         let mut oldest = self
             .states
@@ -396,6 +443,7 @@ mod tests {
     enum Op {
         SetWatched(usize, Watch, u64, Option<i64>),
         SetWakeup(usize, Option<i64>),
+        SetStatus(usize, Option<u8>),
         TakeDue(i64, usize),
         AddToAccount(usize, usize),
         /// Saves what changed.
@@ -427,6 +475,7 @@ mod tests {
                 .prop_map(|(i, w, n, d)| Op::SetWatched(i, w, n, d)),
             (0..ITEMS.len(), proptest::option::of(at.clone()))
                 .prop_map(|(i, a)| Op::SetWakeup(i, a)),
+            (0..ITEMS.len(), proptest::option::of(0u8..3)).prop_map(|(i, c)| Op::SetStatus(i, c)),
             (at, 1usize..4).prop_map(|(now, limit)| Op::TakeDue(now, limit)),
             (0..ACCOUNTS.len(), 0..ITEMS.len()).prop_map(|(a, i)| Op::AddToAccount(a, i)),
             Just(Op::Save),
@@ -438,6 +487,7 @@ mod tests {
         for item in ITEMS {
             prop_assert_eq!(saved.watched(item).unwrap(), memory.watched(item).unwrap());
             prop_assert_eq!(saved.wakeup(item).unwrap(), memory.wakeup(item).unwrap());
+            prop_assert_eq!(saved.status(item).unwrap(), memory.status(item).unwrap());
         }
         for account in ACCOUNTS {
             prop_assert_eq!(
@@ -446,6 +496,7 @@ mod tests {
             );
         }
         prop_assert_eq!(saved.counts().unwrap(), memory.counts().unwrap());
+        prop_assert_eq!(saved.by_status().unwrap(), memory.by_status().unwrap());
         Ok(())
     }
 
@@ -471,6 +522,10 @@ mod tests {
                     Op::SetWakeup(i, at) => {
                         saved.set_wakeup(ITEMS[i], at.map(moment)).unwrap();
                         memory.set_wakeup(ITEMS[i], at.map(moment)).unwrap();
+                    }
+                    Op::SetStatus(i, c) => {
+                        saved.set_status(ITEMS[i], c).unwrap();
+                        memory.set_status(ITEMS[i], c).unwrap();
                     }
                     Op::TakeDue(now, limit) => {
                         prop_assert_eq!(
