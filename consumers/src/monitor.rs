@@ -478,17 +478,17 @@ impl MonitorRunner {
             // A send began before a crash: drop what already arrived.
             let arrived = self.out.delivered_since(&marks)?;
             if !arrived.is_empty() {
-                let ids: Vec<String> = outbox
+                let places: Vec<u64> = outbox
                     .iter()
-                    .filter(|a| arrived.contains(&a.alert_id))
-                    .map(|a| a.alert_id.clone())
+                    .filter(|(_, a)| arrived.contains(&a.alert_id))
+                    .map(|(p, _)| *p)
                     .collect();
                 tracing::info!(
                     "deadline monitor: {} alerts from before a restart had arrived; not sending them again",
-                    ids.len()
+                    places.len()
                 );
-                ledger.clear_alerts(&ids)?;
-                outbox.retain(|a| !arrived.contains(&a.alert_id));
+                ledger.clear_alerts(&places)?;
+                outbox.retain(|(_, a)| !arrived.contains(&a.alert_id));
             }
             if outbox.is_empty() {
                 return Ok(Vec::new());
@@ -496,9 +496,9 @@ impl MonitorRunner {
         }
         let marks = self.out.marks()?;
         ledger.mark_alerts_sending(&marks)?;
+        let (places, outbox): (Vec<u64>, Vec<Alert>) = outbox.into_iter().unzip();
         self.out.send(&outbox)?;
-        let ids: Vec<String> = outbox.iter().map(|a| a.alert_id.clone()).collect();
-        ledger.clear_alerts(&ids)?;
+        ledger.clear_alerts(&places)?;
         Ok(outbox)
     }
 }

@@ -22,7 +22,8 @@ const NEXT: &[u8] = b"n";
 /// Alerts saved but not yet acknowledged by their destination.
 #[derive(Debug, Clone, Default)]
 pub struct Outbox {
-    pub alerts: Vec<Alert>,
+    /// Each alert with its place in the outbox, oldest first.
+    pub alerts: Vec<(u64, Alert)>,
     /// The destination's end offsets (partition, offset) recorded before
     /// the last send began, if one began.
     pub marks: Option<Vec<(i32, i64)>>,
@@ -45,7 +46,13 @@ impl Ledger {
         let mut outbox = Vec::new();
         for kv in tree.scan_prefix(b"o") {
             let (k, v) = kv?;
-            outbox.push(serde_json::from_slice(&v).map_err(|e| damaged(&k, e))?);
+            let place = k
+                .get(1..9)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| damaged(&k, "outbox key is not 9 bytes"))?;
+            let alert = serde_json::from_slice(&v).map_err(|e| damaged(&k, e))?;
+            outbox.push((place, alert));
         }
         let marks = match tree.get(MARKS)? {
             Some(v) => Some(
@@ -176,24 +183,25 @@ impl Ledger {
         self.make_durable()
     }
 
-    /// Empties the outbox of the alerts with these ids (delivered), and
-    /// forgets the marks once the outbox is empty.
-    pub fn clear_alerts(&mut self, delivered: &[String]) -> Result<(), StoreError> {
+    /// Empties these places of the outbox (their alerts were
+    /// delivered), and forgets the marks once the outbox is empty.
+    pub fn clear_alerts(&mut self, delivered: &[u64]) -> Result<(), StoreError> {
         let tree = self.db.open_tree(TREE)?;
         let mut batch = sled::Batch::default();
-        let delivered: std::collections::HashSet<&str> =
-            delivered.iter().map(String::as_str).collect();
-        let mut left = 0usize;
+        for place in delivered {
+            batch.remove(outbox_key(*place));
+        }
+        let delivered: std::collections::HashSet<Vec<u8>> =
+            delivered.iter().map(|p| outbox_key(*p)).collect();
+        let mut left = false;
         for kv in tree.scan_prefix(b"o") {
-            let (k, v) = kv?;
-            let alert: Alert = serde_json::from_slice(&v).map_err(|e| damaged(&k, e))?;
-            if delivered.contains(alert.alert_id.as_str()) {
-                batch.remove(k);
-            } else {
-                left += 1;
+            let (k, _) = kv?;
+            if !delivered.contains(k.as_ref()) {
+                left = true;
+                break;
             }
         }
-        if left == 0 {
+        if !left {
             batch.remove(MARKS);
         }
         tree.apply_batch(batch)?;

@@ -7,11 +7,13 @@
 //! Derived data, not evidence.
 //!
 //! Keys of the `monitor` tree (the outbox's are in `monitor.rs`):
-//! `s`+item: the item's [`Watched`]; `x`+item: its wakeup;
+//! `i`+item: the item's [`ItemRecord`] (watch state, verdict status,
+//! wakeup), one key so that a look reads and writes one record;
 //! `w`+moment+item: the wakeups in time order; `a`+len+account+item: the
 //! account's items; `v`+deadline+item: overdue items by deadline; `k`:
-//! the counts; `r`+item: the item's verdict status; `q`: items per
-//! status; `j`: what the monitor judged through ([`Judged`]).
+//! the watch counts; `q`: items per status; `j`: what the monitor judged
+//! through ([`Judged`]). An older release kept `s`+item (the watch state
+//! alone); those become `i` records when the book is first opened.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -22,12 +24,12 @@ use super::StoreError;
 use crate::monitor::book::{BookError, StatusCounts, Tally, WatchBook};
 use crate::monitor::{Watch, WatchCounts, Watched};
 
-const STATE: u8 = b's';
-const WAKEUP_OF: u8 = b'x';
+const ITEM: u8 = b'i';
+/// An older release's watch states.
+const LEGACY_STATE: u8 = b's';
 const WAKEUPS: u8 = b'w';
 const ACCOUNT: u8 = b'a';
 const OVERDUE: u8 = b'v';
-const STATUS: u8 = b'r';
 pub(super) const COUNTS: &[u8] = b"k";
 const STATUS_COUNTS: &[u8] = b"q";
 pub(super) const JUDGED: &[u8] = b"j";
@@ -119,15 +121,36 @@ fn is_overdue_by(w: Option<&Watched>) -> Option<Timestamp> {
         .and_then(|w| w.due_by)
 }
 
+/// What the book keeps per item.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct ItemRecord {
+    watched: Option<Watched>,
+    status: Option<u8>,
+    /// Nanoseconds since the epoch (not a timestamp's text: every look
+    /// reads it).
+    wakeup: Option<i128>,
+}
+
+impl ItemRecord {
+    fn wakeup_at(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.wakeup
+            .map(Timestamp::from_nanosecond)
+            .transpose()
+            .map_err(|e| damaged(b"i", e))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.watched.is_none() && self.status.is_none() && self.wakeup.is_none()
+    }
+}
+
 /// The monitor's book over the index, with the changes not yet saved.
 #[derive(Debug)]
 pub struct SavedBook {
     tree: sled::Tree,
     /// Per item changed since the last save: (as saved, as now).
-    states: BTreeMap<String, (Option<Watched>, Watched)>,
-    wakeups: BTreeMap<String, (Option<Timestamp>, Option<Timestamp>)>,
+    items: BTreeMap<String, (ItemRecord, ItemRecord)>,
     accounts: BTreeSet<(String, String)>,
-    statuses: BTreeMap<String, Option<u8>>,
     due_soon: u64,
     overdue: u64,
     status_counts: StatusCounts,
@@ -136,27 +159,28 @@ pub struct SavedBook {
 
 impl SavedBook {
     pub(super) fn open(tree: sled::Tree) -> Result<Self, StoreError> {
-        let (due_soon, overdue) = match tree.get(COUNTS)? {
-            Some(v) => decode(COUNTS, &v)?,
-            None => count_states(&tree)?,
-        };
-        let (status_counts, judged) = match tree.get(STATUS_COUNTS)? {
-            Some(v) => (
-                decode(STATUS_COUNTS, &v)?,
-                match tree.get(JUDGED)? {
+        let (due_soon, overdue, status_counts, judged) = match tree.get(STATUS_COUNTS)? {
+            Some(q) => {
+                let (due_soon, overdue) = match tree.get(COUNTS)? {
+                    Some(v) => decode(COUNTS, &v)?,
+                    None => (0, 0),
+                };
+                let judged = match tree.get(JUDGED)? {
                     Some(v) => Some(decode(JUDGED, &v)?),
                     None => None,
-                },
-            ),
-            // A book kept without statuses is swept to learn them.
-            None => (StatusCounts::default(), None),
+                };
+                (due_soon, overdue, decode(STATUS_COUNTS, &q)?, judged)
+            }
+            None => {
+                let (due_soon, overdue) = adopt_older_book(&tree)?;
+                // Statuses and wakeups are learnt by a sweep.
+                (due_soon, overdue, StatusCounts::default(), None)
+            }
         };
         Ok(SavedBook {
             tree,
-            states: BTreeMap::new(),
-            wakeups: BTreeMap::new(),
+            items: BTreeMap::new(),
             accounts: BTreeSet::new(),
-            statuses: BTreeMap::new(),
             due_soon,
             overdue,
             status_counts,
@@ -170,46 +194,39 @@ impl SavedBook {
     }
 
     pub(super) fn has_changes(&self) -> bool {
-        !(self.states.is_empty()
-            && self.wakeups.is_empty()
-            && self.accounts.is_empty()
-            && self.statuses.is_empty())
+        !(self.items.is_empty() && self.accounts.is_empty())
     }
 
     /// The writes that save the changes.
     pub(super) fn changes_batch(&self) -> Result<sled::Batch, StoreError> {
         let mut batch = sled::Batch::default();
-        for (item, (saved, now)) in &self.states {
-            batch.insert(key(STATE, item), encode(b"s", now)?);
-            if let Some(d) = is_overdue_by(saved.as_ref()) {
-                batch.remove(timed_key(OVERDUE, d, item));
+        for (item, (saved, now)) in &self.items {
+            if now.is_empty() {
+                batch.remove(key(ITEM, item));
+            } else {
+                batch.insert(key(ITEM, item), encode(b"i", now)?);
             }
-            if let Some(d) = is_overdue_by(Some(now)) {
-                batch.insert(timed_key(OVERDUE, d, item), Vec::new());
-            }
-        }
-        for (item, (saved, now)) in &self.wakeups {
-            if let Some(at) = saved {
-                batch.remove(timed_key(WAKEUPS, *at, item));
-            }
-            match now {
-                Some(at) => {
-                    batch.insert(timed_key(WAKEUPS, *at, item), Vec::new());
-                    batch.insert(key(WAKEUP_OF, item), moment_bytes(*at).to_vec());
+            if saved.watched != now.watched {
+                if let Some(d) = is_overdue_by(saved.watched.as_ref()) {
+                    batch.remove(timed_key(OVERDUE, d, item));
                 }
-                None => batch.remove(key(WAKEUP_OF, item)),
+                if let Some(d) = is_overdue_by(now.watched.as_ref()) {
+                    batch.insert(timed_key(OVERDUE, d, item), Vec::new());
+                }
+            }
+            if saved.wakeup != now.wakeup {
+                if let Some(at) = saved.wakeup_at()? {
+                    batch.remove(timed_key(WAKEUPS, at, item));
+                }
+                if let Some(at) = now.wakeup_at()? {
+                    batch.insert(timed_key(WAKEUPS, at, item), Vec::new());
+                }
             }
         }
         for (account, item) in &self.accounts {
             let mut k = account_prefix(account);
             k.extend_from_slice(item.as_bytes());
             batch.insert(k, Vec::new());
-        }
-        for (item, status) in &self.statuses {
-            match status {
-                Some(c) => batch.insert(key(STATUS, item), vec![*c]),
-                None => batch.remove(key(STATUS, item)),
-            }
         }
         batch.insert(COUNTS, encode(COUNTS, &(self.due_soon, self.overdue))?);
         batch.insert(STATUS_COUNTS, encode(STATUS_COUNTS, &self.status_counts)?);
@@ -218,99 +235,118 @@ impl SavedBook {
 
     /// The changes were saved.
     pub(super) fn saved(&mut self) {
-        self.states.clear();
-        self.wakeups.clear();
+        self.items.clear();
         self.accounts.clear();
-        self.statuses.clear();
     }
 
     pub(super) fn set_judged(&mut self, judged: Option<Judged>) {
         self.judged = judged;
     }
 
-    fn saved_wakeup(&self, item: &str) -> Result<Option<Timestamp>, BookError> {
-        match self.tree.get(key(WAKEUP_OF, item)).map_err(sled_error)? {
-            Some(v) => Ok(Some(moment_from(&v)?)),
-            None => Ok(None),
+    fn saved_record(&self, item: &str) -> Result<ItemRecord, BookError> {
+        match self.tree.get(key(ITEM, item)).map_err(sled_error)? {
+            Some(v) => decode(b"i", &v).map_err(book_error),
+            None => Ok(ItemRecord::default()),
         }
     }
 
-    fn saved_state(&self, item: &str) -> Result<Option<Watched>, BookError> {
-        match self.tree.get(key(STATE, item)).map_err(sled_error)? {
-            Some(v) => decode(b"s", &v).map(Some).map_err(book_error),
-            None => Ok(None),
+    fn record(&self, item: &str) -> Result<ItemRecord, BookError> {
+        match self.items.get(item) {
+            Some((_, now)) => Ok(now.clone()),
+            None => self.saved_record(item),
         }
+    }
+
+    /// Changes the item's record.
+    fn change(&mut self, item: &str, f: impl FnOnce(&mut ItemRecord)) -> Result<(), BookError> {
+        if let Some((_, now)) = self.items.get_mut(item) {
+            f(now);
+            return Ok(());
+        }
+        let saved = self.saved_record(item)?;
+        let mut now = saved.clone();
+        f(&mut now);
+        self.items.insert(item.to_owned(), (saved, now));
+        Ok(())
+    }
+
+    fn count(&mut self, w: &Watched, add: bool) {
+        let n = match w.state {
+            Watch::DueSoon => &mut self.due_soon,
+            Watch::Overdue => &mut self.overdue,
+            Watch::Clear => return,
+        };
+        *n = if add { *n + 1 } else { n.saturating_sub(1) };
     }
 }
 
-/// Counts the states an older release saved and indexes its overdue
-/// items by deadline (once: the counts are saved from then on).
-fn count_states(tree: &sled::Tree) -> Result<(u64, u64), StoreError> {
+/// Turns an older book into this one: its watch states (`s` keys)
+/// become item records, keys of a book without statuses are dropped
+/// (a sweep sets them again), and the overdue index and counts are made
+/// from the states. The outbox stays as it is.
+fn adopt_older_book(tree: &sled::Tree) -> Result<(u64, u64), StoreError> {
     let mut tally = Tally::default();
     let mut batch = sled::Batch::default();
-    for kv in tree.scan_prefix([STATE]) {
+    for kv in tree.iter() {
         let (k, v) = kv?;
-        let w: Watched = decode(&k, &v)?;
-        let item = String::from_utf8_lossy(&k[1..]).into_owned();
-        if let Some(d) = is_overdue_by(Some(&w)) {
-            batch.insert(timed_key(OVERDUE, d, &item), Vec::new());
+        match k.first() {
+            Some(b'o' | b'm' | b'n') => {}
+            Some(&LEGACY_STATE) => {
+                let w: Watched = decode(&k, &v)?;
+                let item = String::from_utf8_lossy(&k[1..]).into_owned();
+                if let Some(d) = is_overdue_by(Some(&w)) {
+                    batch.insert(timed_key(OVERDUE, d, &item), Vec::new());
+                }
+                tally.add(&w);
+                let record = ItemRecord {
+                    watched: Some(w),
+                    ..ItemRecord::default()
+                };
+                batch.insert(key(ITEM, &item), encode(b"i", &record)?);
+                batch.remove(k);
+            }
+            _ => batch.remove(k),
         }
-        tally.add(&w);
     }
     batch.insert(COUNTS, encode(COUNTS, &(tally.due_soon, tally.overdue))?);
+    batch.insert(
+        STATUS_COUNTS,
+        encode(STATUS_COUNTS, &StatusCounts::default())?,
+    );
     tree.apply_batch(batch)?;
     Ok((tally.due_soon, tally.overdue))
 }
 
 impl WatchBook for SavedBook {
     fn watched(&self, item: &str) -> Result<Option<Watched>, BookError> {
-        match self.states.get(item) {
-            Some((_, now)) => Ok(Some(now.clone())),
-            None => self.saved_state(item),
-        }
+        Ok(self.record(item)?.watched)
     }
 
     fn set_watched(&mut self, item: &str, watched: Watched) -> Result<(), BookError> {
-        let saved = match self.states.remove(item) {
-            Some((saved, now)) => {
-                self.count(&now, false);
-                saved
-            }
-            None => {
-                let saved = self.saved_state(item)?;
-                if let Some(w) = &saved {
-                    self.count(w, false);
-                }
-                saved
-            }
-        };
+        if let Some(old) = self.record(item)?.watched {
+            self.count(&old, false);
+        }
         self.count(&watched, true);
-        self.states.insert(item.to_owned(), (saved, watched));
-        Ok(())
+        self.change(item, |r| r.watched = Some(watched))
     }
 
     fn wakeup(&self, item: &str) -> Result<Option<Timestamp>, BookError> {
-        match self.wakeups.get(item) {
-            Some((_, now)) => Ok(*now),
-            None => self.saved_wakeup(item),
-        }
+        self.record(item)?.wakeup_at().map_err(book_error)
     }
 
     fn set_wakeup(&mut self, item: &str, at: Option<Timestamp>) -> Result<(), BookError> {
-        let saved = match self.wakeups.get(item) {
-            Some((saved, _)) => *saved,
-            None => self.saved_wakeup(item)?,
-        };
-        self.wakeups.insert(item.to_owned(), (saved, at));
-        Ok(())
+        self.change(item, |r| r.wakeup = at.map(Timestamp::as_nanosecond))
     }
 
     fn take_due(&mut self, now: Timestamp, limit: usize) -> Result<Vec<String>, BookError> {
-        let mut due: Vec<(Timestamp, String)> = self
-            .wakeups
-            .iter()
-            .filter_map(|(item, (_, at))| at.filter(|at| *at <= now).map(|at| (at, item.clone())))
-            .collect();
+        let mut due: Vec<(Timestamp, String)> = Vec::new();
+        for (item, (_, r)) in &self.items {
+            if let Some(at) = r.wakeup_at().map_err(book_error)? {
+                if at <= now {
+                    due.push((at, item.clone()));
+                }
+            }
+        }
         let mut from_index = 0usize;
         for kv in self.tree.scan_prefix([WAKEUPS]) {
             if from_index >= limit {
@@ -322,8 +358,8 @@ impl WatchBook for SavedBook {
                 break;
             }
             let item = String::from_utf8_lossy(&k[17..]).into_owned();
-            // A wakeup changed since the last save is the one above.
-            if !self.wakeups.contains_key(&item) {
+            // An item changed since the last save has its wakeup above.
+            if !self.items.contains_key(&item) {
                 due.push((at, item));
                 from_index += 1;
             }
@@ -369,21 +405,13 @@ impl WatchBook for SavedBook {
     }
 
     fn status(&self, item: &str) -> Result<Option<u8>, BookError> {
-        if let Some(status) = self.statuses.get(item) {
-            return Ok(*status);
-        }
-        Ok(self
-            .tree
-            .get(key(STATUS, item))
-            .map_err(sled_error)?
-            .and_then(|v| v.first().copied()))
+        Ok(self.record(item)?.status)
     }
 
     fn set_status(&mut self, item: &str, status: Option<u8>) -> Result<(), BookError> {
         let old = self.status(item)?;
         self.status_counts.shift(old, status);
-        self.statuses.insert(item.to_owned(), status);
-        Ok(())
+        self.change(item, |r| r.status = status)
     }
 
     fn by_status(&self) -> Result<StatusCounts, BookError> {
@@ -392,15 +420,15 @@ impl WatchBook for SavedBook {
 
     fn counts(&self) -> Result<WatchCounts, BookError> {
         let mut oldest = self
-            .states
+            .items
             .values()
-            .filter_map(|(_, now)| is_overdue_by(Some(now)))
+            .filter_map(|(_, now)| is_overdue_by(now.watched.as_ref()))
             .min();
         for kv in self.tree.scan_prefix([OVERDUE]) {
             let (k, _) = kv.map_err(sled_error)?;
             let item = String::from_utf8_lossy(&k[17..]);
             // An item changed since the last save counts as it is now.
-            if self.states.contains_key(item.as_ref()) {
+            if self.items.contains_key(item.as_ref()) {
                 continue;
             }
             let at = moment_from(&k[1..])?;
@@ -412,17 +440,6 @@ impl WatchBook for SavedBook {
             overdue: self.overdue,
             oldest_overdue_deadline: oldest,
         })
-    }
-}
-
-impl SavedBook {
-    fn count(&mut self, w: &Watched, add: bool) {
-        let n = match w.state {
-            Watch::DueSoon => &mut self.due_soon,
-            Watch::Overdue => &mut self.overdue,
-            Watch::Clear => return,
-        };
-        *n = if add { *n + 1 } else { n.saturating_sub(1) };
     }
 }
 
@@ -584,7 +601,7 @@ mod tests {
         };
         // An older release kept states only.
         let tree = ledger.db.open_tree("monitor").unwrap();
-        tree.insert(key(STATE, "x"), encode(b"s", &overdue).unwrap())
+        tree.insert(key(LEGACY_STATE, "x"), encode(b"s", &overdue).unwrap())
             .unwrap();
         let book = ledger.monitor_book().unwrap();
         assert_eq!(
@@ -596,7 +613,9 @@ mod tests {
             }
         );
         assert!(tree.contains_key(COUNTS).unwrap());
+        assert!(!tree.contains_key(key(LEGACY_STATE, "x")).unwrap());
         assert_eq!(book.watched("x").unwrap(), Some(overdue));
+        assert_eq!(book.judged(), None, "a book without statuses is swept");
         let _ = &mut ledger;
     }
 }
