@@ -295,7 +295,7 @@ impl MonitorRunner {
             settings,
             last_sent: Vec::new(),
         };
-        let mut sent = runner.deliver(ledger)?;
+        let mut sent = runner.deliver()?;
         sent.extend(runner.tick(ledger, projection)?);
         runner.last_sent = sent;
         Ok(runner)
@@ -304,9 +304,9 @@ impl MonitorRunner {
     /// Makes the next tick look at every item, and a restart too (a
     /// chain's history was replaced, so what was judged through it is
     /// no longer known).
-    pub fn sweep_next(&mut self, ledger: &mut Ledger) -> Result<(), StoreError> {
+    pub fn sweep_next(&mut self) -> Result<(), StoreError> {
         self.judged_policy = None;
-        ledger.forget_monitor_judged(self.monitor.book_mut())
+        self.monitor.book_mut().forget_judged()
     }
 
     pub fn gauges(&self) -> &Arc<MonitorGauges> {
@@ -380,7 +380,7 @@ impl MonitorRunner {
                 drop(facts);
                 from = next;
                 let done = from.is_none().then_some(&judged);
-                let page_sent = self.save_and_deliver(ledger, &alerts, done)?;
+                let page_sent = self.save_and_deliver(&alerts, done)?;
                 sent_count += page_sent.len();
                 self.keep_sent(&mut sent, page_sent);
             }
@@ -440,7 +440,7 @@ impl MonitorRunner {
             drop(facts);
             alerts.extend(due);
             let done = (!more).then_some(judged);
-            let page_sent = self.save_and_deliver(ledger, &alerts, done)?;
+            let page_sent = self.save_and_deliver(&alerts, done)?;
             sent_count += page_sent.len();
             self.keep_sent(&mut sent, page_sent);
             if !more {
@@ -453,12 +453,11 @@ impl MonitorRunner {
     /// sends what the outbox holds; returns what was sent.
     fn save_and_deliver(
         &mut self,
-        ledger: &mut Ledger,
         alerts: &[Alert],
         judged: Option<&Judged>,
     ) -> Result<Vec<Alert>, MonitorError> {
-        ledger.save_monitor(self.monitor.book_mut(), alerts, judged)?;
-        self.deliver(ledger)
+        self.monitor.book_mut().save(alerts, judged)?;
+        self.deliver()
     }
 
     fn keep_sent(&self, kept: &mut Vec<Alert>, sent: Vec<Alert>) {
@@ -468,8 +467,8 @@ impl MonitorRunner {
     }
 
     /// Sends what the outbox holds; returns what was sent now.
-    fn deliver(&mut self, ledger: &mut Ledger) -> Result<Vec<Alert>, MonitorError> {
-        let saved = ledger.alert_outbox()?;
+    fn deliver(&mut self) -> Result<Vec<Alert>, MonitorError> {
+        let saved = self.monitor.book().outbox()?;
         let mut outbox = saved.alerts;
         if outbox.is_empty() {
             return Ok(Vec::new());
@@ -487,7 +486,7 @@ impl MonitorRunner {
                     "deadline monitor: {} alerts from before a restart had arrived; not sending them again",
                     places.len()
                 );
-                ledger.clear_alerts(&places)?;
+                self.monitor.book_mut().clear_alerts(&places)?;
                 outbox.retain(|(_, a)| !arrived.contains(&a.alert_id));
             }
             if outbox.is_empty() {
@@ -495,10 +494,10 @@ impl MonitorRunner {
             }
         }
         let marks = self.out.marks()?;
-        ledger.mark_alerts_sending(&marks)?;
+        self.monitor.book_mut().mark_sending(&marks)?;
         let (places, outbox): (Vec<u64>, Vec<Alert>) = outbox.into_iter().unzip();
         self.out.send(&outbox)?;
-        ledger.clear_alerts(&places)?;
+        self.monitor.book_mut().clear_alerts(&places)?;
         Ok(outbox)
     }
 }

@@ -819,7 +819,7 @@ impl Sink {
         if let Some(monitor) = self.monitor.as_mut() {
             // What the monitor judged the set-aside history through
             // says nothing about the adopted one.
-            monitor.sweep_next(&mut self.ledger)?;
+            monitor.sweep_next()?;
         }
         let then = continue_chain(&mut self.ledger, archive, chain)?;
         Ok((first, Some(then)))

@@ -55,13 +55,13 @@ pub use export::{ExportScope, ExportSummary};
 pub use layout::StoredRecord;
 pub use manifest::{ChainState, Manifest};
 pub use migrate::{MigrationReport, legacy, migrate};
-pub use monitor::Outbox;
 pub use projection::Publication;
 pub use read_only::ReadOnlyLedger;
 pub use replay::{Replay, Visited};
 pub use snapshot::{Records, Snapshot};
 pub use staged::StagedBatch;
 pub use vouch::Vouched;
+pub use watch_book::Outbox;
 pub use watch_book::{Judged, SavedBook};
 
 /// Settings of a ledger.

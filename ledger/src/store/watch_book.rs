@@ -1,38 +1,59 @@
-//! The deadline monitor's book kept in the index (sled): every item's
-//! watch state, its next wakeup, the account → items index and the
-//! overdue items by deadline, read where they lie; what looks changed
-//! since the last save waits in memory, over what is saved, until
-//! [`super::Ledger::save_monitor`] writes it in one batch with the
-//! alerts it produced. Memory holds one tick's changes, not every item.
-//! Derived data, not evidence.
+//! The deadline monitor's book and alert outbox, in files of the
+//! ledger's own (`DIR/monitor/`): sorted runs and a manifest, as the
+//! projection's states are kept (see `states`), not in sled, whose memory
+//! grows with the number of keys it holds (millions of items here).
 //!
-//! Keys of the `monitor` tree (the outbox's are in `monitor.rs`):
-//! `i`+item: the item's [`ItemRecord`] (watch state, verdict status,
-//! wakeup), one key so that a look reads and writes one record;
-//! `w`+moment+item: the wakeups in time order; `a`+len+account+item: the
-//! account's items; `v`+deadline+item: overdue items by deadline; `k`:
-//! the watch counts; `q`: items per status; `j`: what the monitor judged
-//! through ([`Judged`]). An older release kept `s`+item (the watch state
-//! alone); those become `i` records when the book is first opened.
+//! Every item's watch state, verdict status and wakeup, the wakeups in
+//! time order, each account's items and the overdue items by deadline
+//! are read where they lie; what looks changed since the last save waits
+//! in memory, over what is saved, until [`SavedBook::save`] writes it in
+//! one run, with the alerts it produced, under one manifest replacement:
+//! a change of state and its alert are saved together or not at all.
+//! Memory holds one tick's changes, not every item.
+//!
+//! The alert leaves the outbox only once its destination acknowledged it.
+//! Before sending, the destination's end offsets are saved as marks, so
+//! that after a crash the sender can read the destination from the marks
+//! and drop from the outbox what already arrived: each change is
+//! delivered once. Derived data, not evidence.
+//!
+//! Keys: `i`+item: the item's [`ItemRecord`]; `w`+moment+item: the
+//! wakeups in time order; `a`+len+account+item: the account's items;
+//! `v`+deadline+item: overdue items by deadline; `o`+n: the n-th alert,
+//! while unsent. An empty value is a removed key (a merge that reaches the
+//! oldest run drops it). The manifest's small records: the counts, items
+//! per status, what the monitor judged through ([`Judged`]), the outbox's
+//! bounds and marks, and where the wakeup and overdue scans may start
+//! (every key before is removed).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
+use super::states::StateStore;
 use crate::monitor::book::{BookError, StatusCounts, Tally, WatchBook};
-use crate::monitor::{Watch, WatchCounts, Watched};
+use crate::monitor::{Alert, Watch, WatchCounts, Watched};
+
+/// The monitor's directory inside a ledger directory.
+pub const MONITOR_DIR: &str = "monitor";
 
 const ITEM: u8 = b'i';
-/// An older release's watch states.
-const LEGACY_STATE: u8 = b's';
 const WAKEUPS: u8 = b'w';
 const ACCOUNT: u8 = b'a';
 const OVERDUE: u8 = b'v';
-pub(super) const COUNTS: &[u8] = b"k";
-const STATUS_COUNTS: &[u8] = b"q";
-pub(super) const JUDGED: &[u8] = b"j";
+const OUTBOX: u8 = b'o';
+
+const COUNTS: &[u8] = b"counts";
+const STATUS_COUNTS: &[u8] = b"statuses";
+const JUDGED: &[u8] = b"judged";
+const NEXT_ALERT: &[u8] = b"next-alert";
+const FIRST_UNSENT: &[u8] = b"first-unsent";
+const MARKS: &[u8] = b"marks";
+const WAKEUPS_FROM: &[u8] = b"wakeups-from";
+const OVERDUE_FROM: &[u8] = b"overdue-from";
 
 /// What the monitor's saved states were last judged through: the policy
 /// and horizon, and how far each chain was folded into the facts it
@@ -52,7 +73,17 @@ pub struct Judged {
     pub covered: BTreeMap<String, u64>,
 }
 
-pub(super) fn encode<T: Serialize>(key: &[u8], value: &T) -> Result<Vec<u8>, StoreError> {
+/// Alerts saved but not yet acknowledged by their destination.
+#[derive(Debug, Clone, Default)]
+pub struct Outbox {
+    /// Each alert with its place in the outbox, oldest first.
+    pub alerts: Vec<(u64, Alert)>,
+    /// The destination's end offsets (partition, offset) recorded before
+    /// the last send began, if one began.
+    pub marks: Option<Vec<(i32, i64)>>,
+}
+
+fn encode<T: Serialize>(key: &[u8], value: &T) -> Result<Vec<u8>, StoreError> {
     bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| damaged(key, e))
 }
 
@@ -62,7 +93,7 @@ fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T,
         .map_err(|e| damaged(key, e))
 }
 
-pub(super) fn damaged(key: &[u8], e: impl std::fmt::Display) -> StoreError {
+fn damaged(key: &[u8], e: impl std::fmt::Display) -> StoreError {
     StoreError::Damaged {
         key: format!("monitor {}", String::from_utf8_lossy(key)),
         detail: e.to_string(),
@@ -73,22 +104,21 @@ fn book_error(e: StoreError) -> BookError {
     BookError(e.to_string())
 }
 
-fn sled_error(e: sled::Error) -> BookError {
-    BookError(e.to_string())
-}
-
 /// A moment as 16 bytes that sort as the moments do.
-fn moment_bytes(at: Timestamp) -> [u8; 16] {
-    ((at.as_nanosecond() as u128) ^ (1u128 << 127)).to_be_bytes()
+fn moment_bytes(nanos: i128) -> [u8; 16] {
+    ((nanos as u128) ^ (1u128 << 127)).to_be_bytes()
 }
 
-fn moment_from(key: &[u8]) -> Result<Timestamp, BookError> {
+fn nanos_from(key: &[u8]) -> Result<i128, StoreError> {
     let bytes: [u8; 16] = key
         .get(..16)
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| BookError("a moment key is short".into()))?;
-    let nanos = (u128::from_be_bytes(bytes) ^ (1u128 << 127)) as i128;
-    Timestamp::from_nanosecond(nanos).map_err(|e| BookError(e.to_string()))
+        .ok_or_else(|| damaged(key, "a moment key is short"))?;
+    Ok((u128::from_be_bytes(bytes) ^ (1u128 << 127)) as i128)
+}
+
+fn timestamp(nanos: i128) -> Result<Timestamp, StoreError> {
+    Timestamp::from_nanosecond(nanos).map_err(|e| damaged(b"moment", e))
 }
 
 fn key(tag: u8, item: &str) -> Vec<u8> {
@@ -98,10 +128,16 @@ fn key(tag: u8, item: &str) -> Vec<u8> {
     k
 }
 
-fn timed_key(tag: u8, at: Timestamp, item: &str) -> Vec<u8> {
+fn timed_key(tag: u8, nanos: i128, item: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(17 + item.len());
     k.push(tag);
-    k.extend_from_slice(&moment_bytes(at));
+    k.extend_from_slice(&moment_bytes(nanos));
+    k.extend_from_slice(item.as_bytes());
+    k
+}
+
+fn account_key(account: &str, item: &str) -> Vec<u8> {
+    let mut k = account_prefix(account);
     k.extend_from_slice(item.as_bytes());
     k
 }
@@ -116,12 +152,20 @@ fn account_prefix(account: &str) -> Vec<u8> {
     k
 }
 
-fn is_overdue_by(w: Option<&Watched>) -> Option<Timestamp> {
-    w.filter(|w| w.state == Watch::Overdue)
-        .and_then(|w| w.due_by)
+fn outbox_key(place: u64) -> Vec<u8> {
+    let mut k = vec![OUTBOX];
+    k.extend_from_slice(&place.to_be_bytes());
+    k
 }
 
-/// What the book keeps per item.
+fn overdue_by(w: Option<&Watched>) -> Option<i128> {
+    w.filter(|w| w.state == Watch::Overdue)
+        .and_then(|w| w.due_by)
+        .map(Timestamp::as_nanosecond)
+}
+
+/// What the book keeps per item: one key, so that a look reads and
+/// writes one record.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct ItemRecord {
     watched: Option<Watched>,
@@ -132,22 +176,15 @@ struct ItemRecord {
 }
 
 impl ItemRecord {
-    fn wakeup_at(&self) -> Result<Option<Timestamp>, StoreError> {
-        self.wakeup
-            .map(Timestamp::from_nanosecond)
-            .transpose()
-            .map_err(|e| damaged(b"i", e))
-    }
-
     fn is_empty(&self) -> bool {
         self.watched.is_none() && self.status.is_none() && self.wakeup.is_none()
     }
 }
 
-/// The monitor's book over the index, with the changes not yet saved.
+/// The monitor's book and outbox, with the changes not yet saved.
 #[derive(Debug)]
 pub struct SavedBook {
-    tree: sled::Tree,
+    store: StateStore,
     /// Per item changed since the last save: (as saved, as now).
     items: BTreeMap<String, (ItemRecord, ItemRecord)>,
     accounts: BTreeSet<(String, String)>,
@@ -155,37 +192,117 @@ pub struct SavedBook {
     overdue: u64,
     status_counts: StatusCounts,
     judged: Option<Judged>,
+    next_alert: u64,
+    first_unsent: u64,
+    marks: Option<Vec<(i32, i64)>>,
+    /// Every wakeup before this moment was taken (or moved): the scan for
+    /// due wakeups starts here, past the removed keys of earlier ones.
+    wakeups_from: Option<i128>,
+    /// Every overdue key before this deadline is removed.
+    overdue_from: Option<i128>,
+}
+
+/// What an older release kept in sled: watch states, the outbox, the
+/// marks and the next alert's place.
+#[derive(Debug, Default)]
+pub(super) struct OlderBook {
+    pub(super) states: Vec<(String, Watched)>,
+    pub(super) outbox: Vec<(u64, Vec<u8>)>,
+    pub(super) marks: Option<Vec<(i32, i64)>>,
+    pub(super) next_alert: u64,
 }
 
 impl SavedBook {
-    pub(super) fn open(tree: sled::Tree) -> Result<Self, StoreError> {
-        let (due_soon, overdue, status_counts, judged) = match tree.get(STATUS_COUNTS)? {
-            Some(q) => {
-                let (due_soon, overdue) = match tree.get(COUNTS)? {
-                    Some(v) => decode(COUNTS, &v)?,
-                    None => (0, 0),
-                };
-                let judged = match tree.get(JUDGED)? {
-                    Some(v) => Some(decode(JUDGED, &v)?),
-                    None => None,
-                };
-                (due_soon, overdue, decode(STATUS_COUNTS, &q)?, judged)
-            }
-            None => {
-                let (due_soon, overdue) = adopt_older_book(&tree)?;
-                // Statuses and wakeups are learnt by a sweep.
-                (due_soon, overdue, StatusCounts::default(), None)
-            }
-        };
-        Ok(SavedBook {
-            tree,
+    /// The book in `dir` (its runs and manifest). `older` is read only
+    /// when the directory holds no book yet: what an older release kept
+    /// in sled, taken over once.
+    pub(super) fn open(
+        dir: &Path,
+        older: impl FnOnce() -> Result<Option<OlderBook>, StoreError>,
+    ) -> Result<Self, StoreError> {
+        let store = StateStore::open_writer(dir)?.empty_is_removed();
+        let mut book = SavedBook {
+            store,
             items: BTreeMap::new(),
             accounts: BTreeSet::new(),
-            due_soon,
-            overdue,
-            status_counts,
-            judged,
-        })
+            due_soon: 0,
+            overdue: 0,
+            status_counts: StatusCounts::default(),
+            judged: None,
+            next_alert: 0,
+            first_unsent: 0,
+            marks: None,
+            wakeups_from: None,
+            overdue_from: None,
+        };
+        if book.store.small(STATUS_COUNTS).is_none() {
+            let older = older()?.unwrap_or_default();
+            book.adopt(older)?;
+            return Ok(book);
+        }
+        let small = |k: &[u8]| book.store.small(k).filter(|v| !v.is_empty());
+        let (due_soon, overdue) = small(COUNTS)
+            .map(|v| decode(COUNTS, v))
+            .transpose()?
+            .unwrap_or_default();
+        let status_counts = small(STATUS_COUNTS)
+            .map(|v| decode(STATUS_COUNTS, v))
+            .transpose()?
+            .unwrap_or_default();
+        let judged = small(JUDGED).map(|v| decode(JUDGED, v)).transpose()?;
+        let next_alert = small(NEXT_ALERT)
+            .map(|v| decode(NEXT_ALERT, v))
+            .transpose()?
+            .unwrap_or(0);
+        let first_unsent = small(FIRST_UNSENT)
+            .map(|v| decode(FIRST_UNSENT, v))
+            .transpose()?
+            .unwrap_or(0);
+        let marks = small(MARKS).map(|v| decode(MARKS, v)).transpose()?;
+        let wakeups_from = small(WAKEUPS_FROM)
+            .map(|v| decode(WAKEUPS_FROM, v))
+            .transpose()?;
+        let overdue_from = small(OVERDUE_FROM)
+            .map(|v| decode(OVERDUE_FROM, v))
+            .transpose()?;
+        book.due_soon = due_soon;
+        book.overdue = overdue;
+        book.status_counts = status_counts;
+        book.judged = judged;
+        book.next_alert = next_alert;
+        book.first_unsent = first_unsent;
+        book.marks = marks;
+        book.wakeups_from = wakeups_from;
+        book.overdue_from = overdue_from;
+        Ok(book)
+    }
+
+    /// Takes over an older release's states and outbox: it knew no
+    /// statuses, wakeups or accounts and recorded no judgement, so the
+    /// monitor sweeps every item.
+    fn adopt(&mut self, older: OlderBook) -> Result<(), StoreError> {
+        let mut tally = Tally::default();
+        let mut records = BTreeMap::new();
+        for (item, w) in older.states {
+            if let Some(d) = overdue_by(Some(&w)) {
+                records.insert(timed_key(OVERDUE, d, &item), vec![1]);
+            }
+            tally.add(&w);
+            let record = ItemRecord {
+                watched: Some(w),
+                ..ItemRecord::default()
+            };
+            records.insert(key(ITEM, &item), encode(b"i", &record)?);
+        }
+        self.first_unsent = older.outbox.first().map_or(older.next_alert, |(p, _)| *p);
+        for (place, alert) in older.outbox {
+            records.insert(outbox_key(place), alert);
+        }
+        self.due_soon = tally.due_soon;
+        self.overdue = tally.overdue;
+        self.next_alert = older.next_alert;
+        self.marks = older.marks;
+        self.write(records)
     }
 
     /// What the saved states were judged through, if recorded.
@@ -193,67 +310,205 @@ impl SavedBook {
         self.judged.as_ref()
     }
 
-    pub(super) fn has_changes(&self) -> bool {
-        !(self.items.is_empty() && self.accounts.is_empty())
-    }
-
-    /// The writes that save the changes.
-    pub(super) fn changes_batch(&self) -> Result<sled::Batch, StoreError> {
-        let mut batch = sled::Batch::default();
+    /// Saves what looks changed since the last save, the alerts they
+    /// produced (into the outbox) and, if given, what the monitor judged
+    /// through: one run and one manifest replacement, durable when it
+    /// returns.
+    pub fn save(&mut self, alerts: &[Alert], judged: Option<&Judged>) -> Result<(), StoreError> {
+        if self.items.is_empty()
+            && self.accounts.is_empty()
+            && alerts.is_empty()
+            && judged.is_none()
+        {
+            return Ok(());
+        }
+        let mut records: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         for (item, (saved, now)) in &self.items {
-            if now.is_empty() {
-                batch.remove(key(ITEM, item));
+            let value = if now.is_empty() {
+                Vec::new()
             } else {
-                batch.insert(key(ITEM, item), encode(b"i", now)?);
-            }
+                encode(b"i", now)?
+            };
+            records.insert(key(ITEM, item), value);
             if saved.watched != now.watched {
-                if let Some(d) = is_overdue_by(saved.watched.as_ref()) {
-                    batch.remove(timed_key(OVERDUE, d, item));
+                if let Some(d) = overdue_by(saved.watched.as_ref()) {
+                    records.entry(timed_key(OVERDUE, d, item)).or_default();
                 }
-                if let Some(d) = is_overdue_by(now.watched.as_ref()) {
-                    batch.insert(timed_key(OVERDUE, d, item), Vec::new());
+                if let Some(d) = overdue_by(now.watched.as_ref()) {
+                    records.insert(timed_key(OVERDUE, d, item), vec![1]);
                 }
             }
             if saved.wakeup != now.wakeup {
-                if let Some(at) = saved.wakeup_at()? {
-                    batch.remove(timed_key(WAKEUPS, at, item));
+                if let Some(at) = saved.wakeup {
+                    records.entry(timed_key(WAKEUPS, at, item)).or_default();
                 }
-                if let Some(at) = now.wakeup_at()? {
-                    batch.insert(timed_key(WAKEUPS, at, item), Vec::new());
+                if let Some(at) = now.wakeup {
+                    records.insert(timed_key(WAKEUPS, at, item), vec![1]);
                 }
             }
         }
         for (account, item) in &self.accounts {
-            let mut k = account_prefix(account);
-            k.extend_from_slice(item.as_bytes());
-            batch.insert(k, Vec::new());
+            records.insert(account_key(account, item), vec![1]);
         }
-        batch.insert(COUNTS, encode(COUNTS, &(self.due_soon, self.overdue))?);
-        batch.insert(STATUS_COUNTS, encode(STATUS_COUNTS, &self.status_counts)?);
-        Ok(batch)
-    }
-
-    /// The changes were saved.
-    pub(super) fn saved(&mut self) {
+        let mut next_alert = self.next_alert;
+        for alert in alerts {
+            let v = serde_json::to_vec(alert).map_err(|e| damaged(b"outbox", e))?;
+            records.insert(outbox_key(next_alert), v);
+            next_alert += 1;
+        }
+        let judged = judged.cloned().or_else(|| self.judged.clone());
+        let was = (self.next_alert, self.judged.clone());
+        self.next_alert = next_alert;
+        self.judged = judged;
+        if let Err(e) = self.write(records) {
+            (self.next_alert, self.judged) = was;
+            return Err(e);
+        }
         self.items.clear();
         self.accounts.clear();
+        // The overdue scan starts at the first key still there, past
+        // the removed ones (kept in memory; saved with the next write).
+        if let Some((first, _)) = self
+            .timed_keys(OVERDUE, self.overdue_from, None, 1)?
+            .first()
+        {
+            self.overdue_from = Some(*first);
+        }
+        Ok(())
     }
 
-    pub(super) fn set_judged(&mut self, judged: Option<Judged>) {
-        self.judged = judged;
+    /// Writes `records` as one run, with every small record as it now
+    /// stands.
+    fn write(&mut self, records: BTreeMap<Vec<u8>, Vec<u8>>) -> Result<(), StoreError> {
+        let records: Vec<(Vec<u8>, Vec<u8>)> = records.into_iter().collect();
+        let mut small = vec![
+            (
+                COUNTS.to_vec(),
+                encode(COUNTS, &(self.due_soon, self.overdue))?,
+            ),
+            (
+                STATUS_COUNTS.to_vec(),
+                encode(STATUS_COUNTS, &self.status_counts)?,
+            ),
+            (NEXT_ALERT.to_vec(), encode(NEXT_ALERT, &self.next_alert)?),
+            (
+                FIRST_UNSENT.to_vec(),
+                encode(FIRST_UNSENT, &self.first_unsent)?,
+            ),
+        ];
+        let optional: [(&[u8], Option<Vec<u8>>); 4] = [
+            (
+                JUDGED,
+                self.judged
+                    .as_ref()
+                    .map(|j| encode(JUDGED, j))
+                    .transpose()?,
+            ),
+            (
+                MARKS,
+                self.marks.as_ref().map(|m| encode(MARKS, m)).transpose()?,
+            ),
+            (
+                WAKEUPS_FROM,
+                self.wakeups_from
+                    .map(|w| encode(WAKEUPS_FROM, &w))
+                    .transpose()?,
+            ),
+            (
+                OVERDUE_FROM,
+                self.overdue_from
+                    .map(|o| encode(OVERDUE_FROM, &o))
+                    .transpose()?,
+            ),
+        ];
+        for (k, v) in optional {
+            small.push((k.to_vec(), v.unwrap_or_default()));
+        }
+        self.store.save(&records, small)
     }
 
-    fn saved_record(&self, item: &str) -> Result<ItemRecord, BookError> {
-        match self.tree.get(key(ITEM, item)).map_err(sled_error)? {
-            Some(v) => decode(b"i", &v).map_err(book_error),
-            None => Ok(ItemRecord::default()),
+    /// Forgets what the monitor judged through (a chain's history was
+    /// replaced): its next start sweeps every item.
+    pub fn forget_judged(&mut self) -> Result<(), StoreError> {
+        let was = self.judged.take();
+        if let Err(e) = self.write(BTreeMap::new()) {
+            self.judged = was;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// The unsent alerts, oldest first, and the marks of an interrupted
+    /// send.
+    pub fn outbox(&self) -> Result<Outbox, StoreError> {
+        let mut alerts = Vec::new();
+        let view = self.store.view();
+        for record in view.scan_from(&[OUTBOX], &outbox_key(self.first_unsent)) {
+            let (k, v) = record?;
+            if v.is_empty() {
+                continue;
+            }
+            let place = k
+                .get(1..9)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| damaged(&k, "outbox key is not 9 bytes"))?;
+            let alert = serde_json::from_slice(&v).map_err(|e| damaged(&k, e))?;
+            alerts.push((place, alert));
+        }
+        Ok(Outbox {
+            alerts,
+            marks: self.marks.clone(),
+        })
+    }
+
+    /// Records the destination's end offsets before a send begins.
+    pub fn mark_sending(&mut self, marks: &[(i32, i64)]) -> Result<(), StoreError> {
+        let was = self.marks.replace(marks.to_vec());
+        if let Err(e) = self.write(BTreeMap::new()) {
+            self.marks = was;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Empties these places of the outbox (their alerts were delivered),
+    /// and forgets the marks once the outbox is empty.
+    pub fn clear_alerts(&mut self, delivered: &[u64]) -> Result<(), StoreError> {
+        let delivered: BTreeSet<u64> = delivered.iter().copied().collect();
+        let records: BTreeMap<Vec<u8>, Vec<u8>> = delivered
+            .iter()
+            .map(|p| (outbox_key(*p), Vec::new()))
+            .collect();
+        let left = self
+            .outbox()?
+            .alerts
+            .iter()
+            .map(|(p, _)| *p)
+            .find(|p| !delivered.contains(p));
+        let was = (self.first_unsent, self.marks.clone());
+        self.first_unsent = left.unwrap_or(self.next_alert);
+        if left.is_none() {
+            self.marks = None;
+        }
+        if let Err(e) = self.write(records) {
+            (self.first_unsent, self.marks) = was;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn saved_record(&self, item: &str) -> Result<ItemRecord, StoreError> {
+        match self.store.view().get(&key(ITEM, item))? {
+            Some(v) if !v.is_empty() => decode(b"i", &v),
+            _ => Ok(ItemRecord::default()),
         }
     }
 
     fn record(&self, item: &str) -> Result<ItemRecord, BookError> {
         match self.items.get(item) {
             Some((_, now)) => Ok(now.clone()),
-            None => self.saved_record(item),
+            None => self.saved_record(item).map_err(book_error),
         }
     }
 
@@ -263,7 +518,7 @@ impl SavedBook {
             f(now);
             return Ok(());
         }
-        let saved = self.saved_record(item)?;
+        let saved = self.saved_record(item).map_err(book_error)?;
         let mut now = saved.clone();
         f(&mut now);
         self.items.insert(item.to_owned(), (saved, now));
@@ -278,43 +533,42 @@ impl SavedBook {
         };
         *n = if add { *n + 1 } else { n.saturating_sub(1) };
     }
-}
 
-/// Turns an older book into this one: its watch states (`s` keys)
-/// become item records, keys of a book without statuses are dropped
-/// (a sweep sets them again), and the overdue index and counts are made
-/// from the states. The outbox stays as it is.
-fn adopt_older_book(tree: &sled::Tree) -> Result<(u64, u64), StoreError> {
-    let mut tally = Tally::default();
-    let mut batch = sled::Batch::default();
-    for kv in tree.iter() {
-        let (k, v) = kv?;
-        match k.first() {
-            Some(b'o' | b'm' | b'n') => {}
-            Some(&LEGACY_STATE) => {
-                let w: Watched = decode(&k, &v)?;
-                let item = String::from_utf8_lossy(&k[1..]).into_owned();
-                if let Some(d) = is_overdue_by(Some(&w)) {
-                    batch.insert(timed_key(OVERDUE, d, &item), Vec::new());
-                }
-                tally.add(&w);
-                let record = ItemRecord {
-                    watched: Some(w),
-                    ..ItemRecord::default()
-                };
-                batch.insert(key(ITEM, &item), encode(b"i", &record)?);
-                batch.remove(k);
+    /// Saved keys of `tag` (wakeups or overdue) from `from` on, up to
+    /// `until`, whose item did not change since the last save: (moment,
+    /// item), in order.
+    fn timed_keys(
+        &self,
+        tag: u8,
+        from: Option<i128>,
+        until: Option<i128>,
+        limit: usize,
+    ) -> Result<Vec<(i128, String)>, StoreError> {
+        let start = match from {
+            Some(at) => timed_key(tag, at, ""),
+            None => vec![tag],
+        };
+        let mut found = Vec::new();
+        for record in self.store.view().scan_from(&[tag], &start) {
+            if found.len() >= limit {
+                break;
             }
-            _ => batch.remove(k),
+            let (k, v) = record?;
+            let at = nanos_from(&k[1..])?;
+            if until.is_some_and(|u| at > u) {
+                break;
+            }
+            if v.is_empty() {
+                continue;
+            }
+            let item = String::from_utf8_lossy(&k[17..]).into_owned();
+            // An item changed since the last save is as it is now.
+            if !self.items.contains_key(&item) {
+                found.push((at, item));
+            }
         }
+        Ok(found)
     }
-    batch.insert(COUNTS, encode(COUNTS, &(tally.due_soon, tally.overdue))?);
-    batch.insert(
-        STATUS_COUNTS,
-        encode(STATUS_COUNTS, &StatusCounts::default())?,
-    );
-    tree.apply_batch(batch)?;
-    Ok((tally.due_soon, tally.overdue))
 }
 
 impl WatchBook for SavedBook {
@@ -327,49 +581,56 @@ impl WatchBook for SavedBook {
             self.count(&old, false);
         }
         self.count(&watched, true);
+        if let Some(d) = overdue_by(Some(&watched)) {
+            self.overdue_from = Some(self.overdue_from.map_or(d, |f| f.min(d)));
+        }
         self.change(item, |r| r.watched = Some(watched))
     }
 
     fn wakeup(&self, item: &str) -> Result<Option<Timestamp>, BookError> {
-        self.record(item)?.wakeup_at().map_err(book_error)
+        self.record(item)?
+            .wakeup
+            .map(timestamp)
+            .transpose()
+            .map_err(book_error)
     }
 
     fn set_wakeup(&mut self, item: &str, at: Option<Timestamp>) -> Result<(), BookError> {
-        self.change(item, |r| r.wakeup = at.map(Timestamp::as_nanosecond))
+        let at = at.map(Timestamp::as_nanosecond);
+        if let (Some(at), Some(from)) = (at, self.wakeups_from) {
+            // A wakeup set before where the scan starts (a clock set
+            // back): start there instead.
+            self.wakeups_from = Some(from.min(at));
+        }
+        self.change(item, |r| r.wakeup = at)
     }
 
     fn take_due(&mut self, now: Timestamp, limit: usize) -> Result<Vec<String>, BookError> {
-        let mut due: Vec<(Timestamp, String)> = Vec::new();
-        for (item, (_, r)) in &self.items {
-            if let Some(at) = r.wakeup_at().map_err(book_error)? {
-                if at <= now {
-                    due.push((at, item.clone()));
-                }
-            }
-        }
-        let mut from_index = 0usize;
-        for kv in self.tree.scan_prefix([WAKEUPS]) {
-            if from_index >= limit {
-                break;
-            }
-            let (k, _) = kv.map_err(sled_error)?;
-            let at = moment_from(&k[1..])?;
-            if at > now {
-                break;
-            }
-            let item = String::from_utf8_lossy(&k[17..]).into_owned();
-            // An item changed since the last save has its wakeup above.
-            if !self.items.contains_key(&item) {
-                due.push((at, item));
-                from_index += 1;
-            }
-        }
+        let now_nanos = now.as_nanosecond();
+        let mut due: Vec<(i128, String)> = self
+            .items
+            .iter()
+            .filter_map(|(item, (_, r))| {
+                r.wakeup
+                    .filter(|at| *at <= now_nanos)
+                    .map(|at| (at, item.clone()))
+            })
+            .collect();
+        due.extend(
+            self.timed_keys(WAKEUPS, self.wakeups_from, Some(now_nanos), limit)
+                .map_err(book_error)?,
+        );
         due.sort();
+        let all = due.len() <= limit;
         due.truncate(limit);
         let mut items = Vec::with_capacity(due.len());
         for (_, item) in due {
             self.set_wakeup(&item, None)?;
             items.push(item);
+        }
+        if all {
+            // Every wakeup up to now is taken: later scans start here.
+            self.wakeups_from = Some(self.wakeups_from.map_or(now_nanos, |f| f.max(now_nanos)));
         }
         Ok(items)
     }
@@ -379,9 +640,12 @@ impl WatchBook for SavedBook {
         if self.accounts.contains(&pair) {
             return Ok(());
         }
-        let mut k = account_prefix(account);
-        k.extend_from_slice(item.as_bytes());
-        if !self.tree.contains_key(k).map_err(sled_error)? {
+        let saved = self
+            .store
+            .view()
+            .get(&account_key(account, item))
+            .map_err(book_error)?;
+        if saved.is_none_or(|v| v.is_empty()) {
             self.accounts.insert(pair);
         }
         Ok(())
@@ -390,9 +654,11 @@ impl WatchBook for SavedBook {
     fn items_of_account(&self, account: &str) -> Result<Vec<String>, BookError> {
         let prefix = account_prefix(account);
         let mut items = BTreeSet::new();
-        for kv in self.tree.scan_prefix(&prefix) {
-            let (k, _) = kv.map_err(sled_error)?;
-            items.insert(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
+        for record in self.store.view().scan(&prefix) {
+            let (k, v) = record.map_err(book_error)?;
+            if !v.is_empty() {
+                items.insert(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
+            }
         }
         let from = (account.to_owned(), String::new());
         items.extend(
@@ -419,26 +685,24 @@ impl WatchBook for SavedBook {
     }
 
     fn counts(&self) -> Result<WatchCounts, BookError> {
-        let mut oldest = self
+        let pending = self
             .items
             .values()
-            .filter_map(|(_, now)| is_overdue_by(now.watched.as_ref()))
+            .filter_map(|(_, now)| overdue_by(now.watched.as_ref()))
             .min();
-        for kv in self.tree.scan_prefix([OVERDUE]) {
-            let (k, _) = kv.map_err(sled_error)?;
-            let item = String::from_utf8_lossy(&k[17..]);
-            // An item changed since the last save counts as it is now.
-            if self.items.contains_key(item.as_ref()) {
-                continue;
-            }
-            let at = moment_from(&k[1..])?;
-            oldest = Some(oldest.map_or(at, |o: Timestamp| o.min(at)));
-            break;
-        }
+        let saved = self
+            .timed_keys(OVERDUE, self.overdue_from, None, 1)
+            .map_err(book_error)?
+            .first()
+            .map(|(at, _)| *at);
+        let oldest = match (pending, saved) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         Ok(WatchCounts {
             due_soon: self.due_soon,
             overdue: self.overdue,
-            oldest_overdue_deadline: oldest,
+            oldest_overdue_deadline: oldest.map(timestamp).transpose().map_err(book_error)?,
         })
     }
 }
@@ -555,7 +819,7 @@ mod tests {
                         memory.add_to_account(ACCOUNTS[a], ITEMS[i]).unwrap();
                     }
                     Op::Save => {
-                        ledger.save_monitor(&mut saved, &[], None).unwrap();
+                        saved.save(&[], None).unwrap();
                         memory_as_saved = memory.clone();
                     }
                     Op::Crash => {
@@ -580,17 +844,17 @@ mod tests {
             at: moment(10),
             covered: BTreeMap::from([("orders-0".to_owned(), 7)]),
         };
-        ledger.save_monitor(&mut book, &[], Some(&judged)).unwrap();
+        book.save(&[], Some(&judged)).unwrap();
         assert_eq!(book.judged(), Some(&judged));
         let mut reopened = ledger.monitor_book().unwrap();
         assert_eq!(reopened.judged(), Some(&judged));
-        ledger.forget_monitor_judged(&mut reopened).unwrap();
+        reopened.forget_judged().unwrap();
         assert_eq!(reopened.judged(), None);
         assert_eq!(ledger.monitor_book().unwrap().judged(), None);
     }
 
     #[test]
-    fn states_an_older_release_saved_are_counted_once() {
+    fn an_older_release_s_states_and_outbox_are_taken_over_once() {
         let tmp = tempfile::tempdir().unwrap();
         let mut ledger = Ledger::open(tmp.path(), LedgerOptions::default()).unwrap();
         let overdue = Watched {
@@ -599,9 +863,13 @@ mod tests {
             due_by: Some(moment(3)),
             future_dated: 0,
         };
-        // An older release kept states only.
+        // An older release kept states, the outbox, marks and the next
+        // alert's place in sled.
         let tree = ledger.db.open_tree("monitor").unwrap();
-        tree.insert(key(LEGACY_STATE, "x"), encode(b"s", &overdue).unwrap())
+        tree.insert(b"sx", encode(b"s", &overdue).unwrap()).unwrap();
+        tree.insert(outbox_key(4), b"{}".to_vec()).unwrap();
+        tree.insert(b"n", 5u64.to_be_bytes().to_vec()).unwrap();
+        tree.insert(b"m", encode(b"m", &vec![(0i32, 9i64)]).unwrap())
             .unwrap();
         let book = ledger.monitor_book().unwrap();
         assert_eq!(
@@ -612,10 +880,83 @@ mod tests {
                 oldest_overdue_deadline: Some(moment(3)),
             }
         );
-        assert!(tree.contains_key(COUNTS).unwrap());
-        assert!(!tree.contains_key(key(LEGACY_STATE, "x")).unwrap());
-        assert_eq!(book.watched("x").unwrap(), Some(overdue));
+        assert_eq!(book.watched("x").unwrap(), Some(overdue.clone()));
         assert_eq!(book.judged(), None, "a book without statuses is swept");
-        let _ = &mut ledger;
+        assert_eq!(book.next_alert, 5);
+        assert_eq!(book.first_unsent, 4);
+        assert_eq!(book.marks, Some(vec![(0, 9)]));
+        assert!(
+            !ledger
+                .db
+                .tree_names()
+                .iter()
+                .any(|n| n.as_ref() == b"monitor"),
+            "taken over, then dropped from sled"
+        );
+        drop(book);
+        let again = ledger.monitor_book().unwrap();
+        assert_eq!(again.watched("x").unwrap(), Some(overdue));
+        assert_eq!(again.next_alert, 5);
+    }
+
+    #[test]
+    fn the_outbox_keeps_alerts_until_they_are_cleared_and_marks_until_it_is_empty() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(tmp.path(), LedgerOptions::default()).unwrap();
+        let mut book = ledger.monitor_book().unwrap();
+        let alert = |id: &str| Alert {
+            alert_id: id.into(),
+            item_id: id.split('#').next().unwrap_or_default().into(),
+            account: None,
+            category: None,
+            state: Watch::Overdue,
+            previous_state: Watch::DueSoon,
+            verdict: "overdue".into(),
+            copies_remaining: vec!["mysql".into()],
+            deadline: None,
+            rule: None,
+            clause: None,
+            policy_version: "p".into(),
+            cause: crate::monitor::Cause {
+                by: "clock".into(),
+                chain: None,
+                seq: None,
+            },
+            observed_at: moment(0),
+            findings: vec![],
+        };
+        book.save(&[alert("a#1"), alert("b#1"), alert("c#1")], None)
+            .unwrap();
+        book.mark_sending(&[(0, 7)]).unwrap();
+        let places: Vec<u64> = book
+            .outbox()
+            .unwrap()
+            .alerts
+            .iter()
+            .map(|(p, _)| *p)
+            .collect();
+        assert_eq!(places, vec![0, 1, 2]);
+        book.clear_alerts(&[0, 2]).unwrap();
+        let reopened = ledger.monitor_book().unwrap();
+        let left = reopened.outbox().unwrap();
+        assert_eq!(
+            left.alerts
+                .iter()
+                .map(|(p, a)| (*p, a.alert_id.as_str()))
+                .collect::<Vec<_>>(),
+            vec![(1, "b#1")]
+        );
+        assert_eq!(left.marks, Some(vec![(0, 7)]), "a send is still under way");
+        drop(reopened);
+        book.clear_alerts(&[1]).unwrap();
+        let emptied = ledger.monitor_book().unwrap().outbox().unwrap();
+        assert!(emptied.alerts.is_empty());
+        assert_eq!(emptied.marks, None);
+        book.save(&[alert("d#1")], None).unwrap();
+        assert_eq!(
+            book.outbox().unwrap().alerts[0].0,
+            3,
+            "places are never reused"
+        );
     }
 }

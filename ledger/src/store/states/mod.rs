@@ -269,6 +269,10 @@ pub(crate) struct StateStore {
     /// Why the saved states cannot be used, if they cannot: the projection
     /// is then rebuilt, after [`StateStore::clear`].
     damage: Option<String>,
+    /// Whether an empty value stands for a removed key (dropped by a
+    /// merge that reaches the oldest run); see
+    /// [`StateStore::empty_is_removed`].
+    empty_is_removed: bool,
 }
 
 impl StateStore {
@@ -283,6 +287,13 @@ impl StateStore {
             Err(failed) => store.damage = Some(failed.detail),
         }
         Ok(store)
+    }
+
+    /// Makes empty values stand for removed keys: a merge that reaches
+    /// the oldest run drops them (for a store whose keys come and go).
+    pub(crate) fn empty_is_removed(mut self) -> Self {
+        self.empty_is_removed = true;
+        self
     }
 
     /// A reader's store: the runs of `dir` as its manifest names them now
@@ -318,6 +329,7 @@ impl StateStore {
             next_run: 0,
             small: BTreeMap::new(),
             damage: None,
+            empty_is_removed: false,
         }
     }
 
@@ -501,6 +513,9 @@ impl StateStore {
             {
                 break;
             }
+            // In a store whose empty values mean a removed key, the key
+            // needs no record once no older run can hold it.
+            let drop_removed = self.empty_is_removed && newest == 0;
             let group = StatesView {
                 runs: group.to_vec(),
             };
@@ -509,6 +524,9 @@ impl StateStore {
             let mut writer = RunWriter::create(&path, expected)?;
             for record in group.scan(b"") {
                 let (k, v) = record?;
+                if drop_removed && v.is_empty() {
+                    continue;
+                }
                 writer.push(&k, &v)?;
             }
             writer.finish()?;
