@@ -200,6 +200,10 @@ pub struct SavedBook {
     wakeups_from: Option<i128>,
     /// Every overdue key before this deadline is removed.
     overdue_from: Option<i128>,
+    /// The last record read from the runs (a look asks for an item's
+    /// wakeup, status and state in turn; each read would find the key
+    /// and decompress its block again). Emptied by every write.
+    last_read: std::cell::RefCell<Option<(String, ItemRecord)>>,
 }
 
 /// What an older release kept in sled: watch states, the outbox, the
@@ -234,6 +238,7 @@ impl SavedBook {
             marks: None,
             wakeups_from: None,
             overdue_from: None,
+            last_read: std::cell::RefCell::new(None),
         };
         if book.store.small(STATUS_COUNTS).is_none() {
             let older = older()?.unwrap_or_default();
@@ -380,6 +385,7 @@ impl SavedBook {
     /// Writes `records` as one run, with every small record as it now
     /// stands.
     fn write(&mut self, records: BTreeMap<Vec<u8>, Vec<u8>>) -> Result<(), StoreError> {
+        self.last_read.replace(None);
         let records: Vec<(Vec<u8>, Vec<u8>)> = records.into_iter().collect();
         let mut small = vec![
             (
@@ -499,10 +505,17 @@ impl SavedBook {
     }
 
     fn saved_record(&self, item: &str) -> Result<ItemRecord, StoreError> {
-        match self.store.view().get(&key(ITEM, item))? {
-            Some(v) if !v.is_empty() => decode(b"i", &v),
-            _ => Ok(ItemRecord::default()),
+        if let Some((last, record)) = self.last_read.borrow().as_ref() {
+            if last == item {
+                return Ok(record.clone());
+            }
         }
+        let record = match self.store.current().get(&key(ITEM, item))? {
+            Some(v) if !v.is_empty() => decode(b"i", &v)?,
+            _ => ItemRecord::default(),
+        };
+        *self.last_read.borrow_mut() = Some((item.to_owned(), record.clone()));
+        Ok(record)
     }
 
     fn record(&self, item: &str) -> Result<ItemRecord, BookError> {
@@ -642,7 +655,7 @@ impl WatchBook for SavedBook {
         }
         let saved = self
             .store
-            .view()
+            .current()
             .get(&account_key(account, item))
             .map_err(book_error)?;
         if saved.is_none_or(|v| v.is_empty()) {

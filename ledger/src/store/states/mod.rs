@@ -398,6 +398,12 @@ impl StateStore {
         self.view.clone()
     }
 
+    /// The runs as they stand, borrowed: for a lookup, which need not
+    /// hold them (a [`StateStore::view`] clones every run's handle).
+    pub(crate) fn current(&self) -> &StatesView {
+        &self.view
+    }
+
     /// A small record (cursor, policies, imports) as last saved.
     pub(crate) fn small(&self, key: &[u8]) -> Option<&[u8]> {
         self.small.get(key).map(Vec::as_slice)
