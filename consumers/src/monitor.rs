@@ -272,7 +272,8 @@ impl MonitorRunner {
         gauges: Arc<MonitorGauges>,
     ) -> Result<Self, MonitorError> {
         // From here on each tick looks at what the folds touched; the
-        // first tick sweeps every item anyway.
+        // first tick also looks at what entries folded since the last
+        // judgement touched, or sweeps every item if that is not known.
         projection.track_touched();
         let book = ledger.monitor_book()?;
         let (judged_policy, pending) = match book.judged() {

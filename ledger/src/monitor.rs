@@ -211,11 +211,9 @@ impl<B: WatchBook> Monitor<B> {
                 return ControlFlow::Break(());
             }
             looked += 1;
-            let looked_at = self.index(item).and_then(|()| {
-                let account = facts.account_of(item)?;
-                let imports = facts.imports();
-                self.look(item, account.as_deref(), imports, policy, now, "sweep")
-            });
+            let looked_at = self
+                .index(item)
+                .and_then(|()| self.look_at(facts, item, policy, now, "sweep"));
             match looked_at {
                 Ok(alert) => {
                     alerts.extend(alert);
@@ -263,19 +261,22 @@ impl<B: WatchBook> Monitor<B> {
         touched: &Dirty,
         now: Timestamp,
     ) -> Result<Vec<Alert>, WatchError> {
-        let mut by_entry: BTreeSet<String> = BTreeSet::new();
-        for id in &touched.items {
-            if let Some(item) = facts.item(id)? {
-                self.index(&item)?;
-            }
-            by_entry.insert(id.clone());
-        }
+        // A touched item is indexed under its account as it is looked
+        // at (one read of it): the account's items listed here need not
+        // hold it, since it is looked at anyway.
+        let mut by_entry: BTreeSet<String> = touched.items.clone();
         for account in &touched.accounts {
             by_entry.extend(self.book.items_of_account(account)?);
         }
         let mut alerts = Vec::new();
         for id in &by_entry {
-            alerts.extend(self.look_again(facts, policy, id, now, "entry")?);
+            let Some(item) = facts.item(id)? else {
+                continue;
+            };
+            if touched.items.contains(id) {
+                self.index(&item)?;
+            }
+            alerts.extend(self.look_at(facts, &item, policy, now, "entry")?);
         }
         Ok(alerts)
     }
@@ -293,7 +294,9 @@ impl<B: WatchBook> Monitor<B> {
         let more = due.len() == limit;
         let mut alerts = Vec::new();
         for id in &due {
-            alerts.extend(self.look_again(facts, policy, id, now, "clock")?);
+            if let Some(item) = facts.item(id)? {
+                alerts.extend(self.look_at(facts, &item, policy, now, "clock")?);
+            }
         }
         Ok((alerts, more))
     }
@@ -307,20 +310,17 @@ impl<B: WatchBook> Monitor<B> {
         Ok(self.book.by_status()?)
     }
 
-    fn look_again(
+    /// Looks at an item with its account's facts and the imports.
+    fn look_at(
         &mut self,
         facts: &dyn Facts,
+        item: &ItemState,
         policy: &Policy,
-        id: &str,
         now: Timestamp,
         by: &str,
     ) -> Result<Option<Alert>, WatchError> {
-        let Some(item) = facts.item(id)? else {
-            return Ok(None);
-        };
-        let account = facts.account_of(&item)?;
-        let imports = facts.imports();
-        self.look(&item, account.as_deref(), imports, policy, now, by)
+        let account = facts.account_of(item)?;
+        self.look(item, account.as_deref(), facts.imports(), policy, now, by)
     }
 
     fn index(&mut self, item: &ItemState) -> Result<(), WatchError> {

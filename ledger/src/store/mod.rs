@@ -61,8 +61,7 @@ pub use replay::{Replay, Visited};
 pub use snapshot::{Records, Snapshot};
 pub use staged::StagedBatch;
 pub use vouch::Vouched;
-pub use watch_book::Outbox;
-pub use watch_book::{Judged, SavedBook};
+pub use watch_book::{Judged, Outbox, SavedBook};
 
 /// Settings of a ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

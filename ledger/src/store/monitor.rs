@@ -5,20 +5,13 @@
 
 use std::collections::BTreeMap;
 
-use super::watch_book::{MONITOR_DIR, OlderBook, SavedBook};
+use super::watch_book::{MONITOR_DIR, OlderBook, SavedBook, damaged};
 use super::{Ledger, StoreError};
 use crate::monitor::Watched;
 use crate::projection::{Dirty, Projection, entry_event};
 
 /// Where an older release kept the monitor's states and outbox.
 const OLD_TREE: &str = "monitor";
-
-fn damaged(key: &[u8], e: impl std::fmt::Display) -> StoreError {
-    StoreError::Damaged {
-        key: format!("monitor {}", String::from_utf8_lossy(key)),
-        detail: e.to_string(),
-    }
-}
 
 impl Ledger {
     /// The monitor's book and outbox. What an older release kept in sled

@@ -93,7 +93,19 @@ fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T,
         .map_err(|e| damaged(key, e))
 }
 
-fn damaged(key: &[u8], e: impl std::fmt::Display) -> StoreError {
+/// A small record of the manifest, if saved (an empty value is none).
+fn read_small<T: serde::de::DeserializeOwned>(
+    store: &StateStore,
+    key: &[u8],
+) -> Result<Option<T>, StoreError> {
+    store
+        .small(key)
+        .filter(|v| !v.is_empty())
+        .map(|v| decode(key, v))
+        .transpose()
+}
+
+pub(super) fn damaged(key: &[u8], e: impl std::fmt::Display) -> StoreError {
     StoreError::Damaged {
         key: format!("monitor {}", String::from_utf8_lossy(key)),
         detail: e.to_string(),
@@ -236,7 +248,29 @@ impl SavedBook {
                 ),
             });
         }
-        let mut book = SavedBook {
+        if store.small(STATUS_COUNTS).is_none() {
+            let mut book = SavedBook::over(store);
+            book.adopt(older()?.unwrap_or_default())?;
+            return Ok(book);
+        }
+        let (due_soon, overdue) = read_small(&store, COUNTS)?.unwrap_or_default();
+        Ok(SavedBook {
+            due_soon,
+            overdue,
+            status_counts: read_small(&store, STATUS_COUNTS)?.unwrap_or_default(),
+            judged: read_small(&store, JUDGED)?,
+            next_alert: read_small(&store, NEXT_ALERT)?.unwrap_or(0),
+            first_unsent: read_small(&store, FIRST_UNSENT)?.unwrap_or(0),
+            marks: read_small(&store, MARKS)?,
+            wakeups_from: read_small(&store, WAKEUPS_FROM)?,
+            overdue_from: read_small(&store, OVERDUE_FROM)?,
+            ..SavedBook::over(store)
+        })
+    }
+
+    /// A book over `store` that has read nothing from it yet.
+    fn over(store: StateStore) -> Self {
+        SavedBook {
             store,
             items: BTreeMap::new(),
             accounts: BTreeSet::new(),
@@ -250,47 +284,7 @@ impl SavedBook {
             wakeups_from: None,
             overdue_from: None,
             last_read: std::cell::RefCell::new(None),
-        };
-        if book.store.small(STATUS_COUNTS).is_none() {
-            let older = older()?.unwrap_or_default();
-            book.adopt(older)?;
-            return Ok(book);
         }
-        let small = |k: &[u8]| book.store.small(k).filter(|v| !v.is_empty());
-        let (due_soon, overdue) = small(COUNTS)
-            .map(|v| decode(COUNTS, v))
-            .transpose()?
-            .unwrap_or_default();
-        let status_counts = small(STATUS_COUNTS)
-            .map(|v| decode(STATUS_COUNTS, v))
-            .transpose()?
-            .unwrap_or_default();
-        let judged = small(JUDGED).map(|v| decode(JUDGED, v)).transpose()?;
-        let next_alert = small(NEXT_ALERT)
-            .map(|v| decode(NEXT_ALERT, v))
-            .transpose()?
-            .unwrap_or(0);
-        let first_unsent = small(FIRST_UNSENT)
-            .map(|v| decode(FIRST_UNSENT, v))
-            .transpose()?
-            .unwrap_or(0);
-        let marks = small(MARKS).map(|v| decode(MARKS, v)).transpose()?;
-        let wakeups_from = small(WAKEUPS_FROM)
-            .map(|v| decode(WAKEUPS_FROM, v))
-            .transpose()?;
-        let overdue_from = small(OVERDUE_FROM)
-            .map(|v| decode(OVERDUE_FROM, v))
-            .transpose()?;
-        book.due_soon = due_soon;
-        book.overdue = overdue;
-        book.status_counts = status_counts;
-        book.judged = judged;
-        book.next_alert = next_alert;
-        book.first_unsent = first_unsent;
-        book.marks = marks;
-        book.wakeups_from = wakeups_from;
-        book.overdue_from = overdue_from;
-        Ok(book)
     }
 
     /// Takes over an older release's states and outbox: it knew no
@@ -459,7 +453,7 @@ impl SavedBook {
     /// send.
     pub fn outbox(&self) -> Result<Outbox, StoreError> {
         let mut alerts = Vec::new();
-        let view = self.store.view();
+        let view = self.store.current();
         for record in view.scan_from(&[OUTBOX], &outbox_key(self.first_unsent)) {
             let (k, v) = record?;
             if v.is_empty() {
@@ -573,7 +567,7 @@ impl SavedBook {
             None => vec![tag],
         };
         let mut found = Vec::new();
-        for record in self.store.view().scan_from(&[tag], &start) {
+        for record in self.store.current().scan_from(&[tag], &start) {
             if found.len() >= limit {
                 break;
             }
@@ -685,7 +679,7 @@ impl WatchBook for SavedBook {
     fn items_of_account(&self, account: &str) -> Result<Vec<String>, BookError> {
         let prefix = account_prefix(account);
         let mut items = BTreeSet::new();
-        for record in self.store.view().scan(&prefix) {
+        for record in self.store.current().scan(&prefix) {
             let (k, v) = record.map_err(book_error)?;
             if !v.is_empty() {
                 items.insert(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
