@@ -23,6 +23,11 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
+/// The allocator the `lifeledger` binary runs with (see its `main.rs`),
+/// so that the consumer measured here is the one the data platform runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const TOPIC: &str = "lifecycle";
 const EVENTS: usize = 300_000;
 const PARTITIONS: i32 = 4;
@@ -307,6 +312,15 @@ fn live(broker: &Broker, rate: usize, events: usize) -> (Option<f64>, Option<f64
     )
 }
 
+/// Whether a row runs: all of them, unless `LIFELEDGER_KAFKA_ROWS` names
+/// some (comma-separated: plain, durable, bare, big, projection, full,
+/// archive, live), e.g. to profile one row alone.
+fn row(name: &str) -> bool {
+    std::env::var("LIFELEDGER_KAFKA_ROWS")
+        .map(|rows| rows.split(',').any(|r| r.trim() == name))
+        .unwrap_or(true)
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
@@ -360,52 +374,75 @@ fn main() {
         t.elapsed()
     );
 
-    let (plain, plain_took) = plain_consumer(&broker);
-    println!(
-        "plain rdkafka consumer, doing nothing:      {plain:>10.0} messages/s ({plain_took:.2?} from the first message)"
-    );
-    let (durable, durable_took) = plain_durable_consumer(&broker, 5_000);
-    println!(
-        "plain consumer + file append, fdatasync per 5,000: {durable:>10.0} messages/s ({durable_took:.2?})"
-    );
-    let (bare, bare_took, p50, p99) = ledger_consumer(&broker, "ledger-bare", false, 5_000, false);
-    println!(
-        "lifeledger consume, durable, no projection: {bare:>10.0} events/s ({bare_took:.2?}); batch latency p50 <= {:.3} s, p99 <= {:.3} s",
-        p50.unwrap_or(f64::NAN),
-        p99.unwrap_or(f64::NAN)
-    );
-    let (big, big_took, p50, p99) = ledger_consumer(&broker, "ledger-big", false, 20_000, false);
-    println!(
-        "  same, batches of 20,000:                  {big:>10.0} events/s ({big_took:.2?}); batch latency p50 <= {:.3} s, p99 <= {:.3} s",
-        p50.unwrap_or(f64::NAN),
-        p99.unwrap_or(f64::NAN)
-    );
-    let (full, full_took, p50, p99) = ledger_consumer(&broker, "ledger-full", true, 5_000, false);
-    println!(
-        "lifeledger consume, durable + projection:   {full:>10.0} events/s ({full_took:.2?}); batch latency p50 <= {:.3} s, p99 <= {:.3} s",
-        p50.unwrap_or(f64::NAN),
-        p99.unwrap_or(f64::NAN)
-    );
-    let (watched, watched_took, p50, p99) =
-        ledger_consumer(&broker, "ledger-monitor", true, 5_000, true);
-    println!(
-        "  + deadline monitor (alerts topic):        {watched:>10.0} events/s ({watched_took:.2?}); batch latency p50 <= {:.3} s, p99 <= {:.3} s",
-        p50.unwrap_or(f64::NAN),
-        p99.unwrap_or(f64::NAN)
-    );
+    let mut plain = f64::NAN;
+    if row("plain") {
+        let took;
+        (plain, took) = plain_consumer(&broker);
+        println!(
+            "plain rdkafka consumer, doing nothing:      {plain:>10.0} messages/s ({took:.2?} from the first message)"
+        );
+    }
+    let mut durable = f64::NAN;
+    if row("durable") {
+        let took;
+        (durable, took) = plain_durable_consumer(&broker, 5_000);
+        println!(
+            "plain consumer + file append, fdatasync per 5,000: {durable:>10.0} messages/s ({took:.2?})"
+        );
+    }
+    // (group, projection, batch size, monitor, what the row is)
+    let rows = [
+        ("bare", false, 5_000, false, "lifeledger consume, durable, no projection:"),
+        ("big", false, 20_000, false, "  same, batches of 20,000:                 "),
+        ("projection", true, 5_000, false, "lifeledger consume, durable + projection:  "),
+        ("full", true, 5_000, true, "  + deadline monitor (alerts topic):       "),
+    ];
+    let mut rates = std::collections::HashMap::new();
+    for (name, projection, batch, monitor, what) in rows {
+        if !row(name) {
+            continue;
+        }
+        let group = format!("ledger-{name}");
+        let (rate, took, p50, p99) = ledger_consumer(&broker, &group, projection, batch, monitor);
+        println!(
+            "{what} {rate:>10.0} events/s ({took:.2?}); batch latency p50 <= {:.3} s, p99 <= {:.3} s",
+            p50.unwrap_or(f64::NAN),
+            p99.unwrap_or(f64::NAN)
+        );
+        rates.insert(name, rate);
+    }
+    let rate = |name: &str| rates.get(name).copied().unwrap_or(f64::NAN);
+    let bare = rate("bare");
     println!(
         "ratio to the plain consumer: {:.3} (no projection), {:.3} (with projection)",
         bare / plain,
-        full / plain
+        rate("projection") / plain
     );
     println!(
         "ratio to the plain durable consumer: {:.3} (no projection), {:.3} (with projection), {:.3} (the full job: projection and monitor)",
         bare / durable,
-        full / durable,
-        watched / durable
+        rate("projection") / durable,
+        rate("full") / durable
     );
     // The archive on, beside the same consumer without it (`bare`, above):
     // to a local directory, and to an S3-compatible server (moto).
+    if row("archive") {
+        archive_rows(&broker, bare);
+    }
+    if row("live") {
+        for rate in [20_000, 50_000] {
+            let (p50, p99, max) = live(&broker, rate, rate * 4);
+            println!(
+                "live at {rate} events/s for 4 s, no projection: event-to-durable p50 <= {:.3} s, p99 <= {:.3} s, max <= {:.3} s (record timestamp to fsync, histogram bucket bounds)",
+                p50.unwrap_or(f64::NAN),
+                p99.unwrap_or(f64::NAN),
+                max.unwrap_or(f64::NAN)
+            );
+        }
+    }
+}
+
+fn archive_rows(broker: &Broker, bare: f64) {
     let archive_dir = tempfile::tempdir().unwrap();
     let s3 = lifeledger_tests::s3::S3Server::start();
     s3.create_bucket("bench", Some(1));
@@ -444,15 +481,6 @@ fn main() {
             rate / bare,
             metrics.archive_latency_quantile(0.5).unwrap_or(f64::NAN),
             metrics.archive_latency_quantile(0.99).unwrap_or(f64::NAN)
-        );
-    }
-    for rate in [20_000, 50_000] {
-        let (p50, p99, max) = live(&broker, rate, rate * 4);
-        println!(
-            "live at {rate} events/s for 4 s, no projection: event-to-durable p50 <= {:.3} s, p99 <= {:.3} s, max <= {:.3} s (record timestamp to fsync, histogram bucket bounds)",
-            p50.unwrap_or(f64::NAN),
-            p99.unwrap_or(f64::NAN),
-            max.unwrap_or(f64::NAN)
         );
     }
 }
