@@ -392,10 +392,34 @@ fn main() {
     }
     // (group, projection, batch size, monitor, what the row is)
     let rows = [
-        ("bare", false, 5_000, false, "lifeledger consume, durable, no projection:"),
-        ("big", false, 20_000, false, "  same, batches of 20,000:                 "),
-        ("projection", true, 5_000, false, "lifeledger consume, durable + projection:  "),
-        ("full", true, 5_000, true, "  + deadline monitor (alerts topic):       "),
+        (
+            "bare",
+            false,
+            5_000,
+            false,
+            "lifeledger consume, durable, no projection:",
+        ),
+        (
+            "big",
+            false,
+            20_000,
+            false,
+            "  same, batches of 20,000:                 ",
+        ),
+        (
+            "projection",
+            true,
+            5_000,
+            false,
+            "lifeledger consume, durable + projection:  ",
+        ),
+        (
+            "full",
+            true,
+            5_000,
+            true,
+            "  + deadline monitor (alerts topic):       ",
+        ),
     ];
     let mut rates = std::collections::HashMap::new();
     for (name, projection, batch, monitor, what) in rows {

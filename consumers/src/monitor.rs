@@ -513,6 +513,7 @@ fn merge(into: &mut Dirty, more: Dirty) {
     }
     into.items.extend(more.items);
     into.accounts.extend(more.accounts);
+    into.new_items.extend(more.new_items);
     into.policies |= more.policies;
 }
 

@@ -39,6 +39,9 @@ pub enum Classified {
         raw: Vec<u8>,
         raw_hash: [u8; 32],
         canonical: Vec<u8>,
+        /// The event decoded, which `canonical` decodes to again: handed
+        /// on so that a writer's projection need not decode it twice.
+        event: Box<Event>,
         source: Source,
     },
     Rejected {
@@ -63,7 +66,12 @@ pub struct SeenEvent {
 /// What the store should do with classified input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
-    Append { body: Body, source: Source },
+    Append {
+        body: Body,
+        source: Source,
+        /// The decoded event of an event body (see [`Classified::Event`]).
+        event: Option<Box<Event>>,
+    },
     Duplicate,
 }
 
@@ -170,7 +178,8 @@ pub fn classify(incoming: Incoming, limits: &IntakeLimits) -> Classified {
         Ok(event) => Classified::Event {
             raw_hash: *blake3::hash(&raw).as_bytes(),
             canonical: canonical_json(&event),
-            event_id: event.event_id,
+            event_id: event.event_id.clone(),
+            event: Box::new(event),
             raw,
             source,
         },
@@ -260,6 +269,7 @@ pub fn guard_policy_chain(
             canonical,
             event_id,
             raw_hash,
+            event,
         } => {
             let record = LedgerRecord::of_canonical(&canonical);
             let reason = match (record, reserved) {
@@ -286,6 +296,7 @@ pub fn guard_policy_chain(
                     canonical,
                     event_id,
                     raw_hash,
+                    event,
                 },
             }
         }
@@ -340,6 +351,7 @@ pub fn resolve<E>(
             raw,
             canonical,
             source,
+            event,
             ..
         } => Ok(match seen_event {
             None => Admission::Append {
@@ -349,6 +361,7 @@ pub fn resolve<E>(
                     canonical,
                 },
                 source,
+                event: Some(event),
             },
             // into_conflict turned differing bytes into a rejection.
             Some(_) => Admission::Duplicate,
@@ -365,6 +378,7 @@ pub fn resolve<E>(
             Admission::Append {
                 body: Body::Rejected { raw, class, reason },
                 source,
+                event: None,
             }
         }),
     }

@@ -261,9 +261,10 @@ impl<B: WatchBook> Monitor<B> {
         touched: &Dirty,
         now: Timestamp,
     ) -> Result<Vec<Alert>, WatchError> {
-        // A touched item is indexed under its account as it is looked
-        // at (one read of it): the account's items listed here need not
-        // hold it, since it is looked at anyway.
+        // A new item is indexed under its account as it is looked at
+        // (one read of it): the account's items listed here need not hold
+        // it, since it is looked at anyway. An item seen before was filed
+        // under its account then, and its account does not change.
         let mut by_entry: BTreeSet<String> = touched.items.clone();
         for account in &touched.accounts {
             by_entry.extend(self.book.items_of_account(account)?);
@@ -273,7 +274,7 @@ impl<B: WatchBook> Monitor<B> {
             let Some(item) = facts.item(id)? else {
                 continue;
             };
-            if touched.items.contains(id) {
+            if touched.new_items.contains(id) {
                 self.index(&item)?;
             }
             alerts.extend(self.look_at(facts, &item, policy, now, "entry")?);

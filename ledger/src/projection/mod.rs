@@ -370,6 +370,12 @@ pub struct Dirty {
     pub items: BTreeSet<String>,
     pub accounts: BTreeSet<String>,
     pub policies: bool,
+    /// Of `items`, those the fold created (kept in what a fold touched
+    /// only, see [`Projection::take_touched`]). An item's account is set
+    /// when it is created and never changes, so these are the only items
+    /// the deadline monitor must file under their account; whoever cannot
+    /// tell (what entries read back touched) names every item here.
+    pub new_items: BTreeSet<String>,
 }
 
 impl Projection {
@@ -595,11 +601,18 @@ impl Projection {
                 if !self.dirty.items.contains(&item_id) {
                     self.dirty.items.insert(item_id.clone());
                 }
+                let tracked = !self.untracked;
+                let touched = &mut self.touched;
                 self.items
                     .entry(item_id)
-                    .or_insert_with_key(|id| ItemState {
-                        item_id: id.clone(),
-                        ..ItemState::default()
+                    .or_insert_with_key(|id| {
+                        if tracked {
+                            touched.new_items.insert(id.clone());
+                        }
+                        ItemState {
+                            item_id: id.clone(),
+                            ..ItemState::default()
+                        }
                     })
                     .absorb(account, category, change);
             }

@@ -502,3 +502,29 @@ fn a_timeline_marks_a_deletion_of_a_copy_already_gone() {
     assert_eq!(repeats.len(), 1, "{repeats:?}");
     assert_eq!(repeats[0].1, first_deletion);
 }
+
+proptest! {
+    /// What a fold touched names as new exactly the items it created:
+    /// the deadline monitor files only those under their account.
+    #[test]
+    fn touched_new_items_are_the_items_the_fold_created(
+        events in events(),
+        cut in any::<proptest::sample::Index>(),
+    ) {
+        let all = entries(&events);
+        let cut = cut.index(all.len() + 1);
+        let mut p = Projection::default();
+        for e in &all[..cut] {
+            p.apply(e).unwrap();
+        }
+        let before: BTreeSet<String> = p.items.keys().cloned().collect();
+        prop_assert_eq!(&p.take_touched().new_items, &before);
+        for e in &all[cut..] {
+            p.apply(e).unwrap();
+        }
+        let created: BTreeSet<String> = p.items.keys().filter(|i| !before.contains(*i)).cloned().collect();
+        let touched = p.take_touched();
+        prop_assert_eq!(&touched.new_items, &created);
+        prop_assert!(touched.new_items.is_subset(&touched.items));
+    }
+}

@@ -216,6 +216,15 @@ impl ConfirmingRead {
     }
 }
 
+/// What the last append wrote to one chain, kept for a writer's
+/// projection to fold next: the sealed entries and, beside each, its
+/// event as intake decoded it (`None` for a rejection).
+#[derive(Debug, Default)]
+struct JustAppended {
+    sealed: Vec<SealedEntry>,
+    events: Vec<Option<Box<lifeledger_schemas::Event>>>,
+}
+
 /// An open ledger directory.
 #[derive(Debug)]
 pub struct Ledger {
@@ -251,7 +260,7 @@ pub struct Ledger {
     /// The entries the last append wrote, per chain: a writer's
     /// projection folds them next, and takes them from here rather than
     /// reading back (and decompressing) the frames just written.
-    just_appended: HashMap<String, Vec<SealedEntry>>,
+    just_appended: HashMap<String, JustAppended>,
     /// The projection's saved states (`DIR/projection/`, or a reader's
     /// private runs over the writer's).
     states: states::StateStore,
@@ -827,6 +836,8 @@ impl Ledger {
         let mut batch_rejections: HashSet<[u8; 32]> = HashSet::new();
         let mut reports = Vec::with_capacity(batches.len());
         let mut new_heads: Vec<(ChainHead, Vec<SealedEntry>, Option<i64>)> = Vec::new();
+        // Per chain written, the decoded event of each sealed entry.
+        let mut decoded: Vec<Vec<Option<Box<lifeledger_schemas::Event>>>> = Vec::new();
         let mut wrote = !removals.is_empty();
         for key in removals {
             batch.remove(key);
@@ -847,6 +858,7 @@ impl Ledger {
             };
             let mut report = AppendReport::default();
             let mut sealed: Vec<SealedEntry> = Vec::with_capacity(inputs.len());
+            let mut events = Vec::with_capacity(inputs.len());
             let writing = self.writing;
             let classified_inputs = intake::classify_all(inputs, &self.options.limits)
                 .into_iter()
@@ -878,7 +890,11 @@ impl Ledger {
                 })?;
                 match admission {
                     Admission::Duplicate => report.duplicates += 1,
-                    Admission::Append { body, source } => {
+                    Admission::Append {
+                        body,
+                        source,
+                        event,
+                    } => {
                         let is_event = matches!(body, crate::entry::Body::Event { .. });
                         let rejection = match &body {
                             crate::entry::Body::Rejected { raw, class, reason } => {
@@ -915,6 +931,7 @@ impl Ledger {
                         }
                         report.appended += 1;
                         sealed.push(entry);
+                        events.push(event);
                     }
                 }
             }
@@ -933,6 +950,7 @@ impl Ledger {
                 wrote = true;
             }
             new_heads.push((head, sealed, cursor));
+            decoded.push(events);
             reports.push(report);
         }
         if !wrote {
@@ -975,8 +993,9 @@ impl Ledger {
             .collect();
         self.just_appended = new_heads
             .into_iter()
-            .filter(|(_, sealed, _)| !sealed.is_empty())
-            .map(|(head, sealed, _)| (head.chain, sealed))
+            .zip(decoded)
+            .filter(|((_, sealed, _), _)| !sealed.is_empty())
+            .map(|((head, sealed, _), events)| (head.chain, JustAppended { sealed, events }))
             .collect();
         // The derived indexes follow the evidence; if this write is lost,
         // the next open derives it again from the segments.

@@ -74,6 +74,9 @@ impl Ledger {
                 }
             }
         }
+        // Which of them were new is not known here: each is filed under
+        // its account again (a no-op for those filed already).
+        dirty.new_items = dirty.items.clone();
         Ok(Some(dirty))
     }
 }

@@ -308,17 +308,13 @@ impl Ledger {
             // In windows, so that memory stays bounded and progress is saved.
             loop {
                 let from = projection.next_seq(&chain);
-                let window = self.window(&chain, from)?;
+                let (window, events) = self.window(&chain, from)?;
                 if window.is_empty() {
                     break;
                 }
-                let events = window
-                    .iter()
-                    .map(entry_event)
-                    .collect::<Result<Vec<_>, _>>()?;
-                self.fault_in(projection, events.iter().flatten())?;
+                self.fault_in(projection, events.iter().flatten().map(|e| &**e))?;
                 for (entry, event) in window.iter().zip(&events) {
-                    projection.apply_decoded(entry, event.as_ref())?;
+                    projection.apply_decoded(entry, event.as_deref())?;
                 }
                 folded += window.len() as u64;
                 let crowded = projection.resident() > self.options.projection_resident;
@@ -338,25 +334,40 @@ impl Ledger {
     }
 
     /// The entries of `chain` from `from` on that one fold takes (at most
-    /// `SAVE_EVERY`): those the last append wrote when they are the ones
-    /// wanted, else read from the evidence.
-    fn window(&mut self, chain: &str, from: u64) -> Result<Vec<crate::entry::Entry>, StoreError> {
-        if let Some(sealed) = self.just_appended.get(chain) {
-            if sealed.first().is_some_and(|e| e.seq == from) {
-                let sealed = self.just_appended.remove(chain).unwrap_or_default();
-                return sealed
-                    .iter()
-                    .map(|e| {
-                        crate::entry::Entry::decode(&e.encoding).map_err(|err| {
-                            codec_error(format!("{chain} seq {}", e.seq).as_bytes(), err)
-                        })
+    /// `SAVE_EVERY`), each with its event: those the last append wrote
+    /// (and intake decoded) when they are the ones wanted, else read from
+    /// the evidence and decoded.
+    #[allow(clippy::type_complexity)] // a window and its events, side by side
+    fn window(
+        &mut self,
+        chain: &str,
+        from: u64,
+    ) -> Result<(Vec<crate::entry::Entry>, Vec<Option<Box<Event>>>), StoreError> {
+        let appended = self
+            .just_appended
+            .get(chain)
+            .is_some_and(|a| a.sealed.first().is_some_and(|e| e.seq == from));
+        if let Some(appended) = appended.then(|| self.just_appended.remove(chain)).flatten() {
+            let entries = appended
+                .sealed
+                .iter()
+                .map(|e| {
+                    crate::entry::Entry::decode(&e.encoding).map_err(|err| {
+                        codec_error(format!("{chain} seq {}", e.seq).as_bytes(), err)
                     })
-                    .collect();
-            }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok((entries, appended.events));
         }
-        self.entries(chain, from, from.saturating_add(SAVE_EVERY - 1))?
+        let entries = self
+            .entries(chain, from, from.saturating_add(SAVE_EVERY - 1))?
             .map(|r| r.map(|(_, entry)| entry))
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        let events = entries
+            .iter()
+            .map(|e| entry_event(e).map(|event| event.map(Box::new)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((entries, events))
     }
 
     /// Every entry about one item (its own, and its account's account-wide
