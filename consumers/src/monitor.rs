@@ -17,7 +17,7 @@ use lifeledger_ledger::monitor::{Alert, Monitor, WatchCounts, WatchError};
 use lifeledger_ledger::policy::Policy;
 use lifeledger_ledger::projection::facts::FactsError;
 use lifeledger_ledger::projection::{Dirty, Projection};
-use lifeledger_ledger::{Judged, Ledger, SavedBook, StoreError};
+use lifeledger_ledger::{Judged, Ledger, ProjectionStore, SavedBook, StoreError};
 use thiserror::Error;
 
 /// The monitor's notion of now.
@@ -297,7 +297,7 @@ impl MonitorRunner {
             last_sent: Vec::new(),
         };
         let mut sent = runner.deliver()?;
-        sent.extend(runner.tick(ledger, projection)?);
+        sent.extend(runner.tick(ledger.projection_store()?, projection)?);
         runner.last_sent = sent;
         Ok(runner)
     }
@@ -323,14 +323,14 @@ impl MonitorRunner {
     /// alerts. Returns the alerts sent.
     pub fn tick(
         &mut self,
-        ledger: &mut Ledger,
+        store: &ProjectionStore,
         projection: &mut Projection,
     ) -> Result<Vec<Alert>, MonitorError> {
         let now = self.clock.now();
         let latest = projection.policies.last().map(|p| p.hash.clone());
         let policy_changed = latest != self.policy.as_ref().map(|p| p.0.clone());
         if policy_changed {
-            self.policy = ledger
+            self.policy = store
                 .published_policy(&projection.policies)?
                 .map(|(p, policy)| (p.hash, policy));
             if self.policy.is_none() {
@@ -342,7 +342,7 @@ impl MonitorRunner {
             return Ok(Vec::new());
         };
         let sweep = self.judged_policy.as_deref() != Some(hash.as_str());
-        let result = self.judge_and_send(ledger, projection, (&hash, &policy), sweep, now);
+        let result = self.judge_and_send(store, projection, (&hash, &policy), sweep, now);
         self.policy = Some((hash, policy));
         if let Ok(sent) = &result {
             self.last_sent = sent.clone();
@@ -352,7 +352,7 @@ impl MonitorRunner {
 
     fn judge_and_send(
         &mut self,
-        ledger: &mut Ledger,
+        store: &ProjectionStore,
         projection: &mut Projection,
         (hash, policy): (&str, &Policy),
         sweep: bool,
@@ -374,7 +374,7 @@ impl MonitorRunner {
             self.pending = Dirty::default();
             let mut from = Some(String::new());
             while let Some(at) = from {
-                let facts = ledger.facts(projection)?;
+                let facts = store.facts(projection)?;
                 let (alerts, next) =
                     self.monitor
                         .sweep_page(&facts, policy, now, &at, SWEEP_PAGE_ITEMS)?;
@@ -388,7 +388,7 @@ impl MonitorRunner {
             self.judged_policy = Some(hash.to_owned());
         } else {
             let touched = std::mem::take(&mut self.pending);
-            match self.look_at_changes(ledger, projection, policy, &touched, now, &judged) {
+            match self.look_at_changes(store, projection, policy, &touched, now, &judged) {
                 Ok((count, kept)) => {
                     sent_count += count;
                     sent = kept;
@@ -419,7 +419,7 @@ impl MonitorRunner {
     /// alerts were sent, and those kept.
     fn look_at_changes(
         &mut self,
-        ledger: &mut Ledger,
+        store: &ProjectionStore,
         projection: &Projection,
         policy: &Policy,
         touched: &Dirty,
@@ -430,7 +430,7 @@ impl MonitorRunner {
         let mut sent_count = 0;
         let mut touched = Some(touched);
         loop {
-            let facts = ledger.facts(projection)?;
+            let facts = store.facts(projection)?;
             let mut alerts = match touched.take() {
                 Some(t) => self.monitor.look_at_touched(&facts, policy, t, now)?,
                 None => Vec::new(),

@@ -30,7 +30,8 @@ pub use chain::{ChainHead, SealedEntry};
 pub use entry::{Body, Entry, EntryHash, Source};
 pub use intake::Incoming;
 pub use store::{
-    AppendReport, ChainBatch, Judged, Ledger, LedgerOptions, MigrationReport, ReadOnlyLedger,
-    Rejection, SavedBook, Snapshot, StagedBatch, StoreError, StoredRecord, migrate,
+    AppendReport, Appended, ChainBatch, Judged, Ledger, LedgerOptions, MigrationReport,
+    ProjectionStore, ReadOnlyLedger, Rejection, SavedBook, Snapshot, StagedBatch, StoreError,
+    StoredRecord, migrate,
 };
 pub use verify::{Finding, Problem, VerifyReport};

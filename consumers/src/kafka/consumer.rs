@@ -1073,8 +1073,10 @@ pub fn run(
         .context()
         .write(&consumer, None, CommitMode::Sync)?;
     lock(&sink).save_projection()?;
-    // What the last writes touched, before stopping.
+    // What the last writes touched, before stopping; then the projection
+    // thread finishes and the ledger is whole again.
     lock(&sink).tick_monitor()?;
+    lock(&sink).bring_home()?;
     lock(&sink).maybe_checkpoint(true)?;
     consumer.unsubscribe();
     // librdkafka can hang for good closing a cooperative consumer that

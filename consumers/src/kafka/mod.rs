@@ -26,6 +26,7 @@ pub mod gaps;
 pub mod handover;
 pub mod metrics;
 pub mod offsets;
+pub mod projector;
 pub mod replay;
 pub mod sink;
 

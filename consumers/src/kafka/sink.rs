@@ -19,6 +19,7 @@ use super::chain_name;
 use super::gaps::{self, Rewind, Step};
 use super::handover::BatchToken;
 use super::metrics::Metrics;
+use super::projector::{Parts, Projector};
 use crate::monitor::{
     AlertOut, Clock, MonitorError, MonitorGauges, MonitorRunner, MonitorSettings,
 };
@@ -115,14 +116,11 @@ pub struct Sink {
     last_message: HashMap<(String, i32), Instant>,
     /// When the oldest input of the staged batches arrived.
     oldest_staged: Option<Instant>,
-    /// When the projection was last saved (it is saved when enough is
-    /// folded, or this long after the last save, not after every write).
-    projection_saved: Instant,
+    /// While it runs, the thread that owns the projection store, the
+    /// projection and the monitor (`projection` and `monitor` are then
+    /// `None`): see [`Projector`].
+    projector: Option<Projector>,
 }
-
-/// The longest a writer's folded projection waits to be saved while
-/// entries keep coming.
-const PROJECTION_SAVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Sink {
     pub fn new(
@@ -165,7 +163,7 @@ impl Sink {
             in_flight: HashMap::new(),
             last_message: HashMap::new(),
             oldest_staged: None,
-            projection_saved: Instant::now(),
+            projector: None,
             rewind_clock: Instant::now(),
         })
     }
@@ -277,6 +275,7 @@ impl Sink {
         clock: Box<dyn Clock>,
         out: Box<dyn AlertOut>,
     ) -> Result<Arc<MonitorGauges>, MonitorError> {
+        self.bring_home()?;
         let Some(projection) = self.projection.as_mut() else {
             return Err(MonitorError::Delivery(
                 "the deadline monitor needs the projection (update_projection = true)".into(),
@@ -300,11 +299,17 @@ impl Sink {
     /// passed. An undeliverable alert stays in the outbox for the next
     /// tick; it never stops the ledger.
     pub fn tick_monitor(&mut self) -> Result<(), StoreError> {
+        if let Some(projector) = &self.projector {
+            return match projector.tick() {
+                Ok(()) => Ok(()),
+                Err(_) => self.bring_home(),
+            };
+        }
         let (Some(monitor), Some(projection)) = (self.monitor.as_mut(), self.projection.as_mut())
         else {
             return Ok(());
         };
-        match monitor.tick(&mut self.ledger, projection) {
+        match monitor.tick(self.ledger.projection_store()?, projection) {
             Ok(_) => Ok(()),
             Err(MonitorError::Store(e)) => Err(e),
             Err(e) => {
@@ -325,8 +330,53 @@ impl Sink {
         &mut self.ledger
     }
 
-    pub fn into_ledger(self) -> Ledger {
+    /// The ledger, whole again (the projection thread, if any, finished
+    /// first; a failure of it is logged, as the projection is derived).
+    pub fn into_ledger(mut self) -> Ledger {
+        if let Err(e) = self.bring_home() {
+            tracing::warn!("the projection thread stopped on a failure: {e}");
+        }
         self.ledger
+    }
+
+    /// Hands each append's entries to a thread of their own from now on
+    /// (see [`Projector`]): the projection and the monitor, if kept, are
+    /// taken there.
+    fn send_away(&mut self) -> Result<(), StoreError> {
+        if self.projector.is_some() {
+            return Ok(());
+        }
+        let Some(projection) = self.projection.take() else {
+            return Ok(());
+        };
+        let store = match self.ledger.detach_projection_store() {
+            Ok(store) => store,
+            Err(e) => {
+                self.projection = Some(projection);
+                return Err(e);
+            }
+        };
+        let parts = Parts {
+            store,
+            projection,
+            monitor: self.monitor.take(),
+        };
+        self.projector = Some(Projector::start(parts, Arc::clone(&self.metrics))?);
+        Ok(())
+    }
+
+    /// Finishes the projection thread, if one runs: everything handed to
+    /// it is done, and the projection store, the projection and the
+    /// monitor are back here. Returns the failure that stopped it, if any.
+    pub fn bring_home(&mut self) -> Result<(), StoreError> {
+        let Some(projector) = self.projector.take() else {
+            return Ok(());
+        };
+        let (parts, outcome) = projector.finish()?;
+        self.ledger.attach_projection_store(parts.store);
+        self.projection = Some(parts.projection);
+        self.monitor = parts.monitor;
+        outcome
     }
 
     /// The offset a partition resumes from, as the ledger knows it.
@@ -701,12 +751,11 @@ impl Sink {
         if let Some(t) = started {
             self.metrics.observe_batch(t.elapsed());
         }
-        if let Some(p) = self.projection.as_mut() {
-            self.ledger.catch_up_saving_when_due(p)?;
-            if p.unsaved() == 0 {
-                self.projection_saved = Instant::now();
-            } else if self.projection_saved.elapsed() >= PROJECTION_SAVE_INTERVAL {
-                self.save_projection()?;
+        self.send_away()?;
+        if let Some(projector) = &self.projector {
+            let appended = self.ledger.take_appended();
+            if projector.fold(appended).is_err() {
+                self.bring_home()?;
             }
         }
         self.maybe_checkpoint(false)
@@ -716,12 +765,17 @@ impl Sink {
     /// consumer stops; a crash instead only makes the next start fold the
     /// same entries again).
     pub fn save_projection(&mut self) -> Result<(), StoreError> {
+        if let Some(projector) = &self.projector {
+            if projector.save_and_settle().is_err() {
+                self.bring_home()?;
+            }
+            return Ok(());
+        }
         if let Some(p) = self.projection.as_mut() {
             if p.unsaved() > 0 {
                 self.ledger.save_projection(p)?;
             }
         }
-        self.projection_saved = Instant::now();
         Ok(())
     }
 
@@ -797,6 +851,9 @@ impl Sink {
         archive: &Archive,
         chain: &str,
     ) -> Result<(Continuation, Option<Continuation>), ArchiveError> {
+        // The chain may be replaced: the projection is folded here until
+        // the next write hands it to its thread again.
+        self.bring_home()?;
         self.ledger.seal_open_segments(Some(&[chain.to_owned()]))?;
         let first = continue_chain(&mut self.ledger, archive, chain)?;
         if !matches!(first, Continuation::Diverged { .. }) {

@@ -26,6 +26,7 @@ mod monitor;
 pub(crate) mod own_records;
 mod projection;
 mod projection_rebuild;
+mod projection_store;
 mod read_only;
 mod replay;
 pub(crate) mod segment;
@@ -56,6 +57,7 @@ pub use layout::StoredRecord;
 pub use manifest::{ChainState, Manifest};
 pub use migrate::{MigrationReport, legacy, migrate};
 pub use projection::Publication;
+pub use projection_store::{Appended, ProjectionStore};
 pub use read_only::ReadOnlyLedger;
 pub use replay::{Replay, Visited};
 pub use snapshot::{Records, Snapshot};
@@ -133,6 +135,10 @@ pub enum StoreError {
     Damaged { key: String, detail: String },
     #[error("the ledger refuses writes after an earlier write could not be made durable")]
     Poisoned,
+    #[error(
+        "the projection store was taken out of this ledger (to fold on another thread) and not put back"
+    )]
+    ProjectionStoreDetached,
     #[error("this ledger was opened for reading; it cannot append")]
     ReadOnly,
     #[error(
@@ -220,7 +226,7 @@ impl ConfirmingRead {
 /// projection to fold next: the sealed entries and, beside each, its
 /// event as intake decoded it (`None` for a rejection).
 #[derive(Debug, Default)]
-struct JustAppended {
+pub(crate) struct JustAppended {
     sealed: Vec<SealedEntry>,
     events: Vec<Option<Box<lifeledger_schemas::Event>>>,
 }
@@ -262,8 +268,9 @@ pub struct Ledger {
     /// reading back (and decompressing) the frames just written.
     just_appended: HashMap<String, JustAppended>,
     /// The projection's saved states (`DIR/projection/`, or a reader's
-    /// private runs over the writer's).
-    states: states::StateStore,
+    /// private runs over the writer's); `None` while taken out
+    /// ([`Ledger::detach_projection_store`]).
+    projection_store: Option<ProjectionStore>,
     /// False for a reader that opened no index database (`db` is then
     /// empty): what only the database holds (staged batches, the
     /// monitor's outbox) refuses rather than answer from nothing.
@@ -515,6 +522,7 @@ impl Ledger {
         } else {
             tree_files::TreeFiles::reader(dir)
         };
+        let evidence_for_projection = evidence.clone();
         Ok(Ledger {
             db,
             dir: dir.to_owned(),
@@ -531,7 +539,12 @@ impl Ledger {
             confirming: std::sync::Mutex::new(None),
             writing: None,
             just_appended: HashMap::new(),
-            states,
+            projection_store: Some(ProjectionStore::new(
+                dir.to_owned(),
+                states,
+                evidence_for_projection,
+                options.projection_resident,
+            )),
             indexes_opened: true,
         })
     }

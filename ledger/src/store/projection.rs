@@ -6,15 +6,14 @@
 //! visible together (the projection manifest's replacement), so a crash
 //! leaves it at some earlier cursor, from which catching up continues.
 
+use super::projection_store::ProjectionStore;
 use super::{Ledger, StoreError};
 use crate::intake::LedgerRecord;
 use crate::policy::Policy;
 use crate::projection::facts::{Facts, FactsError};
 use crate::projection::{
     AccountState, DeclaredImport, ItemState, Projection, ProjectionError, PublishedPolicy,
-    entry_event,
 };
-use lifeledger_schemas::Event;
 use std::borrow::Cow;
 use std::ops::ControlFlow;
 
@@ -26,11 +25,11 @@ const OLD_TREE: &str = "projection";
 /// another encoding are not read (their decoding could fail half-way
 /// through a fold) but rebuilt. Change it with `ItemState`, `AccountState`
 /// or the other saved types.
-const FORMAT_KEY: &[u8] = b"v";
-const STATES_FORMAT: &[u8] = b"states-1 bincode-2-standard";
+pub(super) const FORMAT_KEY: &[u8] = b"v";
+pub(super) const STATES_FORMAT: &[u8] = b"states-1 bincode-2-standard";
 
 /// Entries folded between two saves while catching up.
-const SAVE_EVERY: u64 = 10_000;
+pub(super) const SAVE_EVERY: u64 = 10_000;
 
 pub(super) fn codec_error(key: &[u8], e: impl std::fmt::Display) -> StoreError {
     StoreError::Damaged {
@@ -53,7 +52,7 @@ pub(super) fn decode<T: serde::de::DeserializeOwned>(
         .map_err(|e| codec_error(key, e))
 }
 
-fn decode_cursor(key: &[u8], bytes: &[u8]) -> Result<u64, StoreError> {
+pub(super) fn decode_cursor(key: &[u8], bytes: &[u8]) -> Result<u64, StoreError> {
     let seq: [u8; 8] = bytes
         .try_into()
         .map_err(|_| codec_error(key, "cursor is not 8 bytes"))?;
@@ -95,63 +94,120 @@ impl From<ProjectionError> for StoreError {
 }
 
 impl Ledger {
+    /// The projection store, unless it was taken out
+    /// ([`Ledger::detach_projection_store`]).
+    pub fn projection_store(&self) -> Result<&ProjectionStore, StoreError> {
+        self.projection_store
+            .as_ref()
+            .ok_or(StoreError::ProjectionStoreDetached)
+    }
+
+    /// The projection store with what the last append wrote handed to it:
+    /// what folds into the projection here.
+    pub(super) fn projection_store_mut(&mut self) -> Result<&mut ProjectionStore, StoreError> {
+        if self.poisoned {
+            return Err(StoreError::Poisoned);
+        }
+        let appended = self.take_appended();
+        let store = self
+            .projection_store
+            .as_mut()
+            .ok_or(StoreError::ProjectionStoreDetached)?;
+        store.advance(appended);
+        Ok(store)
+    }
+
+    /// Runs `work` on the projection store; an I/O failure of the saved
+    /// states poisons the ledger like one of the index's.
+    fn with_projection_store<T>(
+        &mut self,
+        work: impl FnOnce(&mut ProjectionStore) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let result = work(self.projection_store_mut()?);
+        if self
+            .projection_store
+            .as_ref()
+            .is_some_and(ProjectionStore::is_poisoned)
+        {
+            self.poisoned = true;
+        }
+        result
+    }
+
+    /// Takes the projection store out of this ledger, to fold, save and
+    /// judge the projection on another thread while this one appends:
+    /// hand it each append's entries ([`Ledger::take_appended`]) and put
+    /// it back ([`Ledger::attach_projection_store`]) before the ledger is
+    /// asked about the projection again.
+    pub fn detach_projection_store(&mut self) -> Result<ProjectionStore, StoreError> {
+        self.projection_store_mut()?;
+        self.projection_store
+            .take()
+            .ok_or(StoreError::ProjectionStoreDetached)
+    }
+
+    /// Puts back a projection store taken out of this ledger.
+    pub fn attach_projection_store(&mut self, store: ProjectionStore) {
+        if store.is_poisoned() {
+            self.poisoned = true;
+        }
+        self.projection_store = Some(store);
+    }
+
     /// The projection as last saved, every item in memory (empty if never
     /// built); most callers want [`Ledger::open_projection`] instead.
     pub fn load_projection(&self) -> Result<Projection, StoreError> {
-        let mut projection = self.open_projection()?;
-        projection.make_whole();
-        let view = self.states.view();
-        for kv in view.scan(b"i") {
-            let (k, v) = kv?;
-            let name = String::from_utf8_lossy(&k[1..]).into_owned();
-            projection.items.insert(name, decode(&k, &v)?);
-        }
-        for kv in view.scan(b"a") {
-            let (k, v) = kv?;
-            let name = String::from_utf8_lossy(&k[1..]).into_owned();
-            projection.accounts.insert(name, decode(&k, &v)?);
-        }
-        Ok(projection)
+        self.projection_store()?.load_projection()
     }
 
-    /// The saved projection as a writer keeps it: cursors, policies and
-    /// imports in memory, items and accounts read back from the index
-    /// when an entry folds into them ([`Projection::partial`]), so that
-    /// memory does not grow with the number of items.
+    /// The saved projection as a writer keeps it: see
+    /// [`ProjectionStore::open_projection`].
     pub fn open_projection(&self) -> Result<Projection, StoreError> {
-        if let Some(damage) = self.states.damage() {
-            return Err(codec_error(b"(saved states)", damage));
-        }
-        let format = self.states.small(FORMAT_KEY);
-        if format.is_some_and(|f| f != STATES_FORMAT)
-            || (format.is_none() && self.states.small_with_prefix(b"").next().is_some())
-        {
-            return Err(codec_error(
-                FORMAT_KEY,
-                "saved by another release (its states are encoded otherwise)",
-            ));
-        }
-        let mut projection = Projection::partial();
-        for (k, v) in self.states.small_with_prefix(b"c") {
-            let name = String::from_utf8_lossy(&k[1..]).into_owned();
-            projection.covered.insert(name, decode_cursor(k, v)?);
-        }
-        if let Some(v) = self.states.small(b"p") {
-            projection.policies = decode(b"p", v)?;
-        }
-        if let Some(v) = self.states.small(b"m") {
-            projection.imports = decode(b"m", v)?;
-        }
-        Ok(projection)
+        self.projection_store()?.open_projection()
     }
 
-    /// A write or fsync of the saved states that failed poisons the
-    /// ledger like one of the index's: after EIO or ENOSPC nothing more is
-    /// written, and sled is not asked to fsync again on drop.
-    fn poison_on_io(&mut self, e: &StoreError) {
-        if matches!(e, StoreError::Io { .. }) {
+    /// Saves what changed in the projection: see
+    /// [`ProjectionStore::save_projection`].
+    pub fn save_projection(&mut self, projection: &mut Projection) -> Result<(), StoreError> {
+        self.with_projection_store(|store| store.save_projection(projection))
+    }
+
+    /// Folds every entry the projection has not yet seen into it: see
+    /// [`ProjectionStore::catch_up`].
+    pub fn catch_up(
+        &mut self,
+        projection: &mut Projection,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<u64, StoreError> {
+        self.with_projection_store(|store| store.catch_up(projection, progress))
+    }
+
+    /// See [`ProjectionStore::catch_up_saving_when_due`].
+    pub fn catch_up_saving_when_due(
+        &mut self,
+        projection: &mut Projection,
+    ) -> Result<u64, StoreError> {
+        self.with_projection_store(|store| store.catch_up_saving_when_due(projection))
+    }
+
+    /// How many items and accounts the saved projection holds.
+    pub fn projection_size(&self) -> Result<(u64, u64), StoreError> {
+        self.projection_store()?.projection_size()
+    }
+
+    /// The facts of every item and account: see
+    /// [`ProjectionStore::facts`].
+    pub fn facts<'a>(&self, projection: &'a Projection) -> Result<SavedFacts<'a>, StoreError> {
+        self.projection_store()?.facts(projection)
+    }
+
+    /// Poisons the ledger if `result` is an I/O failure of the saved
+    /// states.
+    pub(super) fn poisoning<T>(&mut self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(StoreError::Io { .. }) = &result {
             self.poisoned = true;
         }
+        result
     }
 
     /// Drops the projection a ledger kept in sled before it had runs of
@@ -181,193 +237,6 @@ impl Ledger {
             }
             other => other,
         }
-    }
-
-    /// Saves what changed in the projection, and its cursors, atomically.
-    /// Not fsynced here: the projection is derived, and a save lost in a
-    /// crash leaves an earlier cursor, from which catching up folds the
-    /// same entries again. It becomes durable with the index's next flush
-    /// (every append flushes it) or [`Ledger::rebuild_projection`]'s.
-    pub fn save_projection(&mut self, projection: &mut Projection) -> Result<(), StoreError> {
-        self.save_dirty(projection).map(drop)
-    }
-
-    /// [`Ledger::save_projection`], handing back what it saved.
-    fn save_dirty(
-        &mut self,
-        projection: &mut Projection,
-    ) -> Result<crate::projection::Dirty, StoreError> {
-        if self.poisoned {
-            return Err(StoreError::Poisoned);
-        }
-        let dirty = projection.take_dirty();
-        // In key order: every account key ('a') sorts before every item
-        // key ('i'), and each set is in its names' byte order.
-        let mut states = Vec::with_capacity(dirty.accounts.len() + dirty.items.len());
-        for account in &dirty.accounts {
-            if let Some(state) = projection.accounts.get(account) {
-                states.push((key(b'a', account), encode(state)?));
-            }
-        }
-        for item in &dirty.items {
-            if let Some(state) = projection.items.get(item) {
-                states.push((key(b'i', item), encode(state)?));
-            }
-        }
-        let small = small_records(projection, dirty.policies)?;
-        if let Err(e) = self.states.save(&states, small) {
-            // What was taken to be saved is not: keep it in memory.
-            projection.mark_dirty(&dirty);
-            self.poison_on_io(&e);
-            return Err(e);
-        }
-        Ok(dirty)
-    }
-
-    /// Poisons the ledger if `result` is an I/O failure of the saved
-    /// states (see [`Ledger::poison_on_io`]).
-    pub(super) fn poisoning<T>(&mut self, result: Result<T, StoreError>) -> Result<T, StoreError> {
-        if let Err(e) = &result {
-            self.poison_on_io(e);
-        }
-        result
-    }
-
-    /// Puts back into a partial projection the saved states of the items
-    /// and accounts `events` fold into (those not in memory already).
-    fn fault_in<'e>(
-        &self,
-        projection: &mut Projection,
-        events: impl Iterator<Item = &'e Event>,
-    ) -> Result<(), StoreError> {
-        if !projection.is_partial() {
-            return Ok(());
-        }
-        let view = self.states.view();
-        for event in events {
-            match Projection::folds_into(event) {
-                (Some(item), _) if !projection.items.contains_key(item) => {
-                    let k = key(b'i', item);
-                    if let Some(v) = view.get(&k)? {
-                        projection.items.insert(item.to_owned(), decode(&k, &v)?);
-                    }
-                }
-                (_, Some(account)) if !projection.accounts.contains_key(&account) => {
-                    let k = key(b'a', &account);
-                    if let Some(v) = view.get(&k)? {
-                        projection.accounts.insert(account, decode(&k, &v)?);
-                    }
-                }
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
-    /// Folds every entry the projection has not yet seen into it, saving as
-    /// it goes and at the end (and, for a partial projection, keeping at
-    /// most `LedgerOptions::projection_resident` items and accounts in
-    /// memory between saves). Returns the number of entries folded.
-    pub fn catch_up(
-        &mut self,
-        projection: &mut Projection,
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<u64, StoreError> {
-        let folded = self.fold_new(projection, progress, 1)?;
-        if projection.unsaved() > 0 {
-            self.save_projection(projection)?;
-        }
-        Ok(folded)
-    }
-
-    /// Like [`Ledger::catch_up`], but saves only once `SAVE_EVERY` entries
-    /// (or more items than may stay resident) wait to be saved: for a
-    /// writer that folds every few entries it appends, where a save per
-    /// write would rewrite its hot items over and over. What is not saved
-    /// yet stays in `projection` (whose facts are the newer); the caller
-    /// saves it with [`Ledger::save_projection`] before it stops. A crash
-    /// loses only derived work: the saved cursor is older, and catching
-    /// up folds the same entries again.
-    pub fn catch_up_saving_when_due(
-        &mut self,
-        projection: &mut Projection,
-    ) -> Result<u64, StoreError> {
-        self.fold_new(projection, &mut |_| {}, SAVE_EVERY)
-    }
-
-    /// Folds new entries in windows, saving whenever `save_after` entries
-    /// are unsaved or too many states are resident.
-    fn fold_new(
-        &mut self,
-        projection: &mut Projection,
-        progress: &mut dyn FnMut(u64),
-        save_after: u64,
-    ) -> Result<u64, StoreError> {
-        let mut folded = 0u64;
-        for chain in self.chain_names()? {
-            // In windows, so that memory stays bounded and progress is saved.
-            loop {
-                let from = projection.next_seq(&chain);
-                let (window, events) = self.window(&chain, from)?;
-                if window.is_empty() {
-                    break;
-                }
-                self.fault_in(projection, events.iter().flatten().map(|e| &**e))?;
-                for (entry, event) in window.iter().zip(&events) {
-                    projection.apply_decoded(entry, event.as_deref())?;
-                }
-                folded += window.len() as u64;
-                let crowded = projection.resident() > self.options.projection_resident;
-                if projection.unsaved() >= save_after || (crowded && projection.is_partial()) {
-                    let saved = self.save_dirty(projection)?;
-                    if crowded {
-                        // What was folded into since the last save stays:
-                        // a writer's next entries are likely about it.
-                        projection.release_except(&saved);
-                    }
-                }
-                progress(folded);
-            }
-        }
-        progress(folded);
-        Ok(folded)
-    }
-
-    /// The entries of `chain` from `from` on that one fold takes (at most
-    /// `SAVE_EVERY`), each with its event: those the last append wrote
-    /// (and intake decoded) when they are the ones wanted, else read from
-    /// the evidence and decoded.
-    #[allow(clippy::type_complexity)] // a window and its events, side by side
-    fn window(
-        &mut self,
-        chain: &str,
-        from: u64,
-    ) -> Result<(Vec<crate::entry::Entry>, Vec<Option<Box<Event>>>), StoreError> {
-        let appended = self
-            .just_appended
-            .get(chain)
-            .is_some_and(|a| a.sealed.first().is_some_and(|e| e.seq == from));
-        if let Some(appended) = appended.then(|| self.just_appended.remove(chain)).flatten() {
-            let entries = appended
-                .sealed
-                .iter()
-                .map(|e| {
-                    crate::entry::Entry::decode(&e.encoding).map_err(|err| {
-                        codec_error(format!("{chain} seq {}", e.seq).as_bytes(), err)
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            return Ok((entries, appended.events));
-        }
-        let entries = self
-            .entries(chain, from, from.saturating_add(SAVE_EVERY - 1))?
-            .map(|r| r.map(|(_, entry)| entry))
-            .collect::<Result<Vec<_>, _>>()?;
-        let events = entries
-            .iter()
-            .map(|e| entry_event(e).map(|event| event.map(Box::new)))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((entries, events))
     }
 
     /// Every entry about one item (its own, and its account's account-wide
@@ -407,21 +276,6 @@ impl Ledger {
             out.push((record, entry));
         }
         Ok(Some(out))
-    }
-
-    /// How many items and accounts the saved projection holds.
-    pub fn projection_size(&self) -> Result<(u64, u64), StoreError> {
-        Ok((self.states.count(b"i")?, self.states.count(b"a")?))
-    }
-
-    /// The facts of every item and account as `projection` and the saved
-    /// projection hold them together (a partial projection's items in
-    /// memory are the newer).
-    pub fn facts<'a>(&self, projection: &'a Projection) -> Result<SavedFacts<'a>, StoreError> {
-        Ok(SavedFacts {
-            saved: self.states.view(),
-            resident: projection,
-        })
     }
 
     /// Keeps a policy file's text, addressed by its BLAKE3 hash, so that
@@ -557,27 +411,10 @@ impl Ledger {
         Ok(Written::Appended(appended?))
     }
 
-    /// A stored policy text by hash, checked against the hash.
+    /// The text of the policy published under `hash`, if this ledger
+    /// keeps it (checked against the hash).
     pub fn policy_text(&self, hash: &str) -> Result<Option<String>, StoreError> {
-        // Hashes are hex; anything else cannot name a file of ours.
-        if hash.is_empty() || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Ok(None);
-        }
-        let path = super::own_records::policy_path(&self.dir, hash);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(StoreError::Io { path, source }),
-        };
-        if blake3::hash(&bytes).to_hex().as_str() != hash {
-            return Err(codec_error(
-                hash.as_bytes(),
-                "stored policy text does not match its hash",
-            ));
-        }
-        String::from_utf8(bytes.to_vec())
-            .map(Some)
-            .map_err(|e| codec_error(hash.as_bytes(), e))
+        policy_text_in(&self.dir, hash)
     }
 
     /// The latest of `published` whose text this ledger holds, parsed.
@@ -586,27 +423,61 @@ impl Ledger {
         &self,
         published: &[PublishedPolicy],
     ) -> Result<Option<(PublishedPolicy, Policy)>, StoreError> {
-        for p in published.iter().rev() {
-            match self.policy_text(&p.hash)? {
-                Some(text) => {
-                    let policy = Policy::parse(&text).map_err(|e| StoreError::Damaged {
-                        key: format!("policy {}", p.version),
-                        detail: e.to_string(),
-                    })?;
-                    return Ok(Some((p.clone(), policy)));
-                }
-                None => tracing::warn!(
-                    "policy {} (blake3 {}) was published at chain {:?} seq {}, but its text is not in \
-                     this ledger; using an earlier one",
-                    p.version,
-                    p.hash,
-                    p.at.chain,
-                    p.at.seq
-                ),
-            }
-        }
-        Ok(None)
+        published_policy_in(&self.dir, published)
     }
+}
+
+/// [`Ledger::policy_text`] of the ledger at `dir`.
+pub(super) fn policy_text_in(
+    dir: &std::path::Path,
+    hash: &str,
+) -> Result<Option<String>, StoreError> {
+    // Hashes are hex; anything else cannot name a file of ours.
+    if hash.is_empty() || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(None);
+    }
+    let path = super::own_records::policy_path(dir, hash);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(StoreError::Io { path, source }),
+    };
+    if blake3::hash(&bytes).to_hex().as_str() != hash {
+        return Err(codec_error(
+            hash.as_bytes(),
+            "stored policy text does not match its hash",
+        ));
+    }
+    String::from_utf8(bytes.to_vec())
+        .map(Some)
+        .map_err(|e| codec_error(hash.as_bytes(), e))
+}
+
+/// [`Ledger::published_policy`] of the ledger at `dir`.
+pub(super) fn published_policy_in(
+    dir: &std::path::Path,
+    published: &[PublishedPolicy],
+) -> Result<Option<(PublishedPolicy, Policy)>, StoreError> {
+    for p in published.iter().rev() {
+        match policy_text_in(dir, &p.hash)? {
+            Some(text) => {
+                let policy = Policy::parse(&text).map_err(|e| StoreError::Damaged {
+                    key: format!("policy {}", p.version),
+                    detail: e.to_string(),
+                })?;
+                return Ok(Some((p.clone(), policy)));
+            }
+            None => tracing::warn!(
+                "policy {} (blake3 {}) was published at chain {:?} seq {}, but its text is not in \
+                     this ledger; using an earlier one",
+                p.version,
+                p.hash,
+                p.at.chain,
+                p.at.seq
+            ),
+        }
+    }
+    Ok(None)
 }
 
 /// How one of the ledger's own records went: found (written before), or
@@ -629,8 +500,8 @@ pub enum Publication {
 /// saved (see [`Ledger::facts`]).
 #[derive(Debug)]
 pub struct SavedFacts<'a> {
-    saved: super::states::StatesView,
-    resident: &'a Projection,
+    pub(super) saved: super::states::StatesView,
+    pub(super) resident: &'a Projection,
 }
 
 impl SavedFacts<'_> {

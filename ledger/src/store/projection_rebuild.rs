@@ -88,9 +88,9 @@ impl Ledger {
         unit: u64,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Projection, StoreError> {
-        let cleared = self.states.clear();
+        let cleared = self.projection_store_mut()?.states.clear();
         self.poisoning(cleared)?;
-        let scratch = self.states.scratch()?;
+        let scratch = self.projection_store_mut()?.states.scratch()?;
         let mut projection = Projection::partial();
         let gathered = gather(&self.evidence, scratch.path(), unit, progress)?;
         let mut parts: Vec<Vec<ExternalSort>> = (0..GATHERERS).map(|_| Vec::new()).collect();
@@ -129,11 +129,14 @@ impl Ledger {
         for sorts in parts {
             let records: u64 = sorts.iter().map(ExternalSort::records).sum();
             if records > 0 {
-                work.push((self.states.start_run(records)?, sorts));
+                work.push((
+                    self.projection_store_mut()?.states.start_run(records)?,
+                    sorts,
+                ));
             }
         }
         if work.is_empty() {
-            return self.states.save(&[], small);
+            return self.projection_store_mut()?.states.save(&[], small);
         }
         let runs = std::thread::scope(|scope| {
             let builders: Vec<_> = work
@@ -147,7 +150,7 @@ impl Ledger {
                 .map(|b| b.join().unwrap_or_else(|_| Err(stopped("building states"))))
                 .collect::<Result<Vec<_>, _>>()
         })?;
-        self.states.save_runs(runs, small)
+        self.projection_store_mut()?.states.save_runs(runs, small)
     }
 }
 
