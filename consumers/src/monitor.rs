@@ -17,7 +17,7 @@ use lifeledger_ledger::monitor::{Alert, Monitor, WatchCounts, WatchError};
 use lifeledger_ledger::policy::Policy;
 use lifeledger_ledger::projection::facts::FactsError;
 use lifeledger_ledger::projection::{Dirty, Projection};
-use lifeledger_ledger::{Judged, Ledger, ProjectionStore, SavedBook, StoreError};
+use lifeledger_ledger::{Judged, Ledger, SavedBook, SavedStates, StoreError};
 use thiserror::Error;
 
 /// The monitor's notion of now.
@@ -297,7 +297,9 @@ impl MonitorRunner {
             last_sent: Vec::new(),
         };
         let mut sent = runner.deliver()?;
-        sent.extend(runner.tick(ledger.projection_store()?, projection)?);
+        let touched = projection.take_touched();
+        let states = ledger.projection_store()?.saved_states();
+        sent.extend(runner.tick(&states, projection, touched)?);
         runner.last_sent = sent;
         Ok(runner)
     }
@@ -319,18 +321,21 @@ impl MonitorRunner {
         &self.last_sent
     }
 
-    /// Looks at what changed since the last tick, saves and sends the
-    /// alerts. Returns the alerts sent.
+    /// Looks at what changed since the last tick (`touched`: what the
+    /// folds since then touched, taken from the projection), saves and
+    /// sends the alerts. Reads the facts from `states` and `projection`
+    /// together (see [`SavedStates::facts`]). Returns the alerts sent.
     pub fn tick(
         &mut self,
-        store: &ProjectionStore,
-        projection: &mut Projection,
+        states: &SavedStates,
+        projection: &Projection,
+        touched: Dirty,
     ) -> Result<Vec<Alert>, MonitorError> {
         let now = self.clock.now();
         let latest = projection.policies.last().map(|p| p.hash.clone());
         let policy_changed = latest != self.policy.as_ref().map(|p| p.0.clone());
         if policy_changed {
-            self.policy = store
+            self.policy = states
                 .published_policy(&projection.policies)?
                 .map(|(p, policy)| (p.hash, policy));
             if self.policy.is_none() {
@@ -338,11 +343,10 @@ impl MonitorRunner {
             }
         }
         let Some((hash, policy)) = self.policy.take() else {
-            projection.take_touched();
             return Ok(Vec::new());
         };
         let sweep = self.judged_policy.as_deref() != Some(hash.as_str());
-        let result = self.judge_and_send(store, projection, (&hash, &policy), sweep, now);
+        let result = self.judge_and_send(states, projection, touched, (&hash, &policy), sweep, now);
         self.policy = Some((hash, policy));
         if let Ok(sent) = &result {
             self.last_sent = sent.clone();
@@ -352,13 +356,14 @@ impl MonitorRunner {
 
     fn judge_and_send(
         &mut self,
-        store: &ProjectionStore,
-        projection: &mut Projection,
+        states: &SavedStates,
+        projection: &Projection,
+        touched: Dirty,
         (hash, policy): (&str, &Policy),
         sweep: bool,
         now: Timestamp,
     ) -> Result<Vec<Alert>, MonitorError> {
-        merge(&mut self.pending, projection.take_touched());
+        merge(&mut self.pending, touched);
         let judged = Judged {
             policy: hash.to_owned(),
             horizon_seconds: self.settings.horizon.as_secs(),
@@ -374,7 +379,7 @@ impl MonitorRunner {
             self.pending = Dirty::default();
             let mut from = Some(String::new());
             while let Some(at) = from {
-                let facts = store.facts(projection)?;
+                let facts = states.facts(projection);
                 let (alerts, next) =
                     self.monitor
                         .sweep_page(&facts, policy, now, &at, SWEEP_PAGE_ITEMS)?;
@@ -388,7 +393,7 @@ impl MonitorRunner {
             self.judged_policy = Some(hash.to_owned());
         } else {
             let touched = std::mem::take(&mut self.pending);
-            match self.look_at_changes(store, projection, policy, &touched, now, &judged) {
+            match self.look_at_changes(states, projection, policy, &touched, now, &judged) {
                 Ok((count, kept)) => {
                     sent_count += count;
                     sent = kept;
@@ -419,7 +424,7 @@ impl MonitorRunner {
     /// alerts were sent, and those kept.
     fn look_at_changes(
         &mut self,
-        store: &ProjectionStore,
+        states: &SavedStates,
         projection: &Projection,
         policy: &Policy,
         touched: &Dirty,
@@ -430,7 +435,7 @@ impl MonitorRunner {
         let mut sent_count = 0;
         let mut touched = Some(touched);
         loop {
-            let facts = store.facts(projection)?;
+            let facts = states.facts(projection);
             let mut alerts = match touched.take() {
                 Some(t) => self.monitor.look_at_touched(&facts, policy, t, now)?,
                 None => Vec::new(),

@@ -31,7 +31,7 @@ pub use entry::{Body, Entry, EntryHash, Source};
 pub use intake::Incoming;
 pub use store::{
     AppendReport, Appended, ChainBatch, Judged, Ledger, LedgerOptions, MigrationReport,
-    ProjectionStore, ReadOnlyLedger, Rejection, SavedBook, Snapshot, StagedBatch, StoreError,
-    StoredRecord, migrate,
+    ProjectionStore, ReadOnlyLedger, Rejection, SavedBook, SavedStates, Snapshot, StagedBatch,
+    StoreError, StoredRecord, migrate,
 };
 pub use verify::{Finding, Problem, VerifyReport};

@@ -1,15 +1,18 @@
-//! The projection and the deadline monitor on a thread of their own.
+//! The projection and the deadline monitor on threads of their own.
 //!
-//! Appending (intake, evidence, fsync) and then folding what was appended
-//! into the projection and judging it are each about a core's work at full
-//! rate; done in turn on one thread, their costs add up. A writer's sink
-//! hands each append's entries to this thread ([`Projector::fold`]) and
-//! goes back to Kafka; the thread folds them, saves the projection when
-//! due, and ticks the monitor when asked, in the order asked. It owns the
-//! projection store, the projection and the monitor until
-//! [`Projector::finish`] hands them back, and the ledger is whole again:
-//! before anything replaces a chain's history (an archive continuation),
-//! and when the consumer stops.
+//! Appending (intake, evidence, fsync), folding what was appended into the
+//! projection, and judging what changed are each about a core's work at
+//! full rate; done in turn on one thread, their costs add up. A writer's
+//! sink hands each append's entries to the projection thread
+//! ([`Projector::fold`]) and goes back to Kafka; that thread folds them
+//! and saves the projection when due. On a tick it saves what it folded
+//! and hands the monitor thread the saved states as they then are
+//! ([`SavedStates`]: later saves and merges do not change them) with what
+//! the folds touched, and goes on folding while the monitor judges.
+//! Together they own the projection store, the projection and the monitor
+//! until [`Projector::finish`] hands them back, and the ledger is whole
+//! again: before anything replaces a chain's history (an archive
+//! continuation), and when the consumer stops.
 //!
 //! Nothing here is evidence or an offset: a crash loses at most folds and
 //! ticks not yet saved, which the next start does again from the saved
@@ -20,8 +23,8 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use lifeledger_ledger::projection::Projection;
-use lifeledger_ledger::{Appended, ProjectionStore, StoreError};
+use lifeledger_ledger::projection::{Dirty, Projection};
+use lifeledger_ledger::{Appended, ProjectionStore, SavedStates, StoreError};
 
 use super::metrics::Metrics;
 use crate::monitor::{MonitorError, MonitorRunner};
@@ -76,15 +79,25 @@ impl std::fmt::Debug for Job {
 
 impl Projector {
     /// Starts the thread with what it owns.
-    pub fn start(parts: Parts, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
+    pub fn start(parts: Parts, metrics: &Arc<Metrics>) -> Result<Self, StoreError> {
+        let Parts {
+            store,
+            projection,
+            monitor,
+        } = parts;
+        let watcher = monitor
+            .map(|m| Watcher::start(m, Arc::clone(metrics)))
+            .transpose()?;
+        let folding = Folding {
+            store,
+            projection,
+            watcher,
+        };
         let (jobs, queue) = sync_channel(QUEUED);
         let thread = std::thread::Builder::new()
             .name("projection".into())
-            .spawn(move || work(parts, &queue, &metrics))
-            .map_err(|source| StoreError::Io {
-                path: "(projection thread)".into(),
-                source,
-            })?;
+            .spawn(move || work(folding, &queue))
+            .map_err(|source| spawn_failed("projection", source))?;
         Ok(Projector {
             jobs: Some(jobs),
             thread: Some(thread),
@@ -155,60 +168,177 @@ impl Drop for Projector {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stopped;
 
-/// The thread: does each job in turn until the queue closes or one fails.
-fn work(mut parts: Parts, queue: &Receiver<Job>, metrics: &Metrics) -> Outcome {
+fn spawn_failed(what: &str, source: std::io::Error) -> StoreError {
+    StoreError::Io {
+        path: format!("({what} thread)").into(),
+        source,
+    }
+}
+
+/// What the projection thread owns.
+struct Folding {
+    store: ProjectionStore,
+    projection: Projection,
+    watcher: Option<Watcher>,
+}
+
+/// The projection thread: does each job in turn until the queue closes
+/// or one fails, then lets the monitor thread finish.
+fn work(mut folding: Folding, queue: &Receiver<Job>) -> Outcome {
     let mut saved = Instant::now();
+    let mut failed = None;
     while let Ok(job) = queue.recv() {
         let done = match job {
-            Job::Fold(appended) => fold(&mut parts, appended, &mut saved),
-            Job::Tick => tick(&mut parts, metrics),
-            Job::Save => save(&mut parts, &mut saved),
+            Job::Fold(appended) => fold(&mut folding, appended, &mut saved),
+            Job::Tick => tick(&mut folding, &mut saved),
+            Job::Save => save(&mut folding, &mut saved),
             Job::Settle(answer) => {
                 let _ = answer.send(());
                 Ok(())
             }
         };
         if let Err(e) = done {
-            return (parts, Err(e));
+            failed = Some(e);
+            break;
         }
     }
-    (parts, Ok(()))
+    let Folding {
+        store,
+        projection,
+        watcher,
+    } = folding;
+    let (monitor, watched) = match watcher {
+        Some(w) => {
+            let (monitor, outcome) = w.finish();
+            (Some(monitor), outcome)
+        }
+        None => (None, Ok(())),
+    };
+    let outcome = match failed {
+        Some(e) => Err(e),
+        None => watched,
+    };
+    (
+        Parts {
+            store,
+            projection,
+            monitor,
+        },
+        outcome,
+    )
 }
 
-fn fold(parts: &mut Parts, appended: Appended, saved: &mut Instant) -> Result<(), StoreError> {
-    parts.store.advance(appended);
-    parts
+fn fold(folding: &mut Folding, appended: Appended, saved: &mut Instant) -> Result<(), StoreError> {
+    folding.store.advance(appended);
+    folding
         .store
-        .catch_up_saving_when_due(&mut parts.projection)?;
-    if parts.projection.unsaved() == 0 {
+        .catch_up_saving_when_due(&mut folding.projection)?;
+    if folding.projection.unsaved() == 0 {
         *saved = Instant::now();
     } else if saved.elapsed() >= SAVE_INTERVAL {
-        save(parts, saved)?;
+        save(folding, saved)?;
     }
     Ok(())
 }
 
-fn save(parts: &mut Parts, saved: &mut Instant) -> Result<(), StoreError> {
-    if parts.projection.unsaved() > 0 {
-        parts.store.save_projection(&mut parts.projection)?;
+fn save(folding: &mut Folding, saved: &mut Instant) -> Result<(), StoreError> {
+    if folding.projection.unsaved() > 0 {
+        folding.store.save_projection(&mut folding.projection)?;
     }
     *saved = Instant::now();
     Ok(())
 }
 
-/// A tick whose alerts could not be delivered stays in the outbox for
-/// the next; only a failure of the store stops the thread.
-fn tick(parts: &mut Parts, metrics: &Metrics) -> Result<(), StoreError> {
-    let Some(monitor) = parts.monitor.as_mut() else {
+/// Saves what was folded, then hands the monitor thread the saved states
+/// as they now are, with what the folds since the last tick touched.
+fn tick(folding: &mut Folding, saved: &mut Instant) -> Result<(), StoreError> {
+    if folding.watcher.is_none() {
+        return Ok(());
+    }
+    save(folding, saved)?;
+    let look = Look {
+        states: folding.store.saved_states(),
+        projection: folding.projection.without_states(),
+        touched: folding.projection.take_touched(),
+    };
+    let Some(watcher) = folding.watcher.as_mut() else {
         return Ok(());
     };
-    match monitor.tick(&parts.store, &mut parts.projection) {
-        Ok(_) => Ok(()),
-        Err(MonitorError::Store(e)) => Err(e),
-        Err(e) => {
-            tracing::warn!("deadline monitor: {e}; the alerts stay in the outbox and are retried");
-            Metrics::add(&metrics.alert_failures, 1);
-            Ok(())
+    if watcher.looks.send(look).is_ok() {
+        return Ok(());
+    }
+    // The monitor thread stopped on a failure: say which.
+    match folding.watcher.take().map(Watcher::finish) {
+        Some((monitor, Err(e))) => {
+            folding.watcher = None;
+            drop(monitor);
+            Err(e)
+        }
+        _ => Err(StoreError::Damaged {
+            key: "monitor thread".into(),
+            detail: "it stopped without saying why".into(),
+        }),
+    }
+}
+
+/// What one tick hands the monitor: the facts as of the tick, and what
+/// changed since the last.
+struct Look {
+    states: SavedStates,
+    /// The projection's policies, imports and cursors as of the tick.
+    projection: Projection,
+    touched: Dirty,
+}
+
+/// The monitor thread and the way to hand it looks.
+struct Watcher {
+    looks: SyncSender<Look>,
+    thread: JoinHandle<(MonitorRunner, Result<(), StoreError>)>,
+}
+
+impl Watcher {
+    /// Starts the thread (the monitor is lost with it if it cannot start:
+    /// the consumer stops, and the next start opens the book again).
+    fn start(monitor: MonitorRunner, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
+        // One look may wait while the monitor judges the one before.
+        let (looks, queue) = sync_channel::<Look>(1);
+        let thread = std::thread::Builder::new()
+            .name("monitor".into())
+            .spawn(move || watch(monitor, &queue, &metrics))
+            .map_err(|source| spawn_failed("monitor", source))?;
+        Ok(Watcher { looks, thread })
+    }
+
+    /// Lets the thread judge what it was handed; takes the monitor back.
+    fn finish(self) -> (MonitorRunner, Result<(), StoreError>) {
+        let Watcher { looks, thread } = self;
+        drop(looks);
+        match thread.join() {
+            Ok(done) => done,
+            Err(panic) => std::panic::resume_unwind(panic),
         }
     }
+}
+
+/// The monitor thread: judges each look in turn. A look whose alerts
+/// could not be delivered stays in the outbox for the next; only a
+/// failure of the store stops the thread.
+fn watch(
+    mut monitor: MonitorRunner,
+    queue: &Receiver<Look>,
+    metrics: &Metrics,
+) -> (MonitorRunner, Result<(), StoreError>) {
+    while let Ok(look) = queue.recv() {
+        match monitor.tick(&look.states, &look.projection, look.touched) {
+            Ok(_) => {}
+            Err(MonitorError::Store(e)) => return (monitor, Err(e)),
+            Err(e) => {
+                tracing::warn!(
+                    "deadline monitor: {e}; the alerts stay in the outbox and are retried"
+                );
+                Metrics::add(&metrics.alert_failures, 1);
+            }
+        }
+    }
+    (monitor, Ok(()))
 }

@@ -309,7 +309,9 @@ impl Sink {
         else {
             return Ok(());
         };
-        match monitor.tick(self.ledger.projection_store()?, projection) {
+        let touched = projection.take_touched();
+        let states = self.ledger.projection_store()?.saved_states();
+        match monitor.tick(&states, projection, touched) {
             Ok(_) => Ok(()),
             Err(MonitorError::Store(e)) => Err(e),
             Err(e) => {
@@ -361,7 +363,7 @@ impl Sink {
             projection,
             monitor: self.monitor.take(),
         };
-        self.projector = Some(Projector::start(parts, Arc::clone(&self.metrics))?);
+        self.projector = Some(Projector::start(parts, &self.metrics)?);
         Ok(())
     }
 

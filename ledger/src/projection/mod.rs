@@ -410,6 +410,19 @@ impl Projection {
         }
     }
 
+    /// This projection without its items and accounts (its policies,
+    /// imports and cursors, as a partial projection): what to judge with
+    /// beside saved states that hold every item and account (see
+    /// `SavedStates`), on a thread that does not fold.
+    pub fn without_states(&self) -> Self {
+        Projection {
+            policies: self.policies.clone(),
+            imports: self.imports.clone(),
+            covered: self.covered.clone(),
+            ..Projection::partial()
+        }
+    }
+
     /// Records from now on what each fold touches, for
     /// [`Projection::take_touched`] (a projection in memory always does).
     pub fn track_touched(&mut self) {

@@ -15,7 +15,7 @@ use super::projection::{
     key, small_records,
 };
 use super::snapshot::Snapshot;
-use super::states::StateStore;
+use super::states::{StateStore, StatesView};
 use super::{JustAppended, Ledger, StoreError};
 use crate::policy::Policy;
 use crate::projection::{Projection, PublishedPolicy, entry_event};
@@ -80,15 +80,6 @@ impl ProjectionStore {
 
     pub(super) fn is_poisoned(&self) -> bool {
         self.poisoned
-    }
-
-    /// The policy last published that this ledger holds the text of,
-    /// parsed (see [`Ledger::published_policy`]).
-    pub fn published_policy(
-        &self,
-        published: &[PublishedPolicy],
-    ) -> Result<Option<(PublishedPolicy, Policy)>, StoreError> {
-        super::projection::published_policy_in(&self.dir, published)
     }
 
     /// The projection as last saved, every item in memory (empty if never
@@ -338,10 +329,46 @@ impl ProjectionStore {
     /// projection hold them together (a partial projection's items in
     /// memory are the newer).
     pub fn facts<'a>(&self, projection: &'a Projection) -> Result<SavedFacts<'a>, StoreError> {
-        Ok(SavedFacts {
-            saved: self.states.view(),
+        Ok(self.saved_states().facts(projection))
+    }
+
+    /// The saved states as they are now: see [`SavedStates`].
+    pub fn saved_states(&self) -> SavedStates {
+        SavedStates {
+            view: self.states.view(),
+            dir: self.dir.clone(),
+        }
+    }
+}
+
+/// The projection's saved states as of one moment, to judge from on
+/// another thread while the store goes on folding and saving: later
+/// saves and merges do not change what it reads (the runs it reads stay
+/// open, even once merged away).
+#[derive(Debug, Clone)]
+pub struct SavedStates {
+    view: StatesView,
+    dir: PathBuf,
+}
+
+impl SavedStates {
+    /// The facts of every item and account as `projection` and these
+    /// states hold them together (a partial projection's items in memory
+    /// are the newer; one with none in memory reads them all from here).
+    pub fn facts<'a>(&self, projection: &'a Projection) -> SavedFacts<'a> {
+        SavedFacts {
+            saved: self.view.clone(),
             resident: projection,
-        })
+        }
+    }
+
+    /// The policy last published that the ledger holds the text of,
+    /// parsed (see [`Ledger::published_policy`]).
+    pub fn published_policy(
+        &self,
+        published: &[PublishedPolicy],
+    ) -> Result<Option<(PublishedPolicy, Policy)>, StoreError> {
+        super::projection::published_policy_in(&self.dir, published)
     }
 }
 
