@@ -986,6 +986,58 @@ mod tests {
         );
     }
 
+    /// An event about one of 30 items, stored in one of two stores.
+    fn event_about_a_few_items(offset: i64) -> Vec<u8> {
+        let store = if offset % 2 == 0 { "mongodb" } else { "mysql" };
+        format!(
+            r#"{{"schema_version":1,"event_id":"e{offset}","event_time":"2026-03-01T10:00:00Z","account":{{"app_id":"1250000001","uin":"10000000000{}"}},"item_id":"item-{}","category":"asset_management","kind":{{"type":"stored","store":"{store}"}}}}"#,
+            offset % 3,
+            offset % 30
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn what_the_projection_thread_folds_and_saves_is_what_a_rebuild_builds() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(tmp.path(), lifeledger_ledger::LedgerOptions::default()).unwrap();
+        let mut sink = Sink::new(
+            ledger,
+            true,
+            Arc::new(Metrics::default()),
+            None,
+            u64::MAX,
+            std::time::Duration::MAX,
+        )
+        .unwrap();
+        sink.check_gaps_from("t", 0, 0);
+        for write in 0..6 {
+            for offset in write * 25..(write + 1) * 25 {
+                let payload = event_about_a_few_items(offset);
+                let taken = sink
+                    .accept("t", 0, offset, None, None, Some(&payload))
+                    .unwrap();
+                assert_eq!(taken, Accepted::Taken);
+            }
+            sink.flush(None).unwrap();
+            assert!(sink.projector.is_some(), "write {write} folded in place");
+            assert!(
+                sink.ledger().open_projection().is_err(),
+                "the store is away"
+            );
+        }
+        sink.save_projection().unwrap();
+        let mut ledger = sink.into_ledger();
+        let folded = ledger.load_projection().unwrap();
+        ledger.rebuild_projection(&mut |_| {}).unwrap();
+        let rebuilt = ledger.load_projection().unwrap();
+        assert_eq!(folded.items.len(), 30);
+        assert_eq!(folded.items, rebuilt.items);
+        assert_eq!(folded.accounts, rebuilt.accounts);
+        assert_eq!(folded.covered, rebuilt.covered);
+        assert_eq!(folded.covered.get(&chain_name("t", 0)), Some(&150));
+    }
+
     #[test]
     fn a_replay_that_starts_past_its_first_offset_reads_again_too() {
         let tmp = tempfile::tempdir().unwrap();
