@@ -297,9 +297,7 @@ impl MonitorRunner {
             last_sent: Vec::new(),
         };
         let mut sent = runner.deliver()?;
-        let touched = projection.take_touched();
-        let states = ledger.projection_store()?.saved_states();
-        sent.extend(runner.tick(&states, projection, touched)?);
+        sent.extend(runner.tick_beside(ledger, projection)?);
         runner.last_sent = sent;
         Ok(runner)
     }
@@ -319,6 +317,18 @@ impl MonitorRunner {
     /// What the start, or the last tick, sent.
     pub fn last_sent(&self) -> &[Alert] {
         &self.last_sent
+    }
+
+    /// [`MonitorRunner::tick`] on the projection a ledger keeps, beside
+    /// its saved states, with what its folds touched since the last tick.
+    pub fn tick_beside(
+        &mut self,
+        ledger: &Ledger,
+        projection: &mut Projection,
+    ) -> Result<Vec<Alert>, MonitorError> {
+        let states = ledger.projection_store()?.saved_states();
+        let touched = projection.take_touched();
+        self.tick(&states, projection, touched)
     }
 
     /// Looks at what changed since the last tick (`touched`: what the

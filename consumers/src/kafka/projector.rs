@@ -261,19 +261,16 @@ fn tick(folding: &mut Folding, saved: &mut Instant) -> Result<(), StoreError> {
         projection: folding.projection.without_states(),
         touched: folding.projection.take_touched(),
     };
-    let Some(watcher) = folding.watcher.as_mut() else {
-        return Ok(());
-    };
-    if watcher.looks.send(look).is_ok() {
+    let stopped = folding
+        .watcher
+        .as_ref()
+        .is_some_and(|w| w.looks.send(look).is_err());
+    if !stopped {
         return Ok(());
     }
     // The monitor thread stopped on a failure: say which.
-    match folding.watcher.take().map(Watcher::finish) {
-        Some((monitor, Err(e))) => {
-            folding.watcher = None;
-            drop(monitor);
-            Err(e)
-        }
+    match folding.watcher.take().map(|w| w.finish().1) {
+        Some(Err(e)) => Err(e),
         _ => Err(StoreError::Damaged {
             key: "monitor thread".into(),
             detail: "it stopped without saying why".into(),
@@ -329,16 +326,28 @@ fn watch(
     metrics: &Metrics,
 ) -> (MonitorRunner, Result<(), StoreError>) {
     while let Ok(look) = queue.recv() {
-        match monitor.tick(&look.states, &look.projection, look.touched) {
-            Ok(_) => {}
-            Err(MonitorError::Store(e)) => return (monitor, Err(e)),
-            Err(e) => {
-                tracing::warn!(
-                    "deadline monitor: {e}; the alerts stay in the outbox and are retried"
-                );
-                Metrics::add(&metrics.alert_failures, 1);
-            }
+        let ticked = monitor.tick(&look.states, &look.projection, look.touched);
+        if let Err(e) = survive_undelivered(ticked, metrics) {
+            return (monitor, Err(e));
         }
     }
     (monitor, Ok(()))
+}
+
+/// What a monitor tick's outcome means for the ledger: a failure of the
+/// store stops it; alerts that could not be delivered stay in the outbox
+/// for the next tick (counted and logged), and never stop the ledger.
+pub(super) fn survive_undelivered<T>(
+    ticked: Result<T, MonitorError>,
+    metrics: &Metrics,
+) -> Result<(), StoreError> {
+    match ticked {
+        Ok(_) => Ok(()),
+        Err(MonitorError::Store(e)) => Err(e),
+        Err(e) => {
+            tracing::warn!("deadline monitor: {e}; the alerts stay in the outbox and are retried");
+            Metrics::add(&metrics.alert_failures, 1);
+            Ok(())
+        }
+    }
 }

@@ -19,7 +19,7 @@ use super::chain_name;
 use super::gaps::{self, Rewind, Step};
 use super::handover::BatchToken;
 use super::metrics::Metrics;
-use super::projector::{Parts, Projector};
+use super::projector::{Parts, Projector, survive_undelivered};
 use crate::monitor::{
     AlertOut, Clock, MonitorError, MonitorGauges, MonitorRunner, MonitorSettings,
 };
@@ -309,19 +309,8 @@ impl Sink {
         else {
             return Ok(());
         };
-        let touched = projection.take_touched();
-        let states = self.ledger.projection_store()?.saved_states();
-        match monitor.tick(&states, projection, touched) {
-            Ok(_) => Ok(()),
-            Err(MonitorError::Store(e)) => Err(e),
-            Err(e) => {
-                tracing::warn!(
-                    "deadline monitor: {e}; the alerts stay in the outbox and are retried"
-                );
-                Metrics::add(&self.metrics.alert_failures, 1);
-                Ok(())
-            }
-        }
+        let ticked = monitor.tick_beside(&self.ledger, projection);
+        survive_undelivered(ticked, &self.metrics)
     }
 
     pub fn ledger(&self) -> &Ledger {

@@ -108,6 +108,11 @@ impl Ledger {
         if self.poisoned {
             return Err(StoreError::Poisoned);
         }
+        if self.projection_store.is_none() {
+            // What the last append wrote stays for whoever holds the store
+            // now ([`Ledger::take_appended`]).
+            return Err(StoreError::ProjectionStoreDetached);
+        }
         let appended = self.take_appended();
         let store = self
             .projection_store
@@ -198,7 +203,7 @@ impl Ledger {
     /// The facts of every item and account: see
     /// [`ProjectionStore::facts`].
     pub fn facts<'a>(&self, projection: &'a Projection) -> Result<SavedFacts<'a>, StoreError> {
-        self.projection_store()?.facts(projection)
+        Ok(self.projection_store()?.facts(projection))
     }
 
     /// Poisons the ledger if `result` is an I/O failure of the saved

@@ -46,13 +46,6 @@ pub struct Appended {
     entries: HashMap<String, JustAppended>,
 }
 
-impl Appended {
-    /// Whether the append wrote no entry.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-}
-
 impl ProjectionStore {
     pub(super) fn new(
         dir: PathBuf,
@@ -328,8 +321,11 @@ impl ProjectionStore {
     /// The facts of every item and account as `projection` and the saved
     /// projection hold them together (a partial projection's items in
     /// memory are the newer).
-    pub fn facts<'a>(&self, projection: &'a Projection) -> Result<SavedFacts<'a>, StoreError> {
-        Ok(self.saved_states().facts(projection))
+    pub fn facts<'a>(&self, projection: &'a Projection) -> SavedFacts<'a> {
+        SavedFacts {
+            saved: self.states.view(),
+            resident: projection,
+        }
     }
 
     /// The saved states as they are now: see [`SavedStates`].
