@@ -12,6 +12,7 @@ pub mod diff;
 pub mod facts;
 pub mod replay;
 pub mod report;
+mod saved_form;
 pub mod timeline;
 pub mod verdict;
 pub mod whatif;
@@ -40,8 +41,10 @@ pub struct EntryRef {
     pub seq: u64,
     pub event_id: String,
     /// When it happened, by the producer's clock.
+    #[serde(with = "saved_form::moment")]
     pub event_time: Timestamp,
     /// When the ledger received it.
+    #[serde(with = "saved_form::moment")]
     pub received_at: Timestamp,
 }
 
@@ -56,11 +59,28 @@ impl EntryRef {
 /// Which copy of an item: the primary copy in a store, or a backup.
 /// Written as `store` or `store#backup_id` (neither may contain `#`), so
 /// that it can key a JSON object.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(into = "String", try_from = "String")]
+/// Its serde forms are in `saved_form`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CopyId {
     pub store: String,
     pub backup_id: Option<String>,
+}
+
+impl CopyId {
+    /// A copy's names, if they can be written as one (neither empty,
+    /// neither holding `#`).
+    pub fn new(store: String, backup_id: Option<String>) -> Result<Self, String> {
+        let fits = |name: &str| !name.is_empty() && !name.contains('#');
+        if fits(&store) && backup_id.as_deref().is_none_or(fits) {
+            Ok(CopyId { store, backup_id })
+        } else {
+            let copy = CopyId { store, backup_id };
+            Err(format!(
+                "{:?} is not a copy (store or store#backup_id)",
+                copy.to_string()
+            ))
+        }
+    }
 }
 
 impl std::fmt::Display for CopyId {
@@ -83,19 +103,8 @@ impl TryFrom<String> for CopyId {
 
     fn try_from(s: String) -> Result<Self, String> {
         match s.split_once('#') {
-            None if !s.is_empty() => Ok(CopyId {
-                store: s,
-                backup_id: None,
-            }),
-            Some((store, backup))
-                if !store.is_empty() && !backup.is_empty() && !backup.contains('#') =>
-            {
-                Ok(CopyId {
-                    store: store.to_owned(),
-                    backup_id: Some(backup.to_owned()),
-                })
-            }
-            _ => Err(format!("{s:?} is not a copy (store or store#backup_id)")),
+            None => CopyId::new(s, None),
+            Some((store, backup)) => CopyId::new(store.to_owned(), Some(backup.to_owned())),
         }
     }
 }

@@ -26,7 +26,7 @@ const OLD_TREE: &str = "projection";
 /// through a fold) but rebuilt. Change it with `ItemState`, `AccountState`
 /// or the other saved types.
 pub(super) const FORMAT_KEY: &[u8] = b"v";
-pub(super) const STATES_FORMAT: &[u8] = b"states-1 bincode-2-standard";
+pub(super) const STATES_FORMAT: &[u8] = b"states-2 bincode-2-standard";
 
 /// Entries folded between two saves while catching up.
 pub(super) const SAVE_EVERY: u64 = 10_000;

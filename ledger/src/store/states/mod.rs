@@ -229,26 +229,28 @@ impl Iterator for Merged {
                 }
             }
         }
-        let smallest = self
-            .sources
-            .iter()
-            .filter_map(|(_, head)| head.as_ref().map(|(k, _)| k))
-            .min()?
-            .clone();
-        if !smallest.starts_with(&self.prefix) {
-            return None;
-        }
-        let mut newest = None;
-        for (_, head) in &mut self.sources {
-            if head.as_ref().is_some_and(|(k, _)| *k == smallest) {
-                let record = head.take();
-                // Sources are newest first: keep the first.
-                if newest.is_none() {
-                    newest = record;
-                }
+        // The source holding the smallest key; sources are newest first,
+        // so on a tie the first wins.
+        let mut newest: Option<(usize, &[u8])> = None;
+        for (i, (_, head)) in self.sources.iter().enumerate() {
+            if let Some((k, _)) = head
+                && newest.is_none_or(|(_, smallest)| k.as_slice() < smallest)
+            {
+                newest = Some((i, k));
             }
         }
-        newest.map(Ok)
+        let (at, _) = newest?;
+        let record = self.sources.get_mut(at)?.1.take()?;
+        if !record.0.starts_with(&self.prefix) {
+            return None;
+        }
+        // Older values of the same key are shadowed.
+        for (_, head) in &mut self.sources {
+            if head.as_ref().is_some_and(|(k, _)| *k == record.0) {
+                *head = None;
+            }
+        }
+        Some(Ok(record))
     }
 }
 
