@@ -30,7 +30,7 @@ pub use chain::{ChainHead, SealedEntry};
 pub use entry::{Body, Entry, EntryHash, Source};
 pub use intake::Incoming;
 pub use store::{
-    AppendReport, Appended, ChainBatch, Judged, Ledger, LedgerOptions, MigrationReport,
+    AppendReport, Appended, Built, ChainBatch, Judged, Ledger, LedgerOptions, MigrationReport,
     ProjectionStore, ReadOnlyLedger, Rejection, SavedBook, SavedStates, Snapshot, StagedBatch,
     StoreError, StoredRecord, migrate,
 };

@@ -497,12 +497,13 @@ pub fn rebuild(dir: &Path) -> anyhow::Result<Outcome> {
     let mut ledger = Ledger::open(dir, LedgerOptions::default())
         .with_context(|| format!("opening the ledger at {}", dir.display()))?;
     let start = std::time::Instant::now();
-    let projection = ledger.rebuild_projection(&mut |_| {})?;
-    let (items, accounts) = ledger.projection_size()?;
+    let (projection, built) = ledger.rebuild_projection_sized(&mut |_| {})?;
     out!(
-        "rebuilt the projection from {} entries in {:.2?}: {items} items, {accounts} accounts",
+        "rebuilt the projection from {} entries in {:.2?}: {} items, {} accounts",
         projection.covered.values().sum::<u64>(),
         start.elapsed(),
+        built.items,
+        built.accounts,
     );
     Ok(Outcome::Ok)
 }

@@ -57,6 +57,7 @@ pub use layout::StoredRecord;
 pub use manifest::{ChainState, Manifest};
 pub use migrate::{MigrationReport, legacy, migrate};
 pub use projection::Publication;
+pub use projection_rebuild::Built;
 pub use projection_store::{Appended, ProjectionStore, SavedStates};
 pub use read_only::ReadOnlyLedger;
 pub use replay::{Replay, Visited};

@@ -79,6 +79,17 @@ impl Ledger {
         progress: &mut dyn FnMut(u64),
     ) -> Result<Projection, StoreError> {
         self.rebuild_projection_by(UNIT, progress)
+            .map(|(projection, _)| projection)
+    }
+
+    /// [`Ledger::rebuild_projection`], also saying how many items and
+    /// accounts it built (counted as they are written, where
+    /// [`Ledger::projection_size`] reads every saved state again).
+    pub fn rebuild_projection_sized(
+        &mut self,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(Projection, Built), StoreError> {
+        self.rebuild_projection_by(UNIT, progress)
     }
 
     /// [`Ledger::rebuild_projection`], threads taking `unit` entries at a
@@ -87,7 +98,7 @@ impl Ledger {
         &mut self,
         unit: u64,
         progress: &mut dyn FnMut(u64),
-    ) -> Result<Projection, StoreError> {
+    ) -> Result<(Projection, Built), StoreError> {
         let cleared = self.projection_store_mut()?.states.clear();
         self.poisoning(cleared)?;
         let scratch = self.projection_store_mut()?.states.scratch()?;
@@ -109,11 +120,11 @@ impl Ledger {
             projection.covered.insert(head.chain.clone(), head.next_seq);
         }
         let built = self.build_states(&projection, parts);
-        self.poisoning(built)?;
+        let built = self.poisoning(built)?;
         projection.take_dirty();
         drop(scratch);
         self.make_durable()?;
-        Ok(projection)
+        Ok((projection, built))
     }
 
     /// Builds each state from its sorted changes, each part into a run
@@ -123,7 +134,7 @@ impl Ledger {
         &mut self,
         projection: &Projection,
         parts: Vec<Vec<ExternalSort>>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Built, StoreError> {
         let small = small_records(projection, true)?;
         let mut work = Vec::with_capacity(parts.len());
         for sorts in parts {
@@ -136,13 +147,14 @@ impl Ledger {
             }
         }
         if work.is_empty() {
-            return self.projection_store_mut()?.states.save(&[], small);
+            self.projection_store_mut()?.states.save(&[], small)?;
+            return Ok(Built::default());
         }
-        let runs = std::thread::scope(|scope| {
+        let parts = std::thread::scope(|scope| {
             let builders: Vec<_> = work
                 .into_iter()
                 .map(|(mut run, sorts)| {
-                    scope.spawn(move || build_part(&mut run, sorts).map(|()| run))
+                    scope.spawn(move || build_part(&mut run, sorts).map(|built| (run, built)))
                 })
                 .collect();
             builders
@@ -150,7 +162,15 @@ impl Ledger {
                 .map(|b| b.join().unwrap_or_else(|_| Err(stopped("building states"))))
                 .collect::<Result<Vec<_>, _>>()
         })?;
-        self.projection_store_mut()?.states.save_runs(runs, small)
+        let mut built = Built::default();
+        let mut runs = Vec::with_capacity(parts.len());
+        for (run, part) in parts {
+            built.items += part.items;
+            built.accounts += part.accounts;
+            runs.push(run);
+        }
+        self.projection_store_mut()?.states.save_runs(runs, small)?;
+        Ok(built)
     }
 }
 
@@ -161,8 +181,25 @@ fn stopped(what: &str) -> StoreError {
     }
 }
 
+/// How many states a rebuild built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Built {
+    pub items: u64,
+    pub accounts: u64,
+}
+
+impl Built {
+    fn count(&mut self, state: &State) {
+        match state {
+            State::Item(_) => self.items += 1,
+            State::Account(_) => self.accounts += 1,
+        }
+    }
+}
+
 /// Builds each state of one part from its sorted changes into `run`.
-fn build_part(run: &mut RunWriter, sorts: Vec<ExternalSort>) -> Result<(), StoreError> {
+fn build_part(run: &mut RunWriter, sorts: Vec<ExternalSort>) -> Result<Built, StoreError> {
+    let mut built = Built::default();
     let mut building: Option<(Vec<u8>, State)> = None;
     for record in ExternalSort::merge(sorts)? {
         let (key, value) = record?;
@@ -179,6 +216,7 @@ fn build_part(run: &mut RunWriter, sorts: Vec<ExternalSort>) -> Result<(), Store
             _ => {
                 if let Some((done, state)) = building.take() {
                     run.push(&done, &encode_state(&state)?)?;
+                    built.count(&state);
                 }
                 building = Some((key, change.into_state()));
             }
@@ -186,8 +224,9 @@ fn build_part(run: &mut RunWriter, sorts: Vec<ExternalSort>) -> Result<(), Store
     }
     if let Some((done, state)) = building {
         run.push(&done, &encode_state(&state)?)?;
+        built.count(&state);
     }
-    Ok(())
+    Ok(built)
 }
 
 /// Reads every chain of `evidence` on `GATHERERS` threads, `unit`
@@ -405,10 +444,12 @@ mod tests {
         // Units of 7 entries: every chain is read by both threads in turns.
         for unit in [7, UNIT] {
             let mut reported = 0;
-            let kept = ledger
+            let (kept, built) = ledger
                 .rebuild_projection_by(unit, &mut |n| reported = n)
                 .unwrap();
             assert_eq!(reported, 901);
+            assert_eq!((built.items, built.accounts), (40, 3));
+            assert_eq!(ledger.projection_size().unwrap(), (40, 3));
             assert_eq!(kept.covered, folded.covered);
             let rebuilt = ledger.load_projection().unwrap();
             for (id, item) in &folded.items {
