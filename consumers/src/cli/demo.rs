@@ -55,16 +55,9 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<Outcome> {
             (tmp.path().join("ledger"), Some(tmp))
         }
     };
-    let stream = synthetic_stream(args.events, args.seed);
-    out!(
-        "demo stream: {} messages ({} events, {} garbage, {} resends) for {} partitions",
-        stream.messages.len(),
-        stream.events,
-        stream.garbage,
-        stream.resends,
-        args.partitions
-    );
-
+    // Made while the cluster starts and the ledger opens.
+    let (events, seed) = (args.events, args.seed);
+    let making = std::thread::spawn(move || synthetic_stream(events, seed));
     let cluster =
         MockCluster::new(1).map_err(|e| anyhow!("starting the mock Kafka cluster: {e}"))?;
     cluster.create_topic(TOPIC, args.partitions, 1)?;
@@ -92,6 +85,17 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<Outcome> {
         Timestamp::now(),
     )?;
 
+    let stream = making
+        .join()
+        .map_err(|_| anyhow!("making the demo stream panicked"))?;
+    out!(
+        "demo stream: {} messages ({} events, {} garbage, {} resends) for {} partitions",
+        stream.messages.len(),
+        stream.events,
+        stream.garbage,
+        stream.resends,
+        args.partitions
+    );
     let total = stream.messages.len() as u64;
     let consume_bar = bar(total, "stream");
     let started = Instant::now();
