@@ -12,6 +12,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use super::layout::StoredRecord;
 use super::manifest::{ChainState, Manifest};
@@ -251,56 +252,121 @@ impl Snapshot {
     }
 
     /// Walks every chain from seq 0 and checks it against its acknowledged
-    /// head; also checks each sealed segment's hash. `progress` is called
-    /// with the number of entries checked so far.
+    /// head; also checks each sealed segment's hash. Chains are walked
+    /// side by side, one per core (a chain's walk is sequential: each
+    /// entry links to the one before). `progress` is called with the
+    /// number of entries checked so far.
     pub fn verify(
         &self,
         depth: Depth,
         progress: &mut dyn FnMut(u64),
     ) -> Result<VerifyReport, StoreError> {
-        let mut report = VerifyReport::default();
-        let mut checked = 0u64;
         let sealed_damage = self.check_sealed();
-        for chain in self.chain_names() {
-            let mut verifier = ChainVerifier::new(&chain, depth);
-            let mut finding = None;
-            for record in self.records(&chain, 0) {
-                let outcome = match record {
-                    Ok(record) => verifier.check(&record.hash, &record.encoding),
-                    Err(StoreError::Damaged { detail, .. }) => {
-                        Err(verifier.finding(Problem::Unreadable(detail)))
-                    }
-                    Err(e) => return Err(e),
-                };
-                if let Err(f) = outcome {
-                    finding = Some(f);
-                    break;
-                }
-                checked += 1;
-                if checked % 4096 == 0 {
-                    progress(checked);
+        let chains = self.chain_names();
+        let checked = AtomicU64::new(0);
+        let next = AtomicUsize::new(0);
+        let threads = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .clamp(1, chains.len().max(1));
+        let walk = |report: &mut dyn FnMut(u64)| {
+            let mut walked = Vec::new();
+            loop {
+                let at = next.fetch_add(1, Ordering::Relaxed);
+                let Some(chain) = chains.get(at) else { break };
+                walked.push((at, self.walk_chain(chain, depth, &checked, report)));
+            }
+            walked
+        };
+        let mut walks: Vec<Option<Result<ChainWalk, StoreError>>> =
+            (0..chains.len()).map(|_| None).collect();
+        std::thread::scope(|scope| {
+            let others: Vec<_> = (1..threads)
+                .map(|_| scope.spawn(|| walk(&mut |_| {})))
+                .collect();
+            let mut all = walk(progress);
+            for other in others {
+                // A walk that panicked leaves its chains unwalked, which
+                // is refused below.
+                if let Ok(walked) = other.join() {
+                    all.extend(walked);
                 }
             }
+            for (at, walked) in all {
+                if let Some(slot) = walks.get_mut(at) {
+                    *slot = Some(walked);
+                }
+            }
+        });
+        let mut report = VerifyReport::default();
+        for (chain, walked) in chains.iter().zip(walks) {
+            let walked = walked.ok_or_else(|| StoreError::Damaged {
+                key: chain.clone(),
+                detail: "a thread verifying it stopped".into(),
+            })??;
             // A sealed segment whose bytes differ from what was sealed is
             // damage even where its frames still check out on their own.
-            let sealed = sealed_damage.iter().find(|(c, _, _)| *c == chain);
-            match (finding, sealed) {
-                (Some(f), Some((_, seq, _))) if f.seq < *seq => report.findings.push(f),
+            let sealed = sealed_damage.iter().find(|(c, _, _)| c == chain);
+            match (walked, sealed) {
+                (ChainWalk::Finding(f), Some((_, seq, _))) if f.seq < *seq => {
+                    report.findings.push(f)
+                }
                 (_, Some((_, seq, detail))) => report.findings.push(crate::verify::Finding {
                     chain: chain.clone(),
                     seq: *seq,
                     problem: Problem::Unreadable(detail.clone()),
                 }),
-                (Some(f), None) => report.findings.push(f),
-                (None, None) => match verifier.finish(self.heads.get(&chain)) {
-                    Ok(summary) => report.chains.push(summary),
-                    Err(f) => report.findings.push(f),
-                },
+                (ChainWalk::Finding(f), None) => report.findings.push(f),
+                (ChainWalk::Walked(verifier), None) => {
+                    match verifier.finish(self.heads.get(chain)) {
+                        Ok(summary) => report.chains.push(summary),
+                        Err(f) => report.findings.push(f),
+                    }
+                }
             }
         }
-        progress(checked);
+        progress(checked.load(Ordering::Relaxed));
         Ok(report)
     }
+
+    /// Checks every record of `chain` from seq 0, counting them into
+    /// `checked` (and telling `progress` the count every 4,096).
+    fn walk_chain(
+        &self,
+        chain: &str,
+        depth: Depth,
+        checked: &AtomicU64,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<ChainWalk, StoreError> {
+        let mut verifier = ChainVerifier::new(chain, depth);
+        let mut mine = 0u64;
+        for record in self.records(chain, 0) {
+            let outcome = match record {
+                Ok(record) => verifier.check(&record.hash, &record.encoding),
+                Err(StoreError::Damaged { detail, .. }) => {
+                    Err(verifier.finding(Problem::Unreadable(detail)))
+                }
+                Err(e) => return Err(e),
+            };
+            if let Err(f) = outcome {
+                checked.fetch_add(mine % 4096, Ordering::Relaxed);
+                return Ok(ChainWalk::Finding(f));
+            }
+            mine += 1;
+            if mine % 4096 == 0 {
+                progress(checked.fetch_add(4096, Ordering::Relaxed) + 4096);
+            }
+        }
+        checked.fetch_add(mine % 4096, Ordering::Relaxed);
+        Ok(ChainWalk::Walked(verifier))
+    }
+}
+
+/// How walking one chain ended.
+enum ChainWalk {
+    /// The first thing wrong.
+    Finding(crate::verify::Finding),
+    /// Every record checked; the head is still to be compared.
+    Walked(ChainVerifier),
 }
 
 /// The size and BLAKE3 hash of a file.
