@@ -9,7 +9,7 @@ use jiff::{SignedDuration, Timestamp};
 use lifeledger_ledger::policy::Policy;
 use lifeledger_ledger::projection::facts::Facts;
 use lifeledger_ledger::projection::replay::parse_moment;
-use lifeledger_ledger::projection::report::{StatusReport, StatusTally, judge_each};
+use lifeledger_ledger::projection::report::{StatusReport, StatusTally, judge_each, tally_each};
 use lifeledger_ledger::projection::verdict::{ItemVerdict, Status, Violation, judge};
 use lifeledger_ledger::projection::{ItemState, Projection, PublishedPolicy};
 use lifeledger_ledger::{Body, Ledger, LedgerOptions, ReadOnlyLedger};
@@ -128,7 +128,7 @@ pub fn status(dir: &Path, args: StatusArgs) -> anyhow::Result<Outcome> {
     let window = SignedDuration::from_hours(24 * i64::from(args.due_within_days));
     let mut tally = StatusTally::new(j.as_of, &j.policy.version, window);
     let facts = j.ledger.ledger().facts(&j.projection)?;
-    judge_each(&facts, &j.policy, j.as_of, &mut |v| tally.add(&v))?;
+    tally_each(&facts, &j.policy, j.as_of, &mut tally)?;
     let report = tally.finish();
     if args.judge.json {
         out!("{}", serde_json::to_string_pretty(&report)?);

@@ -49,6 +49,12 @@ pub trait Facts {
     ) -> Result<(), FactsError>;
     /// Declared imports of history, in ledger order.
     fn imports(&self) -> &[DeclaredImport];
+    /// An item id about halfway through the items in id order, to walk
+    /// them in two parts side by side; `None` where there is no cheap
+    /// answer (then one part).
+    fn middle_item(&self) -> Option<String> {
+        None
+    }
 }
 
 impl Facts for Projection {

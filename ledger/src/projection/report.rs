@@ -46,6 +46,66 @@ pub fn judge_each(
     failed.map_or(Ok(()), Err)
 }
 
+/// Judges every item of `facts` into `tally`: in two parts side by side
+/// (the items before [`Facts::middle_item`] and from it on, each into a
+/// tally of its own, then merged) when `facts` names a middle, else in
+/// one. A tally does not depend on the order it is fed.
+pub fn tally_each(
+    facts: &(dyn Facts + Sync),
+    policy: &Policy,
+    as_of: Timestamp,
+    tally: &mut StatusTally,
+) -> Result<(), FactsError> {
+    let Some(middle) = facts.middle_item().filter(|m| !m.is_empty()) else {
+        return judge_each(facts, policy, as_of, &mut |v| tally.add(&v));
+    };
+    let mut second = StatusTally::new(as_of, &tally.report.policy_version, tally.due_within);
+    let (first, later) = std::thread::scope(|scope| {
+        let later =
+            scope.spawn(|| judge_items_from(facts, policy, as_of, &middle, None, &mut second));
+        let first = judge_items_from(facts, policy, as_of, "", Some(&middle), tally);
+        (first, later.join())
+    });
+    first?;
+    match later {
+        Ok(done) => done?,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+    tally.merge(second);
+    Ok(())
+}
+
+/// Judges the items from id `from` on, up to (not including) `until`,
+/// into `tally`.
+fn judge_items_from(
+    facts: &dyn Facts,
+    policy: &Policy,
+    as_of: Timestamp,
+    from: &str,
+    until: Option<&str>,
+    tally: &mut StatusTally,
+) -> Result<(), FactsError> {
+    let mut failed = None;
+    facts.items_from(from, &mut |item| {
+        if until.is_some_and(|u| item.item_id.as_str() >= u) {
+            return std::ops::ControlFlow::Break(());
+        }
+        let account = match facts.account_of(item) {
+            Ok(a) => a,
+            Err(e) => {
+                failed = Some(e);
+                return std::ops::ControlFlow::Break(());
+            }
+        };
+        if let Some(mut v) = judge(item, account.as_deref(), policy, as_of) {
+            v.weigh_imports(facts.imports());
+            tally.add(&v);
+        }
+        std::ops::ControlFlow::Continue(())
+    })?;
+    failed.map_or(Ok(()), Err)
+}
+
 /// An item whose deadline is near.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DueSoon {
@@ -175,6 +235,33 @@ impl StatusTally {
                 });
             }
         }
+    }
+
+    /// Adds what `other` summed up (over other items) to this tally.
+    pub fn merge(&mut self, other: StatusTally) {
+        let (mine, theirs) = (&mut self.report, other.report);
+        mine.items += theirs.items;
+        mine.findings += theirs.findings;
+        mine.reported_late += theirs.reported_late;
+        mine.reported_late_imported += theirs.reported_late_imported;
+        for (status, n) in theirs.by_status {
+            *mine.by_status.entry(status).or_default() += n;
+        }
+        for (violation, n) in theirs.by_violation {
+            *mine.by_violation.entry(violation).or_default() += n;
+        }
+        for (category, statuses) in theirs.by_category {
+            let into = mine.by_category.entry(category).or_default();
+            for (status, n) in statuses {
+                *into.entry(status).or_default() += n;
+            }
+        }
+        for (store, copies) in theirs.copies_by_store {
+            let into = mine.copies_by_store.entry(store).or_default();
+            into.present += copies.present;
+            into.deleted += copies.deleted;
+        }
+        mine.due_soon.extend(theirs.due_soon);
     }
 
     pub fn finish(mut self) -> StatusReport {

@@ -528,3 +528,70 @@ proptest! {
         prop_assert!(touched.new_items.is_subset(&touched.items));
     }
 }
+
+/// A projection whose items are walked in two parts, split at `middle`.
+struct SplitAt<'a> {
+    projection: &'a Projection,
+    middle: String,
+}
+
+impl facts::Facts for SplitAt<'_> {
+    fn item(&self, id: &str) -> Result<Option<std::borrow::Cow<'_, ItemState>>, facts::FactsError> {
+        self.projection.item(id)
+    }
+    fn account(
+        &self,
+        key: &str,
+    ) -> Result<Option<std::borrow::Cow<'_, AccountState>>, facts::FactsError> {
+        self.projection.account(key)
+    }
+    fn items_from(
+        &self,
+        from: &str,
+        visit: &mut dyn FnMut(&ItemState) -> std::ops::ControlFlow<()>,
+    ) -> Result<(), facts::FactsError> {
+        self.projection.items_from(from, visit)
+    }
+    fn imports(&self) -> &[DeclaredImport] {
+        self.projection.imports()
+    }
+    fn middle_item(&self) -> Option<String> {
+        Some(self.middle.clone())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Tallied in two parts side by side (split at any item, or between
+    /// items), the status is the one tallied in one walk.
+    #[test]
+    fn a_status_tallied_in_two_parts_is_the_status_of_one(
+        events in events(),
+        pick in any::<proptest::sample::Index>(),
+        suffix in "[a-z]{0,2}",
+    ) {
+        use facts::Facts as _;
+        use report::{StatusTally, judge_each, tally_each};
+        let policy = Policy::parse(POLICY).unwrap();
+        let mut projection = Projection::default();
+        for e in &entries(&events) {
+            projection.apply(e).unwrap();
+        }
+        let as_of = Timestamp::from_second(1_790_000_000).unwrap();
+        let window = jiff::SignedDuration::from_hours(24 * 30);
+        let mut one = StatusTally::new(as_of, &policy.version, window);
+        judge_each(&projection, &policy, as_of, &mut |v| one.add(&v)).unwrap();
+        let ids: Vec<&String> = projection.items.keys().collect();
+        let middle = if ids.is_empty() {
+            suffix
+        } else {
+            format!("{}{suffix}", ids[pick.index(ids.len())])
+        };
+        let split = SplitAt { projection: &projection, middle };
+        prop_assert!(split.middle_item().is_some());
+        let mut two = StatusTally::new(as_of, &policy.version, window);
+        tally_each(&split, &policy, as_of, &mut two).unwrap();
+        prop_assert_eq!(two.finish(), one.finish());
+    }
+}

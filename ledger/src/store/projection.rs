@@ -583,4 +583,9 @@ impl Facts for SavedFacts<'_> {
     fn imports(&self) -> &[DeclaredImport] {
         &self.resident.imports
     }
+
+    fn middle_item(&self) -> Option<String> {
+        let middle = self.saved.middle_key(b"i")?;
+        String::from_utf8(middle.get(1..)?.to_vec()).ok()
+    }
 }

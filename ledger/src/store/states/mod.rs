@@ -177,6 +177,20 @@ impl StatesView {
         Ok(None)
     }
 
+    /// A key starting with `prefix` about halfway through such keys: the
+    /// middle block's first key among them, in the run holding the most
+    /// records (runs hold keys spread alike, so any large one will do).
+    pub(crate) fn middle_key(&self, prefix: &[u8]) -> Option<Vec<u8>> {
+        let run = self.runs.iter().max_by_key(|run| run.records())?;
+        let firsts: Vec<&[u8]> = run
+            .first_keys()
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|k: &&[u8]| k.starts_with(prefix))
+            .collect();
+        firsts.get(firsts.len() / 2).map(|k| k.to_vec())
+    }
+
     /// Every key starting with `prefix` and its newest value, in key order.
     pub(crate) fn scan(&self, prefix: &[u8]) -> Merged {
         self.scan_from(prefix, prefix)

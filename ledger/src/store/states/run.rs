@@ -408,6 +408,11 @@ impl Run {
         self.length
     }
 
+    /// Each block's first key, in order.
+    pub(crate) fn first_keys(&self) -> &[Box<[u8]>] {
+        &self.first_keys
+    }
+
     fn blocks(&self) -> usize {
         self.first_keys.len()
     }
