@@ -26,24 +26,7 @@ pub fn judge_each(
     as_of: Timestamp,
     visit: &mut dyn FnMut(ItemVerdict),
 ) -> Result<(), FactsError> {
-    let mut failed = None;
-    facts.each_item(&mut |item| {
-        if failed.is_some() {
-            return;
-        }
-        let account = match facts.account_of(item) {
-            Ok(a) => a,
-            Err(e) => {
-                failed = Some(e);
-                return;
-            }
-        };
-        if let Some(mut v) = judge(item, account.as_deref(), policy, as_of) {
-            v.weigh_imports(facts.imports());
-            visit(v);
-        }
-    })?;
-    failed.map_or(Ok(()), Err)
+    judge_items_from(facts, policy, as_of, "", None, visit)
 }
 
 /// Judges every item of `facts` into `tally`: in two parts side by side
@@ -61,9 +44,12 @@ pub fn tally_each(
     };
     let mut second = StatusTally::new(as_of, &tally.report.policy_version, tally.due_within);
     let (first, later) = std::thread::scope(|scope| {
-        let later =
-            scope.spawn(|| judge_items_from(facts, policy, as_of, &middle, None, &mut second));
-        let first = judge_items_from(facts, policy, as_of, "", Some(&middle), tally);
+        let later = scope.spawn(|| {
+            judge_items_from(facts, policy, as_of, &middle, None, &mut |v| second.add(&v))
+        });
+        let first = judge_items_from(facts, policy, as_of, "", Some(&middle), &mut |v| {
+            tally.add(&v)
+        });
         (first, later.join())
     });
     first?;
@@ -75,15 +61,15 @@ pub fn tally_each(
     Ok(())
 }
 
-/// Judges the items from id `from` on, up to (not including) `until`,
-/// into `tally`.
+/// [`judge_each`] of the items from id `from` on, up to (not including)
+/// `until`; the walk stops at the first failure.
 fn judge_items_from(
     facts: &dyn Facts,
     policy: &Policy,
     as_of: Timestamp,
     from: &str,
     until: Option<&str>,
-    tally: &mut StatusTally,
+    visit: &mut dyn FnMut(ItemVerdict),
 ) -> Result<(), FactsError> {
     let mut failed = None;
     facts.items_from(from, &mut |item| {
@@ -99,7 +85,7 @@ fn judge_items_from(
         };
         if let Some(mut v) = judge(item, account.as_deref(), policy, as_of) {
             v.weigh_imports(facts.imports());
-            tally.add(&v);
+            visit(v);
         }
         std::ops::ControlFlow::Continue(())
     })?;

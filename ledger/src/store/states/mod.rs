@@ -253,11 +253,11 @@ impl Iterator for Merged {
                 newest = Some((i, k));
             }
         }
-        let (at, _) = newest?;
-        let record = self.sources.get_mut(at)?.1.take()?;
-        if !record.0.starts_with(&self.prefix) {
+        let (at, smallest) = newest?;
+        if !smallest.starts_with(&self.prefix) {
             return None;
         }
+        let record = self.sources.get_mut(at)?.1.take()?;
         // Older values of the same key are shadowed.
         for (_, head) in &mut self.sources {
             if head.as_ref().is_some_and(|(k, _)| *k == record.0) {
