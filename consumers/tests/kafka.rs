@@ -1005,3 +1005,72 @@ fn a_backfill_topic_declares_its_appends_an_import_of_history() {
         assert!(!v.is_finding(), "{v:?}");
     }
 }
+
+/// `lifeledger demo`: the main job on its embedded mock cluster, end to
+/// end, with the counts it reports checked against the ledger it keeps.
+#[test]
+fn the_demo_streams_every_message_into_an_intact_ledger() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = tmp.path().join("ledger");
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lifeledger"))
+        .args(["demo", "--events", "3000", "--partitions", "4", "--keep"])
+        .arg(&ledger)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{out:?}");
+    // "demo stream: M messages (E events, G garbage, R resends)"
+    let numbers = |line: &str| -> Vec<u64> {
+        line.split(|c: char| !c.is_ascii_digit())
+            .filter_map(|n| n.parse().ok())
+            .collect()
+    };
+    let stream = text
+        .lines()
+        .find(|l| l.starts_with("demo stream:"))
+        .unwrap();
+    let [messages, events, garbage, resends, ..] = numbers(stream)[..] else {
+        panic!("{stream}")
+    };
+    assert_eq!(messages, events + garbage + resends, "{stream}");
+    // Every message is in the ledger once: an event, a rejection, or a
+    // resend skipped.
+    let consumed = text
+        .lines()
+        .find(|l| l.starts_with("streamed and consumed"))
+        .unwrap();
+    assert!(
+        consumed.contains(&format!("{events} appended, {garbage} rejected")),
+        "{consumed}"
+    );
+    assert!(
+        consumed.contains(&format!("{resends} duplicates")),
+        "{consumed}"
+    );
+    let chains: Vec<&str> = text.lines().filter(|l| l.starts_with("chain \"")).collect();
+    assert_eq!(chains.len(), 5, "four partitions and the policy: {text}");
+    assert!(chains.iter().all(|l| l.contains(": intact, ")), "{text}");
+    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_lifeledger"))
+        .arg("--ledger")
+        .arg(&ledger)
+        .args(["verify", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(verify.status.code(), Some(0), "{verify:?}");
+    let entries: u64 =
+        serde_json::from_slice::<serde_json::Value>(&verify.stdout).unwrap()["chains"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["chain"].as_str().unwrap().starts_with("kafka:"))
+            .map(|c| c["entries"].as_u64().unwrap())
+            .sum();
+    assert_eq!(
+        entries,
+        events + garbage,
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    eprintln!("demo of 3,000 events: {:.1?}", started.elapsed());
+}

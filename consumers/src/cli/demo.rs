@@ -15,7 +15,6 @@ use lifeledger::kafka::metrics::Metrics;
 use lifeledger::kafka::send_waiting;
 use lifeledger_ledger::policy::Policy;
 use rdkafka::config::ClientConfig;
-use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use super::Outcome;
@@ -58,8 +57,11 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<Outcome> {
     // Made while the cluster starts and the ledger opens.
     let (events, seed) = (args.events, args.seed);
     let making = std::thread::spawn(move || synthetic_stream(events, seed));
-    let cluster =
-        MockCluster::new(1).map_err(|e| anyhow!("starting the mock Kafka cluster: {e}"))?;
+    let owner = cluster_owner()?;
+    let cluster = owner
+        .client()
+        .mock_cluster()
+        .ok_or_else(|| anyhow!("the mock Kafka cluster did not start"))?;
     cluster.create_topic(TOPIC, args.partitions, 1)?;
     cluster.create_topic("lifecycle.dlq", 1, 1)?;
     cluster.create_topic("lifeledger.custody", 1, 1)?;
@@ -171,6 +173,35 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<Outcome> {
         out!("\nthe demo ledger is in {dir_str}; try `lifeledger --ledger {dir_str} findings`");
     }
     Ok(Outcome::Ok)
+}
+
+/// A client that owns the demo's mock cluster (librdkafka starts one for
+/// a client configured with `test.mock.num.brokers`), with the group
+/// coordinator's first-join delay off.
+///
+/// The mock coordinator, like a broker, waits
+/// `group.initial.rebalance.delay.ms` (3 s) before it forms a new group,
+/// so that members starting together join one generation. The demo's
+/// group has one member, and those 3 s were an eighth of a million-event
+/// demo. rdkafka's `MockCluster` has no setter for it; librdkafka's C API
+/// has (`rd_kafka_mock_group_initial_rebalance_delay_ms`).
+#[allow(unsafe_code)]
+fn cluster_owner() -> anyhow::Result<BaseProducer> {
+    let owner: BaseProducer = ClientConfig::new()
+        .set("test.mock.num.brokers", "1")
+        .create()
+        .map_err(|e| anyhow!("starting the mock Kafka cluster: {e}"))?;
+    // SAFETY: `native_ptr` is the live client `owner` holds; librdkafka
+    // returns the mock cluster that client owns (or null), which lives as
+    // long as the client. The setter takes the cluster's own lock.
+    unsafe {
+        let cluster = rdkafka::bindings::rd_kafka_handle_mock_cluster(owner.client().native_ptr());
+        if cluster.is_null() {
+            bail!("starting the mock Kafka cluster: librdkafka made none");
+        }
+        rdkafka::bindings::rd_kafka_mock_group_initial_rebalance_delay_ms(cluster, 0);
+    }
+    Ok(owner)
 }
 
 /// Messages counted into the ledger so far: events, rejections, resends
