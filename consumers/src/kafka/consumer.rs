@@ -887,6 +887,18 @@ pub fn client_config(config: &ConsumerConfig, consumer: bool) -> ClientConfig {
     c
 }
 
+/// The dead-letter producer's settings: a write's dead letters are sent
+/// together and then waited for, so waiting `linger.ms` (librdkafka's
+/// default 5 ms) for more would only hold up every write that had one
+/// (unless the settings name it).
+fn dead_letter_config(config: &ConsumerConfig) -> ClientConfig {
+    let mut c = client_config(config, false);
+    if !config.librdkafka.contains_key("linger.ms") {
+        c.set("linger.ms", "0");
+    }
+    c
+}
+
 /// Consumes until `shutdown` is set, `stop` says so, or the consumer has
 /// been idle for `exit_when_idle_ms`; then writes what is pending, commits
 /// and returns the sink.
@@ -899,7 +911,7 @@ pub fn run(
 ) -> Result<(RunSummary, Sink), ConsumeError> {
     let dead_letters = match &config.dead_letter_topic {
         Some(topic) => Some(DeadLetterOut {
-            producer: client_config(config, false).create()?,
+            producer: dead_letter_config(config).create()?,
             topic: topic.clone(),
         }),
         None => None,

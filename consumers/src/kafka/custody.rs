@@ -5,7 +5,7 @@
 //! One partition, so that records are totally ordered; shared by every
 //! group and topic (records carry both); created on first use.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,45 @@ struct Followed {
     last: Option<i64>,
     /// Records read (for the log).
     records: u64,
+    /// Records this log wrote, by the offset the broker gave them, until
+    /// they are folded: one at the next offset to read is folded as
+    /// written, without waiting for the fetch that brings it back (the
+    /// offset is the broker's, so nothing else is there).
+    written: BTreeMap<i64, Option<CustodyRecord>>,
+}
+
+impl Followed {
+    /// Folds the record at `at` (skipped if already folded: a fetch
+    /// repeated, or a record this log wrote and folded as written).
+    fn fold(&mut self, at: i64, record: Option<CustodyRecord>) {
+        if self.last.is_some_and(|l| at <= l) {
+            return;
+        }
+        self.last = Some(at);
+        self.records += 1;
+        if let Some(r) = record {
+            self.custody.apply(at, &r);
+        }
+    }
+
+    /// Folds the records this log wrote that come next, in offset order.
+    fn fold_written(&mut self) {
+        while let Some(entry) = self.written.first_entry() {
+            let at = *entry.key();
+            match self.last {
+                Some(l) if at <= l => {
+                    entry.remove();
+                }
+                Some(l) if at == l + 1 => {
+                    let record = entry.remove();
+                    self.fold(at, record);
+                }
+                // Nothing read yet (where the topic starts is the
+                // fetch's to say), or others' records come first.
+                _ => return,
+            }
+        }
+    }
 }
 
 /// The custody topic of a consumer.
@@ -114,23 +153,18 @@ impl CustodyLog {
 
     /// Folds in what the topic gained since the last call (never blocks).
     fn follow(&self, seen: &mut Followed) {
+        seen.fold_written();
         while let Some(result) = self.tail.poll(Duration::ZERO) {
             match result {
                 Ok(m) => {
-                    // A record already folded (a fetch repeated) is not
-                    // folded again: the fold relies on order.
-                    if seen.last.is_some_and(|l| m.offset() <= l) {
-                        continue;
-                    }
-                    seen.last = Some(m.offset());
-                    seen.records += 1;
-                    if let Some(r) = m
+                    // A record already folded is not folded again: the
+                    // fold relies on order.
+                    let record = m
                         .payload()
                         .and_then(|p| std::str::from_utf8(p).ok())
-                        .and_then(CustodyRecord::parse)
-                    {
-                        seen.custody.apply(m.offset(), &r);
-                    }
+                        .and_then(CustodyRecord::parse);
+                    seen.fold(m.offset(), record);
+                    seen.fold_written();
                 }
                 Err(e) => {
                     tracing::debug!("following the custody topic: {e}");
@@ -156,7 +190,14 @@ impl CustodyLog {
             .seen
             .lock()
             .map_err(|_| KafkaError::Flush(RDKafkaErrorCode::Fail))?;
-        let (_, high) = self.tail.fetch_watermarks(&self.topic, 0, TIMEOUT)?;
+        // Asked through the producer's connection: the reader's may hold a
+        // fetch the broker keeps open while it has nothing new
+        // (`fetch.wait.max.ms`), and answers on one connection come in
+        // order.
+        let (_, high) = self
+            .producer
+            .client()
+            .fetch_watermarks(&self.topic, 0, TIMEOUT)?;
         let began = Instant::now();
         loop {
             self.follow(&mut seen);
@@ -243,6 +284,10 @@ impl CustodyLog {
                 .map_err(|_| KafkaError::Flush(RDKafkaErrorCode::Fail))?
                 .remove(&0);
             if let Some(outcome) = delivered {
+                if let (Ok(at), Ok(mut seen)) = (&outcome, self.seen.lock()) {
+                    // Folded as the fetch would read it back.
+                    seen.written.insert(*at, CustodyRecord::parse(&value));
+                }
                 return outcome;
             }
             if began.elapsed() > TIMEOUT {
@@ -282,5 +327,76 @@ fn wait_for<F: std::future::Future>(future: F) -> F::Output {
             return out;
         }
         std::thread::park_timeout(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(partition: i32) -> Option<CustodyRecord> {
+        Some(CustodyRecord::Claim {
+            group: "g".into(),
+            partitions: vec![("t".into(), partition)],
+        })
+    }
+
+    /// The fold as reading the topic alone leaves it.
+    fn read_alone(records: &[(i64, Option<CustodyRecord>)]) -> Followed {
+        let mut f = Followed::default();
+        for (at, r) in records {
+            f.fold(*at, r.clone());
+        }
+        f
+    }
+
+    #[test]
+    fn a_written_record_is_folded_only_at_the_next_offset_to_read() {
+        // Read through offset 4; this log wrote offsets 5 and 7, another
+        // member offset 6.
+        let mut f = read_alone(&[(3, claim(0)), (4, claim(1))]);
+        f.written.insert(5, claim(2));
+        f.written.insert(7, claim(3));
+        f.fold_written();
+        assert_eq!(f.last, Some(5), "5 is next: folded as written");
+        assert!(f.written.contains_key(&7), "6 is not known yet: 7 waits");
+        // The fetch brings 5 again (skipped), then 6; 7 follows as written.
+        f.fold(5, claim(2));
+        f.fold(6, claim(4));
+        f.fold_written();
+        assert_eq!(f.last, Some(7));
+        assert!(f.written.is_empty());
+        let alone = read_alone(&[
+            (3, claim(0)),
+            (4, claim(1)),
+            (5, claim(2)),
+            (6, claim(4)),
+            (7, claim(3)),
+        ]);
+        assert_eq!(f.records, alone.records);
+        for p in 0..5 {
+            assert_eq!(
+                f.custody.resume_point("g", "t", p),
+                alone.custody.resume_point("g", "t", p)
+            );
+            assert_eq!(
+                f.custody.holds("g", "t", p, 7),
+                alone.custody.holds("g", "t", p, 7)
+            );
+        }
+    }
+
+    #[test]
+    fn nothing_written_is_folded_before_the_topic_was_read() {
+        // Where the topic starts is the fetch's to say.
+        let mut f = Followed::default();
+        f.written.insert(0, claim(0));
+        f.fold_written();
+        assert_eq!(f.last, None);
+        // Read back by the fetch, it is dropped from the written ones.
+        f.fold(0, claim(0));
+        f.fold_written();
+        assert!(f.written.is_empty());
+        assert_eq!(f.records, 1);
     }
 }
