@@ -37,13 +37,56 @@ pub enum ConsumeError {
 /// Produces rejected inputs to the dead-letter topic, reason and source in
 /// headers. Runs after the ledger is durable: the topic never holds
 /// something the ledger does not.
+///
+/// A write does not wait for its dead letters to be delivered: the ledger
+/// already keeps each rejection with its bytes, and the topic is a copy
+/// for the producers' owners. Delivery reports are served at the next
+/// write (a failed delivery is counted and logged), and what is still in
+/// flight is delivered before the consumer returns.
 struct DeadLetterOut {
-    producer: BaseProducer,
+    producer: BaseProducer<LetterReports>,
     topic: String,
 }
 
+/// Counts and logs dead letters whose delivery failed.
+struct LetterReports {
+    metrics: Arc<Metrics>,
+}
+
+impl ClientContext for LetterReports {}
+
+impl rdkafka::producer::ProducerContext for LetterReports {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+        if let Err((e, message)) = result {
+            tracing::error!(
+                "a dead letter was not delivered to {} ({e}); the rejection stays in the ledger",
+                message.topic()
+            );
+            Metrics::add(&self.metrics.dead_letter_failures, 1);
+        }
+    }
+}
+
 impl DeadLetterOut {
+    fn new(
+        config: &ConsumerConfig,
+        topic: &str,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Self, KafkaError> {
+        let producer = dead_letter_config(config).create_with_context(LetterReports {
+            metrics: Arc::clone(metrics),
+        })?;
+        Ok(DeadLetterOut {
+            producer,
+            topic: topic.to_owned(),
+        })
+    }
+
     fn send(&self, letters: &[DeadLetter], metrics: &Metrics) {
+        // Reports of earlier writes' letters.
+        self.producer.poll(Duration::ZERO);
         for letter in letters {
             let r = &letter.rejection;
             let (src_topic, src_partition, src_offset) = match &r.source {
@@ -102,11 +145,24 @@ impl DeadLetterOut {
                 }
             }
         }
-        if !letters.is_empty() {
-            if let Err(e) = super::flush_promptly(&self.producer, Duration::from_secs(30)) {
-                tracing::error!("dead letters were not all delivered: {e}");
-                Metrics::add(&metrics.dead_letter_failures, 1);
-            }
+    }
+}
+
+impl Drop for DeadLetterOut {
+    /// Delivers what is in flight (rdkafka's producer purges its queue
+    /// when dropped).
+    fn drop(&mut self) {
+        use rdkafka::producer::Producer;
+        if let Err(e) = super::flush_promptly(&self.producer, Duration::from_secs(30)) {
+            let left = self.producer.in_flight_count();
+            tracing::error!(
+                "{left} dead letters were not delivered to {} before the consumer stopped ({e}); the rejections stay in the ledger",
+                self.topic
+            );
+            Metrics::add(
+                &self.producer.context().metrics.dead_letter_failures,
+                u64::try_from(left).unwrap_or(0),
+            );
         }
     }
 }
@@ -910,10 +966,7 @@ pub fn run(
     stop: Option<&dyn Fn(&Metrics) -> bool>,
 ) -> Result<(RunSummary, Sink), ConsumeError> {
     let dead_letters = match &config.dead_letter_topic {
-        Some(topic) => Some(DeadLetterOut {
-            producer: dead_letter_config(config).create()?,
-            topic: topic.clone(),
-        }),
+        Some(topic) => Some(DeadLetterOut::new(config, topic, &metrics)?),
         None => None,
     };
     let sink = Arc::new(Mutex::new(
