@@ -51,15 +51,60 @@ fn time(secs: i64) -> String {
         .unwrap_or_default()
 }
 
+/// An event with its time and key, before the stream is put in order.
+type Timed = (i64, String, Vec<u8>);
+
 /// About `target` events (plus garbage and resends), over many accounts.
+///
+/// Made in two halves side by side (odd and even accounts): each account
+/// draws from a generator seeded by the seed and its number, so the
+/// stream depends on the seed alone, not on which thread made what.
 pub fn synthetic_stream(target: usize, seed: u64) -> DemoStream {
-    let mut rng = Rng(seed | 1);
-    let mut timed: Vec<(i64, String, Vec<u8>)> = Vec::with_capacity(target + target / 50);
-    let mut out = DemoStream::default();
+    let first = target.div_ceil(2);
+    let (odd, even) = std::thread::scope(|s| {
+        let even = s.spawn(|| accounts(seed, 1, target - first));
+        let odd = accounts(seed, 0, first);
+        (odd, even.join())
+    });
+    let even = even.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    let timed = in_time_order(odd.0, even.0);
+    let mut out = DemoStream {
+        messages: Vec::with_capacity(timed.len() + timed.len() / 50),
+        events: odd.1 + even.1,
+        ..DemoStream::default()
+    };
+    let mut rng = Rng(mix(seed, 0));
+    for (_, key, payload) in timed {
+        if rng.chance(5) {
+            out.messages.push((key.clone(), b"{\"not json".to_vec()));
+            out.garbage += 1;
+        }
+        if rng.chance(2) {
+            let broken = String::from_utf8_lossy(&payload).replace(
+                "\"schema_version\":1",
+                "\"schema_version\":1,\"colour\":\"red\"",
+            );
+            out.messages.push((key.clone(), broken.into_bytes()));
+            out.garbage += 1;
+        }
+        if rng.chance(10) {
+            out.messages.push((key.clone(), payload.clone()));
+            out.resends += 1;
+        }
+        out.messages.push((key, payload));
+    }
+    out
+}
+
+/// The events of every second account (`half` 0: accounts 1, 3, 5, …;
+/// 1: accounts 2, 4, 6, …) until there are at least `target`, in time
+/// order; and how many.
+fn accounts(seed: u64, half: u64, target: usize) -> (Vec<Timed>, u64) {
+    let mut timed: Vec<Timed> = Vec::with_capacity(target + target / 8);
     let mut n = 0u64;
-    let mut account = 0u64;
-    while (out.events as usize) < target {
-        account += 1;
+    let mut account = half + 1;
+    while (n as usize) < target {
+        let mut rng = Rng(mix(seed, account));
         let app_id = format!("{}", 1_250_000_000 + account);
         let uin = format!("{}", 100_000_000_000 + account);
         let key = format!("{app_id}/{uin}");
@@ -84,7 +129,11 @@ pub fn synthetic_stream(target: usize, seed: u64) -> DemoStream {
             if let Some((_, category)) = item {
                 let _ = write!(e, r#""category":"{category}","#);
             }
-            let _ = write!(e, r#""event_id":"demo-{n:09}","event_time":"{}","#, time(t));
+            let _ = write!(
+                e,
+                r#""event_id":"demo-{half}-{n:09}","event_time":"{}","#,
+                time(t)
+            );
             if let Some((id, _)) = item {
                 let _ = write!(e, r#""item_id":"{id}","#);
             }
@@ -221,29 +270,34 @@ pub fn synthetic_stream(target: usize, seed: u64) -> DemoStream {
                 }
             }
         }
-        out.events = n;
+        account += 2;
     }
     timed.sort_by_key(|(t, _, _)| *t);
-    for (_, key, payload) in timed {
-        if rng.chance(5) {
-            out.messages.push((key.clone(), b"{\"not json".to_vec()));
-            out.garbage += 1;
-        }
-        if rng.chance(2) {
-            let broken = String::from_utf8_lossy(&payload).replace(
-                "\"schema_version\":1",
-                "\"schema_version\":1,\"colour\":\"red\"",
-            );
-            out.messages.push((key.clone(), broken.into_bytes()));
-            out.garbage += 1;
-        }
-        if rng.chance(10) {
-            out.messages.push((key.clone(), payload.clone()));
-            out.resends += 1;
-        }
-        out.messages.push((key, payload));
+    (timed, n)
+}
+
+/// Two streams in time order merged into one (the first's first on a tie).
+fn in_time_order(a: Vec<Timed>, b: Vec<Timed>) -> Vec<Timed> {
+    let mut merged = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    loop {
+        let take_a = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => x.0 <= y.0,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => return merged,
+        };
+        merged.extend(if take_a { a.next() } else { b.next() });
     }
-    out
+}
+
+/// A generator's start from the seed and a number (splitmix64), never
+/// zero (xorshift stays at zero).
+fn mix(seed: u64, number: u64) -> u64 {
+    let mut z = seed ^ number.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) | 1
 }
 
 #[cfg(test)]
@@ -272,5 +326,24 @@ mod tests {
             stream.messages.len() as u64,
             stream.events + stream.garbage + stream.resends
         );
+    }
+
+    /// Made in two halves on two threads, the stream is still the seed's
+    /// alone, and in event-time order.
+    #[test]
+    fn the_stream_is_the_seeds_and_in_time_order() {
+        let a = synthetic_stream(4_000, 11);
+        let b = synthetic_stream(4_000, 11);
+        assert_eq!(a.messages, b.messages);
+        assert!(a.events >= 4_000);
+        assert_ne!(a.messages, synthetic_stream(4_000, 12).messages);
+        let times: Vec<jiff::Timestamp> = a
+            .messages
+            .iter()
+            .filter_map(|(_, p)| lifeledger_schemas::decode_event(p).ok())
+            .map(|e| e.event_time)
+            .collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(synthetic_stream(0, 11).messages.len(), 0);
     }
 }
