@@ -943,10 +943,11 @@ pub fn client_config(config: &ConsumerConfig, consumer: bool) -> ClientConfig {
     c
 }
 
-/// The dead-letter producer's settings: a write's dead letters are sent
-/// together and then waited for, so waiting `linger.ms` (librdkafka's
-/// default 5 ms) for more would only hold up every write that had one
-/// (unless the settings name it).
+/// The dead-letter producer's settings: a write's dead letters leave as
+/// soon as it sends them, not after `linger.ms` (librdkafka's default
+/// 5 ms) unless the settings name it; they come a write's worth at a
+/// time, and the flush before the consumer returns then waits for
+/// deliveries only.
 fn dead_letter_config(config: &ConsumerConfig) -> ClientConfig {
     let mut c = client_config(config, false);
     if !config.librdkafka.contains_key("linger.ms") {
