@@ -593,7 +593,7 @@ impl Sink {
                 token,
             });
         }
-        self.ledger.stage(&staged)?;
+        self.ledger.stage_keeping(staged)?;
         Ok(commits)
     }
 

@@ -268,6 +268,10 @@ pub struct Ledger {
     /// projection folds them next, and takes them from here rather than
     /// reading back (and decompressing) the frames just written.
     just_appended: HashMap<String, JustAppended>,
+    /// The batches this handle staged and has not appended or dropped,
+    /// per chain, exactly as staged: appending them takes them from here
+    /// rather than reading their records back from the index.
+    just_staged: HashMap<String, staged::StagedBatch>,
     /// The projection's saved states (`DIR/projection/`, or a reader's
     /// private runs over the writer's); `None` while taken out
     /// ([`Ledger::detach_projection_store`]).
@@ -540,6 +544,7 @@ impl Ledger {
             confirming: std::sync::Mutex::new(None),
             writing: None,
             just_appended: HashMap::new(),
+            just_staged: HashMap::new(),
             projection_store: Some(ProjectionStore::new(
                 dir.to_owned(),
                 states,

@@ -147,6 +147,22 @@ impl Ledger {
     /// each replacing any batch staged before for its chain. Nothing is
     /// appended to a chain.
     pub fn stage(&mut self, batches: &[StagedBatch]) -> Result<(), StoreError> {
+        self.write_staged(batches)
+    }
+
+    /// [`Ledger::stage`], keeping the batches in memory as well, so that
+    /// [`Ledger::append_staged`] takes them from there instead of reading
+    /// their records back (a write's inputs, a megabyte or more, which the
+    /// index keeps in files of their own).
+    pub fn stage_keeping(&mut self, batches: Vec<StagedBatch>) -> Result<(), StoreError> {
+        self.write_staged(&batches)?;
+        for b in batches {
+            self.just_staged.insert(b.chain.clone(), b);
+        }
+        Ok(())
+    }
+
+    fn write_staged(&mut self, batches: &[StagedBatch]) -> Result<(), StoreError> {
         if self.poisoned {
             return Err(StoreError::Poisoned);
         }
@@ -157,9 +173,20 @@ impl Ledger {
         for b in batches {
             check_chain_name(&b.chain)?;
             batch.insert(staged_key(&b.chain), encode(b));
+            // Replaced: a copy kept of the batch before is no longer it.
+            self.just_staged.remove(&b.chain);
         }
         self.db.apply_batch(batch)?;
         self.make_durable()
+    }
+
+    /// The batch staged for a chain, taken from what this handle kept if
+    /// it staged it, else read from the index.
+    fn take_staged(&mut self, chain: &str) -> Result<Option<StagedBatch>, StoreError> {
+        match self.just_staged.remove(chain) {
+            Some(kept) => Ok(Some(kept)),
+            None => self.staged(chain),
+        }
     }
 
     /// The batch staged for a chain, if any.
@@ -205,7 +232,9 @@ impl Ledger {
         let mut batches = Vec::new();
         let mut removals = Vec::new();
         for chain in chains {
-            let Some(staged) = self.staged(chain)? else {
+            // Taken: if the append fails, the record in the index is still
+            // there to be read.
+            let Some(staged) = self.take_staged(chain)? else {
                 continue;
             };
             removals.push(staged_key(chain));
@@ -235,6 +264,7 @@ impl Ledger {
                 .is_some_and(|c| c >= staged.next_offset)
             {
                 batch.remove(staged_key(&staged.chain));
+                self.just_staged.remove(&staged.chain);
                 any = true;
             }
         }
@@ -254,6 +284,7 @@ impl Ledger {
         let mut batch = sled::Batch::default();
         let mut any = false;
         for chain in chains {
+            self.just_staged.remove(chain);
             let key = staged_key(chain);
             if self.db.contains_key(&key)? {
                 batch.remove(key);
@@ -306,5 +337,75 @@ mod tests {
                 prop_assert_eq!(decode("kafka:t:0", &bytes[..cut]), None);
             }
         }
+    }
+
+    /// A chain's entries as (hash, encoding): what an auditor sees.
+    fn chain_of(ledger: &Ledger, chain: &str) -> Vec<(crate::entry::EntryHash, Vec<u8>)> {
+        ledger
+            .entries(chain, 0, u64::MAX)
+            .unwrap()
+            .map(|r| {
+                let (record, _) = r.unwrap();
+                (record.hash, record.encoding)
+            })
+            .collect()
+    }
+
+    fn batch(token: &str, from: i64, events: std::ops::Range<u64>) -> StagedBatch {
+        let inputs: Vec<Incoming> = events
+            .zip(from..)
+            .map(|(i, offset)| Incoming {
+                source: Source::Kafka {
+                    topic: "t".into(),
+                    partition: 0,
+                    offset,
+                },
+                raw: super::super::test_events::event(i),
+            })
+            .collect();
+        StagedBatch {
+            chain: "kafka:t:0".into(),
+            token: token.into(),
+            first_offset: from,
+            next_offset: from + inputs.len() as i64,
+            inputs,
+        }
+    }
+
+    /// What a handle kept of the batches it staged is appended exactly as
+    /// the index's records would be: never a copy replaced or dropped
+    /// since.
+    #[test]
+    fn a_batch_kept_when_staged_appends_as_its_record_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |name: &str| {
+            super::super::Ledger::open(
+                dir.path().join(name),
+                super::super::LedgerOptions::default(),
+            )
+            .unwrap()
+        };
+        let (mut kept, mut read) = (open("kept"), open("read"));
+        let at = Timestamp::from_second(1_800_000_000).unwrap();
+        let chain = ["kafka:t:0".to_owned()];
+        // Kept, then replaced by a plain stage: the replacement is appended.
+        kept.stage_keeping(vec![batch("a", 0, 0..3)]).unwrap();
+        kept.stage(&[batch("b", 0, 10..13)]).unwrap();
+        read.stage(&[batch("b", 0, 10..13)]).unwrap();
+        kept.append_staged(&chain, at).unwrap();
+        read.append_staged(&chain, at).unwrap();
+        // Kept and appended.
+        kept.stage_keeping(vec![batch("c", 3, 20..25)]).unwrap();
+        read.stage(&[batch("c", 3, 20..25)]).unwrap();
+        kept.append_staged(&chain, at).unwrap();
+        read.append_staged(&chain, at).unwrap();
+        assert_eq!(chain_of(&kept, &chain[0]), chain_of(&read, &chain[0]));
+        assert_eq!(chain_of(&kept, &chain[0]).len(), 8);
+        assert_eq!(kept.staged(&chain[0]).unwrap(), None);
+        // Kept, then discarded: nothing is appended.
+        kept.stage_keeping(vec![batch("d", 8, 30..32)]).unwrap();
+        kept.discard_staged(&chain).unwrap();
+        kept.append_staged(&chain, at).unwrap();
+        assert_eq!(chain_of(&kept, &chain[0]).len(), 8);
     }
 }
