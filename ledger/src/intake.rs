@@ -133,22 +133,24 @@ pub fn classify_all(inputs: Vec<Incoming>, limits: &IntakeLimits) -> Vec<Classif
     }
     let mut first = inputs;
     let second = first.split_off(first.len() / 2);
-    std::thread::scope(|scope| {
-        let other = scope.spawn(|| {
+    // classify does not panic on any input; if it ever did, the panic
+    // belongs to the caller, as on one thread.
+    let (mut out, rest) = crate::side_by_side::side_by_side(
+        || {
+            first
+                .into_iter()
+                .map(|i| classify(i, limits))
+                .collect::<Vec<Classified>>()
+        },
+        || {
             second
                 .into_iter()
                 .map(|i| classify(i, limits))
                 .collect::<Vec<_>>()
-        });
-        let mut out: Vec<Classified> = first.into_iter().map(|i| classify(i, limits)).collect();
-        match other.join() {
-            Ok(rest) => out.extend(rest),
-            // classify does not panic on any input; if it ever did, the
-            // panic belongs to the caller, as on one thread.
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-        out
-    })
+        },
+    );
+    out.extend(rest);
+    out
 }
 
 /// Decodes received bytes. Never fails: bad input becomes a rejection that

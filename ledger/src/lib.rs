@@ -23,6 +23,7 @@ pub mod merkle;
 pub mod monitor;
 pub mod policy;
 pub mod projection;
+pub mod side_by_side;
 pub mod store;
 pub mod verify;
 

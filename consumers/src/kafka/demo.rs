@@ -61,12 +61,10 @@ type Timed = (i64, String, Vec<u8>);
 /// stream depends on the seed alone, not on which thread made what.
 pub fn synthetic_stream(target: usize, seed: u64) -> DemoStream {
     let first = target.div_ceil(2);
-    let (odd, even) = std::thread::scope(|s| {
-        let even = s.spawn(|| accounts(seed, 1, target - first));
-        let odd = accounts(seed, 0, first);
-        (odd, even.join())
-    });
-    let even = even.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    let (odd, even) = lifeledger_ledger::side_by_side::side_by_side(
+        || accounts(seed, 0, first),
+        || accounts(seed, 1, target - first),
+    );
     let timed = in_time_order(odd.0, even.0);
     let mut out = DemoStream {
         messages: Vec::with_capacity(timed.len() + timed.len() / 50),

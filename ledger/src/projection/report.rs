@@ -43,20 +43,16 @@ pub fn tally_each(
         return judge_each(facts, policy, as_of, &mut |v| tally.add(&v));
     };
     let mut second = StatusTally::new(as_of, &tally.report.policy_version, tally.due_within);
-    let (first, later) = std::thread::scope(|scope| {
-        let later = scope.spawn(|| {
-            judge_items_from(facts, policy, as_of, &middle, None, &mut |v| second.add(&v))
-        });
-        let first = judge_items_from(facts, policy, as_of, "", Some(&middle), &mut |v| {
-            tally.add(&v)
-        });
-        (first, later.join())
-    });
+    let (first, later) = crate::side_by_side::side_by_side(
+        || {
+            judge_items_from(facts, policy, as_of, "", Some(&middle), &mut |v| {
+                tally.add(&v)
+            })
+        },
+        || judge_items_from(facts, policy, as_of, &middle, None, &mut |v| second.add(&v)),
+    );
     first?;
-    match later {
-        Ok(done) => done?,
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
+    later?;
     tally.merge(second);
     Ok(())
 }
