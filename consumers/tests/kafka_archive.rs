@@ -86,12 +86,49 @@ fn metric(addr: &str, name: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+fn wait_for(what: &str, limit: Duration, done: impl FnMut() -> bool) {
+    wait_for_telling(what, limit, done, String::new);
+}
+
+/// [`wait_for`], saying what `state` tells when the wait runs out: a
+/// group test that times out names where each member stood.
+fn wait_for_telling(
+    what: &str,
+    limit: Duration,
+    mut done: impl FnMut() -> bool,
+    state: impl Fn() -> String,
+) {
     let began = Instant::now();
     while !done() {
-        assert!(began.elapsed() < limit, "waited {limit:?} for {what}");
+        assert!(
+            began.elapsed() < limit,
+            "waited {limit:?} for {what}\n{}",
+            state()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// How many offsets of each partition the archive holds, and the last
+/// lines of each member's log.
+fn group_state(s3: &S3Server, dir: &std::path::Path, members: usize) -> String {
+    let mut per_partition = std::collections::BTreeMap::<i32, usize>::new();
+    for (p, _) in archived_offsets(s3, dir) {
+        *per_partition.entry(p).or_default() += 1;
+    }
+    let tails: Vec<String> = (0..members)
+        .map(|s| {
+            let log =
+                std::fs::read_to_string(dir.join(format!("member-{s}.log"))).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let from = lines.len().saturating_sub(40);
+            format!("member {s}, last lines:\n{}", lines[from..].join("\n"))
+        })
+        .collect();
+    format!(
+        "archived offsets per partition: {per_partition:?}\n{}",
+        tails.join("\n---\n")
+    )
 }
 
 #[test]
@@ -365,9 +402,12 @@ fn a_group_keeps_one_chain_per_partition_when_a_member_dies_with_its_disk() {
     produce(&broker, 2400, 3000);
     // The others take its partitions over (after its session expires) and
     // drain the topic into the archive; then they stop.
-    wait_for("every offset archived", Duration::from_secs(180), || {
-        archived_offsets(&s3, tmp.path()).len() >= 3000
-    });
+    wait_for_telling(
+        "every offset archived",
+        Duration::from_secs(180),
+        || archived_offsets(&s3, tmp.path()).len() >= 3000,
+        || group_state(&s3, tmp.path(), 3),
+    );
     stop_members(&mut members[1..]);
     let logs = || member_logs(tmp.path(), 3);
     let offsets = archived_once(&s3, tmp.path(), &logs());
@@ -422,9 +462,12 @@ fn a_stale_member_cannot_extend_the_chains_it_lost() {
         .args(["-CONT", &a.id().to_string()])
         .status();
     produce(&broker, 1200, 1400);
-    wait_for("every offset archived", Duration::from_secs(180), || {
-        archived_offsets(&s3, tmp.path()).len() >= 1400
-    });
+    wait_for_telling(
+        "every offset archived",
+        Duration::from_secs(180),
+        || archived_offsets(&s3, tmp.path()).len() >= 1400,
+        || group_state(&s3, tmp.path(), 2),
+    );
     // Time for A to find out, if it had not yet.
     std::thread::sleep(Duration::from_secs(3));
     let mut both = [a, b];
