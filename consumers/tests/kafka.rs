@@ -903,7 +903,7 @@ fn check_offsets_names_the_ledger_that_holds_a_staged_batch() {
     {
         let mut ledger = Ledger::open(&dir, LedgerOptions::default()).unwrap();
         ledger
-            .stage(&[lifeledger_ledger::StagedBatch {
+            .stage(vec![lifeledger_ledger::StagedBatch {
                 chain: "kafka:lifecycle:0".into(),
                 token: "0-abc".into(),
                 first_offset: 0,

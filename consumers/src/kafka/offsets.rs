@@ -142,7 +142,8 @@ pub fn check_offsets(
             path: path.clone(),
             source,
         };
-        // The staged batches are in the index database: a private copy.
+        // The staged batches, with those an earlier release kept in the
+        // index database: a private copy of it.
         let ledger = ReadOnlyLedger::open_with_index_copy(path).map_err(store)?;
         for batch in ledger.ledger().staged_batches().map_err(store)? {
             if let Some((t, p)) = super::parse_chain_name(&batch.chain) {

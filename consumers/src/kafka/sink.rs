@@ -593,7 +593,7 @@ impl Sink {
                 token,
             });
         }
-        self.ledger.stage_keeping(staged)?;
+        self.ledger.stage(staged)?;
         Ok(commits)
     }
 

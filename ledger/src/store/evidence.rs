@@ -66,7 +66,8 @@ pub struct EvidenceWriter {
     compress: bool,
 }
 
-fn sync_dir(path: &Path) -> Result<(), StoreError> {
+/// fsyncs a directory (after a file in it was created or renamed).
+pub(super) fn sync_dir(path: &Path) -> Result<(), StoreError> {
     File::open(path)
         .and_then(|f| f.sync_all())
         .map_err(|source| StoreError::Sync {

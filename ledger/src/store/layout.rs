@@ -12,7 +12,7 @@
 //! | `R` rejection key (32 B) | u16 BE len, chain, seq u64 BE |
 //! | `N` … | Merkle subtrees (`tree.rs`) |
 //! | `F` u16 BE len, chain, first_seq u64 BE | where a frame starts: segment first seq u64 BE, byte offset u64 BE |
-//! | `S` chain | a staged batch (`staged.rs`) |
+//! | `S` chain | a staged batch, by an earlier release (now `DIR/staged/`; moved there on open, `staged.rs`) |
 //!
 //! Format 1 kept the entries themselves in blocks (`B` keys: `count` u32
 //! BE, then per record `len` u32 BE, the entry hash, the encoding); those

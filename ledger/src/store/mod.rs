@@ -33,6 +33,7 @@ pub(crate) mod segment;
 mod sled_open;
 pub(crate) mod snapshot;
 mod staged;
+mod staged_journal;
 mod states;
 #[cfg(test)]
 mod test_events;
@@ -268,10 +269,9 @@ pub struct Ledger {
     /// projection folds them next, and takes them from here rather than
     /// reading back (and decompressing) the frames just written.
     just_appended: HashMap<String, JustAppended>,
-    /// The batches this handle staged and has not appended or dropped,
-    /// per chain, exactly as staged: appending them takes them from here
-    /// rather than reading their records back from the index.
-    just_staged: HashMap<String, staged::StagedBatch>,
+    /// The staged batches (`DIR/staged/`), for the writer; a reader
+    /// reads the writer's file when asked.
+    staged: Option<staged_journal::StagedJournal>,
     /// The projection's saved states (`DIR/projection/`, or a reader's
     /// private runs over the writer's); `None` while taken out
     /// ([`Ledger::detach_projection_store`]).
@@ -424,6 +424,8 @@ impl Ledger {
         let states = states::StateStore::open_writer(&dir.join(states::PROJECTION_DIR))?;
         let mut ledger =
             Ledger::assemble(db, dir, index_dir, snapshot, Some(writer), states, options)?;
+        ledger.staged = Some(staged_journal::StagedJournal::open(dir)?);
+        ledger.move_staged_out_of_sled()?;
         ledger.drop_projection_kept_in_sled()?;
         ledger.drop_event_ids_kept_in_sled()?;
         ledger.drop_subtrees_kept_in_sled()?;
@@ -544,7 +546,7 @@ impl Ledger {
             confirming: std::sync::Mutex::new(None),
             writing: None,
             just_appended: HashMap::new(),
-            just_staged: HashMap::new(),
+            staged: None,
             projection_store: Some(ProjectionStore::new(
                 dir.to_owned(),
                 states,

@@ -11,9 +11,11 @@
 //! (sled) is not opened at all: sled has no read-only mode (opening a
 //! database may write to it, and locks it), and nothing a reader needs
 //! lives only there any more (frame positions are hints; an entry is
-//! found by walking its segment's frame headers). Only `check-offsets`,
-//! which must see the batches a consumer left *staged*, works on a
-//! private copy of `index/` ([`ReadOnlyLedger::open_with_index_copy`]).
+//! found by walking its segment's frame headers); the batches a consumer
+//! left *staged* are read from `DIR/staged/`. Only `check-offsets`, which
+//! must also see batches an earlier release staged in the index database,
+//! works on a private copy of `index/`
+//! ([`ReadOnlyLedger::open_with_index_copy`]).
 
 use std::path::{Path, PathBuf};
 
@@ -30,8 +32,8 @@ pub struct ReadOnlyLedger {
 
 impl ReadOnlyLedger {
     /// Opens an existing ledger for reading its evidence, projection, event
-    /// ids and Merkle subtrees in place; never creates one. A call that
-    /// needs the index database (staged batches, the monitor's outbox)
+    /// ids, Merkle subtrees and staged batches in place; never creates
+    /// one. A call that needs the index database (the monitor's outbox)
     /// refuses with [`StoreError::IndexesNotOpened`] instead of answering
     /// from none.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
@@ -53,7 +55,7 @@ impl ReadOnlyLedger {
     /// taken while the writer writes can be torn; if sled cannot open it,
     /// the reader derives every index from the segments into an empty
     /// database instead. Costs O(index): for `check-offsets`, which reads
-    /// the staged batches.
+    /// the staged batches, also those an earlier release kept there.
     pub fn open_with_index_copy(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
         let dir = dir.as_ref();
         let (copy, states) = private_dir_and_states(dir)?;

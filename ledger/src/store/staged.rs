@@ -12,16 +12,19 @@
 //! resolved by asking Kafka whether its commit landed (see the consumer's
 //! `handover` module): appended if it did, discarded if it did not.
 //!
-//! Layout: key `S` + chain, at most one staged batch per chain; value:
-//! token (u16 BE length + UTF-8), first and next source offset (i64 BE
-//! each), then the inputs: u32 BE count, and per input its source (tag u8:
-//! 0 file = u16 BE length + path + line u64 BE; 1 Kafka = u16 BE length +
-//! topic + partition i32 BE + offset i64 BE) and its raw bytes (u32 BE
-//! length + bytes). Staged records are not evidence: no auditor reads them,
-//! and an export never contains them.
+//! At most one staged batch per chain, kept in `DIR/staged/journal`
+//! (`staged_journal.rs`). A batch's bytes: token (u16 BE length + UTF-8),
+//! first and next source offset (i64 BE each), then the inputs: u32 BE
+//! count, and per input its source (tag u8: 0 file = u16 BE length, path,
+//! line u64 BE; 1 Kafka = u16 BE length, topic, partition i32 BE, offset
+//! i64 BE) and its raw bytes (u32 BE length, bytes). Earlier releases kept
+//! the same bytes in the index database under key `S` and the chain; a
+//! writer moves them to the journal when it opens. Staged records are not
+//! evidence: no auditor reads them, and an export never contains them.
 
 use jiff::Timestamp;
 
+use super::staged_journal::{self, StagedJournal};
 use super::{AppendReport, ChainBatch, Ledger, StoreError, check_chain_name, damaged};
 use crate::entry::Source;
 use crate::intake::Incoming;
@@ -39,6 +42,14 @@ pub struct StagedBatch {
     pub inputs: Vec<Incoming>,
 }
 
+impl StagedBatch {
+    /// The bytes of its inputs, about what its record takes.
+    pub(super) fn raw_len(&self) -> usize {
+        self.inputs.iter().map(|i| i.raw.len() + 48).sum()
+    }
+}
+
+/// Where an earlier release kept a chain's staged batch in the index.
 fn staged_key(chain: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + chain.len());
     key.push(b'S');
@@ -52,10 +63,10 @@ fn put_str16(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&s.as_bytes()[..usize::from(len)]);
 }
 
-fn encode(batch: &StagedBatch) -> Vec<u8> {
-    let raw_bytes: usize = batch.inputs.iter().map(|i| i.raw.len() + 64).sum();
-    let mut out = Vec::with_capacity(64 + raw_bytes);
-    put_str16(&mut out, &batch.token);
+/// Appends a batch's bytes to `out`.
+pub(super) fn encode_batch(out: &mut Vec<u8>, batch: &StagedBatch) {
+    let out = &mut *out;
+    put_str16(out, &batch.token);
     out.extend_from_slice(&batch.first_offset.to_be_bytes());
     out.extend_from_slice(&batch.next_offset.to_be_bytes());
     let count = u32::try_from(batch.inputs.len()).unwrap_or(u32::MAX);
@@ -64,7 +75,7 @@ fn encode(batch: &StagedBatch) -> Vec<u8> {
         match &input.source {
             Source::File { path, line } => {
                 out.push(0);
-                put_str16(&mut out, path);
+                put_str16(out, path);
                 out.extend_from_slice(&line.to_be_bytes());
             }
             Source::Kafka {
@@ -73,7 +84,7 @@ fn encode(batch: &StagedBatch) -> Vec<u8> {
                 offset,
             } => {
                 out.push(1);
-                put_str16(&mut out, topic);
+                put_str16(out, topic);
                 out.extend_from_slice(&partition.to_be_bytes());
                 out.extend_from_slice(&offset.to_be_bytes());
             }
@@ -82,7 +93,6 @@ fn encode(batch: &StagedBatch) -> Vec<u8> {
         out.extend_from_slice(&len.to_be_bytes());
         out.extend_from_slice(&input.raw[..len as usize]);
     }
-    out
 }
 
 /// Reads fixed-size fields off the front of a byte slice.
@@ -106,7 +116,8 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn decode(chain: &str, value: &[u8]) -> Option<StagedBatch> {
+/// A batch from its bytes; `None` if they are not exactly one.
+pub(super) fn decode_batch(chain: &str, value: &[u8]) -> Option<StagedBatch> {
     let mut r = Reader(value);
     let token = r.str16()?;
     let first_offset = i64::from_be_bytes(r.array()?);
@@ -143,102 +154,93 @@ fn decode(chain: &str, value: &[u8]) -> Option<StagedBatch> {
 }
 
 impl Ledger {
-    /// Makes these batches durable as staged (one atomic write, one fsync),
-    /// each replacing any batch staged before for its chain. Nothing is
-    /// appended to a chain.
-    pub fn stage(&mut self, batches: &[StagedBatch]) -> Result<(), StoreError> {
-        self.write_staged(batches)
-    }
-
-    /// [`Ledger::stage`], keeping the batches in memory as well, so that
-    /// [`Ledger::append_staged`] takes them from there instead of reading
-    /// their records back (a write's inputs, a megabyte or more, which the
-    /// index keeps in files of their own).
-    pub fn stage_keeping(&mut self, batches: Vec<StagedBatch>) -> Result<(), StoreError> {
-        self.write_staged(&batches)?;
-        for b in batches {
-            self.just_staged.insert(b.chain.clone(), b);
-        }
-        Ok(())
-    }
-
-    fn write_staged(&mut self, batches: &[StagedBatch]) -> Result<(), StoreError> {
+    /// Makes these batches durable as staged (one write, one
+    /// `fdatasync`), each replacing any batch staged before for its
+    /// chain, and keeps them in memory to be appended from there. Nothing
+    /// is appended to a chain.
+    pub fn stage(&mut self, batches: Vec<StagedBatch>) -> Result<(), StoreError> {
         if self.poisoned {
             return Err(StoreError::Poisoned);
         }
         if batches.is_empty() {
             return Ok(());
         }
-        let mut batch = sled::Batch::default();
-        for b in batches {
+        for b in &batches {
             check_chain_name(&b.chain)?;
-            batch.insert(staged_key(&b.chain), encode(b));
-            // Replaced: a copy kept of the batch before is no longer it.
-            self.just_staged.remove(&b.chain);
         }
-        self.db.apply_batch(batch)?;
-        self.make_durable()
+        let journal = self.staged_journal()?;
+        let staged = journal.stage(batches);
+        if staged.is_err() {
+            self.poisoned = true;
+        }
+        staged
     }
 
-    /// The batch staged for a chain, taken from what this handle kept if
-    /// it staged it, else read from the index.
-    fn take_staged(&mut self, chain: &str) -> Result<Option<StagedBatch>, StoreError> {
-        match self.just_staged.remove(chain) {
-            Some(kept) => Ok(Some(kept)),
-            None => self.staged(chain),
-        }
+    fn staged_journal(&mut self) -> Result<&mut StagedJournal, StoreError> {
+        self.staged.as_mut().ok_or(StoreError::ReadOnly)
+    }
+
+    /// Whether a staged batch is still waiting: its chain's acknowledged
+    /// cursor does not reach its end (one that does was appended, and only
+    /// its removal was lost).
+    fn waiting(&self, batch: &StagedBatch) -> bool {
+        self.evidence
+            .cursor(&batch.chain)
+            .is_none_or(|c| c < batch.next_offset)
     }
 
     /// The batch staged for a chain, if any.
     pub fn staged(&self, chain: &str) -> Result<Option<StagedBatch>, StoreError> {
-        self.needs_indexes()?;
-        let key = staged_key(chain);
-        match self.db.get(&key)? {
-            None => Ok(None),
-            Some(value) => decode(chain, &value)
-                .map(Some)
-                .ok_or_else(|| damaged(&key, "staged batch does not decode")),
-        }
+        Ok(self
+            .staged_batches()?
+            .into_iter()
+            .find(|b| b.chain == chain))
     }
 
     /// Every staged batch, by chain.
     pub fn staged_batches(&self) -> Result<Vec<StagedBatch>, StoreError> {
-        self.needs_indexes()?;
-        let mut out = Vec::new();
-        for item in self.db.scan_prefix(b"S") {
-            let (key, value) = item?;
-            let chain = std::str::from_utf8(&key[1..])
-                .map_err(|_| damaged(&key, "staged chain name is not UTF-8"))?;
-            out.push(
-                decode(chain, &value)
-                    .ok_or_else(|| damaged(&key, "staged batch does not decode"))?,
-            );
-        }
-        Ok(out)
+        let all: Vec<StagedBatch> = match &self.staged {
+            Some(journal) => journal.live().values().cloned().collect(),
+            // A reader reads the writer's journal as it stands, and, if it
+            // opened an index, what an earlier release staged there that
+            // no writer has moved yet.
+            None => {
+                let mut live = staged_journal::read_staged(&self.dir)?;
+                if self.indexes_opened {
+                    for b in self.staged_in_sled()? {
+                        live.entry(b.chain.clone()).or_insert(b);
+                    }
+                }
+                live.into_values().collect()
+            }
+        };
+        Ok(all.into_iter().filter(|b| self.waiting(b)).collect())
     }
 
     /// Appends the staged batches of these chains (their source has
-    /// acknowledged them) and removes them, in one atomic write with their
-    /// chains' cursors. A chain whose cursor already reaches the staged
-    /// batch's end had it appended before (the removal is written after
-    /// the evidence acknowledges the append, so a crash can leave the
-    /// record behind): the record is only removed.
+    /// acknowledged them), then writes their removal. A chain whose cursor
+    /// already reaches the staged batch's end had it appended before (the
+    /// removal is written after the evidence acknowledges the append, so a
+    /// crash can leave the record behind): the record is only removed.
     /// Returns a report per chain that had a staged batch, in order.
     pub fn append_staged(
         &mut self,
         chains: &[String],
         received_at: Timestamp,
     ) -> Result<Vec<(String, AppendReport)>, StoreError> {
+        if self.poisoned {
+            return Err(StoreError::Poisoned);
+        }
         let mut batches = Vec::new();
         let mut removals = Vec::new();
         for chain in chains {
-            // Taken: if the append fails, the record in the index is still
-            // there to be read.
-            let Some(staged) = self.take_staged(chain)? else {
+            // Taken from memory: if the append fails, the journal still
+            // holds it, and is read again.
+            let Some(staged) = self.staged_journal()?.take(chain) else {
                 continue;
             };
-            removals.push(staged_key(chain));
-            if self.cursor(chain)?.is_some_and(|c| c >= staged.next_offset) {
+            removals.push(chain.clone());
+            if !self.waiting(&staged) {
                 continue;
             }
             batches.push(ChainBatch {
@@ -248,31 +250,42 @@ impl Ledger {
             });
         }
         let names: Vec<String> = batches.iter().map(|b| b.chain.clone()).collect();
-        let reports = self.append_and_remove(batches, received_at, removals)?;
+        let reports = match self.append_and_remove(batches, received_at, Vec::new()) {
+            Ok(reports) => reports,
+            Err(e) => {
+                if let Err(reload) = self.staged_journal()?.reload() {
+                    tracing::warn!(
+                        "reading the staged batches again after a failed append: {reload}"
+                    );
+                    self.poisoned = true;
+                }
+                return Err(e);
+            }
+        };
+        // Not synced: a removal lost to a crash leaves a batch whose
+        // cursor reaches its end, which opening drops.
+        let removed = self.staged_journal()?.remove(&removals, false);
+        if removed.is_err() {
+            self.poisoned = true;
+        }
+        removed?;
         Ok(names.into_iter().zip(reports).collect())
     }
 
     /// Removes staged batches whose inputs the evidence already holds (the
     /// chain's acknowledged cursor reaches their end): the append landed,
-    /// and only the removal, an index write, was lost.
+    /// and only the removal was lost. A reader leaves the journal alone.
     pub(super) fn settle_landed_staged(&mut self) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        let mut any = false;
-        for staged in self.staged_batches()? {
-            if self
-                .cursor(&staged.chain)?
-                .is_some_and(|c| c >= staged.next_offset)
-            {
-                batch.remove(staged_key(&staged.chain));
-                self.just_staged.remove(&staged.chain);
-                any = true;
-            }
-        }
-        if any {
-            self.db.apply_batch(batch)?;
-            self.db.flush()?;
-        }
-        Ok(())
+        let Some(journal) = &self.staged else {
+            return Ok(());
+        };
+        let landed: Vec<String> = journal
+            .live()
+            .values()
+            .filter(|b| !self.waiting(b))
+            .map(|b| b.chain.clone())
+            .collect();
+        self.staged_journal()?.remove(&landed, false)
     }
 
     /// Drops the staged batches of these chains (their source never
@@ -281,20 +294,54 @@ impl Ledger {
         if self.poisoned {
             return Err(StoreError::Poisoned);
         }
-        let mut batch = sled::Batch::default();
-        let mut any = false;
-        for chain in chains {
-            self.just_staged.remove(chain);
-            let key = staged_key(chain);
-            if self.db.contains_key(&key)? {
-                batch.remove(key);
-                any = true;
-            }
+        let journal = self.staged_journal()?;
+        let present: Vec<String> = chains
+            .iter()
+            .filter(|c| journal.live().contains_key(*c))
+            .cloned()
+            .collect();
+        let removed = journal.remove(&present, true);
+        if removed.is_err() {
+            self.poisoned = true;
         }
-        if !any {
+        removed
+    }
+
+    /// What an earlier release staged in the index database.
+    fn staged_in_sled(&self) -> Result<Vec<StagedBatch>, StoreError> {
+        let mut batches = Vec::new();
+        for item in self.db.scan_prefix(b"S") {
+            let (key, value) = item?;
+            let chain = std::str::from_utf8(&key[1..])
+                .map_err(|_| damaged(&key, "staged chain name is not UTF-8"))?;
+            batches.push(
+                decode_batch(chain, &value)
+                    .ok_or_else(|| damaged(&key, "staged batch does not decode"))?,
+            );
+        }
+        Ok(batches)
+    }
+
+    /// Moves the staged batches an earlier release kept in the index
+    /// database (key `S` + chain) to the journal: staged there (synced)
+    /// first, then removed from the index, so a crash between leaves the
+    /// same batch in both, which the next open moves again.
+    pub(super) fn move_staged_out_of_sled(&mut self) -> Result<(), StoreError> {
+        let batches = self.staged_in_sled()?;
+        if batches.is_empty() {
             return Ok(());
         }
-        self.db.apply_batch(batch)?;
+        tracing::info!(
+            "moving {} staged batches from the index database to {}",
+            batches.len(),
+            staged_journal::STAGED_DIR
+        );
+        let mut keys = sled::Batch::default();
+        for b in &batches {
+            keys.remove(staged_key(&b.chain));
+        }
+        self.stage(batches)?;
+        self.db.apply_batch(keys)?;
         self.make_durable()
     }
 }
@@ -303,6 +350,8 @@ impl Ledger {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    use super::super::ChainBatch;
 
     fn source() -> impl Strategy<Value = Source> {
         prop_oneof![
@@ -330,11 +379,12 @@ mod tests {
             ),
         ) {
             let batch = StagedBatch { chain: "kafka:t:0".into(), token, first_offset, next_offset, inputs };
-            let bytes = encode(&batch);
-            prop_assert_eq!(decode("kafka:t:0", &bytes), Some(batch));
+            let mut bytes = Vec::new();
+            encode_batch(&mut bytes, &batch);
+            prop_assert_eq!(decode_batch("kafka:t:0", &bytes), Some(batch));
             // Any truncation is refused, never misread.
             for cut in 0..bytes.len() {
-                prop_assert_eq!(decode("kafka:t:0", &bytes[..cut]), None);
+                prop_assert_eq!(decode_batch("kafka:t:0", &bytes[..cut]), None);
             }
         }
     }
@@ -372,40 +422,148 @@ mod tests {
         }
     }
 
-    /// What a handle kept of the batches it staged is appended exactly as
-    /// the index's records would be: never a copy replaced or dropped
-    /// since.
+    fn open(dir: &std::path::Path) -> Ledger {
+        Ledger::open(dir, super::super::LedgerOptions::default()).unwrap()
+    }
+
+    fn at() -> Timestamp {
+        Timestamp::from_second(1_800_000_000).unwrap()
+    }
+
+    const CHAIN: &str = "kafka:t:0";
+
+    fn chain() -> [String; 1] {
+        [CHAIN.to_owned()]
+    }
+
+    fn journal(dir: &std::path::Path) -> std::path::PathBuf {
+        dir.join(staged_journal::STAGED_DIR).join("journal")
+    }
+
+    /// A replaced batch is never appended, a dropped one neither, and what
+    /// is appended is what a plain append of the same inputs writes.
     #[test]
-    fn a_batch_kept_when_staged_appends_as_its_record_would() {
+    fn the_last_batch_staged_is_the_one_appended() {
         let dir = tempfile::tempdir().unwrap();
-        let open = |name: &str| {
-            super::super::Ledger::open(
-                dir.path().join(name),
-                super::super::LedgerOptions::default(),
-            )
-            .unwrap()
+        let (mut staged, mut plain) = (open(&dir.path().join("s")), open(&dir.path().join("p")));
+        staged.stage(vec![batch("a", 0, 0..3)]).unwrap();
+        staged.stage(vec![batch("b", 0, 10..13)]).unwrap();
+        assert_eq!(staged.staged(CHAIN).unwrap(), Some(batch("b", 0, 10..13)));
+        staged.append_staged(&chain(), at()).unwrap();
+        staged.stage(vec![batch("c", 3, 20..25)]).unwrap();
+        staged.append_staged(&chain(), at()).unwrap();
+        assert_eq!(staged.staged(CHAIN).unwrap(), None);
+        staged.stage(vec![batch("d", 8, 30..32)]).unwrap();
+        staged.discard_staged(&chain()).unwrap();
+        assert!(staged.append_staged(&chain(), at()).unwrap().is_empty());
+        for b in [batch("b", 0, 10..13), batch("c", 3, 20..25)] {
+            plain
+                .append_many(
+                    vec![ChainBatch {
+                        chain: CHAIN.into(),
+                        inputs: b.inputs,
+                        cursor: Some(b.next_offset),
+                    }],
+                    at(),
+                )
+                .unwrap();
+        }
+        assert_eq!(chain_of(&staged, CHAIN), chain_of(&plain, CHAIN));
+        assert_eq!(chain_of(&staged, CHAIN).len(), 8);
+    }
+
+    /// A staged batch outlives its handle; a write cut short after it is
+    /// ignored and written over; a removal lost to a crash leaves nothing
+    /// to append twice.
+    #[test]
+    fn staged_batches_survive_a_crash_and_a_torn_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l");
+        {
+            let mut ledger = open(&path);
+            ledger.stage(vec![batch("a", 0, 0..3)]).unwrap();
+        }
+        // A torn write: half a record's header and some bytes.
+        let mut torn = std::fs::OpenOptions::new()
+            .append(true)
+            .open(journal(&path))
+            .unwrap();
+        std::io::Write::write_all(&mut torn, &[0, 0, 1, 0, 9, 9, 9]).unwrap();
+        drop(torn);
+        let before_append = {
+            let mut ledger = open(&path);
+            assert_eq!(ledger.staged(CHAIN).unwrap(), Some(batch("a", 0, 0..3)));
+            // Written over the torn bytes, and read back after them.
+            ledger
+                .stage(vec![batch("b", 0, 0..3), {
+                    let mut other = batch("c", 0, 5..6);
+                    other.chain = "kafka:t:1".into();
+                    other
+                }])
+                .unwrap();
+            std::fs::read(journal(&path)).unwrap()
         };
-        let (mut kept, mut read) = (open("kept"), open("read"));
-        let at = Timestamp::from_second(1_800_000_000).unwrap();
-        let chain = ["kafka:t:0".to_owned()];
-        // Kept, then replaced by a plain stage: the replacement is appended.
-        kept.stage_keeping(vec![batch("a", 0, 0..3)]).unwrap();
-        kept.stage(&[batch("b", 0, 10..13)]).unwrap();
-        read.stage(&[batch("b", 0, 10..13)]).unwrap();
-        kept.append_staged(&chain, at).unwrap();
-        read.append_staged(&chain, at).unwrap();
-        // Kept and appended.
-        kept.stage_keeping(vec![batch("c", 3, 20..25)]).unwrap();
-        read.stage(&[batch("c", 3, 20..25)]).unwrap();
-        kept.append_staged(&chain, at).unwrap();
-        read.append_staged(&chain, at).unwrap();
-        assert_eq!(chain_of(&kept, &chain[0]), chain_of(&read, &chain[0]));
-        assert_eq!(chain_of(&kept, &chain[0]).len(), 8);
-        assert_eq!(kept.staged(&chain[0]).unwrap(), None);
-        // Kept, then discarded: nothing is appended.
-        kept.stage_keeping(vec![batch("d", 8, 30..32)]).unwrap();
-        kept.discard_staged(&chain).unwrap();
-        kept.append_staged(&chain, at).unwrap();
-        assert_eq!(chain_of(&kept, &chain[0]).len(), 8);
+        {
+            let mut ledger = open(&path);
+            assert_eq!(ledger.staged_batches().unwrap().len(), 2);
+            assert_eq!(ledger.staged(CHAIN).unwrap(), Some(batch("b", 0, 0..3)));
+            ledger.append_staged(&chain(), at()).unwrap();
+        }
+        // The append landed but its removal was lost.
+        std::fs::write(journal(&path), &before_append).unwrap();
+        let ledger = open(&path);
+        assert_eq!(ledger.staged(CHAIN).unwrap(), None);
+        assert_eq!(ledger.staged_batches().unwrap().len(), 1);
+        assert_eq!(chain_of(&ledger, CHAIN).len(), 3);
+    }
+
+    /// Batches an earlier release staged in the index database are moved
+    /// to the journal on open, and appended from there.
+    #[test]
+    fn batches_staged_in_the_index_by_an_earlier_release_are_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l");
+        drop(open(&path));
+        {
+            let db = sled::open(path.join(super::super::INDEX_DIR)).unwrap();
+            let mut old = Vec::new();
+            encode_batch(&mut old, &batch("a", 0, 0..4));
+            db.insert(staged_key(CHAIN), old).unwrap();
+            db.flush().unwrap();
+        }
+        let mut ledger = open(&path);
+        assert_eq!(ledger.staged(CHAIN).unwrap(), Some(batch("a", 0, 0..4)));
+        assert!(ledger.db.scan_prefix(b"S").next().is_none());
+        ledger.append_staged(&chain(), at()).unwrap();
+        assert_eq!(chain_of(&ledger, CHAIN).len(), 4);
+    }
+
+    /// Past its limit the file is rewritten with what is still staged.
+    #[test]
+    fn a_long_journal_is_rewritten_with_what_is_staged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l");
+        let mut ledger = open(&path);
+        let mut other = batch("o", 0, 0..2);
+        other.chain = "kafka:t:1".into();
+        ledger.stage(vec![other.clone()]).unwrap();
+        let mut from = 0;
+        let (mut last, mut rewrites) = (0, 0);
+        while from < 20_000 {
+            ledger.stage(vec![batch("x", from, 0..2_000)]).unwrap();
+            ledger.append_staged(&chain(), at()).unwrap();
+            let len = std::fs::metadata(journal(&path)).unwrap().len();
+            if len < last {
+                rewrites += 1;
+            }
+            last = len;
+            from += 2_000;
+        }
+        assert!(rewrites >= 2, "{rewrites}");
+        assert!(std::fs::metadata(journal(&path)).unwrap().len() < staged_journal::COMPACT_AT);
+        drop(ledger);
+        let ledger = open(&path);
+        assert_eq!(ledger.staged_batches().unwrap(), vec![other]);
+        assert_eq!(ledger.cursor(CHAIN).unwrap(), Some(20_000));
     }
 }
