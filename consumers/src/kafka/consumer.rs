@@ -9,7 +9,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -84,7 +84,8 @@ impl DeadLetterOut {
         })
     }
 
-    fn send(&self, letters: &[DeadLetter], metrics: &Metrics) {
+    fn send(&self, letters: &[DeadLetter]) {
+        let metrics = &self.producer.context().metrics;
         // Reports of earlier writes' letters.
         self.producer.poll(Duration::ZERO);
         for letter in letters {
@@ -745,7 +746,7 @@ impl LedgerContext {
             flushed
         };
         if let Some(out) = &self.dead_letters {
-            out.send(&flushed.dead_letters, &self.metrics);
+            out.send(&flushed.dead_letters);
         }
         Ok(())
     }

@@ -473,7 +473,7 @@ mod tests {
     }
 
     /// A staged batch outlives its handle; a write cut short after it is
-    /// ignored and written over; a removal lost to a crash leaves nothing
+    /// cut off; a removal lost to a crash leaves nothing
     /// to append twice.
     #[test]
     fn staged_batches_survive_a_crash_and_a_torn_write() {
@@ -493,7 +493,7 @@ mod tests {
         let before_append = {
             let mut ledger = open(&path);
             assert_eq!(ledger.staged(CHAIN).unwrap(), Some(batch("a", 0, 0..3)));
-            // Written over the torn bytes, and read back after them.
+            // Written where the torn bytes were, and read back.
             ledger
                 .stage(vec![batch("b", 0, 0..3), {
                     let mut other = batch("c", 0, 5..6);

@@ -15,8 +15,9 @@
 //! of a chain says what is staged for it. Reading stops at the first
 //! record that is cut short or whose hash does not match: only the last
 //! write can be torn, and a write not wholly durable was never
-//! acknowledged (staging returns after its `fdatasync`). The next write
-//! goes where the good records end.
+//! acknowledged (staging returns after its `fdatasync`). The writer cuts
+//! the file off where the good records end, and syncs that, before it
+//! writes again.
 //!
 //! Removals need not be durable at once: a batch found again on open whose
 //! chain's cursor reaches its end was appended (the ledger drops it), and
@@ -123,13 +124,6 @@ pub(super) fn read_records(bytes: &[u8], path: &Path) -> Result<(Live, u64), Sto
         }
         at += HEADER + len;
     }
-    if at < bytes.len() {
-        tracing::warn!(
-            "{}: {} bytes after offset {at} are not whole records (a write cut short by a crash, never acknowledged): ignored, and written over",
-            path.display(),
-            bytes.len() - at
-        );
-    }
     Ok((live, at as u64))
 }
 
@@ -170,6 +164,21 @@ impl StagedJournal {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io(&path))?;
         let (live, len) = read_records(&bytes, &path)?;
+        if len < bytes.len() as u64 {
+            tracing::warn!(
+                "{}: {} bytes after offset {len} are not whole records (a write cut short by a crash, never acknowledged): cut off",
+                path.display(),
+                bytes.len() as u64 - len
+            );
+            // Cut off and synced before anything is written after the good
+            // records: whole records of the cut write must never show up
+            // again behind a later, shorter write.
+            file.set_len(len).map_err(io(&path))?;
+            file.sync_all().map_err(|source| StoreError::Sync {
+                path: path.clone(),
+                source,
+            })?;
+        }
         Ok(StagedJournal {
             dir: staged_dir,
             file,
@@ -306,6 +315,36 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    /// Whole records of a write cut short never come back behind a later
+    /// write of the same length: the writer cuts them off first.
+    #[test]
+    fn records_of_a_cut_write_never_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = batch(0, 1, 3);
+        let next = batch(1, 2, 2);
+        StagedJournal::open(dir.path())
+            .unwrap()
+            .stage(vec![kept.clone()])
+            .unwrap();
+        // The cut write: as long as the next one, unreadable, then a whole
+        // record removing the next one's chain.
+        let mut next_bytes = Vec::new();
+        record(&mut next_bytes, STAGED, &next.chain, Some(&next));
+        let mut cut = vec![0u8; next_bytes.len()];
+        record(&mut cut, REMOVED, &next.chain, None);
+        let path = dir.path().join(STAGED_DIR).join(JOURNAL);
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        std::io::Write::write_all(&mut file, &cut).unwrap();
+        drop(file);
+        let mut journal = StagedJournal::open(dir.path()).unwrap();
+        assert_eq!(journal.live().len(), 1);
+        journal.stage(vec![next.clone()]).unwrap();
+        drop(journal);
+        let journal = StagedJournal::open(dir.path()).unwrap();
+        let live: Vec<&StagedBatch> = journal.live().values().collect();
+        assert_eq!(live, vec![&kept, &next]);
     }
 
     proptest! {
