@@ -138,6 +138,10 @@ pub enum StoreError {
     #[error("the ledger refuses writes after an earlier write could not be made durable")]
     Poisoned,
     #[error(
+        "the batch staged for chain {chain} is {bytes} bytes, more than a staged record holds (4 GiB): write smaller batches"
+    )]
+    StagedTooLarge { chain: String, bytes: usize },
+    #[error(
         "the projection store was taken out of this ledger (to fold on another thread) and not put back"
     )]
     ProjectionStoreDetached,

@@ -170,7 +170,12 @@ impl Ledger {
         }
         let journal = self.staged_journal()?;
         let staged = journal.stage(batches);
-        if staged.is_err() {
+        // A batch too large for a record is refused before anything is
+        // written; any other failure leaves the file in doubt.
+        if staged
+            .as_ref()
+            .is_err_and(|e| !matches!(e, StoreError::StagedTooLarge { .. }))
+        {
             self.poisoned = true;
         }
         staged

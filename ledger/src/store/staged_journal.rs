@@ -66,7 +66,14 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     super::io_error(path)
 }
 
-fn record(out: &mut Vec<u8>, tag: u8, chain: &str, batch: Option<&StagedBatch>) {
+/// Appends one record to `out`; refuses a body its length field cannot
+/// say (over 4 GiB), which would otherwise read back as a torn tail.
+fn record(
+    out: &mut Vec<u8>,
+    tag: u8,
+    chain: &str,
+    batch: Option<&StagedBatch>,
+) -> Result<(), StoreError> {
     let mut body = Vec::with_capacity(3 + chain.len() + batch.map_or(0, |b| 64 + b.raw_len()));
     body.push(tag);
     let name = u16::try_from(chain.len()).unwrap_or(u16::MAX);
@@ -75,10 +82,14 @@ fn record(out: &mut Vec<u8>, tag: u8, chain: &str, batch: Option<&StagedBatch>) 
     if let Some(b) = batch {
         encode_batch(&mut body, b);
     }
-    let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
+    let len = u32::try_from(body.len()).map_err(|_| StoreError::StagedTooLarge {
+        chain: chain.to_owned(),
+        bytes: body.len(),
+    })?;
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(&blake3::hash(&body).as_bytes()[..16]);
     out.extend_from_slice(&body);
+    Ok(())
 }
 
 /// Reads the good records of a journal's bytes into what is staged;
@@ -201,7 +212,7 @@ impl StagedJournal {
     pub fn stage(&mut self, batches: Vec<StagedBatch>) -> Result<(), StoreError> {
         let mut out = Vec::with_capacity(batches.iter().map(|b| 96 + b.raw_len()).sum());
         for b in &batches {
-            record(&mut out, STAGED, &b.chain, Some(b));
+            record(&mut out, STAGED, &b.chain, Some(b))?;
         }
         self.write(&out, true)?;
         for b in batches {
@@ -220,7 +231,7 @@ impl StagedJournal {
         let mut out = Vec::new();
         for chain in chains {
             self.live.remove(chain);
-            record(&mut out, REMOVED, chain, None);
+            record(&mut out, REMOVED, chain, None)?;
         }
         self.write(&out, durable)?;
         self.compact_if_long()
@@ -267,7 +278,7 @@ impl StagedJournal {
         }
         let mut out = Vec::new();
         for b in self.live.values() {
-            record(&mut out, STAGED, &b.chain, Some(b));
+            record(&mut out, STAGED, &b.chain, Some(b))?;
         }
         let new = self.dir.join(REWRITING);
         let file = OpenOptions::new()
@@ -331,9 +342,9 @@ mod tests {
         // The cut write: as long as the next one, unreadable, then a whole
         // record removing the next one's chain.
         let mut next_bytes = Vec::new();
-        record(&mut next_bytes, STAGED, &next.chain, Some(&next));
+        record(&mut next_bytes, STAGED, &next.chain, Some(&next)).unwrap();
         let mut cut = vec![0u8; next_bytes.len()];
-        record(&mut cut, REMOVED, &next.chain, None);
+        record(&mut cut, REMOVED, &next.chain, None).unwrap();
         let path = dir.path().join(STAGED_DIR).join(JOURNAL);
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         std::io::Write::write_all(&mut file, &cut).unwrap();
@@ -363,11 +374,11 @@ mod tests {
                 let mut live = states.last().map(|(_, l)| l.clone()).unwrap_or_default();
                 if stage {
                     let b = batch(chain, token, inputs);
-                    record(&mut bytes, STAGED, &b.chain, Some(&b));
+                    record(&mut bytes, STAGED, &b.chain, Some(&b)).unwrap();
                     live.insert(b.chain.clone(), b);
                 } else {
                     let name = format!("kafka:t:{chain}");
-                    record(&mut bytes, REMOVED, &name, None);
+                    record(&mut bytes, REMOVED, &name, None).unwrap();
                     live.remove(&name);
                 }
                 states.push((bytes.len(), live));
