@@ -25,6 +25,9 @@ impl Syncer {
             let fresh = |path: &Path| !self.synced_blobs.contains(path);
             let synced = sync_files_in(&blobs, fresh)?;
             sync_path(&blobs)?;
+            // sled removes a blob once its value is replaced: forget it
+            // too, or the set grows with every large value ever written.
+            self.synced_blobs.retain(|path| path.exists());
             self.synced_blobs.extend(synced);
         }
         sync_path(dir)
