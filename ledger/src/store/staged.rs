@@ -65,7 +65,6 @@ fn put_str16(out: &mut Vec<u8>, s: &str) {
 
 /// Appends a batch's bytes to `out`.
 pub(super) fn encode_batch(out: &mut Vec<u8>, batch: &StagedBatch) {
-    let out = &mut *out;
     put_str16(out, &batch.token);
     out.extend_from_slice(&batch.first_offset.to_be_bytes());
     out.extend_from_slice(&batch.next_offset.to_be_bytes());
@@ -196,6 +195,14 @@ impl Ledger {
 
     /// The batch staged for a chain, if any.
     pub fn staged(&self, chain: &str) -> Result<Option<StagedBatch>, StoreError> {
+        // The writer copies the one batch asked for, not every one.
+        if let Some(journal) = &self.staged {
+            return Ok(journal
+                .live()
+                .get(chain)
+                .filter(|b| self.waiting(b))
+                .cloned());
+        }
         Ok(self
             .staged_batches()?
             .into_iter()
@@ -204,22 +211,24 @@ impl Ledger {
 
     /// Every staged batch, by chain.
     pub fn staged_batches(&self) -> Result<Vec<StagedBatch>, StoreError> {
-        let all: Vec<StagedBatch> = match &self.staged {
-            Some(journal) => journal.live().values().cloned().collect(),
-            // A reader reads the writer's journal as it stands, and, if it
-            // opened an index, what an earlier release staged there that
-            // no writer has moved yet.
-            None => {
-                let mut live = staged_journal::read_staged(&self.dir)?;
-                if self.indexes_opened {
-                    for b in self.staged_in_sled()? {
-                        live.entry(b.chain.clone()).or_insert(b);
-                    }
-                }
-                live.into_values().collect()
+        if let Some(journal) = &self.staged {
+            return Ok(journal
+                .live()
+                .values()
+                .filter(|b| self.waiting(b))
+                .cloned()
+                .collect());
+        }
+        // A reader reads the writer's journal as it stands, and, if it
+        // opened an index, what an earlier release staged there that no
+        // writer has moved yet.
+        let mut live = staged_journal::read_staged(&self.dir)?;
+        if self.indexes_opened {
+            for b in self.staged_in_sled()? {
+                live.entry(b.chain.clone()).or_insert(b);
             }
-        };
-        Ok(all.into_iter().filter(|b| self.waiting(b)).collect())
+        }
+        Ok(live.into_values().filter(|b| self.waiting(b)).collect())
     }
 
     /// Appends the staged batches of these chains (their source has
@@ -441,6 +450,12 @@ mod tests {
         [CHAIN.to_owned()]
     }
 
+    /// The same batch, staged for partition 1 instead.
+    fn on_partition_1(mut b: StagedBatch) -> StagedBatch {
+        b.chain = "kafka:t:1".into();
+        b
+    }
+
     fn journal(dir: &std::path::Path) -> std::path::PathBuf {
         dir.join(staged_journal::STAGED_DIR).join("journal")
     }
@@ -478,8 +493,7 @@ mod tests {
     }
 
     /// A staged batch outlives its handle; a write cut short after it is
-    /// cut off; a removal lost to a crash leaves nothing
-    /// to append twice.
+    /// cut off; a removal lost to a crash leaves nothing to append twice.
     #[test]
     fn staged_batches_survive_a_crash_and_a_torn_write() {
         let dir = tempfile::tempdir().unwrap();
@@ -500,11 +514,10 @@ mod tests {
             assert_eq!(ledger.staged(CHAIN).unwrap(), Some(batch("a", 0, 0..3)));
             // Written where the torn bytes were, and read back.
             ledger
-                .stage(vec![batch("b", 0, 0..3), {
-                    let mut other = batch("c", 0, 5..6);
-                    other.chain = "kafka:t:1".into();
-                    other
-                }])
+                .stage(vec![
+                    batch("b", 0, 0..3),
+                    on_partition_1(batch("c", 0, 5..6)),
+                ])
                 .unwrap();
             std::fs::read(journal(&path)).unwrap()
         };
@@ -549,8 +562,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("l");
         let mut ledger = open(&path);
-        let mut other = batch("o", 0, 0..2);
-        other.chain = "kafka:t:1".into();
+        let other = on_partition_1(batch("o", 0, 0..2));
         ledger.stage(vec![other.clone()]).unwrap();
         let mut from = 0;
         let (mut last, mut rewrites) = (0, 0);

@@ -31,9 +31,9 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::StoreError;
 use super::evidence::sync_dir;
 use super::staged::{StagedBatch, decode_batch, encode_batch};
+use super::{StoreError, io_error};
 
 /// The directory, inside a ledger directory.
 pub const STAGED_DIR: &str = "staged";
@@ -60,10 +60,6 @@ pub struct StagedJournal {
     /// Where the good records end: the next write goes here.
     len: u64,
     live: Live,
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    super::io_error(path)
 }
 
 /// Appends one record to `out`; refuses a body its length field cannot
@@ -145,7 +141,7 @@ pub fn read_staged(dir: &Path) -> Result<Live, StoreError> {
     match std::fs::read(&path) {
         Ok(bytes) => Ok(read_records(&bytes, &path)?.0),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Live::new()),
-        Err(e) => Err(io(&path)(e)),
+        Err(e) => Err(io_error(&path)(e)),
     }
 }
 
@@ -155,7 +151,7 @@ impl StagedJournal {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let staged_dir = dir.join(STAGED_DIR);
         if !staged_dir.is_dir() {
-            std::fs::create_dir_all(&staged_dir).map_err(io(&staged_dir))?;
+            std::fs::create_dir_all(&staged_dir).map_err(io_error(&staged_dir))?;
             sync_dir(dir)?;
         }
         // A rewrite cut short before its rename left the old file whole.
@@ -168,12 +164,12 @@ impl StagedJournal {
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(io(&path))?;
+            .map_err(io_error(&path))?;
         if !existed {
             sync_dir(&staged_dir)?;
         }
         let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(io(&path))?;
+        file.read_to_end(&mut bytes).map_err(io_error(&path))?;
         let (live, len) = read_records(&bytes, &path)?;
         if len < bytes.len() as u64 {
             tracing::warn!(
@@ -184,7 +180,7 @@ impl StagedJournal {
             // Cut off and synced before anything is written after the good
             // records: whole records of the cut write must never show up
             // again behind a later, shorter write.
-            file.set_len(len).map_err(io(&path))?;
+            file.set_len(len).map_err(io_error(&path))?;
             file.sync_all().map_err(|source| StoreError::Sync {
                 path: path.clone(),
                 source,
@@ -248,18 +244,16 @@ impl StagedJournal {
     /// took batches out of memory).
     pub fn reload(&mut self) -> Result<(), StoreError> {
         let path = self.path();
-        let mut bytes = Vec::new();
-        let mut file = File::open(&path).map_err(io(&path))?;
-        file.read_to_end(&mut bytes).map_err(io(&path))?;
-        let (live, len) = read_records(&bytes, &path)?;
-        self.live = live;
-        self.len = len;
+        let bytes = std::fs::read(&path).map_err(io_error(&path))?;
+        (self.live, self.len) = read_records(&bytes, &path)?;
         Ok(())
     }
 
     fn write(&mut self, bytes: &[u8], durable: bool) -> Result<(), StoreError> {
         let path = self.path();
-        self.file.write_all_at(bytes, self.len).map_err(io(&path))?;
+        self.file
+            .write_all_at(bytes, self.len)
+            .map_err(io_error(&path))?;
         if durable {
             self.file.sync_data().map_err(|source| StoreError::Sync {
                 path: path.clone(),
@@ -287,14 +281,14 @@ impl StagedJournal {
             .create(true)
             .truncate(true)
             .open(&new)
-            .map_err(io(&new))?;
-        file.write_all_at(&out, 0).map_err(io(&new))?;
+            .map_err(io_error(&new))?;
+        file.write_all_at(&out, 0).map_err(io_error(&new))?;
         file.sync_data().map_err(|source| StoreError::Sync {
             path: new.clone(),
             source,
         })?;
         let path = self.path();
-        std::fs::rename(&new, &path).map_err(io(&path))?;
+        std::fs::rename(&new, &path).map_err(io_error(&path))?;
         sync_dir(&self.dir)?;
         self.file = file;
         self.len = out.len() as u64;
