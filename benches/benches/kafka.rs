@@ -29,7 +29,14 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const TOPIC: &str = "lifecycle";
-const EVENTS: usize = 300_000;
+/// Events produced for the rows (`LIFELEDGER_KAFKA_EVENTS` overrides it,
+/// to see how much of a row's time is its start and its stop).
+static EVENTS: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
+    std::env::var("LIFELEDGER_KAFKA_EVENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(300_000)
+});
 const PARTITIONS: i32 = 4;
 const ALERTS: &str = "lifecycle.alerts";
 
@@ -60,14 +67,14 @@ fn plain_consumer(broker: &Broker) -> (f64, Duration) {
     let consumer = subscribed(broker, "plain");
     let mut got = 0usize;
     let mut first = None;
-    while got < EVENTS {
+    while got < *EVENTS {
         if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
             first.get_or_insert_with(Instant::now);
             got += 1;
         }
     }
     let took = first.unwrap().elapsed();
-    (EVENTS as f64 / took.as_secs_f64(), took)
+    (*EVENTS as f64 / took.as_secs_f64(), took)
 }
 
 /// The physical floor of "durable": the same consumer appending each
@@ -81,7 +88,7 @@ fn plain_durable_consumer(broker: &Broker, batch: usize) -> (f64, Duration) {
     let consumer = subscribed(broker, "plain-durable");
     let mut got = 0usize;
     let mut first = None;
-    while got < EVENTS {
+    while got < *EVENTS {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
             first.get_or_insert_with(Instant::now);
             let payload = rdkafka::Message::payload(&m).unwrap_or_default();
@@ -89,14 +96,14 @@ fn plain_durable_consumer(broker: &Broker, batch: usize) -> (f64, Duration) {
                 .unwrap();
             out.write_all(payload).unwrap();
             got += 1;
-            if got.is_multiple_of(batch) || got == EVENTS {
+            if got.is_multiple_of(batch) || got == *EVENTS {
                 out.flush().unwrap();
                 out.get_ref().sync_data().unwrap();
             }
         }
     }
     let took = first.unwrap().elapsed();
-    (EVENTS as f64 / took.as_secs_f64(), took)
+    (*EVENTS as f64 / took.as_secs_f64(), took)
 }
 
 fn ledger_consumer(
@@ -105,11 +112,11 @@ fn ledger_consumer(
     projection: bool,
     batch_size: usize,
     monitor: bool,
-) -> (f64, Duration, Option<f64>, Option<f64>) {
-    let (rate, took, metrics) = ledger_consumer_on(
+) -> RowRun {
+    ledger_consumer_on(
         &broker.bootstrap(),
         TOPIC,
-        EVENTS,
+        *EVENTS,
         group,
         Setup {
             projection,
@@ -117,12 +124,6 @@ fn ledger_consumer(
             monitor,
             archive: None,
         },
-    );
-    (
-        rate,
-        took,
-        metrics.batch_latency_quantile(0.5),
-        metrics.batch_latency_quantile(0.99),
     )
 }
 
@@ -142,7 +143,7 @@ fn ledger_consumer_on(
     events: usize,
     group: &str,
     setup: Setup<'_>,
-) -> (f64, Duration, Arc<Metrics>) {
+) -> RowRun {
     let Setup {
         projection,
         batch_size,
@@ -207,6 +208,12 @@ fn ledger_consumer_on(
         runner
     });
     let first: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+    // When a tenth and nine tenths of the events were recorded: the rate
+    // between is the steady one, without the start (the group, the first
+    // fetch) and the stop (the last batch's latency wait, the last fold
+    // and judgement).
+    let marks: std::sync::Mutex<[Option<(Instant, u64)>; 2]> = std::sync::Mutex::new([None; 2]);
+    let cpu_before = process_cpu();
     let stop = |m: &Metrics| {
         if m.consumed.load(Ordering::Relaxed) > 0 {
             first.lock().unwrap().get_or_insert_with(Instant::now);
@@ -216,6 +223,12 @@ fn ledger_consumer_on(
         let recorded = m.appended.load(Ordering::Relaxed)
             + m.rejected.load(Ordering::Relaxed)
             + m.duplicates.load(Ordering::Relaxed);
+        let mut marks = marks.lock().unwrap();
+        for (mark, tenths) in marks.iter_mut().zip([1, 9]) {
+            if mark.is_none() && recorded * 10 >= events as u64 * tenths {
+                *mark = Some((Instant::now(), recorded));
+            }
+        }
         recorded >= events as u64
     };
     let (summary, mut sink) = run(
@@ -227,6 +240,13 @@ fn ledger_consumer_on(
     )
     .unwrap();
     let took = first.lock().unwrap().unwrap().elapsed();
+    let cpu = process_cpu().saturating_sub(cpu_before);
+    let middle_rate = match *marks.lock().unwrap() {
+        [Some((t1, n1)), Some((t9, n9))] if t9 > t1 => {
+            (n9 - n1) as f64 / t9.duration_since(t1).as_secs_f64()
+        }
+        _ => f64::NAN,
+    };
     if let Some(runner) = &runner {
         // What the run left open is sealed and archived, as a graceful
         // stop does; the latency figures then cover every entry.
@@ -238,7 +258,48 @@ fn ledger_consumer_on(
         );
     }
     assert_eq!(summary.appended, events as u64);
-    (events as f64 / took.as_secs_f64(), took, metrics)
+    RowRun {
+        rate: events as f64 / took.as_secs_f64(),
+        took,
+        middle_rate,
+        cpu_per_event: cpu.as_secs_f64() * 1e6 / events as f64,
+        metrics,
+    }
+}
+
+/// One consumer row's figures.
+struct RowRun {
+    /// Events per second from the first message to the consumer's return
+    /// (the projection folded and the monitor judged everything).
+    rate: f64,
+    took: Duration,
+    /// Events per second between a tenth and nine tenths recorded.
+    middle_rate: f64,
+    /// CPU time of this process (the consumer's threads and rdkafka's,
+    /// not the broker's) per event, in µs, over the row.
+    cpu_per_event: f64,
+    metrics: Arc<Metrics>,
+}
+
+/// This process's CPU time so far, user and system, threads that ended
+/// included (`/proc/self/stat`, in clock ticks).
+fn process_cpu() -> Duration {
+    static TICKS_PER_SECOND: std::sync::LazyLock<f64> = std::sync::LazyLock::new(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    });
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // The fields after the command name, which is in parentheses and may
+    // hold spaces: utime and stime are the 14th and 15th fields.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    Duration::from_secs_f64(ticks / *TICKS_PER_SECOND)
 }
 
 /// Events produced at a steady `rate` while the consumer runs: the time
@@ -293,7 +354,7 @@ fn live(
         .unwrap();
     let start = Instant::now();
     for i in 0..events {
-        let payload = event(EVENTS + i);
+        let payload = event(*EVENTS + i);
         let key = format!("{}", i % 5000);
         let mut record = Some(BaseRecord::to(&topic).key(&key).payload(&payload));
         while let Some(r) = record.take() {
@@ -311,7 +372,7 @@ fn live(
         }
     }
     producer.flush(Duration::from_secs(60)).unwrap();
-    let (_, _, metrics) = consumer.join().unwrap();
+    let metrics = consumer.join().unwrap().metrics;
     (
         metrics.event_to_durable_quantile(0.5),
         metrics.event_to_durable_quantile(0.99),
@@ -363,7 +424,7 @@ fn main() {
         .create()
         .unwrap();
     let t = Instant::now();
-    for i in 0..EVENTS {
+    for i in 0..*EVENTS {
         let payload = event(i);
         let key = format!("{}", i % 5000);
         let mut record = Some(BaseRecord::to(TOPIC).key(&key).payload(&payload));
@@ -376,7 +437,8 @@ fn main() {
     }
     producer.flush(Duration::from_secs(120)).unwrap();
     println!(
-        "produced {EVENTS} events (~{} bytes each) to {PARTITIONS} partitions of tansu in {:.1?}",
+        "produced {} events (~{} bytes each) to {PARTITIONS} partitions of tansu in {:.1?}",
+        *EVENTS,
         event(0).len(),
         t.elapsed()
     );
@@ -434,13 +496,17 @@ fn main() {
             continue;
         }
         let group = format!("ledger-{name}");
-        let (rate, took, p50, p99) = ledger_consumer(&broker, &group, projection, batch, monitor);
+        let run = ledger_consumer(&broker, &group, projection, batch, monitor);
         println!(
-            "{what} {rate:>10.0} events/s ({took:.2?}); batch latency p50 <= {:.3} s, p99 <= {:.3} s",
-            p50.unwrap_or(f64::NAN),
-            p99.unwrap_or(f64::NAN)
+            "{what} {:>10.0} events/s ({:.2?}); batch latency p50 <= {:.3} s, p99 <= {:.3} s; between 1/10 and 9/10 recorded {:.0} events/s; CPU {:.1} µs/event (this process, the broker apart)",
+            run.rate,
+            run.took,
+            run.metrics.batch_latency_quantile(0.5).unwrap_or(f64::NAN),
+            run.metrics.batch_latency_quantile(0.99).unwrap_or(f64::NAN),
+            run.middle_rate,
+            run.cpu_per_event,
         );
-        rates.insert(name, rate);
+        rates.insert(name, run.rate);
     }
     let rate = |name: &str| rates.get(name).copied().unwrap_or(f64::NAN);
     let bare = rate("bare");
@@ -500,10 +566,15 @@ fn archive_rows(broker: &Broker, bare: f64) {
         ),
     ] {
         let group = format!("ledger-archive-{}", url.len());
-        let (rate, took, metrics) = ledger_consumer_on(
+        let RowRun {
+            rate,
+            took,
+            metrics,
+            ..
+        } = ledger_consumer_on(
             &broker.bootstrap(),
             TOPIC,
-            EVENTS,
+            *EVENTS,
             &group,
             Setup {
                 projection: false,
