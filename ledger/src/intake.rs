@@ -37,7 +37,6 @@ pub enum Classified {
     Event {
         event_id: String,
         raw: Vec<u8>,
-        raw_hash: [u8; 32],
         canonical: Vec<u8>,
         /// The event decoded, which `canonical` decodes to again: handed
         /// on so that a writer's projection need not decode it twice.
@@ -178,7 +177,6 @@ pub fn classify(incoming: Incoming, limits: &IntakeLimits) -> Classified {
     }
     match decode_event(&raw) {
         Ok(event) => Classified::Event {
-            raw_hash: *blake3::hash(&raw).as_bytes(),
             canonical: canonical_json(&event),
             event_id: event.event_id.clone(),
             event: Box::new(event),
@@ -270,7 +268,6 @@ pub fn guard_policy_chain(
             source,
             canonical,
             event_id,
-            raw_hash,
             event,
         } => {
             let record = LedgerRecord::of_canonical(&canonical);
@@ -297,7 +294,6 @@ pub fn guard_policy_chain(
                     source,
                     canonical,
                     event_id,
-                    raw_hash,
                     event,
                 },
             }
@@ -388,18 +384,30 @@ pub fn resolve<E>(
 
 /// If `classified` is an event whose id was recorded with different bytes,
 /// the rejection that records the conflict; otherwise `classified` itself.
+/// The bytes are hashed only here, for an id seen before: a new id (nearly
+/// every event) needs no hash of its bytes.
 fn into_conflict(classified: Classified, seen_event: Option<&SeenEvent>) -> Classified {
     match (classified, seen_event) {
         (
             Classified::Event {
                 event_id,
                 raw,
-                raw_hash,
                 source,
-                ..
+                canonical,
+                event,
             },
             Some(seen),
-        ) if seen.raw_hash != raw_hash => {
+        ) => {
+            let raw_hash = *blake3::hash(&raw).as_bytes();
+            if seen.raw_hash == raw_hash {
+                return Classified::Event {
+                    event_id,
+                    raw,
+                    source,
+                    canonical,
+                    event,
+                };
+            }
             let reason = format!(
                 "event id {event_id:?} was first recorded at chain {:?} seq {} with different bytes \
                  (blake3 {} there, {} here)",
@@ -496,13 +504,13 @@ mod tests {
     #[test]
     fn same_bytes_are_a_duplicate_and_different_bytes_a_conflict() {
         let first = classify(incoming(EVENT), &IntakeLimits::default());
-        let Classified::Event { raw_hash, .. } = &first else {
+        let Classified::Event { raw, .. } = &first else {
             panic!("{first:?}")
         };
         let seen = SeenEvent {
             chain: "file".into(),
             seq: 0,
-            raw_hash: *raw_hash,
+            raw_hash: *blake3::hash(raw).as_bytes(),
         };
         let again = classify(incoming(EVENT), &IntakeLimits::default());
         assert_eq!(

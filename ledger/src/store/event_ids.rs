@@ -567,6 +567,48 @@ mod tests {
     }
 
     #[test]
+    fn an_id_twice_in_one_write_is_a_duplicate_or_a_conflict_naming_the_first() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(tmp.path(), options()).unwrap();
+        let mut changed = incoming(3);
+        changed.raw = String::from_utf8(changed.raw)
+            .unwrap()
+            .replace("mongodb", "mysql")
+            .into_bytes();
+        assert_ne!(changed.raw, incoming(3).raw);
+        // Event 3 first on chain a, then again on a and twice on b, all in
+        // one write: the second chain's sightings are found in the chain
+        // sealed before it.
+        let batches = vec![
+            crate::ChainBatch {
+                chain: "a".into(),
+                inputs: vec![incoming(1), incoming(3), incoming(3)],
+                cursor: None,
+            },
+            crate::ChainBatch {
+                chain: "b".into(),
+                inputs: vec![incoming(3), changed, incoming(4)],
+                cursor: None,
+            },
+        ];
+        let reports = ledger.append_many(batches, jiff::Timestamp::now()).unwrap();
+        let counts: Vec<_> = reports
+            .iter()
+            .map(|r| (r.events, r.duplicates, r.rejected))
+            .collect();
+        assert_eq!(counts, vec![(2, 1, 0), (1, 1, 1)], "{reports:?}");
+        let conflict = &reports[1].rejections[0];
+        assert!(
+            conflict
+                .reason
+                .contains("chain \"a\" seq 1 with different bytes"),
+            "{}",
+            conflict.reason
+        );
+        assert_eq!(ledger.find_event("e3").unwrap(), Some(("a".to_owned(), 1)));
+    }
+
+    #[test]
     fn an_id_whose_fingerprint_a_saved_id_holds_is_kept_by_its_full_id() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("ids");

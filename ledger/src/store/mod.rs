@@ -853,11 +853,13 @@ impl Ledger {
         }
         self.load_event_index()?;
         self.just_appended.clear();
-        let mut new_index: Vec<(String, SeenEvent)> = Vec::new();
+        let mut new_index: Vec<(String, (String, u64))> = Vec::new();
         let mut batch = sled::Batch::default();
         let mut subtrees: Vec<(String, Vec<tree_files::Node>)> = Vec::new();
         // What this write adds, which the database does not show yet.
-        let mut batch_events: HashMap<String, SeenEvent> = HashMap::new();
+        // Where each event id this write records sits (chain, seq); the
+        // hash of its bytes is taken only if the id comes again.
+        let mut batch_events: HashMap<String, (String, u64)> = HashMap::new();
         let mut batch_rejections: HashSet<[u8; 32]> = HashSet::new();
         let mut reports = Vec::with_capacity(batches.len());
         let mut new_heads: Vec<(ChainHead, Vec<SealedEntry>, Option<i64>)> = Vec::new();
@@ -891,18 +893,18 @@ impl Ledger {
             for classified in classified_inputs {
                 let seen = match &classified {
                     Classified::Event { event_id, .. } => match batch_events.get(event_id) {
-                        Some(seen) => Some(seen.clone()),
+                        Some((seen_chain, seen_seq)) => Some(seen_in_write(
+                            &new_heads,
+                            (chain, &sealed),
+                            seen_chain,
+                            *seen_seq,
+                        )?),
                         None => self.seen_event(event_id)?,
                     },
                     Classified::Rejected { .. } => None,
                 };
                 let new_event = match (&classified, &seen) {
-                    (
-                        Classified::Event {
-                            event_id, raw_hash, ..
-                        },
-                        None,
-                    ) => Some((event_id.clone(), *raw_hash)),
+                    (Classified::Event { event_id, .. }, None) => Some(event_id.clone()),
                     _ => None,
                 };
                 let mut rejection_key = None;
@@ -937,14 +939,9 @@ impl Ledger {
                                 seq: entry.seq,
                             });
                         }
-                        if let Some((event_id, raw_hash)) = new_event.filter(|_| is_event) {
-                            let seen = SeenEvent {
-                                chain: chain.to_owned(),
-                                seq: entry.seq,
-                                raw_hash,
-                            };
-                            new_index.push((event_id.clone(), seen.clone()));
-                            batch_events.insert(event_id, seen);
+                        if let Some(event_id) = new_event.filter(|_| is_event) {
+                            new_index.push((event_id.clone(), (chain.to_owned(), entry.seq)));
+                            batch_events.insert(event_id, (chain.to_owned(), entry.seq));
                             report.events += 1;
                         } else if let Some(key) = rejection_key {
                             batch.insert(
@@ -1047,14 +1044,14 @@ impl Ledger {
     /// chain it wrote is indexed.
     fn index_appended(
         &mut self,
-        new_index: Vec<(String, SeenEvent)>,
+        new_index: Vec<(String, (String, u64))>,
         advanced: Vec<(String, u64)>,
     ) -> Result<(), StoreError> {
         let Some(ids) = self.event_ids.as_mut() else {
             return Ok(());
         };
-        for (id, seen) in new_index {
-            ids.insert(&id, &seen.chain, seen.seq)?;
+        for (id, (chain, seq)) in new_index {
+            ids.insert(&id, &chain, seq)?;
         }
         for (chain, next_seq) in advanced {
             ids.advance(&chain, next_seq);
@@ -1192,4 +1189,45 @@ fn open_index(index_dir: &Path) -> Result<sled::Db, StoreError> {
         .path(index_dir)
         .cache_capacity(INDEX_CACHE_BYTES);
     sled_open::open_waiting_for_lock(&config, index_dir)
+}
+
+/// The earlier record of an event id that this write already holds (not
+/// yet in the database): at `seq` of `chain`, among the chains this write
+/// has sealed (`written`) and the one it is sealing (`sealing`). Its bytes
+/// are hashed here, once the id has come again.
+fn seen_in_write(
+    written: &[(ChainHead, Vec<SealedEntry>, Option<i64>)],
+    sealing: (&str, &[SealedEntry]),
+    chain: &str,
+    seq: u64,
+) -> Result<SeenEvent, StoreError> {
+    let sealed = written
+        .iter()
+        .map(|(head, sealed, _)| (head.chain.as_str(), sealed.as_slice()))
+        .chain(std::iter::once(sealing))
+        .filter(|(name, _)| *name == chain)
+        // A chain's sealed entries have consecutive seqs.
+        .find_map(|(_, sealed)| {
+            let first = sealed.first()?.seq;
+            sealed.get(usize::try_from(seq.checked_sub(first)?).ok()?)
+        })
+        .filter(|entry| entry.seq == seq);
+    let broken = |detail: &str| StoreError::Broken {
+        chain: chain.to_owned(),
+        seq,
+        detail: detail.to_owned(),
+    };
+    let sealed = sealed.ok_or_else(|| broken("an entry this write sealed is missing from it"))?;
+    let entry = crate::entry::EntryView::decode(&sealed.encoding)
+        .map_err(|e| broken(&format!("an entry this write sealed does not decode: {e}")))?;
+    match entry.body {
+        crate::entry::BodyView::Event { raw, .. } => Ok(SeenEvent {
+            chain: chain.to_owned(),
+            seq,
+            raw_hash: *blake3::hash(raw).as_bytes(),
+        }),
+        crate::entry::BodyView::Rejected { .. } => Err(broken(
+            "an event this write recorded was sealed as a rejection",
+        )),
+    }
 }

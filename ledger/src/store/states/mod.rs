@@ -204,10 +204,13 @@ impl StatesView {
                 .runs
                 .iter()
                 .rev()
-                .map(|run| (RunRecords::new(Arc::clone(run), from), None))
+                .map(|run| Source {
+                    records: RunRecords::new(Arc::clone(run), from),
+                    stands: Stands::Unread,
+                })
                 .collect(),
             prefix: prefix.to_vec(),
-            failed: false,
+            ended: false,
         }
     }
 }
@@ -215,56 +218,91 @@ impl StatesView {
 /// A key and its value, as saved.
 pub(crate) type Record = (Vec<u8>, Vec<u8>);
 
+/// A key and its value, lent by a merge.
+pub(crate) type RecordRef<'a> = (&'a [u8], &'a [u8]);
+
 /// Several runs' records merged in key order, the newest run's value
 /// winning where a key is in more than one.
 pub(crate) struct Merged {
-    /// Newest first, each with its next record once read.
-    sources: Vec<(RunRecords, Option<Record>)>,
+    /// Newest first.
+    sources: Vec<Source>,
     prefix: Vec<u8>,
-    failed: bool,
+    /// Past the prefix, or failed: nothing more comes.
+    ended: bool,
+}
+
+/// One run's records in a merge, and where its cursor stands.
+struct Source {
+    records: RunRecords,
+    stands: Stands,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stands {
+    /// Its record was merged (or none was read yet): advance first.
+    Unread,
+    /// On a record not merged yet.
+    OnRecord,
+    /// Past its last record.
+    Done,
+}
+
+impl Merged {
+    /// The next key and its newest value, lent until the next call: a
+    /// merge into a new run copies each record once, into the run.
+    pub(crate) fn next_record(&mut self) -> Option<Result<RecordRef<'_>, StoreError>> {
+        if self.ended {
+            return None;
+        }
+        for source in &mut self.sources {
+            if source.stands == Stands::Unread {
+                match source.records.advance() {
+                    Ok(true) => source.stands = Stands::OnRecord,
+                    Ok(false) => source.stands = Stands::Done,
+                    Err(e) => {
+                        self.ended = true;
+                        return Some(Err(e));
+                    }
+                }
+            }
+        }
+        // The source holding the smallest key; sources are newest first,
+        // so on a tie the first wins.
+        let mut newest: Option<usize> = None;
+        for (i, source) in self.sources.iter().enumerate() {
+            if source.stands == Stands::OnRecord
+                && newest.is_none_or(|n| source.records.key() < self.sources[n].records.key())
+            {
+                newest = Some(i);
+            }
+        }
+        let Some(newest) = newest else {
+            self.ended = true;
+            return None;
+        };
+        if !self.sources[newest].records.key().starts_with(&self.prefix) {
+            self.ended = true;
+            return None;
+        }
+        // Older values of the same key are shadowed: passed over with it.
+        for i in 0..self.sources.len() {
+            let same = self.sources[i].stands == Stands::OnRecord
+                && self.sources[i].records.key() == self.sources[newest].records.key();
+            if same {
+                self.sources[i].stands = Stands::Unread;
+            }
+        }
+        let records = &self.sources[newest].records;
+        Some(Ok((records.key(), records.value())))
+    }
 }
 
 impl Iterator for Merged {
     type Item = Result<Record, StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
-        for (records, head) in &mut self.sources {
-            if head.is_none() {
-                match records.next() {
-                    Some(Ok(record)) => *head = Some(record),
-                    Some(Err(e)) => {
-                        self.failed = true;
-                        return Some(Err(e));
-                    }
-                    None => {}
-                }
-            }
-        }
-        // The source holding the smallest key; sources are newest first,
-        // so on a tie the first wins.
-        let mut newest: Option<(usize, &[u8])> = None;
-        for (i, (_, head)) in self.sources.iter().enumerate() {
-            if let Some((k, _)) = head
-                && newest.is_none_or(|(_, smallest)| k.as_slice() < smallest)
-            {
-                newest = Some((i, k));
-            }
-        }
-        let (at, smallest) = newest?;
-        if !smallest.starts_with(&self.prefix) {
-            return None;
-        }
-        let record = self.sources.get_mut(at)?.1.take()?;
-        // Older values of the same key are shadowed.
-        for (_, head) in &mut self.sources {
-            if head.as_ref().is_some_and(|(k, _)| *k == record.0) {
-                *head = None;
-            }
-        }
-        Some(Ok(record))
+        self.next_record()
+            .map(|record| record.map(|(k, v)| (k.to_vec(), v.to_vec())))
     }
 }
 
@@ -544,12 +582,13 @@ impl StateStore {
             let path = self.new_run_path();
             let expected = group.runs.iter().map(|run| run.records()).sum();
             let mut writer = RunWriter::create(&path, expected)?;
-            for record in group.scan(b"") {
+            let mut merged = group.scan(b"");
+            while let Some(record) = merged.next_record() {
                 let (k, v) = record?;
                 if drop_removed && v.is_empty() {
                     continue;
                 }
-                writer.push(&k, &v)?;
+                writer.push(k, v)?;
             }
             writer.finish()?;
             self.view.runs.truncate(newest);

@@ -17,6 +17,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -148,6 +149,15 @@ impl<'a> Cursor<'a> {
     /// The next raw record.
     pub(super) fn record(&mut self) -> Option<(&'a [u8], &'a [u8])> {
         Some((self.bytes()?, self.bytes()?))
+    }
+
+    /// Where the next length-prefixed bytes lie, as a range of the
+    /// cursor's bytes.
+    pub(super) fn range(&mut self) -> Option<Range<usize>> {
+        let n = usize::try_from(self.varint()?).ok()?;
+        let start = self.at;
+        self.take(n)?;
+        Some(start..self.at)
     }
 }
 
@@ -501,13 +511,19 @@ impl Run {
     }
 }
 
-/// A run's records from a key on, in key order.
+/// A run's records from a key on, in key order: a cursor that stands on
+/// one record at a time and lends it, so that a merge copies no record
+/// it only passes on.
 pub(crate) struct RunRecords {
     run: Arc<Run>,
     next_block: usize,
     raw: Vec<u8>,
     at: usize,
-    from: Vec<u8>,
+    /// The record stood on: its key and value, as ranges of `raw`.
+    key: Range<usize>,
+    value: Range<usize>,
+    /// Records before this key are passed over; `None` once one is not.
+    from: Option<Vec<u8>>,
 }
 
 impl RunRecords {
@@ -518,26 +534,25 @@ impl RunRecords {
             next_block,
             raw: Vec::new(),
             at: 0,
-            from: from.to_vec(),
+            key: 0..0,
+            value: 0..0,
+            from: (!from.is_empty()).then(|| from.to_vec()),
         }
     }
-}
 
-impl Iterator for RunRecords {
-    type Item = Result<(Vec<u8>, Vec<u8>), StoreError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+    /// Moves to the next record: false past the last. After an error the
+    /// cursor stands past the last.
+    pub(crate) fn advance(&mut self) -> Result<bool, StoreError> {
         loop {
             if self.at >= self.raw.len() {
                 if self.next_block >= self.run.blocks() {
-                    return None;
+                    return Ok(false);
                 }
                 match self.run.block(self.next_block) {
                     Ok(raw) => self.raw = raw,
                     Err(e) => {
-                        self.next_block = self.run.blocks();
-                        self.raw.clear();
-                        return Some(Err(e));
+                        self.stop();
+                        return Err(e);
                     }
                 }
                 self.next_block += 1;
@@ -545,20 +560,42 @@ impl Iterator for RunRecords {
             }
             let mut c = Cursor::new(&self.raw);
             c.at = self.at;
-            let Some((k, v)) = c.record() else {
+            let (Some(key), Some(value)) = (c.range(), c.range()) else {
                 let block = self.next_block - 1;
-                self.next_block = self.run.blocks();
-                self.raw.clear();
-                return Some(Err(damaged(
+                self.stop();
+                return Err(damaged(
                     &self.run.path,
                     format!("block {block}: a record is cut short"),
-                )));
+                ));
             };
             self.at = c.at;
-            if k < self.from.as_slice() {
-                continue;
+            self.key = key;
+            self.value = value;
+            if let Some(from) = &self.from {
+                if self.key() < from.as_slice() {
+                    continue;
+                }
+                self.from = None;
             }
-            return Some(Ok((k.to_vec(), v.to_vec())));
+            return Ok(true);
         }
+    }
+
+    fn stop(&mut self) {
+        self.next_block = self.run.blocks();
+        self.raw.clear();
+        self.at = 0;
+        self.key = 0..0;
+        self.value = 0..0;
+    }
+
+    /// The key of the record stood on (empty before the first).
+    pub(crate) fn key(&self) -> &[u8] {
+        self.raw.get(self.key.clone()).unwrap_or_default()
+    }
+
+    /// The value of the record stood on.
+    pub(crate) fn value(&self) -> &[u8] {
+        self.raw.get(self.value.clone()).unwrap_or_default()
     }
 }
