@@ -2,8 +2,9 @@
 //! answered "not in this run" without reading the run.
 //!
 //! Ten bits and seven probes per key (about 1% false positives). A key's
-//! probes come from one BLAKE3 hash, computed once per lookup and shared by
-//! every run's filter ([`KeyHash`]).
+//! probes come from one 128-bit hash of it ([`KeyHash`]): XXH3-128 in the
+//! runs written now, BLAKE3 in runs of version 1 (see `run::RunVersion`);
+//! computed once per lookup and version, and shared by every run's filter.
 
 /// Bits per key.
 const BITS_PER_KEY: u64 = 10;
@@ -15,17 +16,24 @@ pub(super) const PROBES: u32 = 7;
 pub(crate) struct KeyHash(u64, u64);
 
 impl KeyHash {
-    pub(crate) fn of(key: &[u8]) -> Self {
-        let hash = blake3::hash(key);
-        let bytes = hash.as_bytes();
-        let half = |at: usize| {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(&bytes[at..at + 8]);
-            u64::from_le_bytes(word)
-        };
+    /// From the first 16 bytes of the key's BLAKE3 hash (runs of version 1).
+    pub(crate) fn of_blake3(key: &[u8]) -> Self {
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&blake3::hash(key).as_bytes()[..16]);
+        Self::of_halves(u128::from_le_bytes(first))
+    }
+
+    /// From the key's XXH3-128 hash (runs of version 2).
+    pub(crate) fn of_xxh3(key: &[u8]) -> Self {
+        Self::of_halves(xxhash_rust::xxh3::xxh3_128(key))
+    }
+
+    fn of_halves(hash: u128) -> Self {
+        let low = hash as u64;
+        let high = (hash >> 64) as u64;
         // An odd step visits distinct bits for any power-of-two size, and
         // differs from the start for every other size.
-        KeyHash(half(0), half(8) | 1)
+        KeyHash(low, high | 1)
     }
 
     fn probes(self, bits: u64, probes: u32) -> impl Iterator<Item = u64> {
@@ -99,27 +107,32 @@ mod tests {
         fn every_inserted_key_may_be_contained(
             keys in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..300),
             sized_for in 0u64..400,
+            blake3 in any::<bool>(),
         ) {
+            let hash = if blake3 { KeyHash::of_blake3 } else { KeyHash::of_xxh3 };
             let mut bloom = Bloom::for_keys(sized_for);
             for key in &keys {
-                bloom.insert(KeyHash::of(key));
+                bloom.insert(hash(key));
             }
             for key in &keys {
-                prop_assert!(bloom.may_contain(KeyHash::of(key)));
+                prop_assert!(bloom.may_contain(hash(key)));
             }
         }
     }
 
     #[test]
     fn keys_never_inserted_are_mostly_refused() {
-        let mut bloom = Bloom::for_keys(10_000);
-        for n in 0..10_000u32 {
-            bloom.insert(KeyHash::of(format!("in-{n}").as_bytes()));
+        for hash in [KeyHash::of_blake3, KeyHash::of_xxh3] {
+            let mut bloom = Bloom::for_keys(10_000);
+            for n in 0..10_000u32 {
+                bloom.insert(hash(format!("in-{n}").as_bytes()));
+            }
+            let false_positives = (0..10_000u32)
+                .filter(|n| bloom.may_contain(hash(format!("out-{n}").as_bytes())))
+                .count();
+            // About 1% expected; 3% would mean the probes are not
+            // independent.
+            assert!(false_positives < 300, "{false_positives} false positives");
         }
-        let false_positives = (0..10_000u32)
-            .filter(|n| bloom.may_contain(KeyHash::of(format!("out-{n}").as_bytes())))
-            .count();
-        // About 1% expected; 3% would mean the probes are not independent.
-        assert!(false_positives < 300, "{false_positives} false positives");
     }
 }

@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use bloom::KeyHash;
 pub(crate) use run::RunWriter;
-use run::{Cursor, Run, RunRecords, checksum, put_varint};
+use run::{Cursor, Run, RunRecords, RunVersion, checksum, put_varint};
 
 use super::StoreError;
 
@@ -168,8 +168,15 @@ impl StatesView {
         if self.runs.is_empty() {
             return Ok(None);
         }
-        let hash = KeyHash::of(key);
+        // The key's hash per run version, made when a run of it is met.
+        let mut hashes: [Option<KeyHash>; 2] = [None, None];
         for run in self.runs.iter().rev() {
+            let version = run.version();
+            let slot = match version {
+                RunVersion::V1 => &mut hashes[0],
+                RunVersion::V2 => &mut hashes[1],
+            };
+            let hash = *slot.get_or_insert_with(|| version.key_hash(key));
             if let Some(value) = run.get(key, hash)? {
                 return Ok(Some(value));
             }

@@ -2,18 +2,22 @@
 //! strictly increasing key order.
 //!
 //! ```text
-//! block*   u32 stored length, u32 raw length, 16 bytes BLAKE3 of the
+//! block*   u32 stored length, u32 raw length, 16 bytes checksum of the
 //!          stored bytes, stored bytes (zstd of the raw records)
 //!          raw records: varint key length, key, varint value length, value
 //! index    u64 records, u32 probes, u64 words, words × u64 (Bloom filter),
 //!          u64 blocks, blocks × (u64 offset, varint key length, first key)
-//! trailer  u64 index offset, u64 index length, 16 bytes BLAKE3 of the
+//! trailer  u64 index offset, u64 index length, 16 bytes checksum of the
 //!          index, 8 bytes magic
 //! ```
 //!
 //! Integers are little-endian. Every block and the index carry their own
-//! checksum, so a damaged run is named when it is read, never trusted. A
-//! run is derived data (the projection), so it is not part of FORMAT.md.
+//! checksum, so a damaged run is named when it is read, never trusted. The
+//! magic names the version ([`RunVersion`]), which says how checksums and
+//! the Bloom filter's key hashes are made: runs of version 1 are still
+//! read, runs are written in version 2. A run is the ledger's own working
+//! data (projection, event ids, monitor book), not evidence, so it is not
+//! part of FORMAT.md.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -30,7 +34,8 @@ use crate::store::StoreError;
 const BLOCK_RAW_BYTES: usize = 4096;
 const BLOCK_HEADER: usize = 4 + 4 + 16;
 const TRAILER: usize = 8 + 8 + 16 + 8;
-const MAGIC: &[u8; 8] = b"LLRUN\x01\0\0";
+const MAGIC_V1: &[u8; 8] = b"LLRUN\x01\0\0";
+const MAGIC_V2: &[u8; 8] = b"LLRUN\x02\0\0";
 /// No block of ours decompresses to more (a record is one item's state).
 const MAX_RAW_BLOCK: usize = 256 << 20;
 const ZSTD_LEVEL: i32 = 1;
@@ -39,6 +44,51 @@ pub(super) fn checksum(bytes: &[u8]) -> [u8; 16] {
     let mut sum = [0u8; 16];
     sum.copy_from_slice(&blake3::hash(bytes).as_bytes()[..16]);
     sum
+}
+
+/// How a run's checksums and its Bloom filter's key hashes are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RunVersion {
+    /// The first 16 bytes of BLAKE3, for both.
+    V1,
+    /// XXH3-128, for both. A run's checksums guard against damage (a torn
+    /// or flipped block), not forgery: whoever can write the run can write
+    /// the manifest beside it. BLAKE3 of every block written and read
+    /// again by merges, and of every key, was most of a save's hashing.
+    V2,
+}
+
+impl RunVersion {
+    /// The version runs are written in.
+    pub(crate) const CURRENT: RunVersion = RunVersion::V2;
+
+    fn magic(self) -> &'static [u8; 8] {
+        match self {
+            RunVersion::V1 => MAGIC_V1,
+            RunVersion::V2 => MAGIC_V2,
+        }
+    }
+
+    fn of_magic(magic: &[u8]) -> Option<Self> {
+        [RunVersion::V1, RunVersion::V2]
+            .into_iter()
+            .find(|v| v.magic() == magic)
+    }
+
+    fn checksum(self, bytes: &[u8]) -> [u8; 16] {
+        match self {
+            RunVersion::V1 => checksum(bytes),
+            RunVersion::V2 => xxhash_rust::xxh3::xxh3_128(bytes).to_le_bytes(),
+        }
+    }
+
+    /// A key's hash for the Bloom filter of a run of this version.
+    pub(crate) fn key_hash(self, key: &[u8]) -> KeyHash {
+        match self {
+            RunVersion::V1 => KeyHash::of_blake3(key),
+            RunVersion::V2 => KeyHash::of_xxh3(key),
+        }
+    }
 }
 
 fn damaged(path: &Path, detail: impl Into<String>) -> StoreError {
@@ -172,6 +222,7 @@ pub(crate) struct RunWriter {
     blocks: Vec<(u64, Vec<u8>)>,
     bloom: Bloom,
     records: u64,
+    version: RunVersion,
 }
 
 impl RunWriter {
@@ -193,7 +244,16 @@ impl RunWriter {
             blocks: Vec::new(),
             bloom: Bloom::for_keys(expected),
             records: 0,
+            version: RunVersion::CURRENT,
         })
+    }
+
+    /// Writes the run in `version` rather than the current one (to test
+    /// reading the runs of an older build).
+    #[cfg(test)]
+    pub(crate) fn in_version(mut self, version: RunVersion) -> Self {
+        self.version = version;
+        self
     }
 
     /// Where the run is being written.
@@ -213,7 +273,7 @@ impl RunWriter {
         self.raw.extend_from_slice(key);
         put_varint(&mut self.raw, value.len() as u64);
         self.raw.extend_from_slice(value);
-        self.bloom.insert(KeyHash::of(key));
+        self.bloom.insert(self.version.key_hash(key));
         self.records += 1;
         match &mut self.last_key {
             Some(last) => {
@@ -236,7 +296,7 @@ impl RunWriter {
         let mut header = [0u8; BLOCK_HEADER];
         header[..4].copy_from_slice(&(stored.len() as u32).to_le_bytes());
         header[4..8].copy_from_slice(&(self.raw.len() as u32).to_le_bytes());
-        header[8..].copy_from_slice(&checksum(&stored));
+        header[8..].copy_from_slice(&self.version.checksum(&stored));
         self.out.write_all(&header).map_err(io(&self.path))?;
         self.out.write_all(&stored).map_err(io(&self.path))?;
         self.blocks.push((self.written, first_key));
@@ -266,8 +326,8 @@ impl RunWriter {
         let mut trailer = Vec::with_capacity(TRAILER);
         trailer.extend_from_slice(&self.written.to_le_bytes());
         trailer.extend_from_slice(&(index.len() as u64).to_le_bytes());
-        trailer.extend_from_slice(&checksum(&index));
-        trailer.extend_from_slice(MAGIC);
+        trailer.extend_from_slice(&self.version.checksum(&index));
+        trailer.extend_from_slice(self.version.magic());
         self.out.write_all(&index).map_err(io(&self.path))?;
         self.out.write_all(&trailer).map_err(io(&self.path))?;
         let file = self.out.into_inner().map_err(|e| StoreError::Io {
@@ -317,6 +377,7 @@ pub(crate) struct Run {
     cache: Mutex<BlockCache>,
     records: u64,
     length: u64,
+    version: RunVersion,
     bloom: Bloom,
     /// Each block's offset, and where the blocks end.
     offsets: Vec<u64>,
@@ -343,9 +404,12 @@ impl Run {
         else {
             return Err(damaged(path, "trailer cut short"));
         };
-        if magic != MAGIC {
-            return Err(damaged(path, "not a run of saved states (bad magic)"));
-        }
+        let Some(version) = RunVersion::of_magic(magic) else {
+            return Err(damaged(
+                path,
+                "not a run of saved states of a known version (bad magic)",
+            ));
+        };
         if index_at.checked_add(index_len) != Some(length - TRAILER as u64) {
             return Err(damaged(
                 path,
@@ -354,7 +418,7 @@ impl Run {
         }
         let mut index = vec![0u8; usize::try_from(index_len).unwrap_or(usize::MAX)];
         file.read_exact_at(&mut index, index_at).map_err(io(path))?;
-        if checksum(&index) != sum {
+        if version.checksum(&index) != sum {
             return Err(damaged(path, "the index does not match its checksum"));
         }
         let parsed = Self::parse_index(&index, index_at)
@@ -366,6 +430,7 @@ impl Run {
             cache: Mutex::default(),
             records,
             length,
+            version,
             bloom,
             offsets,
             first_keys,
@@ -418,6 +483,11 @@ impl Run {
         self.length
     }
 
+    /// How the run's checksums and key hashes are made.
+    pub(crate) fn version(&self) -> RunVersion {
+        self.version
+    }
+
     /// Each block's first key, in order.
     pub(crate) fn first_keys(&self) -> &[Box<[u8]>] {
         &self.first_keys
@@ -445,7 +515,7 @@ impl Run {
             .take(stored_len as usize)
             .filter(|_| c.done())
             .ok_or_else(|| at("its length does not fit the run's index"))?;
-        if checksum(stored) != sum {
+        if self.version.checksum(stored) != sum {
             return Err(at("does not match its checksum"));
         }
         let raw_len = raw_len as usize;
@@ -487,7 +557,8 @@ impl Run {
             .checked_sub(1)
     }
 
-    /// The value stored under `key` (whose hash is `hash`), if any.
+    /// The value stored under `key` (whose hash, in this run's version,
+    /// is `hash`), if any.
     pub(crate) fn get(&self, key: &[u8], hash: KeyHash) -> Result<Option<Vec<u8>>, StoreError> {
         if !self.bloom.may_contain(hash) {
             return Ok(None);

@@ -31,7 +31,8 @@ fn check_against(
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
-    /// Whatever saves come, merged or not, reopened or not: every key
+    /// Whatever saves come, merged or not, reopened or not, in runs of
+    /// the current version or of version 1 (an older build's): every key
     /// reads back as its last saved value, and a scan lists each key
     /// once, in order.
     #[test]
@@ -41,6 +42,7 @@ proptest! {
             1..12,
         ),
         reopen_after in 0usize..12,
+        in_version_1 in proptest::collection::vec(any::<bool>(), 12),
     ) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(PROJECTION_DIR);
@@ -50,7 +52,18 @@ proptest! {
             let states = batch(save);
             model.extend(states.iter().cloned());
             let cursor = (n as u64).to_be_bytes().to_vec();
-            store.save(&states, [(b"cchain".to_vec(), cursor)]).unwrap();
+            if in_version_1[n] && !states.is_empty() {
+                let mut run = store
+                    .start_run(states.len() as u64)
+                    .unwrap()
+                    .in_version(run::RunVersion::V1);
+                for (k, v) in &states {
+                    run.push(k, v).unwrap();
+                }
+                store.save_runs(vec![run], [(b"cchain".to_vec(), cursor)]).unwrap();
+            } else {
+                store.save(&states, [(b"cchain".to_vec(), cursor)]).unwrap();
+            }
             if n == reopen_after {
                 store = StateStore::open_writer(&path).unwrap();
             }
