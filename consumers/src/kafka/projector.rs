@@ -81,10 +81,15 @@ impl Projector {
     /// Starts the thread with what it owns.
     pub fn start(parts: Parts, metrics: &Arc<Metrics>) -> Result<Self, StoreError> {
         let Parts {
-            store,
+            mut store,
             projection,
             monitor,
         } = parts;
+        if monitor.is_some() {
+            // Each tick's items were saved since the last: the monitor
+            // reads them from what the saves wrote, not from the runs.
+            store.keep_recent_saves();
+        }
         let watcher = monitor
             .map(|m| Watcher::start(m, Arc::clone(metrics)))
             .transpose()?;
@@ -257,7 +262,7 @@ fn tick(folding: &mut Folding, saved: &mut Instant) -> Result<(), StoreError> {
     }
     save(folding, saved)?;
     let look = Look {
-        states: folding.store.saved_states(),
+        states: folding.store.hand_over_saved_states(),
         projection: folding.projection.without_states(),
         touched: folding.projection.take_touched(),
     };

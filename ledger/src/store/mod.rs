@@ -28,6 +28,7 @@ mod projection;
 mod projection_rebuild;
 mod projection_store;
 mod read_only;
+mod recent_states;
 mod replay;
 pub(crate) mod segment;
 mod sled_open;

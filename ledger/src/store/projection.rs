@@ -506,6 +506,8 @@ pub enum Publication {
 #[derive(Debug)]
 pub struct SavedFacts<'a> {
     pub(super) saved: super::states::StatesView,
+    /// What was saved lately, read before the runs (see `recent_states`).
+    pub(super) recent: Option<std::sync::Arc<super::recent_states::RecentStates>>,
     pub(super) resident: &'a Projection,
 }
 
@@ -519,6 +521,11 @@ impl SavedFacts<'_> {
             return Ok(None);
         }
         let k = key(prefix, name);
+        if let Some(recent) = self.recent.as_ref().and_then(|r| r.get(&k)) {
+            return decode(&k, recent)
+                .map(Some)
+                .map_err(|e| FactsError(e.to_string()));
+        }
         let read = self.saved.get(&k).map_err(|e| FactsError(e.to_string()))?;
         read.map(|v| decode(&k, &v))
             .transpose()

@@ -99,6 +99,7 @@ impl Ledger {
         unit: u64,
         progress: &mut dyn FnMut(u64),
     ) -> Result<(Projection, Built), StoreError> {
+        self.projection_store_mut()?.forget_recent_saves();
         let cleared = self.projection_store_mut()?.states.clear();
         self.poisoning(cleared)?;
         let scratch = self.projection_store_mut()?.states.scratch()?;

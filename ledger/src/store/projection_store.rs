@@ -9,11 +9,13 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::projection::{
     FORMAT_KEY, SAVE_EVERY, STATES_FORMAT, SavedFacts, codec_error, decode, decode_cursor, encode,
     key, small_records,
 };
+use super::recent_states::{RecentSaves, RecentStates};
 use super::snapshot::Snapshot;
 use super::states::{StateStore, StatesView};
 use super::{JustAppended, Ledger, StoreError};
@@ -35,6 +37,10 @@ pub struct ProjectionStore {
     resident_limit: usize,
     /// A write of the saved states failed: nothing more is written.
     poisoned: bool,
+    /// The saves since the saved states were last handed over, kept only
+    /// for a store whose saved states are handed to a monitor
+    /// ([`ProjectionStore::keep_recent_saves`]).
+    recent: Option<RecentSaves>,
 }
 
 /// What one append wrote, handed from the ledger to a projection store
@@ -60,6 +66,22 @@ impl ProjectionStore {
             just_appended: HashMap::new(),
             resident_limit,
             poisoned: false,
+            recent: None,
+        }
+    }
+
+    /// Keeps what each save wrote until the saved states are next handed
+    /// over ([`ProjectionStore::hand_over_saved_states`]), so that the
+    /// thread they go to reads what was saved since from memory.
+    pub fn keep_recent_saves(&mut self) {
+        self.recent.get_or_insert_with(RecentSaves::default);
+    }
+
+    /// Forgets what [`ProjectionStore::keep_recent_saves`] kept: the
+    /// states were written otherwise.
+    pub(super) fn forget_recent_saves(&mut self) {
+        if let Some(recent) = &mut self.recent {
+            recent.forget();
         }
     }
 
@@ -171,6 +193,9 @@ impl ProjectionStore {
             projection.mark_dirty(&dirty);
             self.poison_on_io(&e);
             return Err(e);
+        }
+        if let Some(recent) = &mut self.recent {
+            recent.keep(states);
         }
         Ok(dirty)
     }
@@ -324,6 +349,7 @@ impl ProjectionStore {
     pub fn facts<'a>(&self, projection: &'a Projection) -> SavedFacts<'a> {
         SavedFacts {
             saved: self.states.view(),
+            recent: None,
             resident: projection,
         }
     }
@@ -333,6 +359,19 @@ impl ProjectionStore {
         SavedStates {
             view: self.states.view(),
             dir: self.dir.clone(),
+            recent: Arc::default(),
+        }
+    }
+
+    /// [`ProjectionStore::saved_states`], with what was saved since they
+    /// were last handed over kept in memory beside them (if
+    /// [`ProjectionStore::keep_recent_saves`]).
+    pub fn hand_over_saved_states(&mut self) -> SavedStates {
+        let recent = self.recent.as_mut().map(RecentSaves::hand_over);
+        SavedStates {
+            view: self.states.view(),
+            dir: self.dir.clone(),
+            recent: Arc::new(recent.unwrap_or_default()),
         }
     }
 }
@@ -345,6 +384,8 @@ impl ProjectionStore {
 pub struct SavedStates {
     view: StatesView,
     dir: PathBuf,
+    /// What was saved since the states were handed over before, by key.
+    recent: Arc<RecentStates>,
 }
 
 impl SavedStates {
@@ -354,6 +395,7 @@ impl SavedStates {
     pub fn facts<'a>(&self, projection: &'a Projection) -> SavedFacts<'a> {
         SavedFacts {
             saved: self.view.clone(),
+            recent: Some(Arc::clone(&self.recent)),
             resident: projection,
         }
     }

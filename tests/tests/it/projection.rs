@@ -408,3 +408,58 @@ fn a_reader_folds_what_the_writer_has_not_saved_without_the_index_database() {
         "a reader changed the ledger"
     );
 }
+
+/// A projection store handing its saved states to a monitor keeps what
+/// each save wrote since the last hand-over, and the monitor reads items
+/// from there before the runs: every item and account then reads as a
+/// fold of every entry has it, over saves that revisit the same items
+/// between hand-overs (the newest save must win) and across them.
+#[test]
+fn saved_states_handed_over_with_recent_saves_read_as_a_full_fold() {
+    use lifeledger_ledger::projection::facts::Facts;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ledger");
+    let mut ledger = open(&dir);
+    let mut projection = ledger.open_projection().unwrap();
+    let mut store = ledger.detach_projection_store().unwrap();
+    store.keep_recent_saves();
+    let lines = revisiting_events();
+    for (n, chunk) in lines.chunks(23).enumerate() {
+        let inputs = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, line)| lifeledger_ledger::Incoming {
+                source: lifeledger_ledger::Source::File {
+                    path: "revisiting.jsonl".into(),
+                    line: (n * 23 + i + 1) as u64,
+                },
+                raw: line.clone().into_bytes(),
+            })
+            .collect();
+        ledger.append("file", inputs, clock()).unwrap();
+        store.advance(ledger.take_appended());
+        store.catch_up_saving_when_due(&mut projection).unwrap();
+        // A save after every append: each hand-over covers several.
+        store.save_projection(&mut projection).unwrap();
+        if n % 4 != 3 {
+            continue;
+        }
+        let handed = store.hand_over_saved_states();
+        let without = projection.without_states();
+        let facts = handed.facts(&without);
+        let mut so_far = lifeledger_ledger::projection::Projection::default();
+        for entry in ledger.entries("file", 0, u64::MAX).unwrap() {
+            so_far.apply(&entry.unwrap().1).unwrap();
+        }
+        for (id, item) in &so_far.items {
+            assert_eq!(facts.item(id).unwrap().as_deref(), Some(item), "{id}");
+        }
+        for (key, account) in &so_far.accounts {
+            assert_eq!(
+                facts.account(key).unwrap().as_deref(),
+                Some(account),
+                "{key}"
+            );
+        }
+    }
+}
