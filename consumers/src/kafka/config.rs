@@ -19,7 +19,9 @@ pub struct ConsumerConfig {
     pub ledger: PathBuf,
     /// Inputs per durable write.
     pub batch_size: usize,
-    /// The longest an input waits before its batch is written.
+    /// The longest an input waits before its batch is written while more
+    /// keep coming (a batch is written at once when a poll comes back
+    /// empty: nothing more is there to wait for).
     pub max_latency_ms: u64,
     /// Where rejected inputs are also produced, with the reason in headers.
     pub dead_letter_topic: Option<String>,

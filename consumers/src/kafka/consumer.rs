@@ -957,6 +957,9 @@ fn dead_letter_config(config: &ConsumerConfig) -> ClientConfig {
     c
 }
 
+/// The longest one poll waits for a message.
+const POLL_WAIT: Duration = Duration::from_millis(20);
+
 /// Consumes until `shutdown` is set, `stop` says so, or the consumer has
 /// been idle for `exit_when_idle_ms`; then writes what is pending, commits
 /// and returns the sink.
@@ -1051,7 +1054,12 @@ pub fn run(
         if let Some(why) = consumer.context().failure() {
             return Err(ConsumeError::Rebalance(why));
         }
-        match consumer.poll(Duration::from_millis(20)) {
+        let polled = consumer.poll(POLL_WAIT);
+        // Nothing came within a poll's wait: what is pending is all there
+        // is for now, and waiting out `max_latency` for a fuller batch
+        // would only delay it.
+        let drained = polled.is_none();
+        match polled {
             Some(Ok(message)) => {
                 last_message = Some(Instant::now());
                 last_any_message = Instant::now();
@@ -1108,7 +1116,10 @@ pub fn run(
             let s = lock(&sink);
             (s.pending(), s.oldest_age())
         };
-        if pending >= config.batch_size || age.is_some_and(|a| a >= max_latency) {
+        if pending >= config.batch_size
+            || age.is_some_and(|a| a >= max_latency)
+            || (drained && pending > 0)
+        {
             consumer
                 .context()
                 .write(&consumer, None, CommitMode::Async)?;
