@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! block*   u32 stored length, u32 raw length, 16 bytes checksum of the
-//!          stored bytes, stored bytes (zstd of the raw records)
+//!          stored bytes, stored bytes (the raw records compressed)
 //!          raw records: varint key length, key, varint value length, value
 //! index    u64 records, u32 probes, u64 words, words × u64 (Bloom filter),
 //!          u64 blocks, blocks × (u64 offset, varint key length, first key)
@@ -13,9 +13,9 @@
 //!
 //! Integers are little-endian. Every block and the index carry their own
 //! checksum, so a damaged run is named when it is read, never trusted. The
-//! magic names the version ([`RunVersion`]), which says how checksums and
-//! the Bloom filter's key hashes are made: runs of version 1 are still
-//! read, runs are written in version 2. A run is the ledger's own working
+//! magic names the version ([`RunVersion`]), which says how blocks are
+//! compressed and how checksums and the Bloom filter's key hashes are
+//! made: runs of version 1 are still read, runs are written in version 2. A run is the ledger's own working
 //! data (projection, event ids, monitor book), not evidence, so it is not
 //! part of FORMAT.md.
 
@@ -46,15 +46,21 @@ pub(super) fn checksum(bytes: &[u8]) -> [u8; 16] {
     sum
 }
 
-/// How a run's checksums and its Bloom filter's key hashes are made.
+/// How a run's blocks are compressed, and its checksums and its Bloom
+/// filter's key hashes made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RunVersion {
-    /// The first 16 bytes of BLAKE3, for both.
+    /// zstd (level 1) blocks; the first 16 bytes of BLAKE3 for checksums
+    /// and key hashes.
     V1,
-    /// XXH3-128, for both. A run's checksums guard against damage (a torn
+    /// LZ4 blocks (the block format, without frame); XXH3-128 for
+    /// checksums and key hashes. Every state saved is compressed again by
+    /// each merge that rewrites it, and read back by each lookup: LZ4
+    /// spends a fraction of zstd's time on a 4 KiB block, for runs that
+    /// are somewhat larger. A run's checksums guard against damage (a torn
     /// or flipped block), not forgery: whoever can write the run can write
-    /// the manifest beside it. BLAKE3 of every block written and read
-    /// again by merges, and of every key, was most of a save's hashing.
+    /// the manifest beside it; BLAKE3 of every block written and read
+    /// again, and of every key, was most of a save's hashing.
     V2,
 }
 
@@ -79,6 +85,22 @@ impl RunVersion {
         match self {
             RunVersion::V1 => checksum(bytes),
             RunVersion::V2 => xxhash_rust::xxh3::xxh3_128(bytes).to_le_bytes(),
+        }
+    }
+
+    fn compress(self, raw: &[u8]) -> std::io::Result<Vec<u8>> {
+        match self {
+            RunVersion::V1 => compress_zstd(raw),
+            RunVersion::V2 => Ok(lz4_flex::block::compress(raw)),
+        }
+    }
+
+    fn decompress(self, stored: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
+        match self {
+            RunVersion::V1 => decompress_zstd(stored, raw_len).map_err(|e| e.to_string()),
+            RunVersion::V2 => {
+                lz4_flex::block::decompress(stored, raw_len).map_err(|e| e.to_string())
+            }
         }
     }
 
@@ -114,7 +136,7 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-fn compress(raw: &[u8]) -> std::io::Result<Vec<u8>> {
+fn compress_zstd(raw: &[u8]) -> std::io::Result<Vec<u8>> {
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         let compressor = match &mut *slot {
@@ -125,7 +147,7 @@ fn compress(raw: &[u8]) -> std::io::Result<Vec<u8>> {
     })
 }
 
-fn decompress(stored: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
+fn decompress_zstd(stored: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         let decompressor = match &mut *slot {
@@ -292,7 +314,7 @@ impl RunWriter {
         let Some(first_key) = self.first_key.take() else {
             return Ok(());
         };
-        let stored = compress(&self.raw).map_err(io(&self.path))?;
+        let stored = self.version.compress(&self.raw).map_err(io(&self.path))?;
         let mut header = [0u8; BLOCK_HEADER];
         header[..4].copy_from_slice(&(stored.len() as u32).to_le_bytes());
         header[4..8].copy_from_slice(&(self.raw.len() as u32).to_le_bytes());
@@ -522,7 +544,10 @@ impl Run {
         if raw_len > MAX_RAW_BLOCK {
             return Err(at("claims an absurd raw length"));
         }
-        let raw = decompress(stored, raw_len).map_err(|e| at(&e.to_string()))?;
+        let raw = self
+            .version
+            .decompress(stored, raw_len)
+            .map_err(|e| at(&e))?;
         if raw.len() != raw_len {
             return Err(at("decompresses to another length than it claims"));
         }
