@@ -42,7 +42,10 @@ pub struct ConsumerConfig {
     pub alerts_topic: Option<String>,
     /// Items whose deadline is at most this many days away are due soon.
     pub alert_horizon_days: u32,
-    /// How often the monitor looks at the clock between writes.
+    /// How often the monitor looks at the clock between writes. Its last
+    /// tick, when the consumer stops, judges what the ticks before had
+    /// not: a shorter interval leaves less for it (and sends alerts
+    /// sooner), at a projection save and a book save per tick.
     pub monitor_interval_ms: u64,
     /// Where members record which partitions they take (one partition;
     /// created if missing): how a batch a dead member left staged is
@@ -92,7 +95,7 @@ impl Default for ConsumerConfig {
             exit_when_idle_ms: None,
             alerts_topic: None,
             alert_horizon_days: 7,
-            monitor_interval_ms: 1_000,
+            monitor_interval_ms: 250,
             custody_topic: "lifeledger.custody".into(),
             archive: None,
             archive_interval_secs: 5,

@@ -728,7 +728,7 @@ impl Sink {
     /// clock (`monitor_interval_ms`, and once more when the consumer
     /// stops): the items touched meanwhile accumulate, each judged once
     /// per tick rather than once per write, and a tick's fixed costs (its
-    /// sled writes, a delivery round) are paid once a second, not per
+    /// saves, a delivery round) are paid four times a second, not per
     /// write.
     fn after_write(
         &mut self,
