@@ -28,7 +28,11 @@ pub struct EntryHash(pub [u8; 32]);
 impl EntryHash {
     /// The hash of an entry encoding (see [`ENTRY_HASH_CONTEXT`]).
     pub fn of_encoding(encoding: &[u8]) -> Self {
-        let mut hasher = blake3::Hasher::new_derive_key(ENTRY_HASH_CONTEXT);
+        // Deriving the key from the context is a hash of its own: made
+        // once, and the hasher it starts cloned for each entry.
+        static START: std::sync::LazyLock<blake3::Hasher> =
+            std::sync::LazyLock::new(|| blake3::Hasher::new_derive_key(ENTRY_HASH_CONTEXT));
+        let mut hasher = START.clone();
         hasher.update(encoding);
         EntryHash(*hasher.finalize().as_bytes())
     }

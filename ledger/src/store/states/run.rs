@@ -587,7 +587,11 @@ impl Run {
     pub(crate) fn get(&self, key: &[u8], hash: KeyHash) -> Result<Option<Vec<u8>>, StoreError> {
         // Below the run's first key (as an event id's collided key is below
         // every fingerprint key): not here, without a probe of the filter.
-        if self.first_keys.first().is_none_or(|first| key < first.as_ref()) {
+        if self
+            .first_keys
+            .first()
+            .is_none_or(|first| key < first.as_ref())
+        {
             return Ok(None);
         }
         if !self.bloom.may_contain(hash) {
