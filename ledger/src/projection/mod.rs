@@ -307,12 +307,36 @@ pub fn entry_event(entry: &Entry) -> Result<Option<Event>, ProjectionError> {
 
 /// Where `event` sits: its entry's chain and seq, and both its times.
 pub fn entry_ref(entry: &Entry, event: &Event) -> EntryRef {
+    entry_ref_at(EntryAt::of(entry), event)
+}
+
+fn entry_ref_at(at: EntryAt<'_>, event: &Event) -> EntryRef {
     EntryRef {
-        chain: entry.chain.clone(),
-        seq: entry.seq,
+        chain: at.chain.to_owned(),
+        seq: at.seq,
         event_id: event.event_id.clone(),
         event_time: event.event_time,
-        received_at: entry.received_at,
+        received_at: at.received_at,
+    }
+}
+
+/// Where an entry stands: all a fold needs of it beside its decoded
+/// event (a writer folding what it just appended need not copy the
+/// entry's bytes out of its encoding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryAt<'a> {
+    pub chain: &'a str,
+    pub seq: u64,
+    pub received_at: Timestamp,
+}
+
+impl<'a> EntryAt<'a> {
+    pub fn of(entry: &'a Entry) -> Self {
+        EntryAt {
+            chain: &entry.chain,
+            seq: entry.seq,
+            received_at: entry.received_at,
+        }
     }
 }
 
@@ -511,7 +535,16 @@ impl Projection {
         entry: &Entry,
         event: Option<&Event>,
     ) -> Result<(), ProjectionError> {
-        if let Some(change) = self.apply_deferring(entry, event)? {
+        self.apply_at(EntryAt::of(entry), event)
+    }
+
+    /// [`Projection::apply_decoded`] given where the entry stands.
+    pub fn apply_at(
+        &mut self,
+        at: EntryAt<'_>,
+        event: Option<&Event>,
+    ) -> Result<(), ProjectionError> {
+        if let Some(change) = self.apply_deferring_at(at, event)? {
             self.absorb(change);
         }
         Ok(())
@@ -527,22 +560,30 @@ impl Projection {
         entry: &Entry,
         event: Option<&Event>,
     ) -> Result<Option<StateChange>, ProjectionError> {
-        let expected = self.next_seq(&entry.chain);
-        if entry.seq != expected {
+        self.apply_deferring_at(EntryAt::of(entry), event)
+    }
+
+    fn apply_deferring_at(
+        &mut self,
+        at: EntryAt<'_>,
+        event: Option<&Event>,
+    ) -> Result<Option<StateChange>, ProjectionError> {
+        let expected = self.next_seq(at.chain);
+        if at.seq != expected {
             return Err(ProjectionError::OutOfOrder {
-                chain: entry.chain.clone(),
+                chain: at.chain.to_owned(),
                 expected,
-                found: entry.seq,
+                found: at.seq,
             });
         }
         let change = match event {
-            Some(event) => self.fold_ledger_wide(event, entry_ref(entry, event)),
+            Some(event) => self.fold_ledger_wide(event, entry_ref_at(at, event)),
             None => None,
         };
-        match self.covered.get_mut(&entry.chain) {
+        match self.covered.get_mut(at.chain) {
             Some(next) => *next = expected + 1,
             None => {
-                self.covered.insert(entry.chain.clone(), expected + 1);
+                self.covered.insert(at.chain.to_owned(), expected + 1);
             }
         }
         self.unsaved += 1;

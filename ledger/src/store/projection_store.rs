@@ -19,8 +19,10 @@ use super::recent_states::{RecentSaves, RecentStates};
 use super::snapshot::Snapshot;
 use super::states::{StateStore, StatesView};
 use super::{JustAppended, Ledger, StoreError};
+use crate::entry::EntryView;
 use crate::policy::Policy;
-use crate::projection::{Projection, PublishedPolicy, entry_event};
+use crate::projection::{EntryAt, Projection, PublishedPolicy, entry_event};
+use jiff::Timestamp;
 use lifeledger_schemas::Event;
 
 /// The projection's saved states and what it folds from.
@@ -280,8 +282,13 @@ impl ProjectionStore {
                     break;
                 }
                 self.fault_in(projection, events.iter().flatten().map(|e| &**e))?;
-                for (entry, event) in window.iter().zip(&events) {
-                    projection.apply_decoded(entry, event.as_deref())?;
+                for (&(seq, received_at), event) in window.iter().zip(&events) {
+                    let at = EntryAt {
+                        chain: &chain,
+                        seq,
+                        received_at,
+                    };
+                    projection.apply_at(at, event.as_deref())?;
                 }
                 folded += window.len() as u64;
                 let crowded = projection.resident() > self.resident_limit;
@@ -301,15 +308,16 @@ impl ProjectionStore {
     }
 
     /// The entries of `chain` from `from` on that one fold takes (at most
-    /// `SAVE_EVERY`), each with its event: those the last append wrote
-    /// (and intake decoded) when they are the ones wanted, else read from
-    /// the evidence and decoded.
+    /// `SAVE_EVERY`), each as its seq and receipt time, with its event:
+    /// those the last append wrote (and intake decoded) when they are the
+    /// ones wanted, read in place from their encodings, else read from the
+    /// evidence and decoded.
     #[allow(clippy::type_complexity)] // a window and its events, side by side
     fn window(
         &mut self,
         chain: &str,
         from: u64,
-    ) -> Result<(Vec<crate::entry::Entry>, Vec<Option<Box<Event>>>), StoreError> {
+    ) -> Result<(Vec<(u64, Timestamp)>, Vec<Option<Box<Event>>>), StoreError> {
         let appended = self
             .just_appended
             .get(chain)
@@ -319,9 +327,21 @@ impl ProjectionStore {
                 .sealed
                 .iter()
                 .map(|e| {
-                    crate::entry::Entry::decode(&e.encoding).map_err(|err| {
-                        codec_error(format!("{chain} seq {}", e.seq).as_bytes(), err)
-                    })
+                    let bad = |detail: String| {
+                        codec_error(format!("{chain} seq {}", e.seq).as_bytes(), detail)
+                    };
+                    let view =
+                        EntryView::decode(&e.encoding).map_err(|err| bad(err.to_string()))?;
+                    if view.chain != chain || view.seq != e.seq {
+                        return Err(bad(format!(
+                            "the encoding says chain {:?} seq {}",
+                            view.chain, view.seq
+                        )));
+                    }
+                    let received_at =
+                        Timestamp::from_nanosecond(i128::from(view.received_at_nanos))
+                            .map_err(|err| bad(err.to_string()))?;
+                    Ok((e.seq, received_at))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             return Ok((entries, appended.events));
@@ -335,6 +355,7 @@ impl ProjectionStore {
             .iter()
             .map(|e| entry_event(e).map(|event| event.map(Box::new)))
             .collect::<Result<Vec<_>, _>>()?;
+        let entries = entries.iter().map(|e| (e.seq, e.received_at)).collect();
         Ok((entries, events))
     }
 
