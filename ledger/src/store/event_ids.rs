@@ -200,11 +200,10 @@ impl EventIds {
         chain: &str,
         seq: u64,
     ) -> Result<(), StoreError> {
-        let taken = self
-            .by_fingerprint(event_index::fingerprint(event_id))?
-            .is_some();
+        let fingerprint = event_index::fingerprint(event_id);
+        let taken = self.by_fingerprint(fingerprint)?.is_some();
         let packed = self.recent.pack(chain, seq);
-        self.recent.insert(event_id, packed, taken);
+        self.recent.insert(event_id, fingerprint, packed, taken);
         Ok(())
     }
 
@@ -622,7 +621,8 @@ mod tests {
         let fp = event_index::fingerprint("x");
         assert!(ids.by_fingerprint(fp).unwrap().is_some());
         let packed = ids.recent.pack("b", 7);
-        ids.recent.insert("z", packed, true);
+        ids.recent
+            .insert("z", event_index::fingerprint("z"), packed, true);
         ids.advance("b", 8);
         ids.save().unwrap();
         drop(ids);

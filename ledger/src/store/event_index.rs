@@ -138,10 +138,10 @@ impl EventIndex {
         self.recent.get(&fingerprint).copied()
     }
 
-    /// Records `event_id` at `packed`: by its fingerprint, or by its full
-    /// id when `fingerprint_taken` (another id, recent or saved, holds it).
-    pub fn insert(&mut self, event_id: &str, packed: u64, fingerprint_taken: bool) {
-        let fp = fingerprint(event_id);
+    /// Records `event_id` (whose fingerprint is `fp`) at `packed`: by its
+    /// fingerprint, or by its full id when `fingerprint_taken` (another
+    /// id, recent or saved, holds it).
+    pub fn insert(&mut self, event_id: &str, fp: u64, packed: u64, fingerprint_taken: bool) {
         if fingerprint_taken || self.recent.contains_key(&fp) {
             self.collided.insert(event_id.to_owned(), packed);
         } else {
@@ -183,7 +183,7 @@ mod tests {
             let ids: Vec<String> = ids.into_iter().collect();
             for (i, id) in ids.iter().enumerate() {
                 let packed = index.pack(&chains[i % chains.len()], i as u64);
-                index.insert(id, packed, false);
+                index.insert(id, fingerprint(id), packed, false);
             }
             prop_assert_eq!(index.len(), ids.len());
             for (i, id) in ids.iter().enumerate() {
@@ -211,10 +211,10 @@ mod tests {
     fn an_id_whose_fingerprint_is_taken_is_kept_by_its_full_id() {
         let mut index = EventIndex::default();
         let a = index.pack("file", 1);
-        index.insert("a", a, false);
+        index.insert("a", fingerprint("a"), a, false);
         let b = index.pack("file", 2);
         // Taken by a saved id: kept by its full id.
-        index.insert("b", b, true);
+        index.insert("b", fingerprint("b"), b, true);
         assert_eq!(index.recent_collided("b"), Some(b));
         assert_eq!(index.recent_fingerprint(fingerprint("b")), None);
         assert_eq!(index.recent_fingerprint(fingerprint("a")), Some(a));
