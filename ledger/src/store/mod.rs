@@ -854,13 +854,14 @@ impl Ledger {
         }
         self.load_event_index()?;
         self.just_appended.clear();
+        // Each event id this write records, where it sits (chain, seq).
         let mut new_index: Vec<(String, (String, u64))> = Vec::new();
         let mut batch = sled::Batch::default();
         let mut subtrees: Vec<(String, Vec<tree_files::Node>)> = Vec::new();
         // What this write adds, which the database does not show yet.
-        // Where each event id this write records sits (chain, seq); the
-        // hash of its bytes is taken only if the id comes again.
-        let mut batch_events: HashMap<String, (String, u64)> = HashMap::new();
+        // The ids of `new_index`, by id (their place in it); the hash of an
+        // id's bytes is taken only if the id comes again.
+        let mut batch_events: HashMap<String, usize> = HashMap::new();
         let mut batch_rejections: HashSet<[u8; 32]> = HashSet::new();
         let mut reports = Vec::with_capacity(batches.len());
         let mut new_heads: Vec<(ChainHead, Vec<SealedEntry>, Option<i64>)> = Vec::new();
@@ -893,15 +894,17 @@ impl Ledger {
                 .map(|c| intake::guard_policy_chain(c, chain, writing));
             for classified in classified_inputs {
                 let seen = match &classified {
-                    Classified::Event { event_id, .. } => match batch_events.get(event_id) {
-                        Some((seen_chain, seen_seq)) => Some(seen_in_write(
-                            &new_heads,
-                            (chain, &sealed),
-                            seen_chain,
-                            *seen_seq,
-                        )?),
-                        None => self.seen_event(event_id)?,
-                    },
+                    Classified::Event { event_id, .. } => {
+                        match batch_events.get(event_id).and_then(|&i| new_index.get(i)) {
+                            Some((_, (seen_chain, seen_seq))) => Some(seen_in_write(
+                                &new_heads,
+                                (chain, &sealed),
+                                seen_chain,
+                                *seen_seq,
+                            )?),
+                            None => self.seen_event(event_id)?,
+                        }
+                    }
                     Classified::Rejected { .. } => None,
                 };
                 let new_event = match (&classified, &seen) {
@@ -941,8 +944,8 @@ impl Ledger {
                             });
                         }
                         if let Some(event_id) = new_event.filter(|_| is_event) {
-                            new_index.push((event_id.clone(), (chain.to_owned(), entry.seq)));
-                            batch_events.insert(event_id, (chain.to_owned(), entry.seq));
+                            batch_events.insert(event_id.clone(), new_index.len());
+                            new_index.push((event_id, (chain.to_owned(), entry.seq)));
                             report.events += 1;
                         } else if let Some(key) = rejection_key {
                             batch.insert(

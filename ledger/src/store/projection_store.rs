@@ -388,12 +388,11 @@ impl ProjectionStore {
     /// were last handed over kept in memory beside them (if
     /// [`ProjectionStore::keep_recent_saves`]).
     pub fn hand_over_saved_states(&mut self) -> SavedStates {
-        let recent = self.recent.as_mut().map(RecentSaves::hand_over);
-        SavedStates {
-            view: self.states.view(),
-            dir: self.dir.clone(),
-            recent: Arc::new(recent.unwrap_or_default()),
+        let mut states = self.saved_states();
+        if let Some(recent) = self.recent.as_mut() {
+            states.recent = Arc::new(recent.hand_over());
         }
+        states
     }
 }
 

@@ -17,9 +17,10 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 use super::states::Record;
 
 /// Saved records kept past this many (about 60 MiB) are let go, all of
-/// them, so that what is kept stays a suffix: a tick comes every second,
-/// about 50,000 records at 100,000 events/s, so only a monitor far behind
-/// gets here, and it reads from the runs instead.
+/// them, so that what is kept stays a suffix: a tick comes every 250 ms
+/// by default (`monitor_interval_ms`), 25,000 events at 100,000 events/s
+/// and at most one record each, so only a monitor far behind gets here,
+/// and it reads from the runs instead.
 const KEPT_RECORDS: usize = 1 << 17;
 
 /// The saves since the last hand-over, as the saving thread gathers them.
