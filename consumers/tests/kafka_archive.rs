@@ -297,14 +297,19 @@ archive_seal_after_secs = {seal_secs}
         .unwrap()
 }
 
-/// SIGTERM to each member; each must finish cleanly.
-fn stop_members(members: &mut [std::process::Child]) {
+/// SIGTERM to each member; each must finish cleanly. A failure shows the
+/// members' logs (the first `logged` of `dir`), which say why.
+fn stop_members(members: &mut [std::process::Child], dir: &std::path::Path, logged: usize) {
     for m in members {
         let _ = Command::new("kill")
             .args(["-TERM", &m.id().to_string()])
             .status();
         let status = m.wait().unwrap();
-        assert!(status.success(), "a member failed");
+        assert!(
+            status.success(),
+            "a member failed ({status}); the members' logs:\n{}",
+            member_logs(dir, logged)
+        );
     }
 }
 
@@ -408,7 +413,7 @@ fn a_group_keeps_one_chain_per_partition_when_a_member_dies_with_its_disk() {
         || archived_offsets(&s3, tmp.path()).len() >= 3000,
         || group_state(&s3, tmp.path(), 3),
     );
-    stop_members(&mut members[1..]);
+    stop_members(&mut members[1..], tmp.path(), 3);
     let logs = || member_logs(tmp.path(), 3);
     let offsets = archived_once(&s3, tmp.path(), &logs());
     let total = offsets.len();
@@ -471,7 +476,7 @@ fn a_stale_member_cannot_extend_the_chains_it_lost() {
     // Time for A to find out, if it had not yet.
     std::thread::sleep(Duration::from_secs(3));
     let mut both = [a, b];
-    stop_members(&mut both);
+    stop_members(&mut both, tmp.path(), 2);
     let logs = || member_logs(tmp.path(), 2);
     let a_log = std::fs::read_to_string(tmp.path().join("member-0.log")).unwrap();
     assert!(
