@@ -56,6 +56,15 @@ impl std::fmt::Debug for KafkaAlertOut {
     }
 }
 
+impl Drop for KafkaAlertOut {
+    /// Leaves the reader's group at once (see [`super::close_promptly`]).
+    fn drop(&mut self) {
+        if let Err(e) = super::close_promptly(&self.reader, self.timeout) {
+            tracing::warn!("closing the reader of {}: {e}", self.topic);
+        }
+    }
+}
+
 fn kafka(e: KafkaError) -> MonitorError {
     MonitorError::Delivery(e.to_string())
 }

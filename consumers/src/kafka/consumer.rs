@@ -1147,6 +1147,7 @@ pub fn run(
             break;
         }
     }
+    let stopping = Instant::now();
     consumer
         .context()
         .write(&consumer, None, CommitMode::Sync)?;
@@ -1156,6 +1157,7 @@ pub fn run(
     lock(&sink).tick_monitor()?;
     lock(&sink).bring_home()?;
     lock(&sink).maybe_checkpoint(true)?;
+    let ledger_done = stopping.elapsed();
     consumer.unsubscribe();
     // librdkafka can hang for good closing a cooperative consumer that
     // receives an assignment while it closes (confluentinc/librdkafka#4527,
@@ -1169,7 +1171,15 @@ pub fn run(
     {
         let _ = consumer.poll(Duration::from_millis(50));
     }
+    if let Err(e) = super::close_promptly(&consumer, Duration::from_secs(10)) {
+        // The drop below closes it again, waiting as long as it takes.
+        tracing::warn!("closing the consumer: {e}");
+    }
     drop(consumer);
+    tracing::debug!(
+        "stopped: the ledger's last write, fold, judgement and checkpoint took {ledger_done:.1?}; leaving the group and closing the client {:.1?}",
+        stopping.elapsed() - ledger_done
+    );
     let summary = RunSummary::from(&metrics);
     let sink = Arc::try_unwrap(sink)
         .map_err(|_| {

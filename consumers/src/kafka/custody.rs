@@ -108,6 +108,15 @@ impl std::fmt::Debug for CustodyLog {
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
+impl Drop for CustodyLog {
+    /// Leaves the reader's group at once (see [`super::close_promptly`]).
+    fn drop(&mut self) {
+        if let Err(e) = super::close_promptly(&self.tail, TIMEOUT) {
+            tracing::warn!("closing the reader of {}: {e}", self.topic);
+        }
+    }
+}
+
 impl CustodyLog {
     /// Opens the custody topic, creating it (one partition) if missing.
     /// `client` carries the brokers and any security settings.
