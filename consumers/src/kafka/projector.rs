@@ -101,7 +101,10 @@ impl Projector {
         let (jobs, queue) = sync_channel(QUEUED);
         let thread = std::thread::Builder::new()
             .name("projection".into())
-            .spawn(move || work(folding, &queue))
+            .spawn(move || {
+                give_way_to_intake();
+                work(folding, &queue)
+            })
             .map_err(|source| spawn_failed("projection", source))?;
         Ok(Projector {
             jobs: Some(jobs),
@@ -306,7 +309,10 @@ impl Watcher {
         let (looks, queue) = sync_channel::<Look>(1);
         let thread = std::thread::Builder::new()
             .name("monitor".into())
-            .spawn(move || watch(monitor, &queue, &metrics))
+            .spawn(move || {
+                give_way_to_intake();
+                watch(monitor, &queue, &metrics)
+            })
             .map_err(|source| spawn_failed("monitor", source))?;
         Ok(Watcher { looks, thread })
     }
@@ -356,3 +362,37 @@ pub(super) fn survive_undelivered<T>(
         }
     }
 }
+
+/// How much lower than the consumer's the folding and judging threads'
+/// priority is: nice +5, a third of the consumer's share of a core when
+/// both want one (Linux's weights: 1024 at nice 0, 335 at nice 5).
+const DERIVED_NICENESS: i32 = 5;
+
+/// Lowers the calling thread's priority below the consumer's. What it
+/// derives (the fold, the judgement) waits for a core while intake wants
+/// it, and takes the core whenever intake waits (for a fetch, an fsync):
+/// the job then uses both cores more fully. Derived work cannot fall far
+/// behind: the queue to it is bounded. Best effort: if the priority
+/// cannot be changed, the thread runs as it is.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn give_way_to_intake() {
+    // SAFETY: getpriority and setpriority take plain integers and touch
+    // nothing of ours. On Linux each thread has its own nice value, and
+    // `who` 0 names the calling thread. getpriority returns -1 both for
+    // nice -1 and on error; errno is not checked because an error
+    // leaves the nice value as it is either way (setpriority then sets
+    // a value near the one it has, or fails, which is ignored).
+    unsafe {
+        let now = libc::getpriority(libc::PRIO_PROCESS, 0);
+        let lower = (now + DERIVED_NICENESS).min(19);
+        if libc::setpriority(libc::PRIO_PROCESS, 0, lower) != 0 {
+            tracing::debug!("the derived work's thread keeps its priority");
+        }
+    }
+}
+
+/// Elsewhere a process's threads share one nice value: lowering it would
+/// slow intake too.
+#[cfg(not(target_os = "linux"))]
+fn give_way_to_intake() {}
