@@ -1054,34 +1054,61 @@ pub fn run(
         if let Some(why) = consumer.context().failure() {
             return Err(ConsumeError::Rebalance(why));
         }
-        let polled = consumer.poll(POLL_WAIT);
-        // Nothing came within a poll's wait: what is pending is all there
-        // is for now, and waiting out `max_latency` for a fuller batch
-        // would only delay it.
-        let drained = polled.is_none();
-        match polled {
-            Some(Ok(message)) => {
-                last_message = Some(Instant::now());
-                last_any_message = Instant::now();
-                let accepted = lock(&sink).accept(
-                    message.topic(),
-                    message.partition(),
-                    message.offset(),
-                    message.timestamp().to_millis(),
-                    message.key(),
-                    message.payload(),
-                )?;
-                if let Accepted::SeekTo(target) = accepted {
-                    let (topic, partition) = (message.topic().to_owned(), message.partition());
-                    drop(message);
-                    seek_logged(&consumer, &topic, partition, target);
+        // One poll that may wait, then whatever has arrived already, up to
+        // a batch: the loop's checks below (clocks, locks, timers) run once
+        // per burst, not once per message.
+        let mut drained = false;
+        let mut received = false;
+        let mut wait = POLL_WAIT;
+        for _ in 0..config.batch_size.max(1) {
+            let polled = consumer.poll(wait);
+            wait = Duration::ZERO;
+            match polled {
+                Some(Ok(message)) => {
+                    received = true;
+                    let (accepted, full) = {
+                        let mut sink = lock(&sink);
+                        let accepted = sink.accept(
+                            message.topic(),
+                            message.partition(),
+                            message.offset(),
+                            message.timestamp().to_millis(),
+                            message.key(),
+                            message.payload(),
+                        )?;
+                        (accepted, sink.pending() >= config.batch_size)
+                    };
+                    if let Accepted::SeekTo(target) = accepted {
+                        let (topic, partition) = (message.topic().to_owned(), message.partition());
+                        drop(message);
+                        seek_logged(&consumer, &topic, partition, target);
+                        // What was fetched before the seek may follow:
+                        // the next burst takes it, after the checks.
+                        break;
+                    }
+                    // A caller's stop may come mid-burst (as after the
+                    // 20th message of a batch of 60).
+                    if full || stop.is_some_and(|f| f(&metrics)) {
+                        break;
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!("Kafka: {e}");
+                    Metrics::add(&metrics.kafka_errors, 1);
+                }
+                // Nothing came within the wait: what is pending is all
+                // there is for now, and waiting out `max_latency` for a
+                // fuller batch would only delay it.
+                None => {
+                    drained = true;
+                    break;
                 }
             }
-            Some(Err(e)) => {
-                tracing::warn!("Kafka: {e}");
-                Metrics::add(&metrics.kafka_errors, 1);
-            }
-            None => {}
+        }
+        if received {
+            let now = Instant::now();
+            last_message = Some(now);
+            last_any_message = now;
         }
         metrics.polled();
         // Idle time runs only while the member holds partitions, and
