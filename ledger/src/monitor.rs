@@ -265,12 +265,20 @@ impl<B: WatchBook> Monitor<B> {
         // (one read of it): the account's items listed here need not hold
         // it, since it is looked at anyway. An item seen before was filed
         // under its account then, and its account does not change.
-        let mut by_entry: BTreeSet<String> = touched.items.clone();
-        for account in &touched.accounts {
-            by_entry.extend(self.book.items_of_account(account)?);
-        }
+        // In item order, each once; copied only when accounts add items.
+        let with_accounts: BTreeSet<String>;
+        let by_entry = if touched.accounts.is_empty() {
+            &touched.items
+        } else {
+            let mut all = touched.items.clone();
+            for account in &touched.accounts {
+                all.extend(self.book.items_of_account(account)?);
+            }
+            with_accounts = all;
+            &with_accounts
+        };
         let mut alerts = Vec::new();
-        for id in &by_entry {
+        for id in by_entry {
             let Some(item) = facts.item(id)? else {
                 continue;
             };
@@ -343,9 +351,8 @@ impl<B: WatchBook> Monitor<B> {
         // Facts dated after now (a producer's clock ahead of ours) count
         // only once now reaches them: look again then.
         let later_fact = item
-            .entries()
-            .into_iter()
-            .chain(account.map(|a| a.entries()).unwrap_or_default())
+            .each_entry()
+            .chain(account.into_iter().flat_map(AccountState::each_entry))
             .map(|r| r.event_time)
             .filter(|t| *t > now)
             .min();

@@ -180,15 +180,19 @@ impl ItemState {
     /// rather than stored: every item event is a collection, a copy change
     /// or a hold change.
     pub fn entries(&self) -> Vec<&EntryRef> {
-        let mut refs: Vec<&EntryRef> = self
-            .collections
+        let mut refs: Vec<&EntryRef> = self.each_entry().collect();
+        refs.sort_by(|a, b| (a.chain.as_str(), a.seq).cmp(&(b.chain.as_str(), b.seq)));
+        refs
+    }
+
+    /// Every entry about the item, in no particular order: for what needs
+    /// no order (the latest time among them), without sorting.
+    pub fn each_entry(&self) -> impl Iterator<Item = &EntryRef> {
+        self.collections
             .iter()
             .map(|c| &c.at)
             .chain(self.copies.values().flatten().map(|c| &c.at))
             .chain(self.holds.iter().map(|h| &h.at))
-            .collect();
-        refs.sort_by(|a, b| (a.chain.as_str(), a.seq).cmp(&(b.chain.as_str(), b.seq)));
-        refs
     }
 
     /// Every entry about the item and, with `account` (its account's
@@ -214,15 +218,18 @@ pub struct AccountState {
 }
 
 impl AccountState {
-    /// Every account-wide entry, in ledger order (chain, seq).
-    pub fn entries(&self) -> Vec<&EntryRef> {
-        let mut refs: Vec<&EntryRef> = self
-            .hosting_terminated
+    /// Every account-wide entry, in no particular order.
+    pub fn each_entry(&self) -> impl Iterator<Item = &EntryRef> {
+        self.hosting_terminated
             .iter()
             .chain(&self.service_use_ended)
             .chain(self.deletion_requests.iter().map(|(r, _)| r))
             .chain(self.holds.iter().map(|h| &h.at))
-            .collect();
+    }
+
+    /// Every account-wide entry, in ledger order (chain, seq).
+    pub fn entries(&self) -> Vec<&EntryRef> {
+        let mut refs: Vec<&EntryRef> = self.each_entry().collect();
         refs.sort_by(|a, b| (a.chain.as_str(), a.seq).cmp(&(b.chain.as_str(), b.seq)));
         refs
     }
