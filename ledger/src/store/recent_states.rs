@@ -62,7 +62,7 @@ impl RecentSaves {
 #[derive(Debug, Default)]
 pub(crate) struct RecentStates {
     saves: Mutex<Vec<Vec<Record>>>,
-    by_key: OnceLock<HashMap<Vec<u8>, Vec<u8>>>,
+    by_key: OnceLock<HashMap<Vec<u8>, Vec<u8>, ahash::RandomState>>,
 }
 
 impl RecentStates {
@@ -74,7 +74,10 @@ impl RecentStates {
                 // saves; what is left is still whole records.
                 let saves =
                     std::mem::take(&mut *self.saves.lock().unwrap_or_else(PoisonError::into_inner));
-                let mut by_key = HashMap::with_capacity(saves.iter().map(Vec::len).sum());
+                let mut by_key = HashMap::with_capacity_and_hasher(
+                    saves.iter().map(Vec::len).sum(),
+                    ahash::RandomState::new(),
+                );
                 for save in saves.into_iter().rev() {
                     for (k, v) in save {
                         by_key.entry(k).or_insert(v);

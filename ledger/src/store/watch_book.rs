@@ -26,7 +26,7 @@
 //! bounds and marks, and where the wakeup and overdue scans may start
 //! (every key before is removed).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use jiff::Timestamp;
@@ -216,7 +216,18 @@ pub struct SavedBook {
     /// wakeup, status and state in turn; each read would find the key
     /// and decompress its block again). Emptied by every write.
     last_read: std::cell::RefCell<Option<(String, ItemRecord)>>,
+    /// The item records the latest saves wrote, as written: an item a
+    /// tick looks at was often looked at a tick or two before (its next
+    /// event), and reading its record back from the runs costs Bloom
+    /// probes of each run and a block's decompression. At most
+    /// `RECENT_RECORDS`; emptied when full and whenever records are
+    /// written other than by a save.
+    recent: HashMap<String, ItemRecord, ahash::RandomState>,
 }
+
+/// How many saved item records [`SavedBook`] keeps in memory (about 100
+/// bytes each with the map's own: some 13 MiB at most).
+const RECENT_RECORDS: usize = 1 << 17;
 
 /// What an older release kept in sled: watch states, the outbox, the
 /// marks and the next alert's place.
@@ -284,6 +295,7 @@ impl SavedBook {
             wakeups_from: None,
             overdue_from: None,
             last_read: std::cell::RefCell::new(None),
+            recent: HashMap::default(),
         }
     }
 
@@ -312,6 +324,7 @@ impl SavedBook {
         self.overdue = tally.overdue;
         self.next_alert = older.next_alert;
         self.marks = older.marks;
+        self.recent.clear();
         self.write(records)
     }
 
@@ -374,7 +387,12 @@ impl SavedBook {
             (self.next_alert, self.judged) = was;
             return Err(e);
         }
-        self.items.clear();
+        if self.recent.len() + self.items.len() > RECENT_RECORDS {
+            self.recent.clear();
+        }
+        for (item, (_, now)) in std::mem::take(&mut self.items) {
+            self.recent.insert(item, now);
+        }
         self.accounts.clear();
         // The overdue scan starts at the first key still there, past
         // the removed ones (kept in memory; saved with the next write).
@@ -514,6 +532,9 @@ impl SavedBook {
             if last == item {
                 return Ok(record.clone());
             }
+        }
+        if let Some(record) = self.recent.get(item) {
+            return Ok(record.clone());
         }
         let record = match self.store.current().get(&key(ITEM, item))? {
             Some(v) if !v.is_empty() => decode(b"i", &v)?,
