@@ -145,6 +145,7 @@ impl Snapshot {
                     ],
                     first_seq: s.first_seq,
                     bytes: s.bytes,
+                    may_be_sealed_since: false,
                 });
             }
         }
@@ -153,6 +154,7 @@ impl Snapshot {
                 names: vec![segment::open_name(open.first_seq)],
                 first_seq: open.first_seq,
                 bytes: open.bytes,
+                may_be_sealed_since: true,
             });
         }
         if let Some(h) = hint {
@@ -385,6 +387,10 @@ struct SegmentRef {
     first_seq: u64,
     /// Acknowledged length: nothing past it is read.
     bytes: u64,
+    /// Open in this snapshot: the writer may have sealed it since, which
+    /// renames the file (to a name holding its hash, unknown here) and
+    /// changes none of its bytes.
+    may_be_sealed_since: bool,
 }
 
 #[derive(Debug)]
@@ -416,6 +422,28 @@ pub struct Records {
     /// Frames read so far, for the index to keep.
     frames: Vec<FramePosition>,
     done: bool,
+}
+
+/// The sealed segment of `chain_dir` that starts at `first_seq`, opened,
+/// if there is one.
+fn sealed_since(chain_dir: &Path, first_seq: u64) -> Result<Option<(File, PathBuf)>, String> {
+    let prefix = format!("{first_seq:020}-");
+    let listing = std::fs::read_dir(chain_dir)
+        .map_err(|e| format!("cannot list {}: {e}", chain_dir.display()))?;
+    for dir_entry in listing {
+        let dir_entry =
+            dir_entry.map_err(|e| format!("cannot list {}: {e}", chain_dir.display()))?;
+        let name = dir_entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&prefix) && name.ends_with(".seg") {
+            let path = dir_entry.path();
+            return match File::open(&path) {
+                Ok(file) => Ok(Some((file, path))),
+                Err(e) => Err(format!("cannot open {}: {e}", path.display())),
+            };
+        }
+    }
+    Ok(None)
 }
 
 impl Records {
@@ -468,6 +496,15 @@ impl Records {
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => failure = Some(format!("cannot open {}: {e}", path.display())),
+            }
+        }
+        if opened.is_none() && failure.is_none() && seg.may_be_sealed_since {
+            // Sealed since this snapshot was taken (a reader on another
+            // thread holds an older manifest): the same bytes under the
+            // sealed name, which starts with the first seq.
+            match sealed_since(&self.chain_dir, seg.first_seq) {
+                Ok(found) => opened = found,
+                Err(e) => failure = Some(e),
             }
         }
         let Some((file, path)) = opened else {

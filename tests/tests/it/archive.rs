@@ -134,3 +134,29 @@ fn a_chain_continues_from_the_archive_and_a_second_continuation_is_refused() {
     );
     assert_eq!(d.head(CHAIN).unwrap().next_seq, 10, "nothing adopted");
 }
+
+/// A reader holding a snapshot taken while a segment was open (the
+/// projection thread does, between two appends) still reads it after the
+/// writer sealed it, which renames the file: a member stopping after a
+/// rebalance seals its revoked partitions' segments while its projection
+/// still folds them.
+#[test]
+fn a_snapshot_taken_before_a_seal_reads_the_segment_it_sealed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ledger = open(tmp.path());
+    ledger.append(CHAIN, batch("e", 0, 10), clock()).unwrap();
+    ledger.seal_open_segments(None).unwrap();
+    ledger.append(CHAIN, batch("e", 10, 5), clock()).unwrap();
+    let before: Snapshot = ledger.snapshot().clone();
+    ledger.seal_open_segments(None).unwrap();
+    let read: Vec<u64> = before
+        .records(CHAIN, 0)
+        .map(|r| r.unwrap().position)
+        .collect();
+    assert_eq!(read, (0..15).collect::<Vec<_>>());
+    let from_the_open_one: Vec<u64> = before
+        .records(CHAIN, 12)
+        .map(|r| r.unwrap().position)
+        .collect();
+    assert_eq!(from_the_open_one, vec![12, 13, 14]);
+}
