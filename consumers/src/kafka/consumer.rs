@@ -960,6 +960,11 @@ fn dead_letter_config(config: &ConsumerConfig) -> ClientConfig {
 /// The longest one poll waits for a message.
 const POLL_WAIT: Duration = Duration::from_millis(20);
 
+/// At most this many messages are taken between two rounds of the run
+/// loop's checks: about a millisecond's worth at full rate, so that
+/// `max_latency_ms` and a stop are still seen within a millisecond or so.
+const BURST: usize = 256;
+
 /// Consumes until `shutdown` is set, `stop` says so, or the consumer has
 /// been idle for `exit_when_idle_ms`; then writes what is pending, commits
 /// and returns the sink.
@@ -1055,12 +1060,12 @@ pub fn run(
             return Err(ConsumeError::Rebalance(why));
         }
         // One poll that may wait, then whatever has arrived already, up to
-        // a batch: the loop's checks below (clocks, locks, timers) run once
-        // per burst, not once per message.
+        // a burst or a batch: the loop's checks below (clocks, locks,
+        // timers, `max_latency`) run once per burst, not once per message.
         let mut drained = false;
         let mut received = false;
         let mut wait = POLL_WAIT;
-        for _ in 0..config.batch_size.max(1) {
+        for _ in 0..BURST {
             let polled = consumer.poll(wait);
             wait = Duration::ZERO;
             match polled {
