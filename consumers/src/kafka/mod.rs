@@ -42,7 +42,7 @@ pub fn topic_reader(
     client: &rdkafka::ClientConfig,
     purpose: &str,
     topic: &str,
-) -> Result<(rdkafka::consumer::BaseConsumer, Vec<i32>), rdkafka::error::KafkaError> {
+) -> Result<(ClosingConsumer, Vec<i32>), rdkafka::error::KafkaError> {
     use rdkafka::consumer::Consumer;
     let mut client = client.clone();
     client
@@ -53,7 +53,7 @@ pub fn topic_reader(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("fetch.wait.max.ms", "10");
-    let consumer: rdkafka::consumer::BaseConsumer = client.create()?;
+    let consumer = ClosingConsumer(client.create()?);
     let metadata = consumer.fetch_metadata(Some(topic), std::time::Duration::from_secs(10))?;
     let partitions = metadata
         .topics()
@@ -127,6 +127,32 @@ where
         let _ = consumer.poll(std::time::Duration::from_millis(1));
     }
     Ok(())
+}
+
+/// A consumer that is closed promptly when dropped (see
+/// [`close_promptly`]): for the tools that read a topic once and stop.
+pub struct ClosingConsumer(pub rdkafka::consumer::BaseConsumer);
+
+impl std::fmt::Debug for ClosingConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClosingConsumer").finish_non_exhaustive()
+    }
+}
+
+impl std::ops::Deref for ClosingConsumer {
+    type Target = rdkafka::consumer::BaseConsumer;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl Drop for ClosingConsumer {
+    fn drop(&mut self) {
+        if let Err(e) = close_promptly(&self.0, std::time::Duration::from_secs(10)) {
+            tracing::debug!("closing a reader: {e}");
+        }
+    }
 }
 
 /// Sends a record, waiting (while serving delivery reports) whenever the

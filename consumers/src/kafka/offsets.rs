@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use lifeledger_ledger::{Body, ReadOnlyLedger, Source, StoreError};
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -299,7 +299,7 @@ fn group_committed(
     client
         .set("group.id", group)
         .set("enable.auto.commit", "false");
-    let consumer: BaseConsumer = client.create()?;
+    let consumer = super::ClosingConsumer(client.create()?);
     let mut tpl = TopicPartitionList::new();
     for p in partitions {
         tpl.add_partition(&request.topic, *p);
