@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 
 use lifeledger_ledger::monitor::Alert;
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::send_waiting;
+use super::{ClosingConsumer, send_waiting};
 use crate::monitor::{AlertOut, MonitorError};
 
 /// The header that carries an alert's id.
@@ -43,7 +43,8 @@ impl ProducerContext for Deliveries {
 /// Alerts produced to a Kafka topic.
 pub struct KafkaAlertOut {
     producer: BaseProducer<Deliveries>,
-    reader: BaseConsumer,
+    /// Closed promptly when dropped.
+    reader: ClosingConsumer,
     topic: String,
     timeout: Duration,
 }
@@ -53,15 +54,6 @@ impl std::fmt::Debug for KafkaAlertOut {
         f.debug_struct("KafkaAlertOut")
             .field("topic", &self.topic)
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for KafkaAlertOut {
-    /// Leaves the reader's group at once (see [`super::close_promptly`]).
-    fn drop(&mut self) {
-        if let Err(e) = super::close_promptly(&self.reader, self.timeout) {
-            tracing::warn!("closing the reader of {}: {e}", self.topic);
-        }
     }
 }
 
@@ -82,11 +74,16 @@ impl KafkaAlertOut {
             .set("group.id", "lifeledger-alerts-reader")
             .set("enable.auto.commit", "false")
             .set("fetch.wait.max.ms", "10");
+        let timeout = Duration::from_secs(30);
         Ok(KafkaAlertOut {
             producer: producer.create_with_context(Deliveries::default())?,
-            reader: reader.create()?,
+            reader: ClosingConsumer::new(
+                reader.create()?,
+                format!("the reader of {topic}"),
+                timeout,
+            ),
             topic: topic.to_owned(),
-            timeout: Duration::from_secs(30),
+            timeout,
         })
     }
 

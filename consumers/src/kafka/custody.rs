@@ -18,6 +18,7 @@ use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::ClosingConsumer;
 use super::handover::{Custody, CustodyRecord, Fate};
 
 /// Remembers where each record sent went, by its number in the send.
@@ -93,7 +94,8 @@ impl Followed {
 pub struct CustodyLog {
     producer: BaseProducer<Delivered>,
     /// Follows the topic from its start as it grows.
-    tail: BaseConsumer,
+    /// Closed promptly when the log is dropped.
+    tail: ClosingConsumer,
     seen: Mutex<Followed>,
     topic: String,
 }
@@ -108,15 +110,6 @@ impl std::fmt::Debug for CustodyLog {
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-impl Drop for CustodyLog {
-    /// Leaves the reader's group at once (see [`super::close_promptly`]).
-    fn drop(&mut self) {
-        if let Err(e) = super::close_promptly(&self.tail, TIMEOUT) {
-            tracing::warn!("closing the reader of {}: {e}", self.topic);
-        }
-    }
-}
-
 impl CustodyLog {
     /// Opens the custody topic, creating it (one partition) if missing.
     /// `client` carries the brokers and any security settings.
@@ -127,7 +120,11 @@ impl CustodyLog {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("fetch.wait.max.ms", "10");
-        let tail: BaseConsumer = reader_config.create()?;
+        let tail = ClosingConsumer::new(
+            reader_config.create()?,
+            format!("the reader of {topic}"),
+            TIMEOUT,
+        );
         if !exists(&tail, topic)? {
             let admin: AdminClient<DefaultClientContext> = client.create()?;
             let new = NewTopic::new(topic, 1, TopicReplication::Fixed(1));

@@ -53,7 +53,11 @@ pub fn topic_reader(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("fetch.wait.max.ms", "10");
-    let consumer = ClosingConsumer(client.create()?);
+    let consumer = ClosingConsumer::new(
+        client.create()?,
+        format!("the {purpose} reader of {topic}"),
+        std::time::Duration::from_secs(10),
+    );
     let metadata = consumer.fetch_metadata(Some(topic), std::time::Duration::from_secs(10))?;
     let partitions = metadata
         .topics()
@@ -130,12 +134,34 @@ where
 }
 
 /// A consumer that is closed promptly when dropped (see
-/// [`close_promptly`]): for the tools that read a topic once and stop.
-pub struct ClosingConsumer(pub rdkafka::consumer::BaseConsumer);
+/// [`close_promptly`]); a close that fails or times out is logged with
+/// what the consumer is for.
+pub struct ClosingConsumer {
+    consumer: rdkafka::consumer::BaseConsumer,
+    what: String,
+    timeout: std::time::Duration,
+}
+
+impl ClosingConsumer {
+    /// `what` names the consumer in a failed close's warning.
+    pub fn new(
+        consumer: rdkafka::consumer::BaseConsumer,
+        what: impl Into<String>,
+        timeout: std::time::Duration,
+    ) -> Self {
+        ClosingConsumer {
+            consumer,
+            what: what.into(),
+            timeout,
+        }
+    }
+}
 
 impl std::fmt::Debug for ClosingConsumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClosingConsumer").finish_non_exhaustive()
+        f.debug_struct("ClosingConsumer")
+            .field("what", &self.what)
+            .finish_non_exhaustive()
     }
 }
 
@@ -143,14 +169,14 @@ impl std::ops::Deref for ClosingConsumer {
     type Target = rdkafka::consumer::BaseConsumer;
 
     fn deref(&self) -> &Self::Target {
-        &self.0
+        &self.consumer
     }
 }
 
 impl Drop for ClosingConsumer {
     fn drop(&mut self) {
-        if let Err(e) = close_promptly(&self.0, std::time::Duration::from_secs(10)) {
-            tracing::debug!("closing a reader: {e}");
+        if let Err(e) = close_promptly(&self.consumer, self.timeout) {
+            tracing::warn!("closing {}: {e}", self.what);
         }
     }
 }

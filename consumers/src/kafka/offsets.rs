@@ -299,7 +299,11 @@ fn group_committed(
     client
         .set("group.id", group)
         .set("enable.auto.commit", "false");
-    let consumer = super::ClosingConsumer(client.create()?);
+    let consumer = super::ClosingConsumer::new(
+        client.create()?,
+        format!("the reader of group {group}'s offsets"),
+        Duration::from_secs(10),
+    );
     let mut tpl = TopicPartitionList::new();
     for p in partitions {
         tpl.add_partition(&request.topic, *p);
